@@ -1,0 +1,224 @@
+//! Embedded runs: the scheduler and N workers in this process.
+
+use crate::{ClientError, Result};
+use brainfit_io::Store;
+use brainfit_job::merge::{RunInfo, write_outputs};
+use brainfit_job::{JobSpec, Part, inputs, plan};
+use brainfit_kernels::linalg::{Backend, LinalgBackend};
+use brainfit_scheduler::{JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId};
+use brainfit_worker::{
+    Assignment, Executor, JobContext, LeaseReply, Transport, WorkerError, run_worker,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Options of an embedded run.
+pub struct RunOptions {
+    /// Number of in-process workers.
+    pub workers: usize,
+    /// Called about ten times a second with the progress (for a progress bar).
+    pub on_progress: Option<Box<dyn Fn(Progress) + Send + Sync>>,
+}
+
+/// What an embedded run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The summary written to `summary.json`.
+    pub summary: serde_json::Value,
+    /// Number of tasks.
+    pub tasks: usize,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
+}
+
+struct Shared {
+    scheduler: Mutex<Scheduler>,
+    job: Arc<JobContext>,
+    started: Instant,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// The in-process transport: direct calls into the shared scheduler.
+struct InProcess {
+    shared: Arc<Shared>,
+    worker: WorkerId,
+}
+
+impl Transport for InProcess {
+    async fn lease(&self, slots: usize) -> brainfit_worker::Result<LeaseReply> {
+        let now = self.shared.now();
+        let mut s = self.shared.scheduler.lock().expect("scheduler lock");
+        if *s.state() != JobState::Running {
+            return Ok(LeaseReply::Shutdown);
+        }
+        let leases = s
+            .lease(self.worker, slots, now)
+            .ok_or_else(|| WorkerError::Transport("worker expired".into()))?;
+        Ok(if leases.is_empty() {
+            LeaseReply::Idle
+        } else {
+            LeaseReply::Tasks(
+                leases
+                    .into_iter()
+                    .map(|l| Assignment {
+                        job: self.shared.job.clone(),
+                        task: l.task,
+                        attempt: l.attempt,
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    async fn complete(&self, a: &Assignment) -> brainfit_worker::Result<()> {
+        let now = self.shared.now();
+        let lease = Lease {
+            task: a.task,
+            attempt: a.attempt,
+        };
+        self.shared
+            .scheduler
+            .lock()
+            .expect("scheduler lock")
+            .complete(self.worker, lease, now);
+        Ok(())
+    }
+
+    async fn fail(&self, a: &Assignment, error: String) -> brainfit_worker::Result<()> {
+        let now = self.shared.now();
+        let lease = Lease {
+            task: a.task,
+            attempt: a.attempt,
+        };
+        self.shared
+            .scheduler
+            .lock()
+            .expect("scheduler lock")
+            .fail(self.worker, lease, &error, now);
+        Ok(())
+    }
+}
+
+fn run_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{:09}-{}",
+        t.as_secs(),
+        t.subsec_nanos(),
+        std::process::id()
+    )
+}
+
+/// Runs a job embedded: plan, compute with `options.workers` workers, merge, write outputs.
+pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Result<RunReport> {
+    let started = Instant::now();
+    // A run in progress or a failed one must never look complete.
+    store
+        .delete(&brainfit_io::join_url(&spec.output, "summary.json"))
+        .await?;
+    let inventory = inputs::inspect(store, &spec).await?;
+    let tasks = plan(&spec, &inventory);
+    let job = Arc::new(JobContext {
+        id: run_id(),
+        spec,
+        inventory,
+        tasks,
+    });
+    let shared = Arc::new(Shared {
+        scheduler: Mutex::new(Scheduler::new(
+            job.tasks.len(),
+            SchedulerConfig {
+                lease_timeout: u64::MAX / 4,
+                max_attempts: 3,
+            },
+        )),
+        job: job.clone(),
+        started,
+    });
+    let executor = Arc::new(Executor::new(
+        store.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    let workers = options.workers.max(1);
+    let mut handles = Vec::new();
+    for _ in 0..workers {
+        let worker = shared
+            .scheduler
+            .lock()
+            .expect("scheduler lock")
+            .register(shared.now());
+        let transport = InProcess {
+            shared: shared.clone(),
+            worker,
+        };
+        let (executor, store) = (executor.clone(), store.clone());
+        handles.push(tokio::spawn(async move {
+            run_worker(&transport, executor, store).await
+        }));
+    }
+    let compute_started = Instant::now();
+    loop {
+        let (state, progress) = {
+            let s = shared.scheduler.lock().expect("scheduler lock");
+            (s.state().clone(), s.progress())
+        };
+        if let Some(cb) = &options.on_progress {
+            cb(progress);
+        }
+        if state != JobState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for h in handles {
+        h.await.map_err(|e| WorkerError::Panic(e.to_string()))??;
+    }
+    let compute_seconds = compute_started.elapsed().as_secs_f64();
+    let state = shared
+        .scheduler
+        .lock()
+        .expect("scheduler lock")
+        .state()
+        .clone();
+    match state {
+        JobState::Succeeded => {}
+        JobState::Failed { task, error } => {
+            return Err(ClientError::TaskFailed {
+                task: job.tasks[task].describe(&job.spec),
+                error,
+            });
+        }
+        JobState::Cancelled => return Err(ClientError::Cancelled),
+        JobState::Running => unreachable!("the loop above exits only when the job has ended"),
+    }
+    let mut parts = Vec::with_capacity(job.tasks.len());
+    for i in 0..job.tasks.len() {
+        let url = job.part_url(i);
+        parts.push(Part::decode(&store.get(&url).await?, &url)?);
+    }
+    let info = RunInfo {
+        workers,
+        compute_seconds,
+        backend: Backend::NAME,
+    };
+    let summary =
+        write_outputs(store, &job.spec, &job.inventory, &job.tasks, &parts, &info).await?;
+    store
+        .delete_prefix(&brainfit_io::join_url(
+            &job.spec.output,
+            &format!(".brainfit/runs/{}", job.id),
+        ))
+        .await?;
+    Ok(RunReport {
+        summary,
+        tasks: job.tasks.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,28 @@
+//! brainfit's input/output layer.
+//!
+//! Every byte brainfit reads or writes goes through this crate, so that the rest of the
+//! workspace deals in arrays and URLs rather than files and formats:
+//!
+//! * [`store`] resolves URL strings (bare local paths, `file://`, `memory://`) to
+//!   `object_store` back ends and offers whole-object and range reads, atomic overwrites,
+//!   create-only puts (the first finished task attempt wins), listing and prefix deletes.
+//! * [`npy`] parses and writes NumPy `.npy` files and reads `.npz` archives, with its own
+//!   small parser (any byte order, C or Fortran order on disk, versions 1.0–3.0).
+//! * [`nifti`] reads and writes single-file NIfTI-1 images (optionally gzipped) with
+//!   nibabel's affine and scaling semantics, and turns mask images into the voxel order
+//!   `nilearn.masking.apply_mask` uses.
+//!
+//! All failures are reported through the single error type [`IoError`], whose messages
+//! always name the URL or file concerned and say what is wrong.
+
+pub mod error;
+pub mod nifti;
+pub mod npy;
+pub mod store;
+
+pub use error::{IoError, Result};
+pub use nifti::{Mask, Nifti, parse_nifti, try_write_nifti_f32, write_nifti_f32};
+pub use npy::{
+    NpyArray, NpyData, NpyElement, NpyHeader, parse_npy, parse_npy_header, parse_npz, write_npy,
+};
+pub use store::{PutOutcome, Store, join_url, resolve_relative};

@@ -1,0 +1,621 @@
+//! URL strings → `object_store` back ends.
+//!
+//! The job file names every input and output by a URL (DESIGN.md: "a bare path means a
+//! local file"). This module is the one place that turns such strings into an
+//! [`ObjectStore`] plus an object [`Path`], so that the rest of brainfit can read ranges,
+//! write results atomically and commit task outputs with create-only puts without caring
+//! where the bytes live.
+//!
+//! Supported in this build:
+//! * bare paths (`data/x.npy`, `/abs/x.npy`; relative ones against the current directory),
+//! * `file:///abs/path` (percent-encoded as usual for file URLs),
+//! * `memory://NAME/path` — an in-process store per `NAME`, shared by every clone of a
+//!   [`Store`]; used by embedded runs and tests.
+//!
+//! Adding a cloud scheme (e.g. `s3://` through `AmazonS3Builder`) means adding one arm to
+//! [`Store::resolve`] and, for listing, one arm to the URL formatting in [`Store::list`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::error::{IoError, Result};
+
+/// Human-readable list of the URL forms this build understands (used in error messages).
+pub const SUPPORTED_SCHEMES: &str = "bare local paths, file:///absolute/path and memory://NAME/path (s3://, gs://, az:// are not built in yet)";
+
+/// Outcome of a create-only put ([`Store::put_create`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object did not exist and has now been written.
+    Created,
+    /// An object already existed at that location; it was left untouched.
+    AlreadyExists,
+}
+
+/// Which URL form a location was given in; decides how listed objects are turned back
+/// into URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A bare local path.
+    Bare,
+    /// A `file://` URL.
+    FileUrl,
+    /// A `memory://` URL.
+    Memory,
+}
+
+/// Resolves URL strings to object stores and performs whole-object and range I/O on them.
+///
+/// Cheap to clone; clones share the local file system handle and the named in-memory
+/// stores (so `memory://a/x` written through one clone is visible through every other).
+#[derive(Clone)]
+pub struct Store {
+    local: Arc<LocalFileSystem>,
+    memory: Arc<Mutex<HashMap<String, Arc<InMemory>>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = {
+            let map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<String> = map.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        f.debug_struct("Store")
+            .field("local", &"LocalFileSystem(/)")
+            .field("memory_stores", &names)
+            .finish()
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    /// A store handle with a local file system rooted at `/` and no in-memory stores yet
+    /// (they are created on first use of each `memory://NAME`).
+    pub fn new() -> Store {
+        Store {
+            local: Arc::new(LocalFileSystem::new()),
+            memory: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Resolves `url` to the object store that holds it and the object's path there.
+    ///
+    /// Bare relative paths are resolved against the current directory; `.` and `..`
+    /// segments are normalised lexically. Unknown schemes give
+    /// [`IoError::UnsupportedScheme`].
+    pub fn resolve(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let (store, path, _) = self.resolve_kind(url)?;
+        Ok((store, path))
+    }
+
+    fn resolve_kind(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path, Kind)> {
+        match split_scheme(url) {
+            None => {
+                let path = bare_path_to_object_path(url)?;
+                Ok((self.local.clone() as Arc<dyn ObjectStore>, path, Kind::Bare))
+            }
+            Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+                "file" => {
+                    let path = file_url_to_object_path(url)?;
+                    Ok((
+                        self.local.clone() as Arc<dyn ObjectStore>,
+                        path,
+                        Kind::FileUrl,
+                    ))
+                }
+                "memory" => {
+                    let rest = rest.strip_prefix("//").unwrap_or(rest);
+                    let (name, key) = match rest.split_once('/') {
+                        Some((n, k)) => (n, k),
+                        None => (rest, ""),
+                    };
+                    let path = key_to_object_path(url, key)?;
+                    let store = {
+                        let mut map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+                        map.entry(name.to_string())
+                            .or_insert_with(|| Arc::new(InMemory::new()))
+                            .clone()
+                    };
+                    Ok((store as Arc<dyn ObjectStore>, path, Kind::Memory))
+                }
+                _ => Err(IoError::UnsupportedScheme {
+                    url: url.to_string(),
+                    scheme: scheme.to_string(),
+                    supported: SUPPORTED_SCHEMES,
+                }),
+            },
+        }
+    }
+
+    /// Reads a whole object.
+    ///
+    /// A missing object gives [`IoError::NotFound`] naming `url`.
+    pub async fn get(&self, url: &str) -> Result<Bytes> {
+        let (store, path) = self.resolve(url)?;
+        let result = store
+            .get_opts(&path, GetOptions::new())
+            .await
+            .map_err(|e| map_store_err(url, "get", e))?;
+        result
+            .bytes()
+            .await
+            .map_err(|e| map_store_err(url, "get", e))
+    }
+
+    /// Reads bytes `range.start..range.end` of an object.
+    ///
+    /// Strict: the whole range must lie inside the object, otherwise [`IoError::Range`]
+    /// says how large the object really is (use [`Store::size`] first to clamp). An empty
+    /// range returns empty bytes without touching the store; a range whose start lies
+    /// after its end is an error.
+    pub async fn get_range(&self, url: &str, range: Range<u64>) -> Result<Bytes> {
+        if range.start > range.end {
+            return Err(IoError::Range {
+                url: url.to_string(),
+                start: range.start,
+                end: range.end,
+                reason: "the range starts after it ends".to_string(),
+            });
+        }
+        if range.start == range.end {
+            return Ok(Bytes::new());
+        }
+        let (store, path) = self.resolve(url)?;
+        let want = range.end - range.start;
+        let got = match store
+            .get_opts(&path, GetOptions::new().with_range(Some(range.clone())))
+            .await
+        {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match got {
+            Ok(bytes) if bytes.len() as u64 == want => Ok(bytes),
+            Ok(bytes) => Err(IoError::Range {
+                url: url.to_string(),
+                start: range.start,
+                end: range.end,
+                reason: format!(
+                    "the object is only {} bytes long",
+                    range.start + bytes.len() as u64
+                ),
+            }),
+            Err(object_store::Error::NotFound { .. }) => Err(IoError::NotFound {
+                url: url.to_string(),
+            }),
+            Err(e) => {
+                // Out-of-range starts surface as generic back-end errors; report them
+                // with the object's real size when we can find it out.
+                match self.size(url).await {
+                    Ok(size) if range.end > size => Err(IoError::Range {
+                        url: url.to_string(),
+                        start: range.start,
+                        end: range.end,
+                        reason: format!("the object is only {size} bytes long"),
+                    }),
+                    _ => Err(map_store_err(url, "get_range", e)),
+                }
+            }
+        }
+    }
+
+    /// Size of an object in bytes (a HEAD request).
+    pub async fn size(&self, url: &str) -> Result<u64> {
+        let (store, path) = self.resolve(url)?;
+        let result = store
+            .get_opts(&path, GetOptions::new().with_head(true))
+            .await
+            .map_err(|e| map_store_err(url, "head", e))?;
+        Ok(result.meta.size)
+    }
+
+    /// Writes (overwrites) an object atomically: readers see either the old or the new
+    /// content, never a partial file. Local parent directories are created as needed.
+    pub async fn put(&self, url: &str, data: Bytes) -> Result<()> {
+        let (store, path) = self.resolve(url)?;
+        store
+            .put_opts(&path, PutPayload::from_bytes(data), PutOptions::default())
+            .await
+            .map_err(|e| map_store_err(url, "put", e))?;
+        Ok(())
+    }
+
+    /// Create-only put: writes the object if nothing exists at `url`, otherwise leaves the
+    /// existing object untouched and returns [`PutOutcome::AlreadyExists`] (not an
+    /// error). Used to commit task results so that the first finished attempt wins.
+    pub async fn put_create(&self, url: &str, data: Bytes) -> Result<PutOutcome> {
+        let (store, path) = self.resolve(url)?;
+        match store
+            .put_opts(
+                &path,
+                PutPayload::from_bytes(data),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(PutOutcome::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(PutOutcome::AlreadyExists),
+            Err(e) => Err(map_store_err(url, "create-only put", e)),
+        }
+    }
+
+    /// Full URLs of every object strictly below `prefix_url` (recursively), sorted.
+    ///
+    /// The prefix is a "directory": `out/a` lists `out/a/x` and `out/a/b/y` but neither
+    /// `out/a` itself nor `out/ab`. A prefix with nothing below it gives an empty list.
+    /// Returned URLs keep the prefix's form (bare path, `file://`, `memory://`) and can be
+    /// passed straight back to [`Store::get`].
+    pub async fn list(&self, prefix_url: &str) -> Result<Vec<String>> {
+        let (store, prefix, kind) = self.resolve_kind(prefix_url)?;
+        let locations = list_below(store.as_ref(), &prefix, prefix_url).await?;
+        let mut urls = Vec::with_capacity(locations.len());
+        for location in locations {
+            let rel = relative_key(&prefix, &location);
+            let url = match kind {
+                Kind::Bare | Kind::Memory => join_url(prefix_url, rel),
+                Kind::FileUrl => file_url_join(prefix_url, rel)?,
+            };
+            urls.push(url);
+        }
+        urls.sort();
+        Ok(urls)
+    }
+
+    /// Deletes every object strictly below `prefix_url` (same prefix rule as
+    /// [`Store::list`]). Nothing there, or objects vanishing concurrently, is fine.
+    /// Empty local directories are left in place.
+    pub async fn delete_prefix(&self, prefix_url: &str) -> Result<()> {
+        let (store, prefix) = self.resolve(prefix_url)?;
+        let locations = list_below(store.as_ref(), &prefix, prefix_url).await?;
+        if locations.is_empty() {
+            return Ok(());
+        }
+        let stream = futures::stream::iter(locations.into_iter().map(Ok)).boxed();
+        let mut results = store.delete_stream(stream);
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(map_store_err(prefix_url, "delete", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes one object; a missing object is fine.
+    pub async fn delete(&self, url: &str) -> Result<()> {
+        let (store, path) = self.resolve(url)?;
+        match object_store::ObjectStoreExt::delete(store.as_ref(), &path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_store_err(url, "delete", e)),
+        }
+    }
+}
+
+/// Objects strictly below `prefix` (or everything when `prefix` is the root).
+async fn list_below(store: &dyn ObjectStore, prefix: &Path, url: &str) -> Result<Vec<Path>> {
+    let p = if prefix.is_root() { None } else { Some(prefix) };
+    let metas: Vec<_> = match store.list(p).try_collect().await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(map_store_err(url, "list", e)),
+    };
+    let prefix_str: &str = prefix.as_ref();
+    Ok(metas
+        .into_iter()
+        .map(|m| m.location)
+        .filter(|loc| {
+            let s: &str = loc.as_ref();
+            prefix.is_root()
+                || (s.len() > prefix_str.len()
+                    && s.starts_with(prefix_str)
+                    && s.as_bytes()[prefix_str.len()] == b'/')
+        })
+        .collect())
+}
+
+/// The part of `location` below `prefix` (without a leading '/').
+fn relative_key<'a>(prefix: &Path, location: &'a Path) -> &'a str {
+    let s: &str = location.as_ref();
+    let p: &str = prefix.as_ref();
+    if p.is_empty() {
+        s
+    } else {
+        s.get(p.len() + 1..).unwrap_or("")
+    }
+}
+
+/// Maps an object_store error to [`IoError`], turning "not found" into
+/// [`IoError::NotFound`].
+fn map_store_err(url: &str, op: &'static str, e: object_store::Error) -> IoError {
+    match e {
+        object_store::Error::NotFound { .. } => IoError::NotFound {
+            url: url.to_string(),
+        },
+        source => IoError::Store {
+            url: url.to_string(),
+            op,
+            source,
+        },
+    }
+}
+
+/// Splits `scheme:rest` off a URL. A string is a URL when it starts with a valid scheme
+/// followed by `://`, or with `file:`; anything else is a bare path.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !(first_ok && rest_ok) {
+        return None;
+    }
+    if rest.starts_with("//") || scheme.eq_ignore_ascii_case("file") {
+        Some((scheme, rest))
+    } else {
+        None
+    }
+}
+
+/// Bare local path (relative to the current directory or absolute) → object path on the
+/// root-anchored local file system.
+fn bare_path_to_object_path(url: &str) -> Result<Path> {
+    if url.is_empty() {
+        return Err(IoError::InvalidUrl {
+            url: url.to_string(),
+            reason: "empty path".to_string(),
+        });
+    }
+    let p = std::path::Path::new(url);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().map_err(|source| IoError::Io {
+            name: url.to_string(),
+            what: "cannot resolve a relative path: current directory unknown",
+            source,
+        })?;
+        cwd.join(p)
+    };
+    fs_path_to_object_path(url, &abs)
+}
+
+/// `file://` URL → object path on the root-anchored local file system.
+fn file_url_to_object_path(url: &str) -> Result<Path> {
+    let parsed = url::Url::parse(url).map_err(|e| IoError::InvalidUrl {
+        url: url.to_string(),
+        reason: format!("not a valid file URL ({e}); use file:///absolute/path"),
+    })?;
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(IoError::InvalidUrl {
+            url: url.to_string(),
+            reason: "file URLs must not contain '?' or '#'; percent-encode them (%3F, %23) \
+                     or use a bare path"
+                .to_string(),
+        });
+    }
+    let fs = parsed.to_file_path().map_err(|_| IoError::InvalidUrl {
+        url: url.to_string(),
+        reason: "not an absolute local file URL; write file:///absolute/path (three slashes, \
+                 no host)"
+            .to_string(),
+    })?;
+    fs_path_to_object_path(url, &fs)
+}
+
+/// Absolute file-system path → object path, normalising `.`/`..` lexically.
+fn fs_path_to_object_path(url: &str, abs: &std::path::Path) -> Result<Path> {
+    use std::path::Component;
+    let mut parts: Vec<&str> = Vec::new();
+    for c in abs.components() {
+        match c {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::Normal(s) => match s.to_str() {
+                Some(s) => parts.push(s),
+                None => {
+                    return Err(IoError::InvalidUrl {
+                        url: url.to_string(),
+                        reason: "path is not valid UTF-8".to_string(),
+                    });
+                }
+            },
+        }
+    }
+    Path::parse(parts.join("/")).map_err(|e| IoError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Key of a `memory://` URL → object path (empty and `.` segments dropped, `..` pops).
+fn key_to_object_path(url: &str, key: &str) -> Result<Path> {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in key.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    Path::parse(parts.join("/")).map_err(|e| IoError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Appends the (unencoded) `rel` key below a `file://` prefix URL, percent-encoding each
+/// segment as file URLs require.
+fn file_url_join(prefix_url: &str, rel: &str) -> Result<String> {
+    let mut u = url::Url::parse(prefix_url).map_err(|e| IoError::InvalidUrl {
+        url: prefix_url.to_string(),
+        reason: e.to_string(),
+    })?;
+    {
+        let mut segs = u.path_segments_mut().map_err(|_| IoError::InvalidUrl {
+            url: prefix_url.to_string(),
+            reason: "file URL cannot have path segments appended".to_string(),
+        })?;
+        segs.pop_if_empty();
+        segs.extend(rel.split('/'));
+    }
+    Ok(u.to_string())
+}
+
+/// Joins a relative key below a base URL or path, with exactly one `/` between them.
+///
+/// `join_url("file:///r/out", "encoding/conv5/score.npy")` is
+/// `"file:///r/out/encoding/conv5/score.npy"`; a trailing `/` on `base` or a leading `/`
+/// on `relative` is not doubled. An empty `base` returns `relative` (a path relative to
+/// the current directory); an empty `relative` returns `base`.
+pub fn join_url(base: &str, relative: &str) -> String {
+    let rel = relative.trim_start_matches('/');
+    if base.is_empty() {
+        return rel.to_string();
+    }
+    if rel.is_empty() {
+        return base.to_string();
+    }
+    if base.ends_with('/') {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}/{rel}")
+    }
+}
+
+/// Resolves a path written in a job file against the directory that holds the job file.
+///
+/// `base_dir_url` is that directory (a URL or bare path; see [`parent_url`] to get it from
+/// the job file's own URL). A relative `path` (no scheme, not starting with `/`) is joined
+/// below it; absolute paths and URLs are returned unchanged.
+pub fn resolve_relative(base_dir_url: &str, path: &str) -> String {
+    if split_scheme(path).is_some() || path.starts_with('/') {
+        return path.to_string();
+    }
+    join_url(base_dir_url, path)
+}
+
+/// The directory part of a URL or path: everything before the last `/` (keeping a root
+/// `/` and the `scheme://` part). `parent_url("s3://b/jobs/a.toml")` is `"s3://b/jobs"`;
+/// `parent_url("job.toml")` is `""` (the current directory).
+pub fn parent_url(url: &str) -> String {
+    // Never cut into "scheme://" (or "file:").
+    let floor = match split_scheme(url) {
+        Some((scheme, rest)) if rest.starts_with("//") => scheme.len() + 3,
+        Some((scheme, _)) => scheme.len() + 1,
+        None => 0,
+    };
+    let (head, raw_body) = url.split_at(floor.min(url.len()));
+    let body = raw_body.trim_end_matches('/');
+    match body.rfind('/') {
+        Some(0) => format!("{head}/"),
+        None if body.is_empty() && raw_body.starts_with('/') => format!("{head}/"),
+        Some(i) => format!("{head}{}", &body[..i]),
+        None if floor > 0 => format!("{head}{body}"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_url_handles_slashes_and_forms() {
+        assert_eq!(
+            join_url("file:///r/out", "encoding/conv5/score.npy"),
+            "file:///r/out/encoding/conv5/score.npy"
+        );
+        assert_eq!(join_url("file:///r/out/", "a.npy"), "file:///r/out/a.npy");
+        assert_eq!(join_url("memory://m", "/a/b.npy"), "memory://m/a/b.npy");
+        assert_eq!(join_url("memory://m/", "a"), "memory://m/a");
+        assert_eq!(join_url("out", "a.npy"), "out/a.npy");
+        assert_eq!(join_url("/abs/out/", "a.npy"), "/abs/out/a.npy");
+        assert_eq!(join_url("", "a.npy"), "a.npy");
+        assert_eq!(join_url("out", ""), "out");
+        assert_eq!(join_url("file:///", "x"), "file:///x");
+    }
+
+    #[test]
+    fn resolve_relative_and_parent() {
+        assert_eq!(
+            resolve_relative("s3://lab/jobs", "sub01/betas.npy"),
+            "s3://lab/jobs/sub01/betas.npy"
+        );
+        assert_eq!(resolve_relative("/jobs", "/abs/x.npy"), "/abs/x.npy");
+        assert_eq!(
+            resolve_relative("/jobs", "file:///abs/x.npy"),
+            "file:///abs/x.npy"
+        );
+        assert_eq!(resolve_relative("/jobs", "s3://b/x.npy"), "s3://b/x.npy");
+        assert_eq!(resolve_relative("", "x.npy"), "x.npy");
+        assert_eq!(resolve_relative("jobs/", "x.npy"), "jobs/x.npy");
+
+        assert_eq!(parent_url("s3://b/jobs/a.toml"), "s3://b/jobs");
+        assert_eq!(parent_url("file:///jobs/a.toml"), "file:///jobs");
+        assert_eq!(parent_url("file:///a.toml"), "file:///");
+        assert_eq!(parent_url("memory://m/a.toml"), "memory://m");
+        assert_eq!(parent_url("/jobs/a.toml"), "/jobs");
+        assert_eq!(parent_url("/a.toml"), "/");
+        assert_eq!(parent_url("jobs/a.toml"), "jobs");
+        assert_eq!(parent_url("a.toml"), "");
+    }
+
+    #[test]
+    fn scheme_detection() {
+        assert_eq!(split_scheme("s3://b/x"), Some(("s3", "//b/x")));
+        assert_eq!(split_scheme("file:/x"), Some(("file", "/x")));
+        assert_eq!(split_scheme("data/x.npy"), None);
+        assert_eq!(split_scheme("/a:b/x"), None);
+        assert_eq!(split_scheme("weird:name.npy"), None);
+    }
+
+    #[test]
+    fn resolve_normalises_paths() {
+        let s = Store::new();
+        let (_, p) = s.resolve("/a/./b/../c.npy").expect("bare");
+        assert_eq!(p.as_ref(), "a/c.npy");
+        let (_, p) = s.resolve("file:///a/b%20c/d.npy").expect("file url");
+        assert_eq!(p.as_ref(), "a/b c/d.npy");
+        let (_, p) = s.resolve("memory://m//x/./y/../z").expect("memory");
+        assert_eq!(p.as_ref(), "x/z");
+        let cwd = std::env::current_dir().expect("cwd");
+        let (_, p) = s.resolve("rel/x.npy").expect("relative");
+        let want = format!("{}/rel/x.npy", cwd.display());
+        assert_eq!(format!("/{}", p.as_ref()), want);
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_clearly() {
+        let s = Store::new();
+        let e = s.resolve("file://host/x").err().expect("host not allowed");
+        assert!(e.to_string().contains("file://host/x"), "{e}");
+        let e = s.resolve("").err().expect("empty");
+        assert!(e.to_string().contains("empty path"), "{e}");
+        let e = s.resolve("gs://b/x").err().expect("gs");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("gs://b/x") && msg.contains("memory://"),
+            "{msg}"
+        );
+    }
+}

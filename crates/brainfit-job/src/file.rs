@@ -1,0 +1,192 @@
+//! The job file as written by a user: TOML, parsed strictly.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default), and every table
+//! is optional except what an analysis needs. This module only mirrors the text; meaning and
+//! cross-checks live in [`crate::spec`].
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole job file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Job name, echoed into `summary.json`.
+    pub name: String,
+    /// Output prefix URL; results are written below it.
+    pub output: String,
+    /// Brain data of a single-subject job.
+    pub data: Option<DataFile>,
+    /// Multi-subject sweep: one entry per subject, outputs under `<subject>/`.
+    pub subjects: Option<Vec<SubjectFile>>,
+    /// Feature spaces (layers): name -> `.npy` URL, or `.npz` URL (one space per key).
+    #[serde(default)]
+    pub features: BTreeMap<String, String>,
+    /// Voxelwise encoding.
+    pub encoding: Option<EncodingFile>,
+    /// Searchlight RSA.
+    pub searchlight: Option<SearchlightFile>,
+    /// ROI-level RSA.
+    pub rsa: Option<RsaFile>,
+    /// Time-resolved RSA (MEG/EEG).
+    pub time_resolved: Option<TimeResolvedFile>,
+    /// Permutation inference, applied to every analysis of the job.
+    pub permutation: Option<PermutationFile>,
+    /// How work is cut into tasks (does not change results).
+    pub execution: Option<ExecutionFile>,
+}
+
+/// `[data]`: one subject's brain data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFile {
+    /// `[n_samples, n_voxels]` `.npy`, or 4-D NIfTI `[x, y, z, n_samples]`.
+    pub brain: String,
+    /// 3-D NIfTI mask placing the voxels (required with 4-D NIfTI brain data).
+    pub mask: Option<String>,
+    /// Group (run) label per sample: `.npy` of integers or an inline list.
+    pub groups: Option<GroupsFile>,
+}
+
+/// Group labels: a URL or an inline list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum GroupsFile {
+    /// `.npy` of integers.
+    Url(String),
+    /// Inline list.
+    List(Vec<i64>),
+}
+
+/// `[[subjects]]`: one subject of a sweep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectFile {
+    /// Subject name; its outputs go under `<name>/`.
+    pub name: String,
+    /// The subject's brain data.
+    pub data: DataFile,
+    /// Subject-specific feature spaces (added to, or replacing by name, the shared ones).
+    #[serde(default)]
+    pub features: BTreeMap<String, String>,
+}
+
+/// `alphas`: an explicit list or `{ logspace = [start, stop, num] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AlphasFile {
+    /// Explicit values.
+    List(Vec<f64>),
+    /// `numpy.logspace(start, stop, num)`.
+    Logspace {
+        /// `[start, stop, num]`.
+        logspace: (f64, f64, usize),
+    },
+}
+
+/// A cross-validation scheme.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CvFile {
+    /// Contiguous folds, as scikit-learn's unshuffled `KFold`.
+    Kfold {
+        /// Number of folds.
+        k: usize,
+    },
+    /// Leave-one-group-out.
+    Group,
+}
+
+/// `[encoding]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodingFile {
+    /// Alpha grid.
+    pub alphas: Option<AlphasFile>,
+    /// Outer cross-validation.
+    pub cv: Option<CvFile>,
+    /// Inner cross-validation choosing alpha per voxel.
+    pub inner_cv: Option<CvFile>,
+    /// `"r2"` or `"pearson"`.
+    pub score: Option<String>,
+    /// Centre X and Y on each training part.
+    pub intercept: Option<bool>,
+    /// FIR delays in samples.
+    pub delays: Option<Vec<i64>>,
+    /// `"none"` or `"per-group"`.
+    pub zscore: Option<String>,
+}
+
+/// `[searchlight]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchlightFile {
+    /// Radius in voxels.
+    pub radius: Option<f64>,
+    /// Radius in millimetres (uses the mask's voxel sizes).
+    pub radius_mm: Option<f64>,
+    /// Minimum sphere size for a centre to be kept.
+    pub min_voxels: Option<usize>,
+    /// RDM method for brain and model RDMs.
+    pub rdm: Option<String>,
+    /// RDM comparison method.
+    pub compare: Option<String>,
+}
+
+/// `[rsa]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RsaFile {
+    /// Brain RDMs given directly: name -> `.npy` (square or condensed).
+    #[serde(default)]
+    pub brain_rdms: BTreeMap<String, String>,
+    /// ROI masks: name -> NIfTI mask; brain RDMs computed from `[data]` within them.
+    #[serde(default)]
+    pub rois: BTreeMap<String, String>,
+    /// Model RDMs given directly: name -> `.npy` (square or condensed).
+    #[serde(default)]
+    pub models: BTreeMap<String, String>,
+    /// RDM method for computed RDMs.
+    pub rdm: Option<String>,
+    /// Comparison methods.
+    pub compare: Option<Vec<String>>,
+}
+
+/// `[time_resolved]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeResolvedFile {
+    /// `[n_times, n_conditions, n_channels]` `.npy`.
+    pub data: String,
+    /// RDM method.
+    pub rdm: Option<String>,
+    /// Comparison method.
+    pub compare: Option<String>,
+}
+
+/// `[permutation]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermutationFile {
+    /// Number of permutations.
+    pub n: usize,
+    /// Seed; permutation k is a pure function of (seed, k).
+    #[serde(default)]
+    pub seed: u64,
+    /// `"free"`, `"within-group"` or `"block"`.
+    pub scheme: Option<String>,
+    /// Block length in samples (scheme `"block"`).
+    pub block_len: Option<usize>,
+}
+
+/// `[execution]`: task sizes. Results never depend on these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionFile {
+    /// Voxels per encoding task (rounded up to a multiple of 512).
+    pub voxels_per_task: Option<usize>,
+    /// Searchlight centres per task.
+    pub centres_per_task: Option<usize>,
+    /// Permutations per task where permutations are sharded.
+    pub permutations_per_task: Option<usize>,
+}

@@ -1,0 +1,391 @@
+//! Loading and checking a job's inputs through object storage.
+//!
+//! Every check names the file and what is wrong with it: shapes that disagree, NaN or Inf,
+//! an empty mask, a mask whose voxel count differs from the brain matrix, group labels of the
+//! wrong length. The coordinator uses [`inspect`] (shapes only) to plan; workers load the data.
+
+use crate::spec::{GroupsSpec, JobSpec, SubjectSpec};
+use crate::{JobError, Result};
+use brainfit_io::{Mask, NpyArray, Store, parse_nifti, parse_npy, parse_npy_header, parse_npz};
+use ndarray::{Array2, ArrayD, Axis, Dimension};
+
+/// A 2-D matrix in the precision it will be computed in.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// Single precision (f32 data, or integer NIfTI).
+    F32(Array2<f32>),
+    /// Double precision (f64 data).
+    F64(Array2<f64>),
+}
+
+impl Matrix {
+    /// `(rows, columns)`.
+    pub fn dim(&self) -> (usize, usize) {
+        match self {
+            Matrix::F32(a) => a.dim(),
+            Matrix::F64(a) => a.dim(),
+        }
+    }
+
+    /// Whether the matrix is double precision.
+    pub fn is_f64(&self) -> bool {
+        matches!(self, Matrix::F64(_))
+    }
+}
+
+/// A feature space: one `.npy`, or one key of an `.npz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceRef {
+    /// Space name (`entry`, or `entry.key` for an `.npz`).
+    pub name: String,
+    /// File URL.
+    pub url: String,
+    /// Key inside an `.npz`.
+    pub key: Option<String>,
+}
+
+/// What the coordinator knows about one subject's inputs before any computation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectInventory {
+    /// Number of samples (stimuli / time points).
+    pub n_samples: usize,
+    /// Number of voxels (mask voxels, or brain matrix columns).
+    pub n_voxels: usize,
+    /// Whether brain data is f64 (computation in f64) or not (f32).
+    pub f64_data: bool,
+    /// Feature spaces with their number of features.
+    pub spaces: Vec<(SpaceRef, usize)>,
+}
+
+/// Inventory of every subject of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    /// One entry per subject, in job order.
+    pub subjects: Vec<SubjectInventory>,
+}
+
+fn is_npz(url: &str) -> bool {
+    url.to_ascii_lowercase().ends_with(".npz")
+}
+
+fn is_nifti(url: &str) -> bool {
+    let u = url.to_ascii_lowercase();
+    u.ends_with(".nii") || u.ends_with(".nii.gz")
+}
+
+fn input_err(url: &str, message: impl Into<String>) -> JobError {
+    JobError::Input {
+        url: url.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Reads and checks a 3-D mask.
+pub async fn load_mask(store: &Store, url: &str) -> Result<Mask> {
+    let bytes = store.get(url).await?;
+    let nifti = parse_nifti(&bytes, url)?;
+    Ok(Mask::from_nifti(&nifti, url)?)
+}
+
+/// Shape of an `.npy` from its header alone (a small range read).
+async fn npy_shape(store: &Store, url: &str) -> Result<(Vec<usize>, String)> {
+    let size = store.size(url).await?;
+    let head = store.get_range(url, 0..size.min(65_536)).await?;
+    let h = parse_npy_header(&head, url)?;
+    let need = h.data_offset as u64
+        + h.shape.iter().product::<usize>() as u64 * dtype_size(&h.dtype).unwrap_or(0) as u64;
+    if size < need {
+        return Err(input_err(
+            url,
+            format!(
+                "truncated .npy: header says shape {:?} of {} ({need} bytes) but the file has {size} bytes",
+                h.shape, h.dtype
+            ),
+        ));
+    }
+    Ok((h.shape, h.dtype))
+}
+
+fn dtype_size(dtype: &str) -> Option<usize> {
+    dtype.get(2..).and_then(|s| s.parse().ok())
+}
+
+fn check_finite(a: &NpyArray, url: &str) -> Result<()> {
+    if a.has_non_finite() {
+        let values = a.to_f64();
+        let (pos, v) = values
+            .indexed_iter()
+            .find(|(_, v)| !v.is_finite())
+            .expect("has a non-finite value");
+        return Err(input_err(
+            url,
+            format!(
+                "contains {v} at index {:?}; remove or impute non-finite values first",
+                pos.slice()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Flattens trailing dimensions: `[n, ...]` -> `[n, prod(...)]`.
+fn to_matrix(a: &NpyArray, url: &str, as_f64: bool) -> Result<Matrix> {
+    let shape = a.shape().to_vec();
+    if shape.is_empty() {
+        return Err(input_err(url, "is a scalar; expected [n_samples, ...]"));
+    }
+    let cols: usize = shape[1..].iter().product();
+    let reshape = |d: ArrayD<f64>| -> Array2<f64> {
+        d.into_shape_with_order((shape[0], cols))
+            .expect("element count is preserved")
+    };
+    Ok(if as_f64 {
+        Matrix::F64(reshape(a.to_f64()))
+    } else {
+        let d = a.to_f32();
+        Matrix::F32(
+            d.into_shape_with_order((shape[0], cols))
+                .expect("element count is preserved"),
+        )
+    })
+}
+
+/// Brain data of a subject, checked: `[n_samples, n_voxels]` and the mask, if any.
+pub async fn load_brain(store: &Store, subject: &SubjectSpec) -> Result<(Matrix, Option<Mask>)> {
+    let mask = match &subject.mask {
+        Some(m) => Some(load_mask(store, m).await?),
+        None => None,
+    };
+    let url = &subject.brain;
+    let bytes = store.get(url).await?;
+    let matrix = if is_nifti(url) {
+        let img = parse_nifti(&bytes, url)?;
+        let mask = mask
+            .as_ref()
+            .ok_or_else(|| input_err(url, "4-D NIfTI brain data needs a [data] mask"))?;
+        let m = mask.apply(&img, url)?;
+        if let Some(((t, v), x)) = m.indexed_iter().find(|(_, x)| !x.is_finite()) {
+            return Err(input_err(
+                url,
+                format!("contains {x} at volume {t}, mask voxel {v}"),
+            ));
+        }
+        Matrix::F32(m.mapv(|x| x as f32))
+    } else {
+        let a = parse_npy(&bytes, url)?;
+        if a.shape().len() != 2 {
+            return Err(input_err(
+                url,
+                format!(
+                    "brain data must be 2-D [n_samples, n_voxels], got shape {:?}",
+                    a.shape()
+                ),
+            ));
+        }
+        check_finite(&a, url)?;
+        to_matrix(&a, url, a.is_f64())?
+    };
+    let (n, v) = matrix.dim();
+    if let Some(mask) = &mask {
+        if mask.len() != v {
+            return Err(input_err(
+                url,
+                format!(
+                    "has {v} voxel columns but the mask {} has {} voxels",
+                    subject.mask.as_deref().unwrap_or(""),
+                    mask.len()
+                ),
+            ));
+        }
+    }
+    if n < 2 || v == 0 {
+        return Err(input_err(
+            url,
+            format!("brain data of shape [{n}, {v}] is too small"),
+        ));
+    }
+    Ok((matrix, mask))
+}
+
+/// Feature spaces a subject's `[features]` entries expand to (reads `.npz` member lists).
+async fn space_refs(store: &Store, subject: &SubjectSpec) -> Result<Vec<(SpaceRef, Vec<usize>)>> {
+    let mut out = Vec::new();
+    for (entry, url) in &subject.features {
+        if is_npz(url) {
+            let bytes = store.get(url).await?;
+            for (key, a) in parse_npz(&bytes, url)? {
+                let r = SpaceRef {
+                    name: format!("{entry}.{key}"),
+                    url: url.clone(),
+                    key: Some(key),
+                };
+                out.push((r, a.shape().to_vec()));
+            }
+        } else {
+            let (shape, _) = npy_shape(store, url).await?;
+            out.push((
+                SpaceRef {
+                    name: entry.clone(),
+                    url: url.clone(),
+                    key: None,
+                },
+                shape,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Loads one feature space as a matrix in the requested precision, checked for NaN/Inf.
+pub async fn load_space(store: &Store, space: &SpaceRef, as_f64: bool) -> Result<Matrix> {
+    let bytes = store.get(&space.url).await?;
+    let array = match &space.key {
+        None => parse_npy(&bytes, &space.url)?,
+        Some(key) => parse_npz(&bytes, &space.url)?
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a)
+            .ok_or_else(|| input_err(&space.url, format!("has no array {key:?}")))?,
+    };
+    let name = match &space.key {
+        Some(k) => format!("{} [{k}]", space.url),
+        None => space.url.clone(),
+    };
+    check_finite(&array, &name)?;
+    to_matrix(&array, &name, as_f64)
+}
+
+/// Group labels of a subject, checked against the number of samples.
+pub async fn load_groups(
+    store: &Store,
+    subject: &SubjectSpec,
+    n_samples: usize,
+) -> Result<Option<Vec<i64>>> {
+    let (groups, name) = match &subject.groups {
+        None => return Ok(None),
+        Some(GroupsSpec::List(l)) => (l.clone(), "[data] groups".to_string()),
+        Some(GroupsSpec::Url(url)) => {
+            let bytes = store.get(url).await?;
+            let a = parse_npy(&bytes, url)?;
+            if a.shape().len() != 1 {
+                return Err(input_err(
+                    url,
+                    format!("groups must be 1-D, got shape {:?}", a.shape()),
+                ));
+            }
+            (a.to_i64(url)?.iter().copied().collect(), url.clone())
+        }
+    };
+    if groups.len() != n_samples {
+        return Err(input_err(
+            &name,
+            format!(
+                "has {} labels but the brain data has {n_samples} samples",
+                groups.len()
+            ),
+        ));
+    }
+    Ok(Some(groups))
+}
+
+/// Reads shapes (and small inputs) of every subject and checks that they fit together,
+/// without computing anything. This is what `brainfit validate` runs.
+pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
+    let mut subjects = Vec::new();
+    for subject in &spec.subjects {
+        let url = &subject.brain;
+        let mask = match &subject.mask {
+            Some(m) => Some(load_mask(store, m).await?),
+            None => None,
+        };
+        let (n_samples, n_voxels, f64_data) = if is_nifti(url) {
+            let img = parse_nifti(&store.get(url).await?, url)?;
+            let mask = mask
+                .as_ref()
+                .ok_or_else(|| input_err(url, "4-D NIfTI brain data needs a [data] mask"))?;
+            if img.dim.len() != 4 || img.dim[..3] != mask.shape {
+                return Err(input_err(
+                    url,
+                    format!(
+                        "image of shape {:?} does not match the mask's {:?}",
+                        img.dim, mask.shape
+                    ),
+                ));
+            }
+            (img.dim[3], mask.len(), false)
+        } else {
+            let (shape, dtype) = npy_shape(store, url).await?;
+            if shape.len() != 2 {
+                return Err(input_err(
+                    url,
+                    format!("brain data must be 2-D [n_samples, n_voxels], got shape {shape:?}"),
+                ));
+            }
+            if let Some(mask) = &mask {
+                if mask.len() != shape[1] {
+                    return Err(input_err(
+                        url,
+                        format!(
+                            "has {} voxel columns but the mask {} has {} voxels",
+                            shape[1],
+                            subject.mask.as_deref().unwrap_or(""),
+                            mask.len()
+                        ),
+                    ));
+                }
+            }
+            (shape[0], shape[1], dtype.ends_with("f8"))
+        };
+        if n_samples < 2 || n_voxels == 0 {
+            return Err(input_err(
+                url,
+                format!("brain data of shape [{n_samples}, {n_voxels}] is too small"),
+            ));
+        }
+        load_groups(store, subject, n_samples).await?;
+        let mut spaces = Vec::new();
+        for (space, shape) in space_refs(store, subject).await? {
+            if shape.is_empty() || shape[0] != n_samples {
+                return Err(input_err(
+                    &space.url,
+                    format!(
+                        "feature space {} has shape {shape:?}: its first dimension must be the brain data's {n_samples} samples ({url})",
+                        space.name
+                    ),
+                ));
+            }
+            let p = shape[1..].iter().product();
+            if p == 0 {
+                return Err(input_err(
+                    &space.url,
+                    format!("feature space {} has no features", space.name),
+                ));
+            }
+            spaces.push((space, p));
+        }
+        subjects.push(SubjectInventory {
+            n_samples,
+            n_voxels,
+            f64_data,
+            spaces,
+        });
+    }
+    Ok(Inventory { subjects })
+}
+
+/// Columns `[start, end)` of a matrix, as an owned matrix of the same precision.
+pub fn columns(m: &Matrix, start: usize, end: usize) -> Matrix {
+    match m {
+        Matrix::F32(a) => Matrix::F32(a.slice_axis(Axis(1), (start..end).into()).to_owned()),
+        Matrix::F64(a) => Matrix::F64(a.slice_axis(Axis(1), (start..end).into()).to_owned()),
+    }
+}
+
+/// Converts a matrix to the precision of the brain data.
+pub fn with_precision(m: Matrix, as_f64: bool) -> Matrix {
+    match (m, as_f64) {
+        (Matrix::F32(a), true) => Matrix::F64(a.mapv(f64::from)),
+        (Matrix::F64(a), false) => Matrix::F32(a.mapv(|x| x as f32)),
+        (m, _) => m,
+    }
+}

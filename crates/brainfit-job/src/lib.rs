@@ -1,0 +1,58 @@
+//! brainfit's job model: the job file, its checked spec, the plan of tasks, partial results
+//! and the merge into the output layout of DESIGN.md.
+//!
+//! The flow is `file` (TOML text) -> [`spec::JobSpec`] (checked) -> [`inputs::inspect`] (shapes)
+//! -> [`plan::plan`] (tasks) -> workers produce [`part::Part`]s -> [`merge::write_outputs`].
+
+pub mod file;
+pub mod inputs;
+pub mod merge;
+pub mod part;
+pub mod plan;
+pub mod spec;
+
+pub use inputs::{Inventory, Matrix, SpaceRef};
+pub use part::Part;
+pub use plan::{Task, plan};
+pub use spec::JobSpec;
+
+/// Errors of the job model.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job file is not valid TOML or has unknown keys / wrong types.
+    #[error("{file}: {message}")]
+    Parse {
+        /// Job file name.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The job file parses but its values do not fit together.
+    #[error("{file}: {message}")]
+    Invalid {
+        /// Job file name.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input file has the wrong shape or content.
+    #[error("{url}: {message}")]
+    Input {
+        /// The input's URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A partial result cannot be read back.
+    #[error("corrupt partial result: {0}")]
+    Corrupt(String),
+    /// Reading or writing an object failed.
+    #[error(transparent)]
+    Io(#[from] brainfit_io::IoError),
+    /// A kernel rejected its input.
+    #[error(transparent)]
+    Kernel(#[from] brainfit_kernels::KernelError),
+}
+
+/// Result alias of the job crate.
+pub type Result<T> = std::result::Result<T, JobError>;

@@ -1,0 +1,175 @@
+//! Merging partial results into the output layout of DESIGN.md.
+//!
+//! Every output is written with an atomic put once all tasks have finished; `summary.json` is
+//! written last and is the marker of a complete run (it is removed when a run starts), so a
+//! failed run never leaves a result that looks complete.
+
+use crate::inputs::{Inventory, load_mask};
+use crate::plan::Task;
+use crate::spec::JobSpec;
+use crate::{JobError, Part, Result};
+use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
+use ndarray::{Array1, ArrayView1};
+use serde_json::{Value, json};
+
+/// How a run went, echoed into `summary.json`.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// Workers that ran the tasks.
+    pub workers: usize,
+    /// Wall-clock seconds of the compute phase.
+    pub compute_seconds: f64,
+    /// Linear-algebra backend name.
+    pub backend: &'static str,
+}
+
+/// Descriptive statistics of a map, ignoring NaN.
+pub fn map_stats(values: ArrayView1<'_, f64>) -> Value {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() {
+        return json!({ "n": values.len(), "n_finite": 0 });
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let (imax, max) = values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        );
+    json!({ "n": values.len(), "n_finite": finite.len(), "mean": mean, "max": max, "argmax": imax })
+}
+
+async fn put_npy(store: &Store, url: &str, values: ArrayView1<'_, f64>) -> Result<()> {
+    store.put(url, write_npy(&values).into()).await?;
+    Ok(())
+}
+
+async fn put_map(
+    store: &Store,
+    url_npy: &str,
+    mask: Option<&Mask>,
+    values: &Array1<f64>,
+) -> Result<()> {
+    put_npy(store, url_npy, values.view()).await?;
+    if let Some(mask) = mask {
+        let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
+        let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
+        store
+            .put(
+                &nii,
+                write_nifti_f32(volume.view(), &mask.affine, true).into(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Concatenates array `name` of the parts of `tasks` (already in range order).
+fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array1<f64>> {
+    let mut out = Vec::with_capacity(expected);
+    for (_, p) in parts {
+        out.extend_from_slice(p.get(name)?.1);
+    }
+    if out.len() != expected {
+        return Err(JobError::Corrupt(format!(
+            "{name}: parts hold {} values, expected {expected}",
+            out.len()
+        )));
+    }
+    Ok(Array1::from(out))
+}
+
+/// Writes every output of the job from the tasks' parts (same order as `tasks`) and returns
+/// the summary that was written to `summary.json`.
+pub async fn write_outputs(
+    store: &Store,
+    spec: &JobSpec,
+    inventory: &Inventory,
+    tasks: &[Task],
+    parts: &[Part],
+    info: &RunInfo,
+) -> Result<Value> {
+    let mut subjects_summary = Vec::new();
+    for (si, (subject, inv)) in spec.subjects.iter().zip(&inventory.subjects).enumerate() {
+        let mask = match &subject.mask {
+            Some(url) => Some(load_mask(store, url).await?),
+            None => None,
+        };
+        let mut encoding_summary = serde_json::Map::new();
+        if spec.encoding.is_some() {
+            for (space, p) in &inv.spaces {
+                let mine: Vec<(&Task, &Part)> = tasks
+                    .iter()
+                    .zip(parts)
+                    .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == si && *s == space.name))
+                    .collect();
+                let score = concat(&mine, "score", inv.n_voxels)?;
+                let alpha = concat(&mine, "alpha", inv.n_voxels)?;
+                let dir = format!("encoding/{}", space.name);
+                put_map(
+                    store,
+                    &spec.output_url(subject, &format!("{dir}/score.npy")),
+                    mask.as_ref(),
+                    &score,
+                )
+                .await?;
+                put_npy(
+                    store,
+                    &spec.output_url(subject, &format!("{dir}/alpha.npy")),
+                    alpha.view(),
+                )
+                .await?;
+                encoding_summary.insert(
+                    space.name.clone(),
+                    json!({ "n_features": p, "score": map_stats(score.view()), "alpha_median": median(alpha.view()) }),
+                );
+            }
+        }
+        let mut s = serde_json::Map::new();
+        s.insert("name".into(), json!(subject.name));
+        s.insert("n_samples".into(), json!(inv.n_samples));
+        s.insert("n_voxels".into(), json!(inv.n_voxels));
+        s.insert(
+            "precision".into(),
+            json!(if inv.f64_data { "f64" } else { "f32" }),
+        );
+        if spec.encoding.is_some() {
+            s.insert("encoding".into(), Value::Object(encoding_summary));
+        }
+        subjects_summary.push(Value::Object(s));
+    }
+    let summary = json!({
+        "name": spec.name,
+        "brainfit_version": env!("CARGO_PKG_VERSION"),
+        "linalg_backend": info.backend,
+        "workers": info.workers,
+        "tasks": tasks.len(),
+        "compute_seconds": info.compute_seconds,
+        "subjects": subjects_summary,
+        "job": spec.source,
+    });
+    let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    store
+        .put(
+            &brainfit_io::join_url(&spec.output, "summary.json"),
+            text.into(),
+        )
+        .await?;
+    Ok(summary)
+}
+
+fn median(values: ArrayView1<'_, f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    })
+}

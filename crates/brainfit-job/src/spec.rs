@@ -1,0 +1,661 @@
+//! The checked job: every parameter parsed, defaulted and cross-checked before any work starts.
+//!
+//! A [`JobSpec`] is a pure function of the job file's text and the URL of the directory it was
+//! read from (relative input paths resolve against it), so a coordinator can ship the text to
+//! workers and every process sees the same spec.
+
+use crate::file::{AlphasFile, CvFile, DataFile, GroupsFile, JobFile};
+use crate::{JobError, Result};
+use brainfit_kernels::compare::CompareMethod;
+use brainfit_kernels::cv::CvScheme;
+use brainfit_kernels::rdm::RdmMethod;
+use brainfit_kernels::ridge::{RidgeSpec, VOXEL_BATCH};
+use brainfit_kernels::score::ScoreKind;
+use std::collections::BTreeMap;
+
+/// A checked job.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Job name.
+    pub name: String,
+    /// Output prefix URL.
+    pub output: String,
+    /// Subjects (one unnamed subject for a single-subject job).
+    pub subjects: Vec<SubjectSpec>,
+    /// Voxelwise encoding, if requested.
+    pub encoding: Option<EncodingSpec>,
+    /// Searchlight RSA, if requested.
+    pub searchlight: Option<SearchlightSpec>,
+    /// ROI-level RSA, if requested.
+    pub rsa: Option<RsaSpec>,
+    /// Time-resolved RSA, if requested.
+    pub time_resolved: Option<TimeResolvedSpec>,
+    /// Permutation inference, if requested.
+    pub permutation: Option<PermutationSpec>,
+    /// Task sizes.
+    pub execution: ExecutionSpec,
+    /// The job file's text, echoed into `summary.json` and shipped to workers.
+    pub source: String,
+    /// Where the job file was read from (for messages).
+    pub source_name: String,
+}
+
+/// One subject's inputs.
+#[derive(Debug, Clone)]
+pub struct SubjectSpec {
+    /// Output subdirectory (`None` for a single-subject job: outputs at the root).
+    pub name: Option<String>,
+    /// Brain data URL.
+    pub brain: String,
+    /// Mask URL.
+    pub mask: Option<String>,
+    /// Group labels.
+    pub groups: Option<GroupsSpec>,
+    /// Feature files: entry name -> URL (an `.npz` expands to one space per key).
+    pub features: BTreeMap<String, String>,
+}
+
+impl SubjectSpec {
+    /// `relative` below this subject's output directory.
+    pub fn output_path(&self, relative: &str) -> String {
+        match &self.name {
+            Some(n) => format!("{n}/{relative}"),
+            None => relative.to_string(),
+        }
+    }
+
+    /// Name for messages.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or("subject")
+    }
+}
+
+/// Group labels: from a file or inline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupsSpec {
+    /// `.npy` URL.
+    Url(String),
+    /// Inline list.
+    List(Vec<i64>),
+}
+
+/// Checked `[encoding]`.
+#[derive(Debug, Clone)]
+pub struct EncodingSpec {
+    /// Alpha grid, score kind and intercept.
+    pub ridge: RidgeSpec,
+    /// Outer cross-validation.
+    pub cv: CvScheme,
+    /// Inner cross-validation.
+    pub inner_cv: CvScheme,
+    /// FIR delays.
+    pub delays: Vec<i64>,
+    /// Z-score brain data and features within each run first.
+    pub zscore_per_group: bool,
+}
+
+/// Searchlight radius.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Radius {
+    /// In voxels.
+    Voxels(f64),
+    /// In millimetres, using the mask's voxel sizes.
+    Millimetres(f64),
+}
+
+/// Checked `[searchlight]`.
+#[derive(Debug, Clone)]
+pub struct SearchlightSpec {
+    /// Sphere radius.
+    pub radius: Radius,
+    /// Minimum sphere size.
+    pub min_voxels: usize,
+    /// RDM method.
+    pub rdm: RdmMethod,
+    /// Comparison method.
+    pub compare: CompareMethod,
+}
+
+/// Checked `[rsa]`.
+#[derive(Debug, Clone)]
+pub struct RsaSpec {
+    /// Brain RDMs given directly.
+    pub brain_rdms: BTreeMap<String, String>,
+    /// ROI masks.
+    pub rois: BTreeMap<String, String>,
+    /// Model RDMs given directly.
+    pub models: BTreeMap<String, String>,
+    /// RDM method for computed RDMs.
+    pub rdm: RdmMethod,
+    /// Comparison methods.
+    pub compare: Vec<CompareMethod>,
+}
+
+/// Checked `[time_resolved]`.
+#[derive(Debug, Clone)]
+pub struct TimeResolvedSpec {
+    /// `[n_times, n_conditions, n_channels]` URL.
+    pub data: String,
+    /// RDM method.
+    pub rdm: RdmMethod,
+    /// Comparison method.
+    pub compare: CompareMethod,
+}
+
+/// How labels are permuted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermutationScheme {
+    /// Any permutation.
+    Free,
+    /// Only within each group (run).
+    WithinGroup,
+    /// Contiguous blocks of `len` samples permuted as units.
+    Block {
+        /// Block length in samples.
+        len: usize,
+    },
+}
+
+/// Checked `[permutation]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PermutationSpec {
+    /// Number of permutations.
+    pub n: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Scheme.
+    pub scheme: PermutationScheme,
+}
+
+/// Task sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExecutionSpec {
+    /// Voxels per encoding task, a multiple of the kernels' voxel batch.
+    pub voxels_per_task: usize,
+    /// Searchlight centres per task.
+    pub centres_per_task: usize,
+    /// Permutations per task where permutations are sharded.
+    pub permutations_per_task: usize,
+}
+
+/// `numpy.logspace(start, stop, num)`, computed as numpy does (linspace, then `10 ** y`).
+pub fn logspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    if num == 0 {
+        return vec![];
+    }
+    let div = if num > 1 { (num - 1) as f64 } else { 1.0 };
+    let step = (stop - start) / div;
+    let mut y: Vec<f64> = if step == 0.0 {
+        (0..num)
+            .map(|i| i as f64 / div * (stop - start) + start)
+            .collect()
+    } else {
+        (0..num).map(|i| i as f64 * step + start).collect()
+    };
+    if num > 1 {
+        y[num - 1] = stop;
+    }
+    y.into_iter().map(|e| 10f64.powf(e)).collect()
+}
+
+fn parse_cv(cv: Option<CvFile>, default: CvScheme) -> CvScheme {
+    match cv {
+        None => default,
+        Some(CvFile::Kfold { k }) => CvScheme::KFold { k },
+        Some(CvFile::Group) => CvScheme::LeaveOneGroupOut,
+    }
+}
+
+impl JobSpec {
+    /// Parses and checks a job file. `name` is used in messages; `base_url` is the directory
+    /// relative input paths resolve against.
+    pub fn from_toml(text: &str, name: &str, base_url: &str) -> Result<JobSpec> {
+        let file: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
+            file: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| JobError::Invalid {
+            file: name.to_string(),
+            message,
+        };
+        let resolve = |p: &str| brainfit_io::resolve_relative(base_url, p);
+
+        let mut subjects = Vec::new();
+        let subject =
+            |n: Option<String>, d: &DataFile, extra: &BTreeMap<String, String>| SubjectSpec {
+                name: n,
+                brain: resolve(&d.brain),
+                mask: d.mask.as_deref().map(resolve),
+                groups: d.groups.as_ref().map(|g| match g {
+                    GroupsFile::Url(u) => GroupsSpec::Url(resolve(u)),
+                    GroupsFile::List(l) => GroupsSpec::List(l.clone()),
+                }),
+                features: file
+                    .features
+                    .iter()
+                    .chain(extra)
+                    .map(|(k, v)| (k.clone(), resolve(v)))
+                    .collect(),
+            };
+        match (&file.data, &file.subjects) {
+            (Some(d), None) => subjects.push(subject(None, d, &BTreeMap::new())),
+            (None, Some(list)) if !list.is_empty() => {
+                for s in list {
+                    let ok = !s.name.is_empty()
+                        && s.name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                        && s.name != "."
+                        && s.name != "..";
+                    if !ok {
+                        return Err(invalid(format!(
+                            "subject name {:?} must be letters, digits, '-', '_' or '.'",
+                            s.name
+                        )));
+                    }
+                    if subjects
+                        .iter()
+                        .any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name))
+                    {
+                        return Err(invalid(format!("subject {:?} is listed twice", s.name)));
+                    }
+                    subjects.push(subject(Some(s.name.clone()), &s.data, &s.features));
+                }
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give either [data] or [[subjects]], not both".into(),
+                ));
+            }
+            _ => return Err(invalid("missing [data] (or [[subjects]])".into())),
+        }
+        for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
+            if space.is_empty() || space.contains('/') {
+                return Err(invalid(format!(
+                    "feature space name {space:?} must be non-empty, without '/'"
+                )));
+            }
+        }
+
+        let encoding = match &file.encoding {
+            None => None,
+            Some(e) => {
+                let alphas = match &e.alphas {
+                    None => logspace(-2.0, 5.0, 15),
+                    Some(AlphasFile::List(l)) => l.clone(),
+                    Some(AlphasFile::Logspace {
+                        logspace: (a, b, n),
+                    }) => logspace(*a, *b, *n),
+                };
+                let score = match e.score.as_deref().unwrap_or("r2") {
+                    "r2" => ScoreKind::R2,
+                    "pearson" => ScoreKind::Pearson,
+                    other => {
+                        return Err(invalid(format!(
+                            "[encoding] score = {other:?}: use \"r2\" or \"pearson\""
+                        )));
+                    }
+                };
+                let ridge = RidgeSpec::new(alphas, e.intercept.unwrap_or(true), score)
+                    .map_err(|err| invalid(format!("[encoding] {err}")))?;
+                let zscore_per_group = match e.zscore.as_deref().unwrap_or("none") {
+                    "none" => false,
+                    "per-group" => true,
+                    other => {
+                        return Err(invalid(format!(
+                            "[encoding] zscore = {other:?}: use \"none\" or \"per-group\""
+                        )));
+                    }
+                };
+                let delays = e.delays.clone().unwrap_or_else(|| vec![0]);
+                if delays.is_empty() {
+                    return Err(invalid(
+                        "[encoding] delays must not be empty (use [0] for none)".into(),
+                    ));
+                }
+                let cv = parse_cv(e.cv, CvScheme::KFold { k: 5 });
+                let inner_cv = parse_cv(e.inner_cv, CvScheme::KFold { k: 5 });
+                let needs_groups = zscore_per_group
+                    || cv == CvScheme::LeaveOneGroupOut
+                    || inner_cv == CvScheme::LeaveOneGroupOut;
+                if needs_groups {
+                    if let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
+                        return Err(invalid(format!(
+                            "[encoding] uses groups (group cross-validation or per-group z-scoring) but {} has no [data] groups",
+                            s.label()
+                        )));
+                    }
+                }
+                for (what, cv) in [("cv", cv), ("inner_cv", inner_cv)] {
+                    if let CvScheme::KFold { k } = cv {
+                        if k < 2 {
+                            return Err(invalid(format!(
+                                "[encoding] {what}: kfold needs k >= 2, got {k}"
+                            )));
+                        }
+                    }
+                }
+                if subjects.iter().all(|s| s.features.is_empty()) {
+                    return Err(invalid(
+                        "[encoding] needs at least one [features] space".into(),
+                    ));
+                }
+                Some(EncodingSpec {
+                    ridge,
+                    cv,
+                    inner_cv,
+                    delays,
+                    zscore_per_group,
+                })
+            }
+        };
+
+        let rdm_method = |s: Option<&str>, section: &str| {
+            RdmMethod::parse(s.unwrap_or("correlation"))
+                .map_err(|e| invalid(format!("[{section}] rdm: {e}")))
+        };
+        let compare_method = |s: &str, section: &str| {
+            CompareMethod::parse(s).map_err(|e| invalid(format!("[{section}] compare: {e}")))
+        };
+
+        let searchlight = match &file.searchlight {
+            None => None,
+            Some(s) => {
+                let radius = match (s.radius, s.radius_mm) {
+                    (Some(r), None) => Radius::Voxels(r),
+                    (None, Some(r)) => Radius::Millimetres(r),
+                    _ => {
+                        return Err(invalid(
+                            "[searchlight] give exactly one of radius or radius_mm".into(),
+                        ));
+                    }
+                };
+                let r = match radius {
+                    Radius::Voxels(r) | Radius::Millimetres(r) => r,
+                };
+                if !(r.is_finite() && r >= 0.0) {
+                    return Err(invalid(format!(
+                        "[searchlight] radius must be finite and >= 0, got {r}"
+                    )));
+                }
+                if let Some(s) = subjects.iter().find(|s| s.mask.is_none()) {
+                    return Err(invalid(format!(
+                        "[searchlight] needs a mask, and {} has none",
+                        s.label()
+                    )));
+                }
+                let rdm = rdm_method(s.rdm.as_deref(), "searchlight")?;
+                if rdm == RdmMethod::Crossnobis {
+                    return Err(invalid(
+                        "[searchlight] rdm = \"crossnobis\" is not supported in searchlights yet"
+                            .into(),
+                    ));
+                }
+                Some(SearchlightSpec {
+                    radius,
+                    min_voxels: s.min_voxels.unwrap_or(10).max(1),
+                    rdm,
+                    compare: compare_method(
+                        s.compare.as_deref().unwrap_or("spearman"),
+                        "searchlight",
+                    )?,
+                })
+            }
+        };
+
+        let rsa = match &file.rsa {
+            None => None,
+            Some(r) => {
+                let compare = r
+                    .compare
+                    .clone()
+                    .unwrap_or_else(|| vec!["spearman".into()])
+                    .iter()
+                    .map(|c| compare_method(c, "rsa"))
+                    .collect::<Result<Vec<_>>>()?;
+                if compare.is_empty() {
+                    return Err(invalid(
+                        "[rsa] compare must list at least one method".into(),
+                    ));
+                }
+                let rdm = rdm_method(r.rdm.as_deref(), "rsa")?;
+                if rdm == RdmMethod::Crossnobis && subjects.iter().any(|s| s.groups.is_none()) {
+                    return Err(invalid(
+                        "[rsa] rdm = \"crossnobis\" needs [data] groups (runs)".into(),
+                    ));
+                }
+                Some(RsaSpec {
+                    brain_rdms: r
+                        .brain_rdms
+                        .iter()
+                        .map(|(k, v)| (k.clone(), resolve(v)))
+                        .collect(),
+                    rois: r
+                        .rois
+                        .iter()
+                        .map(|(k, v)| (k.clone(), resolve(v)))
+                        .collect(),
+                    models: r
+                        .models
+                        .iter()
+                        .map(|(k, v)| (k.clone(), resolve(v)))
+                        .collect(),
+                    rdm,
+                    compare,
+                })
+            }
+        };
+
+        let time_resolved = match &file.time_resolved {
+            None => None,
+            Some(t) => {
+                let rdm = rdm_method(t.rdm.as_deref(), "time_resolved")?;
+                if rdm == RdmMethod::Crossnobis {
+                    return Err(invalid(
+                        "[time_resolved] rdm = \"crossnobis\" is not supported yet".into(),
+                    ));
+                }
+                Some(TimeResolvedSpec {
+                    data: resolve(&t.data),
+                    rdm,
+                    compare: compare_method(
+                        t.compare.as_deref().unwrap_or("spearman"),
+                        "time_resolved",
+                    )?,
+                })
+            }
+        };
+
+        let permutation = match &file.permutation {
+            None => None,
+            Some(p) => {
+                if p.n == 0 {
+                    return Err(invalid("[permutation] n must be at least 1".into()));
+                }
+                let scheme = match p.scheme.as_deref().unwrap_or("free") {
+                    "free" => PermutationScheme::Free,
+                    "within-group" => {
+                        if let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
+                            return Err(invalid(format!(
+                                "[permutation] scheme = \"within-group\" needs [data] groups, and {} has none",
+                                s.label()
+                            )));
+                        }
+                        PermutationScheme::WithinGroup
+                    }
+                    "block" => match p.block_len {
+                        Some(len) if len >= 1 => PermutationScheme::Block { len },
+                        _ => {
+                            return Err(invalid(
+                                "[permutation] scheme = \"block\" needs block_len >= 1".into(),
+                            ));
+                        }
+                    },
+                    other => {
+                        return Err(invalid(format!(
+                            "[permutation] scheme = {other:?}: use \"free\", \"within-group\" or \"block\""
+                        )));
+                    }
+                };
+                if p.block_len.is_some() && !matches!(scheme, PermutationScheme::Block { .. }) {
+                    return Err(invalid(
+                        "[permutation] block_len only applies to scheme = \"block\"".into(),
+                    ));
+                }
+                Some(PermutationSpec {
+                    n: p.n,
+                    seed: p.seed,
+                    scheme,
+                })
+            }
+        };
+
+        let ex = file.execution.as_ref();
+        let positive = |v: Option<usize>, default: usize, what: &str| match v {
+            None => Ok(default),
+            Some(0) => Err(invalid(format!("[execution] {what} must be at least 1"))),
+            Some(v) => Ok(v),
+        };
+        let voxels = positive(ex.and_then(|e| e.voxels_per_task), 4096, "voxels_per_task")?;
+        let execution = ExecutionSpec {
+            voxels_per_task: voxels.div_ceil(VOXEL_BATCH) * VOXEL_BATCH,
+            centres_per_task: positive(
+                ex.and_then(|e| e.centres_per_task),
+                2048,
+                "centres_per_task",
+            )?,
+            permutations_per_task: positive(
+                ex.and_then(|e| e.permutations_per_task),
+                250,
+                "permutations_per_task",
+            )?,
+        };
+
+        if encoding.is_none() && searchlight.is_none() && rsa.is_none() && time_resolved.is_none() {
+            return Err(invalid(
+                "no analysis requested: add [encoding], [searchlight], [rsa] or [time_resolved]"
+                    .into(),
+            ));
+        }
+        if file.output.trim().is_empty() {
+            return Err(invalid("output must not be empty".into()));
+        }
+        Ok(JobSpec {
+            name: file.name.clone(),
+            output: resolve(&file.output),
+            subjects,
+            encoding,
+            searchlight,
+            rsa,
+            time_resolved,
+            permutation,
+            execution,
+            source: text.to_string(),
+            source_name: name.to_string(),
+        })
+    }
+
+    /// Absolute URL of an output path of a subject.
+    pub fn output_url(&self, subject: &SubjectSpec, relative: &str) -> String {
+        brainfit_io::join_url(&self.output, &subject.output_path(relative))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logspace_matches_numpy() {
+        // numpy 2.4 `numpy.logspace(-2, 5, 15)`. numpy's vectorised `power` may differ from
+        // libm's `pow` in the last bit, so agreement is to 2 ulp, not bit for bit.
+        let want = [
+            0.01,
+            0.03162277660168379,
+            0.1,
+            0.31622776601683794,
+            1.0,
+            3.1622776601683795,
+            10.0,
+            31.622776601683793,
+            100.0,
+            316.2277660168379,
+            1000.0,
+            3162.2776601683795,
+            10000.0,
+            31622.776601683792,
+            100000.0,
+        ];
+        for (got, want) in logspace(-2.0, 5.0, 15).iter().zip(want) {
+            assert!(
+                (got - want).abs() <= 2.0 * f64::EPSILON * want,
+                "{got} vs {want}"
+            );
+        }
+        assert_eq!(logspace(1.0, 1.0, 1), vec![10.0]);
+    }
+
+    const BASE: &str = r#"
+name = "t"
+output = "out"
+[data]
+brain = "b.npy"
+mask = "m.nii.gz"
+groups = [0, 0, 1, 1]
+[features]
+conv = "c.npy"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let s = JobSpec::from_toml(
+            &format!("{BASE}[encoding]\n"),
+            "job.toml",
+            "file:///data/study",
+        )
+        .unwrap();
+        assert_eq!(s.subjects[0].brain, "file:///data/study/b.npy");
+        assert_eq!(s.output, "file:///data/study/out");
+        let e = s.encoding.unwrap();
+        assert_eq!(e.cv, CvScheme::KFold { k: 5 });
+        assert_eq!(e.ridge.alphas().len(), 15);
+        assert!(e.ridge.intercept);
+        assert_eq!(s.execution.voxels_per_task, 4096);
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_key() {
+        let err = |extra: &str| {
+            JobSpec::from_toml(&format!("{BASE}{extra}"), "job.toml", "file:///d")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[encoding]\nalpha = [1.0]\n");
+        assert!(e.contains("job.toml") && e.contains("alpha"), "{e}");
+        assert!(err("[encoding]\nscore = \"r3\"\n").contains("r3"));
+        assert!(err("[encoding]\nalphas = [1.0, -2.0]\n").contains("> 0"));
+        assert!(err("").contains("no analysis"));
+        assert!(err("[encoding]\n[permutation]\nn = 0\n").contains("at least 1"));
+        assert!(
+            err("[encoding]\n[permutation]\nn = 5\nscheme = \"block\"\n").contains("block_len")
+        );
+        assert!(err("[searchlight]\nradius = 2\nradius_mm = 4\n").contains("exactly one"));
+        let no_groups = BASE.replace("groups = [0, 0, 1, 1]\n", "");
+        let e = JobSpec::from_toml(
+            &format!("{no_groups}[encoding]\ncv = {{ kind = \"group\" }}\n"),
+            "j.toml",
+            "file:///d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("groups"), "{e}");
+        let e = JobSpec::from_toml(
+            &format!("{no_groups}[encoding]\n[permutation]\nn = 9\nscheme = \"within-group\"\n"),
+            "j.toml",
+            "file:///d",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("within-group"), "{e}");
+    }
+}

@@ -1,0 +1,757 @@
+//! Comparing two RDMs: how similar is the geometry of a brain region to that of a model?
+//!
+//! The four comparisons of rsatoolbox's `rsatoolbox.rdm.compare` that brainfit offers, on
+//! condensed RDMs in f64 (rsatoolbox's method name in brackets):
+//!
+//! - `spearman` (`'spearman'`): Pearson correlation of the average ranks (`scipy.stats.rankdata`,
+//!   ties get the mean of their ranks);
+//! - `pearson` (`'corr'`): centred, then cosine, i.e. the Pearson correlation;
+//! - `kendall_tau_a` (`'tau-a'`): `(concordant - discordant) / (n(n-1)/2)`, pairs tied in either
+//!   RDM counting as neither;
+//! - `cosine` (`'cosine'`): cosine similarity, *not* centred.
+//!
+//! Searchlights and permutation tests compare one brain RDM with many model RDMs, or the same
+//! RDMs under many condition relabellings. Spearman, Pearson and cosine are dot products of
+//! normalised *feature* vectors ([`comparison_features`]: ranks or values, centred or not,
+//! scaled to unit norm), so a batch of comparisons is one matrix product, and a relabelled RDM's
+//! features are the relabelled features ([`permute_condensed`]): ranks need not be recomputed.
+//! Kendall's tau-a has no such form and is computed pairwise (O(n log n), Knight's algorithm).
+//!
+//! # NaN policy
+//! - Positions where either RDM is NaN are dropped from both (rsatoolbox drops them too, and
+//!   refuses RDMs whose NaN positions differ; brainfit accepts them).
+//! - Fewer than 3 valid pairs left: the comparison is NaN (two points always correlate ±1).
+//! - An RDM that is constant over the valid pairs (zero variance; for `cosine`: all zero) has no
+//!   defined comparison: NaN. rsatoolbox returns 0 there (and tau-a 0 for a constant RDM);
+//!   brainfit reports that the value is undefined, as it does for held-out scores.
+//! - Infinite dissimilarities are kept (they rank last); Pearson/cosine then give NaN.
+
+use crate::rdm::{condensed_len, n_conditions_from_condensed, pair_index};
+use crate::{KernelError, Result};
+use ndarray::{Array1, ArrayView1};
+
+/// How two RDMs are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompareMethod {
+    /// Spearman rank correlation (average ranks for ties).
+    Spearman,
+    /// Pearson correlation.
+    Pearson,
+    /// Kendall's tau-a (no tie correction in the denominator).
+    KendallTauA,
+    /// Cosine similarity (not centred).
+    Cosine,
+}
+
+impl CompareMethod {
+    /// Parses the job-file spelling: `"spearman"`, `"pearson"`, `"kendall_tau_a"`, `"cosine"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "spearman" => Ok(CompareMethod::Spearman),
+            "pearson" => Ok(CompareMethod::Pearson),
+            "kendall_tau_a" => Ok(CompareMethod::KendallTauA),
+            "cosine" => Ok(CompareMethod::Cosine),
+            other => Err(KernelError::Parameter(format!(
+                "unknown RDM comparison {other:?}; expected \"spearman\", \"pearson\", \
+                 \"kendall_tau_a\" or \"cosine\""
+            ))),
+        }
+    }
+
+    /// The job-file spelling of the method (inverse of [`CompareMethod::parse`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareMethod::Spearman => "spearman",
+            CompareMethod::Pearson => "pearson",
+            CompareMethod::KendallTauA => "kendall_tau_a",
+            CompareMethod::Cosine => "cosine",
+        }
+    }
+
+    /// Whether the comparison is a dot product of [`comparison_features`] (all but tau-a).
+    pub fn has_features(self) -> bool {
+        self != CompareMethod::KendallTauA
+    }
+}
+
+/// A sort key whose unsigned order is the numeric order of non-NaN floats (-0.0 == +0.0).
+#[inline]
+pub(crate) fn order_key(x: f64) -> u64 {
+    let b = (x + 0.0).to_bits(); // -0.0 + 0.0 == +0.0
+    if b >> 63 == 1 { !b } else { b | (1 << 63) }
+}
+
+/// Reusable scratch space for ranking.
+#[derive(Debug, Default)]
+pub(crate) struct RankScratch {
+    keys: Vec<u64>,
+    sorted: Vec<(u64, u32)>,
+    counts: Vec<u32>,
+}
+
+impl RankScratch {
+    /// Sorts `(order_key(x[i]), i)` by key into `self.sorted`.
+    ///
+    /// A bucket sort over the keys' actual range (about one bucket per value, so a pass to count,
+    /// a pass to scatter, and tiny sorts within buckets), which is several times faster than a
+    /// comparison sort for RDM-sized inputs; clumped values only make some buckets larger, and
+    /// those are sorted with `sort_unstable` (so the worst case stays O(n log n)).
+    fn sort(&mut self, x: &[f64]) {
+        let n = x.len();
+        debug_assert!(n <= u32::MAX as usize);
+        self.keys.clear();
+        self.keys.extend(x.iter().map(|&v| order_key(v)));
+        self.sorted.clear();
+        if n < 64 {
+            self.sorted
+                .extend(self.keys.iter().enumerate().map(|(i, &k)| (k, i as u32)));
+            self.sorted.sort_unstable_by_key(|p| p.0);
+            return;
+        }
+        let (kmin, kmax) = self
+            .keys
+            .iter()
+            .fold((u64::MAX, 0u64), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+        let log_nb = usize::BITS - (n - 1).leading_zeros(); // 2^log_nb >= n
+        let nb = 1usize << log_nb;
+        let range_bits = u64::BITS - (kmax - kmin).leading_zeros();
+        let shift = range_bits.saturating_sub(log_nb);
+        let counts = &mut self.counts;
+        counts.clear();
+        counts.resize(nb + 1, 0);
+        for &k in &self.keys {
+            counts[((k - kmin) >> shift) as usize + 1] += 1;
+        }
+        for b in 0..nb {
+            counts[b + 1] += counts[b]; // counts[b] = start of bucket b
+        }
+        self.sorted.resize(n, (0, 0));
+        for (i, &k) in self.keys.iter().enumerate() {
+            let b = ((k - kmin) >> shift) as usize;
+            let pos = counts[b] as usize;
+            counts[b] += 1;
+            self.sorted[pos] = (k, i as u32);
+        }
+        // Now counts[b] = end of bucket b.
+        let mut start = 0usize;
+        for &end in &counts[..nb] {
+            let end = end as usize;
+            if end - start > 1 {
+                let bucket = &mut self.sorted[start..end];
+                if bucket.len() <= 16 {
+                    for i in 1..bucket.len() {
+                        let mut j = i;
+                        while j > 0 && bucket[j - 1].0 > bucket[j].0 {
+                            bucket.swap(j - 1, j);
+                            j -= 1;
+                        }
+                    }
+                } else {
+                    bucket.sort_unstable_by_key(|p| p.0);
+                }
+            }
+            start = end;
+        }
+    }
+}
+
+/// Average (1-based) ranks of NaN-free `x` into `out`, ties sharing the mean of their ranks.
+pub(crate) fn rank_into(x: &[f64], scratch: &mut RankScratch, out: &mut [f64]) {
+    debug_assert_eq!(x.len(), out.len());
+    scratch.sort(x);
+    let sorted = &scratch.sorted;
+    let n = x.len();
+    let mut s = 0;
+    while s < n {
+        let mut e = s + 1;
+        while e < n && sorted[e].0 == sorted[s].0 {
+            e += 1;
+        }
+        // positions s..e (0-based) hold ranks s+1..=e; their mean:
+        let r = (s + 1 + e) as f64 * 0.5;
+        for &(_, i) in &sorted[s..e] {
+            out[i as usize] = r;
+        }
+        s = e;
+    }
+}
+
+/// Average ranks, 1-based, ties sharing the mean of their ranks (`scipy.stats.rankdata`).
+///
+/// If `x` holds a NaN, every rank is NaN (scipy's default `nan_policy='propagate'`).
+pub fn rank_average(x: ArrayView1<'_, f64>) -> Array1<f64> {
+    let v: Vec<f64> = x.iter().copied().collect();
+    if v.iter().any(|a| a.is_nan()) {
+        return Array1::from_elem(v.len(), f64::NAN);
+    }
+    let mut out = vec![0.0; v.len()];
+    rank_into(&v, &mut RankScratch::default(), &mut out);
+    Array1::from(out)
+}
+
+/// Writes the comparison features of NaN-free `v` into `out` (same length) and returns true, or
+/// fills `out` with NaN and returns false when `v` is degenerate (constant, or all zero for
+/// cosine). Tau-a is not handled here (callers check [`CompareMethod::has_features`]).
+pub(crate) fn features_into(
+    v: &[f64],
+    method: CompareMethod,
+    scratch: &mut RankScratch,
+    out: &mut [f64],
+) -> bool {
+    debug_assert!(method.has_features());
+    let n = v.len();
+    let degenerate = match method {
+        CompareMethod::Cosine => v.iter().all(|&a| a == 0.0),
+        _ => n == 0 || v.iter().all(|&a| a == v[0]),
+    };
+    if degenerate {
+        out.iter_mut().for_each(|o| *o = f64::NAN);
+        return false;
+    }
+    match method {
+        CompareMethod::Spearman => rank_into(v, scratch, out),
+        _ => out.copy_from_slice(v),
+    }
+    if method != CompareMethod::Cosine {
+        let mean = out.iter().sum::<f64>() / n as f64;
+        out.iter_mut().for_each(|o| *o -= mean);
+    }
+    let norm = out.iter().map(|o| o * o).sum::<f64>().sqrt();
+    let inv = 1.0 / norm;
+    out.iter_mut().for_each(|o| *o *= inv);
+    true
+}
+
+/// Comparison features of an RDM: `compare(a, b, m) == dot(features(a, m), features(b, m))`.
+///
+/// Spearman: average ranks, centred, unit norm; Pearson: centred, unit norm; Cosine: unit norm.
+/// A degenerate RDM (constant; all zero for cosine) has NaN features, so that its comparisons
+/// are NaN, as [`compare`] says. Errors: Kendall's tau-a (no feature form: use [`compare`]), an
+/// RDM holding NaN (features cannot drop pairs jointly: use [`compare`]), fewer than 3 values.
+pub fn comparison_features(v: ArrayView1<'_, f64>, method: CompareMethod) -> Result<Array1<f64>> {
+    if !method.has_features() {
+        return Err(KernelError::Parameter(
+            "kendall_tau_a is not a dot product of features: compare RDMs pairwise with compare()"
+                .into(),
+        ));
+    }
+    if v.len() < 3 {
+        return Err(KernelError::Shape(format!(
+            "comparison features need at least 3 dissimilarities, got {}",
+            v.len()
+        )));
+    }
+    let x: Vec<f64> = v.iter().copied().collect();
+    if x.iter().any(|a| a.is_nan()) {
+        return Err(KernelError::Parameter(
+            "the RDM holds NaN dissimilarities: compare it pairwise with compare(), which drops \
+             NaN pairs jointly"
+                .into(),
+        ));
+    }
+    let mut out = vec![0.0; x.len()];
+    features_into(&x, method, &mut RankScratch::default(), &mut out);
+    Ok(Array1::from(out))
+}
+
+/// Compares two condensed RDMs (see the module header for methods and the NaN policy).
+///
+/// Errors: the lengths differ (`KernelError::Shape`, naming both).
+pub fn compare(
+    a: ArrayView1<'_, f64>,
+    b: ArrayView1<'_, f64>,
+    method: CompareMethod,
+) -> Result<f64> {
+    if a.len() != b.len() {
+        return Err(KernelError::Shape(format!(
+            "RDMs of different lengths cannot be compared: {} vs {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = a
+        .iter()
+        .zip(b.iter())
+        .filter(|(u, v)| !u.is_nan() && !v.is_nan())
+        .map(|(u, v)| (*u, *v))
+        .unzip();
+    if x.len() < 3 {
+        return Ok(f64::NAN);
+    }
+    if method == CompareMethod::KendallTauA {
+        return Ok(tau_a(&x, &y));
+    }
+    let mut scratch = RankScratch::default();
+    let mut fx = vec![0.0; x.len()];
+    let mut fy = vec![0.0; y.len()];
+    if !features_into(&x, method, &mut scratch, &mut fx)
+        || !features_into(&y, method, &mut scratch, &mut fy)
+    {
+        return Ok(f64::NAN);
+    }
+    Ok(fx.iter().zip(&fy).map(|(u, v)| u * v).sum())
+}
+
+/// Kendall's tau-a of NaN-free `x`, `y` (same length ≥ 2) in O(n log n): sort by (x, y), count
+/// discordant pairs as the inversions of y (merge sort), correct for ties (as scipy/rsatoolbox).
+/// NaN when either is constant.
+pub(crate) fn tau_a(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len();
+    if n < 2 || x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
+        return f64::NAN;
+    }
+    let mut p: Vec<(u64, u64)> = x
+        .iter()
+        .zip(y)
+        .map(|(&u, &v)| (order_key(u), order_key(v)))
+        .collect();
+    p.sort_unstable();
+    let tot = (n as i128) * (n as i128 - 1) / 2;
+    let ties = |keys: &mut dyn Iterator<Item = bool>| -> i128 {
+        // `keys` yields "same as previous" flags in sorted order
+        let (mut sum, mut run) = (0i128, 1i128);
+        for same in keys {
+            if same {
+                run += 1;
+            } else {
+                sum += run * (run - 1) / 2;
+                run = 1;
+            }
+        }
+        sum + run * (run - 1) / 2
+    };
+    let xtie = ties(&mut p.windows(2).map(|w| w[0].0 == w[1].0));
+    let ntie = ties(&mut p.windows(2).map(|w| w[0] == w[1]));
+    let mut ys: Vec<u64> = p.iter().map(|q| q.1).collect();
+    let dis = count_inversions(&mut ys) as i128;
+    // ys is now sorted
+    let ytie = ties(&mut ys.windows(2).map(|w| w[0] == w[1]));
+    let con_minus_dis = tot - xtie - ytie + ntie - 2 * dis;
+    (con_minus_dis as f64 / tot as f64).clamp(-1.0, 1.0)
+}
+
+/// Number of pairs i < j with v[i] > v[j] (strictly); sorts `v` (bottom-up merge sort).
+fn count_inversions(v: &mut [u64]) -> u64 {
+    let n = v.len();
+    let mut buf = vec![0u64; n];
+    let mut inv = 0u64;
+    let mut width = 1;
+    while width < n {
+        let mut lo = 0;
+        while lo < n {
+            let mid = (lo + width).min(n);
+            let hi = (lo + 2 * width).min(n);
+            let (mut i, mut j, mut k) = (lo, mid, lo);
+            while i < mid && j < hi {
+                if v[j] < v[i] {
+                    inv += (mid - i) as u64;
+                    buf[k] = v[j];
+                    j += 1;
+                } else {
+                    buf[k] = v[i];
+                    i += 1;
+                }
+                k += 1;
+            }
+            buf[k..k + (mid - i)].copy_from_slice(&v[i..mid]);
+            k += mid - i;
+            buf[k..k + (hi - j)].copy_from_slice(&v[j..hi]);
+            lo = hi;
+        }
+        v.copy_from_slice(&buf);
+        width *= 2;
+    }
+    inv
+}
+
+/// An RDM under a relabelling of its conditions: `out[pair(i, j)] = v[pair(perm[i], perm[j])]`.
+///
+/// Works on comparison features too: the features of a relabelled RDM are the relabelled
+/// features (ranks, means and norms do not change under a permutation of positions).
+/// Errors: `v` is not a condensed RDM of `n_conditions`, or `perm` is not a permutation of
+/// `0..n_conditions`.
+pub fn permute_condensed(
+    v: ArrayView1<'_, f64>,
+    n_conditions: usize,
+    perm: &[usize],
+) -> Result<Array1<f64>> {
+    let n = n_conditions;
+    if v.len() != condensed_len(n) || n < 2 {
+        return Err(KernelError::Shape(format!(
+            "a condensed RDM of {n} conditions has {} values, got {}",
+            condensed_len(n),
+            v.len()
+        )));
+    }
+    debug_assert_eq!(n_conditions_from_condensed(v.len()).ok(), Some(n));
+    if perm.len() != n {
+        return Err(KernelError::Shape(format!(
+            "a permutation of {n} conditions needs {n} entries, got {}",
+            perm.len()
+        )));
+    }
+    let mut seen = vec![false; n];
+    for &p in perm {
+        if p >= n || std::mem::replace(&mut seen[p], true) {
+            return Err(KernelError::Parameter(format!(
+                "{perm:?} is not a permutation of 0..{n}"
+            )));
+        }
+    }
+    let mut out = Array1::<f64>::zeros(v.len());
+    let mut q = 0;
+    for i in 0..n {
+        for j in i + 1..n {
+            out[q] = v[pair_index(n, perm[i], perm[j])];
+            q += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rdm::npy_fixture as fx;
+    use crate::rdm::square_to_condensed;
+    use crate::rng::Rng;
+    use ndarray::{Array2, Axis};
+
+    fn naive_ranks(x: &[f64]) -> Vec<f64> {
+        x.iter()
+            .map(|&a| {
+                let less = x.iter().filter(|&&b| b < a).count() as f64;
+                let equal = x.iter().filter(|&&b| b == a).count() as f64;
+                less + (equal + 1.0) / 2.0
+            })
+            .collect()
+    }
+
+    fn naive_pearson(x: &[f64], y: &[f64]) -> f64 {
+        let n = x.len() as f64;
+        let mx = x.iter().sum::<f64>() / n;
+        let my = y.iter().sum::<f64>() / n;
+        let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+        let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+        let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
+        sxy / (sxx * syy).sqrt()
+    }
+
+    fn naive_compare(a: &[f64], b: &[f64], method: CompareMethod) -> f64 {
+        let (x, y): (Vec<f64>, Vec<f64>) = a
+            .iter()
+            .zip(b)
+            .filter(|(u, v)| !u.is_nan() && !v.is_nan())
+            .map(|(u, v)| (*u, *v))
+            .unzip();
+        match method {
+            CompareMethod::Pearson => naive_pearson(&x, &y),
+            CompareMethod::Spearman => naive_pearson(&naive_ranks(&x), &naive_ranks(&y)),
+            CompareMethod::Cosine => {
+                let xy: f64 = x.iter().zip(&y).map(|(u, v)| u * v).sum();
+                let xx: f64 = x.iter().map(|u| u * u).sum();
+                let yy: f64 = y.iter().map(|v| v * v).sum();
+                xy / (xx * yy).sqrt()
+            }
+            CompareMethod::KendallTauA => {
+                let n = x.len();
+                let mut s = 0.0;
+                for i in 0..n {
+                    for j in i + 1..n {
+                        s += ((x[j] - x[i]).signum() * (y[j] - y[i]).signum()) as f64
+                            * ((x[j] != x[i]) && (y[j] != y[i])) as i32 as f64;
+                    }
+                }
+                s / (n * (n - 1) / 2) as f64
+            }
+        }
+    }
+
+    const METHODS: [CompareMethod; 4] = [
+        CompareMethod::Spearman,
+        CompareMethod::Pearson,
+        CompareMethod::KendallTauA,
+        CompareMethod::Cosine,
+    ];
+
+    #[test]
+    fn methods_parse() {
+        for m in METHODS {
+            assert_eq!(CompareMethod::parse(m.as_str()).unwrap(), m);
+        }
+        assert!(matches!(
+            CompareMethod::parse("corr"),
+            Err(KernelError::Parameter(_))
+        ));
+    }
+
+    #[test]
+    fn ranks_match_naive_with_and_without_ties() {
+        let mut rng = Rng::new(21);
+        // Sizes on both sides of the bucket-sort threshold.
+        for &n in &[0usize, 1, 2, 7, 100, 511, 512, 600, 4186] {
+            for tie_levels in [0u64, 3, 40] {
+                let x: Vec<f64> = (0..n)
+                    .map(|_| {
+                        if tie_levels == 0 {
+                            rng.normal() * 1e3
+                        } else {
+                            rng.below(tie_levels) as f64 - 1.0
+                        }
+                    })
+                    .collect();
+                let got = rank_average(ArrayView1::from(&x));
+                let want = naive_ranks(&x);
+                assert_eq!(got.to_vec(), want, "n={n} ties={tie_levels}");
+            }
+        }
+        // Signed zeros tie; infinities rank at the ends; negatives before positives.
+        let x = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            -1.5,
+            f64::NEG_INFINITY,
+            2.0,
+            -1e-300,
+        ];
+        assert_eq!(
+            rank_average(ArrayView1::from(&x)).to_vec(),
+            vec![4.5, 4.5, 7.0, 2.0, 1.0, 6.0, 3.0]
+        );
+        // Clumped values (a few outliers stretch the range: large buckets), with ties, signs
+        // and infinities, above the bucket-sort threshold.
+        for n in [64usize, 65, 300, 5000] {
+            let x: Vec<f64> = (0..n)
+                .map(|i| match i % 10 {
+                    0 => rng.normal() * 1e6,
+                    1 => f64::INFINITY,
+                    2 => -3.0,
+                    _ => 1.0 + rng.normal() * 1e-9,
+                })
+                .collect();
+            assert_eq!(
+                rank_average(ArrayView1::from(&x)).to_vec(),
+                naive_ranks(&x),
+                "clumped n={n}"
+            );
+        }
+        let mut big: Vec<f64> = (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f64 - 500.0)
+            .collect();
+        big[3] = -0.0;
+        big[4] = 0.0;
+        assert_eq!(
+            rank_average(ArrayView1::from(&big)).to_vec(),
+            naive_ranks(&big)
+        );
+        assert!(
+            rank_average(ArrayView1::from(&[1.0, f64::NAN, 2.0]))
+                .iter()
+                .all(|v| v.is_nan())
+        );
+    }
+
+    #[test]
+    fn compare_matches_naive() {
+        let mut rng = Rng::new(22);
+        for &n in &[3usize, 4, 10, 45, 300, 1000] {
+            for ties in [false, true] {
+                for with_nan in [false, true] {
+                    let draw = |rng: &mut Rng| {
+                        if ties {
+                            rng.below(5) as f64
+                        } else {
+                            rng.normal() + 1.0
+                        }
+                    };
+                    let mut a: Vec<f64> = (0..n).map(|_| draw(&mut rng)).collect();
+                    let mut b: Vec<f64> = a.iter().map(|v| v + draw(&mut rng)).collect();
+                    if with_nan && n > 6 {
+                        a[1] = f64::NAN;
+                        b[4] = f64::NAN;
+                        b[1] = f64::NAN;
+                    }
+                    for method in METHODS {
+                        let got =
+                            compare(ArrayView1::from(&a), ArrayView1::from(&b), method).unwrap();
+                        let want = naive_compare(&a, &b, method);
+                        assert!(
+                            (got - want).abs() < 1e-12,
+                            "{method:?} n={n} ties={ties}: {got} {want}"
+                        );
+                        let swapped =
+                            compare(ArrayView1::from(&b), ArrayView1::from(&a), method).unwrap();
+                        assert!((swapped - got).abs() < 1e-14);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nan_policy_and_errors() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let e = compare(
+            ArrayView1::from(&a),
+            ArrayView1::from(&a[..3]),
+            CompareMethod::Spearman,
+        )
+        .unwrap_err();
+        assert!(matches!(e, KernelError::Shape(m) if m.contains('4') && m.contains('3')));
+        let c = [0.5; 4];
+        let z = [0.0; 4];
+        let two_valid = [1.0, f64::NAN, 3.0, f64::NAN];
+        for m in METHODS {
+            let v = |x: &[f64], y: &[f64]| {
+                compare(ArrayView1::from(x), ArrayView1::from(y), m).unwrap()
+            };
+            assert!(v(&a[..2], &a[..2]).is_nan(), "{m:?}: fewer than 3 pairs");
+            assert!(v(&[], &[]).is_nan());
+            assert!(v(&two_valid, &a).is_nan(), "{m:?}: 2 valid pairs");
+            assert!(v(&z, &a).is_nan(), "{m:?}: all-zero RDM");
+            if m != CompareMethod::Cosine {
+                assert!(v(&c, &a).is_nan(), "{m:?}: constant RDM");
+            } else {
+                assert!((v(&c, &a) - 5.0 / 30f64.sqrt()).abs() < 1e-12);
+            }
+            assert!((v(&a, &a) - 1.0).abs() < 1e-12);
+        }
+        assert!(comparison_features(ArrayView1::from(&a), CompareMethod::KendallTauA).is_err());
+        assert!(comparison_features(ArrayView1::from(&two_valid), CompareMethod::Pearson).is_err());
+        assert!(comparison_features(ArrayView1::from(&a[..2]), CompareMethod::Pearson).is_err());
+        let f = comparison_features(ArrayView1::from(&c), CompareMethod::Spearman).unwrap();
+        assert!(f.iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn features_dot_equals_compare_and_commute_with_permutations() {
+        let mut rng = Rng::new(23);
+        for &n in &[3usize, 5, 12, 40] {
+            let len = condensed_len(n);
+            let a: Vec<f64> = (0..len).map(|_| rng.normal()).collect();
+            // b with ties, so the ranks have ties too
+            let b: Vec<f64> = (0..len).map(|_| rng.below(4) as f64).collect();
+            let mut perm: Vec<usize> = (0..n).collect();
+            rng.shuffle(&mut perm);
+            for m in [
+                CompareMethod::Spearman,
+                CompareMethod::Pearson,
+                CompareMethod::Cosine,
+            ] {
+                let fa = comparison_features(ArrayView1::from(&a), m).unwrap();
+                let fb = comparison_features(ArrayView1::from(&b), m).unwrap();
+                let c = compare(ArrayView1::from(&a), ArrayView1::from(&b), m).unwrap();
+                let same = |x: f64, y: f64| (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-14;
+                assert!(same(fa.dot(&fb), c), "{m:?}");
+                // features of the permuted RDM == permuted features
+                let pa = permute_condensed(ArrayView1::from(&a), n, &perm).unwrap();
+                let fpa = comparison_features(pa.view(), m).unwrap();
+                let pfa = permute_condensed(fa.view(), n, &perm).unwrap();
+                let err = (&fpa - &pfa).iter().fold(0.0f64, |s, v| s.max(v.abs()));
+                assert!(err < 1e-14, "{m:?}: {err}");
+                let cp = compare(pa.view(), ArrayView1::from(&b), m).unwrap();
+                assert!(same(pfa.dot(&fb), cp));
+            }
+        }
+    }
+
+    #[test]
+    fn permute_condensed_relabels_conditions() {
+        let n = 5;
+        let sq = Array2::from_shape_fn(
+            (n, n),
+            |(i, j)| if i == j { 0.0 } else { (i * j + i + j) as f64 },
+        );
+        let v = square_to_condensed(sq.view(), "sq").unwrap();
+        let perm = [3usize, 0, 4, 1, 2];
+        let got = permute_condensed(v.view(), n, &perm).unwrap();
+        let want_sq = Array2::from_shape_fn((n, n), |(i, j)| sq[(perm[i], perm[j])]);
+        assert_eq!(got, square_to_condensed(want_sq.view(), "w").unwrap());
+        let id: Vec<usize> = (0..n).collect();
+        assert_eq!(permute_condensed(v.view(), n, &id).unwrap(), v);
+        assert!(matches!(
+            permute_condensed(v.view(), 4, &perm[..4]),
+            Err(KernelError::Shape(_))
+        ));
+        assert!(matches!(
+            permute_condensed(v.view(), n, &perm[..4]),
+            Err(KernelError::Shape(_))
+        ));
+        assert!(matches!(
+            permute_condensed(v.view(), n, &[0, 0, 1, 2, 3]),
+            Err(KernelError::Parameter(_))
+        ));
+        assert!(matches!(
+            permute_condensed(v.view(), n, &[0, 1, 2, 3, 5]),
+            Err(KernelError::Parameter(_))
+        ));
+    }
+
+    fn method_of(name: &str) -> CompareMethod {
+        CompareMethod::parse(name).unwrap()
+    }
+
+    #[test]
+    fn compare_matches_rsatoolbox_on_ties() {
+        let (_, a) = fx::f64s(&fx::rsa("ties_a.npy"));
+        let (_, b) = fx::f64s(&fx::rsa("ties_b.npy"));
+        let rows = fx::compare_csv(&fx::rsa("compare_ties.csv"));
+        assert_eq!(rows.len(), 4);
+        for (brain, model, method, want) in rows {
+            assert_eq!((brain.as_str(), model.as_str()), ("ties_a", "ties_b"));
+            let got = compare(
+                ArrayView1::from(&a),
+                ArrayView1::from(&b),
+                method_of(&method),
+            )
+            .unwrap();
+            assert!((got - want).abs() < 1e-9, "{method}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn compare_matches_rsatoolbox_on_real_data() {
+        let human_path = fx::krieg("human_it_rdm.npy");
+        if !human_path.exists() {
+            eprintln!("SKIPPED: {human_path:?} not found (shared Kriegeskorte 2008 data)");
+            return;
+        }
+        let (_, human) = fx::f64s(&human_path);
+        let (_, monkey) = fx::f64s(&fx::krieg("monkey_it_rdm.npy"));
+        let (shape, models) = fx::f64s(&fx::krieg("model_rdms.npy"));
+        let models =
+            ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]), models).unwrap();
+        let names = std::fs::read_to_string(fx::krieg("model_names.txt")).unwrap();
+        let mut targets: Vec<(String, Array1<f64>)> =
+            vec![("monkey_it".into(), Array1::from(monkey))];
+        for (name, m) in names
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .zip(models.axis_iter(Axis(0)))
+        {
+            targets.push((name.trim().into(), square_to_condensed(m, name).unwrap()));
+        }
+        let rows = fx::compare_csv(&fx::rsa("compare_real.csv"));
+        assert_eq!(rows.len(), 36);
+        let human = Array1::from(human);
+        for (brain, model, method, want) in rows {
+            assert_eq!(brain, "human_it");
+            let (_, t) = targets
+                .iter()
+                .find(|(n, _)| *n == model)
+                .expect("model in the data set");
+            let m = method_of(&method);
+            let got = compare(human.view(), t.view(), m).unwrap();
+            assert!(
+                (got - want).abs() < 1e-9,
+                "{model} {method}: {got} vs {want}"
+            );
+            if m.has_features() {
+                let f = comparison_features(human.view(), m).unwrap();
+                let g = comparison_features(t.view(), m).unwrap();
+                assert!((f.dot(&g) - want).abs() < 1e-9);
+            }
+        }
+    }
+}

@@ -1,0 +1,1223 @@
+//! Representational dissimilarity matrices (RDMs): the geometry of a set of condition patterns.
+//!
+//! RSA compares brains and networks through the pairwise dissimilarities of their responses to
+//! the same conditions (stimuli). This module computes those dissimilarities the way rsatoolbox
+//! does, so that brainfit's numbers can be checked against the field's reference package:
+//!
+//! - `correlation`: `1 - r`, r the Pearson correlation of two condition patterns across channels;
+//! - `euclidean`: the squared Euclidean distance divided by the number of channels (rsatoolbox's
+//!   "euclidean" RDM);
+//! - `cosine`: `1 - cos`, cos the cosine similarity of two patterns (as scipy's `pdist`;
+//!   rsatoolbox has no cosine RDM);
+//! - `crossnobis`: the cross-validated (leave-one-run-out) Mahalanobis distance, divided by the
+//!   number of channels, optionally whitened by a noise precision matrix (see [`crossnobis`]).
+//!
+//! RDMs are stored *condensed*: the upper triangle without the diagonal, row-major, i.e. pairs
+//! `(0,1), (0,2), …, (0,n-1), (1,2), …, (n-2,n-1)`, `n(n-1)/2` values ([`pair_index`]).
+//!
+//! All arithmetic is in `f64`, whatever the data's precision (f32 data are widened exactly).
+//! The RDM of a pattern set is computed from the pattern set's Gram matrix (one GEMM through the
+//! linear-algebra backend); searchlights reuse the same code on every sphere.
+//!
+//! # NaN policy
+//! - `correlation`: a pattern with zero variance across channels (all values exactly equal) has
+//!   no correlation with anything: every dissimilarity involving that condition is NaN.
+//! - `cosine`: likewise for a pattern that is all zeros.
+//! - Non-finite values (NaN, ±inf) in a pattern make the dissimilarities that involve that
+//!   condition NaN (or non-finite); the others are unaffected.
+//! - RDM comparisons ([`crate::compare`]) drop NaN dissimilarities pairwise, as rsatoolbox does.
+//! - Squared Euclidean distances are clamped at 0 (rounding can otherwise make the distance of
+//!   two identical patterns a tiny negative number).
+
+use crate::linalg::{Backend, LinalgBackend};
+use crate::{KernelError, Real, Result};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
+
+/// How the dissimilarity of two condition patterns is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RdmMethod {
+    /// `1 - Pearson r` across channels.
+    Correlation,
+    /// Squared Euclidean distance divided by the number of channels (rsatoolbox's convention).
+    Euclidean,
+    /// `1 - cosine similarity`.
+    Cosine,
+    /// Cross-validated Mahalanobis distance; needs runs, see [`crossnobis`].
+    Crossnobis,
+}
+
+impl RdmMethod {
+    /// Parses the job-file spelling: `"correlation"`, `"euclidean"`, `"cosine"`, `"crossnobis"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "correlation" => Ok(RdmMethod::Correlation),
+            "euclidean" => Ok(RdmMethod::Euclidean),
+            "cosine" => Ok(RdmMethod::Cosine),
+            "crossnobis" => Ok(RdmMethod::Crossnobis),
+            other => Err(KernelError::Parameter(format!(
+                "unknown RDM method {other:?}; expected \"correlation\", \"euclidean\", \
+                 \"cosine\" or \"crossnobis\""
+            ))),
+        }
+    }
+
+    /// The job-file spelling of the method (inverse of [`RdmMethod::parse`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RdmMethod::Correlation => "correlation",
+            RdmMethod::Euclidean => "euclidean",
+            RdmMethod::Cosine => "cosine",
+            RdmMethod::Crossnobis => "crossnobis",
+        }
+    }
+}
+
+/// Length of the condensed RDM of `n` conditions: `n(n-1)/2`.
+pub fn condensed_len(n: usize) -> usize {
+    n * n.saturating_sub(1) / 2
+}
+
+/// Position of the pair `(i, j)`, `i < j < n`, in a condensed RDM of `n` conditions.
+///
+/// The arguments are a precondition (checked in debug builds): `pair_index(n, i, j)` for `i > j`
+/// is the index of `(j, i)`.
+#[inline]
+pub fn pair_index(n: usize, i: usize, j: usize) -> usize {
+    debug_assert!(i != j && i < n && j < n, "pair_index({n}, {i}, {j})");
+    let (i, j) = if i < j { (i, j) } else { (j, i) };
+    i * (2 * n - i - 1) / 2 + (j - i - 1)
+}
+
+/// Number of conditions of a condensed RDM of length `len` (at least 2 conditions).
+pub fn n_conditions_from_condensed(len: usize) -> Result<usize> {
+    if len == 0 {
+        return Err(KernelError::Shape(
+            "a condensed RDM must hold at least one dissimilarity (2 conditions)".into(),
+        ));
+    }
+    // n = (1 + sqrt(1 + 8 len)) / 2, corrected for rounding of the float square root.
+    let mut n = ((1.0 + (1.0 + 8.0 * len as f64).sqrt()) / 2.0).round() as usize;
+    while n > 2 && condensed_len(n) > len {
+        n -= 1;
+    }
+    while condensed_len(n) < len {
+        n += 1;
+    }
+    if condensed_len(n) == len {
+        Ok(n)
+    } else {
+        Err(KernelError::Shape(format!(
+            "{len} is not the length of a condensed RDM (n(n-1)/2 for some n)"
+        )))
+    }
+}
+
+/// Condensed form of a square RDM `a` (`name` labels error messages).
+///
+/// `a` must be square with at least 2 conditions, symmetric (within `1e-10` relative to the
+/// largest absolute entry; NaN only where the mirrored entry is NaN too), and have a zero (within
+/// the same tolerance) or NaN diagonal. The upper triangle is returned.
+pub fn square_to_condensed(a: ArrayView2<'_, f64>, name: &str) -> Result<Array1<f64>> {
+    let (n, m) = a.dim();
+    if n != m {
+        return Err(KernelError::Shape(format!(
+            "RDM {name:?} is {n}x{m}, not square"
+        )));
+    }
+    if n < 2 {
+        return Err(KernelError::Shape(format!(
+            "RDM {name:?} is {n}x{n}; an RDM needs at least 2 conditions"
+        )));
+    }
+    let scale = a
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, |s, v| s.max(v.abs()));
+    let tol = 1e-10 * scale;
+    for i in 0..n {
+        let d = a[(i, i)];
+        if !(d.is_nan() || d.abs() <= tol) {
+            return Err(KernelError::Parameter(format!(
+                "RDM {name:?} has a nonzero diagonal: entry ({i}, {i}) is {d}"
+            )));
+        }
+    }
+    let mut out = Array1::<f64>::zeros(condensed_len(n));
+    let mut p = 0;
+    for i in 0..n {
+        for j in i + 1..n {
+            let (u, l) = (a[(i, j)], a[(j, i)]);
+            let ok = if u.is_nan() || l.is_nan() {
+                u.is_nan() && l.is_nan()
+            } else {
+                u == l || (u - l).abs() <= tol
+            };
+            if !ok {
+                return Err(KernelError::Parameter(format!(
+                    "RDM {name:?} is not symmetric: entry ({i}, {j}) is {u}, ({j}, {i}) is {l}"
+                )));
+            }
+            out[p] = u;
+            p += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Square, symmetric form of a condensed RDM, with a zero diagonal.
+pub fn condensed_to_square(v: ArrayView1<'_, f64>) -> Result<Array2<f64>> {
+    let n = n_conditions_from_condensed(v.len())?;
+    let mut out = Array2::<f64>::zeros((n, n));
+    let mut p = 0;
+    for i in 0..n {
+        for j in i + 1..n {
+            out[(i, j)] = v[p];
+            out[(j, i)] = v[p];
+            p += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The RDM of condition patterns `[n_conditions, n_channels]`, condensed, in f64.
+///
+/// Methods `correlation`, `euclidean` and `cosine`; see the module header for the definitions
+/// and the NaN policy. `crossnobis` needs runs and is computed by [`crossnobis`].
+pub fn rdm<T: Real>(patterns: ArrayView2<'_, T>, method: RdmMethod) -> Result<Array1<f64>> {
+    let (n, p) = patterns.dim();
+    check_pattern_set(n, p, method)?;
+    let mut ws = RdmWorkspace::new(n);
+    ws.load(patterns, None, p);
+    let mut out = Array1::<f64>::zeros(condensed_len(n));
+    ws.rdm_into::<Backend>(
+        p,
+        method,
+        out.as_slice_mut().expect("a fresh array is contiguous"),
+    );
+    Ok(out)
+}
+
+/// Checks that `n` patterns of `p` channels can make an RDM with `method` (not crossnobis).
+pub(crate) fn check_pattern_set(n: usize, p: usize, method: RdmMethod) -> Result<()> {
+    if method == RdmMethod::Crossnobis {
+        return Err(KernelError::Parameter(
+            "the crossnobis RDM needs runs (cross-validation folds) and a noise precision: \
+             use rdm::crossnobis()"
+                .into(),
+        ));
+    }
+    if n < 2 {
+        return Err(KernelError::Shape(format!(
+            "an RDM needs at least 2 conditions, got {n}"
+        )));
+    }
+    if p == 0 {
+        return Err(KernelError::Shape(
+            "the condition patterns have no channels".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reusable buffers that turn one pattern set (`n` conditions by `k` channels) into its RDM.
+///
+/// Shared by [`rdm`], the searchlight and time-resolved RSA, so that all three compute exactly
+/// the same numbers: gather the patterns into f64, centre them as the method requires, one Gram
+/// matrix through the backend's GEMM, and the dissimilarities from the Gram matrix.
+#[derive(Debug)]
+pub(crate) struct RdmWorkspace {
+    n: usize,
+    /// Patterns, row-major `[n, k]` in the first `n * k` entries.
+    x: Vec<f64>,
+    gram: Array2<f64>,
+    /// Per condition: its pattern cannot be normalised (constant / all-zero).
+    degenerate: Vec<bool>,
+    col_mean: Vec<f64>,
+}
+
+impl RdmWorkspace {
+    pub(crate) fn new(n: usize) -> Self {
+        RdmWorkspace {
+            n,
+            x: Vec::new(),
+            gram: Array2::zeros((n, n)),
+            degenerate: vec![false; n],
+            col_mean: Vec::new(),
+        }
+    }
+
+    /// Copies `data[:, cols]` (all columns when `cols` is None; `k` columns either way) into the
+    /// pattern buffer, widening to f64. Column indices must be in range (checked by callers).
+    pub(crate) fn load<T: Real>(
+        &mut self,
+        data: ArrayView2<'_, T>,
+        cols: Option<&[usize]>,
+        k: usize,
+    ) {
+        let n = self.n;
+        debug_assert_eq!(data.nrows(), n);
+        self.x.resize(n * k, 0.0);
+        let x = &mut self.x[..n * k];
+        match cols {
+            None => {
+                if let Some(s) = data.as_slice() {
+                    for (dst, &src) in x.iter_mut().zip(s) {
+                        *dst = Real::as_f64(src);
+                    }
+                } else {
+                    for ((c, j), &v) in data.indexed_iter() {
+                        x[c * k + j] = Real::as_f64(v);
+                    }
+                }
+            }
+            Some(cols) => {
+                debug_assert_eq!(cols.len(), k);
+                let ncols = data.ncols();
+                if let Some(s) = data.as_slice() {
+                    // Row-major: each condition's row is contiguous.
+                    for (c, dst_row) in x.chunks_exact_mut(k.max(1)).enumerate().take(n) {
+                        let row = &s[c * ncols..(c + 1) * ncols];
+                        for (dst, &m) in dst_row.iter_mut().zip(cols) {
+                            *dst = Real::as_f64(row[m]);
+                        }
+                    }
+                } else if let Some(s) = data.t().as_slice() {
+                    // Column-major (voxel-major): each voxel's column is contiguous.
+                    for (j, &m) in cols.iter().enumerate() {
+                        let col = &s[m * n..(m + 1) * n];
+                        for (c, &v) in col.iter().enumerate() {
+                            x[c * k + j] = Real::as_f64(v);
+                        }
+                    }
+                } else {
+                    for c in 0..n {
+                        for (j, &m) in cols.iter().enumerate() {
+                            x[c * k + j] = Real::as_f64(data[(c, m)]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The condensed RDM of the loaded `[n, k]` patterns into `out` (length `n(n-1)/2`).
+    pub(crate) fn rdm_into<B: LinalgBackend>(
+        &mut self,
+        k: usize,
+        method: RdmMethod,
+        out: &mut [f64],
+    ) {
+        let n = self.n;
+        debug_assert_eq!(out.len(), condensed_len(n));
+        debug_assert!(k > 0 && method != RdmMethod::Crossnobis);
+        let x = &mut self.x[..n * k];
+        match method {
+            RdmMethod::Correlation => {
+                for (row, deg) in x.chunks_exact_mut(k).zip(self.degenerate.iter_mut()) {
+                    let first = row[0];
+                    *deg = row.iter().all(|&v| v == first);
+                    let mean = row.iter().sum::<f64>() / k as f64;
+                    row.iter_mut().for_each(|v| *v -= mean);
+                }
+            }
+            RdmMethod::Cosine => {
+                for (row, deg) in x.chunks_exact(k).zip(self.degenerate.iter_mut()) {
+                    *deg = row.iter().all(|&v| v == 0.0);
+                }
+            }
+            RdmMethod::Euclidean | RdmMethod::Crossnobis => {
+                // Distances do not change under a common translation; removing the channel means
+                // keeps the Gram-matrix formula accurate for data far from the origin. Skipped
+                // when a value is not finite, so that it only spoils its own condition's pairs.
+                if x.iter().all(|v| v.is_finite()) {
+                    self.col_mean.clear();
+                    self.col_mean.resize(k, 0.0);
+                    for row in x.chunks_exact(k) {
+                        for (m, &v) in self.col_mean.iter_mut().zip(row) {
+                            *m += v;
+                        }
+                    }
+                    let inv = 1.0 / n as f64;
+                    self.col_mean.iter_mut().for_each(|m| *m *= inv);
+                    for row in x.chunks_exact_mut(k) {
+                        for (v, &m) in row.iter_mut().zip(&self.col_mean) {
+                            *v -= m;
+                        }
+                    }
+                }
+                self.degenerate.iter_mut().for_each(|d| *d = false);
+            }
+        }
+        let xv = ArrayView2::from_shape((n, k), &self.x[..n * k]).expect("buffer holds n*k values");
+        B::gemm(xv, xv.t(), self.gram.view_mut());
+        let g = &self.gram;
+        let mut p = 0;
+        match method {
+            RdmMethod::Correlation | RdmMethod::Cosine => {
+                // 1 / norm per condition; NaN marks a pattern that cannot be normalised.
+                let inv_norm: Vec<f64> = (0..n)
+                    .map(|i| {
+                        let q = g[(i, i)];
+                        if self.degenerate[i] || !(q > 0.0) {
+                            f64::NAN
+                        } else {
+                            1.0 / q.sqrt()
+                        }
+                    })
+                    .collect();
+                for i in 0..n {
+                    let row = g.row(i);
+                    let a = inv_norm[i];
+                    for j in i + 1..n {
+                        out[p] = 1.0 - row[j] * a * inv_norm[j];
+                        p += 1;
+                    }
+                }
+            }
+            RdmMethod::Euclidean | RdmMethod::Crossnobis => {
+                let inv_k = 1.0 / k as f64;
+                for i in 0..n {
+                    let row = g.row(i);
+                    let gii = row[i];
+                    for j in i + 1..n {
+                        let d = (gii + g[(j, j)] - 2.0 * row[j]) * inv_k;
+                        // max() would turn NaN into 0: clamp only finite negatives.
+                        out[p] = if d < 0.0 { 0.0 } else { d };
+                        p += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Cross-validated Mahalanobis ("crossnobis") RDM, exactly as rsatoolbox's
+/// `calc_rdm(Dataset(data, obs_descriptors={"conds": conds, "runs": runs}), method='crossnobis',
+/// descriptor='conds', cv_descriptor='runs', noise=precision)`.
+///
+/// `data` is `[n_obs, n_channels]`, `conds[o]` and `runs[o]` label observation `o`. Conditions
+/// are the RDM's rows in ascending label order. For each run `k` (leave-one-run-out fold):
+/// `b_c` = mean of run `k`'s observations of condition `c`, `a_c` = mean of all other runs'
+/// observations of `c` (pooled over observations, not a mean of run means), and
+/// `d_ij(k) = (a_i - a_j)ᵀ P (b_i - b_j) / n_channels`; the RDM is the mean of `d(k)` over folds.
+/// `P` is the noise precision `[n_channels, n_channels]` (identity when `None`). Crossnobis
+/// distances are unbiased and can be negative.
+///
+/// Errors: lengths that disagree, fewer than 2 conditions or runs, a condition without an
+/// observation in some run, a precision of the wrong shape.
+pub fn crossnobis<T: Real>(
+    data: ArrayView2<'_, T>,
+    conds: &[i64],
+    runs: &[i64],
+    precision: Option<ArrayView2<'_, f64>>,
+) -> Result<Array1<f64>> {
+    let (n_obs, p) = data.dim();
+    if conds.len() != n_obs || runs.len() != n_obs {
+        return Err(KernelError::Shape(format!(
+            "crossnobis: {n_obs} observations but {} condition labels and {} run labels",
+            conds.len(),
+            runs.len()
+        )));
+    }
+    if p == 0 {
+        return Err(KernelError::Shape(
+            "crossnobis: the data have no channels".into(),
+        ));
+    }
+    if let Some(prec) = &precision {
+        if prec.dim() != (p, p) {
+            return Err(KernelError::Shape(format!(
+                "crossnobis: the precision is {}x{} but the data have {p} channels",
+                prec.nrows(),
+                prec.ncols()
+            )));
+        }
+    }
+    let mut cond_labels: Vec<i64> = conds.to_vec();
+    cond_labels.sort_unstable();
+    cond_labels.dedup();
+    let mut run_labels: Vec<i64> = runs.to_vec();
+    run_labels.sort_unstable();
+    run_labels.dedup();
+    let (nc, nr) = (cond_labels.len(), run_labels.len());
+    if nc < 2 {
+        return Err(KernelError::Shape(format!(
+            "crossnobis: an RDM needs at least 2 conditions, got {nc}"
+        )));
+    }
+    if nr < 2 {
+        return Err(KernelError::CrossValidation(format!(
+            "crossnobis needs at least 2 runs to cross-validate, got {nr}"
+        )));
+    }
+    // Sums and counts per (run, condition).
+    let mut sums = vec![0.0f64; nr * nc * p];
+    let mut counts = vec![0usize; nr * nc];
+    for (o, row) in data.rows().into_iter().enumerate() {
+        let c = cond_labels
+            .binary_search(&conds[o])
+            .expect("label is present");
+        let r = run_labels
+            .binary_search(&runs[o])
+            .expect("label is present");
+        counts[r * nc + c] += 1;
+        let s = &mut sums[(r * nc + c) * p..(r * nc + c + 1) * p];
+        for (acc, &v) in s.iter_mut().zip(row.iter()) {
+            *acc += Real::as_f64(v);
+        }
+    }
+    for r in 0..nr {
+        for c in 0..nc {
+            if counts[r * nc + c] == 0 {
+                return Err(KernelError::CrossValidation(format!(
+                    "crossnobis: condition {} has no observation in run {}",
+                    cond_labels[c], run_labels[r]
+                )));
+            }
+        }
+    }
+    let mut acc = Array1::<f64>::zeros(condensed_len(nc));
+    let mut train = Array2::<f64>::zeros((nc, p));
+    let mut test = Array2::<f64>::zeros((nc, p));
+    for k in 0..nr {
+        for c in 0..nc {
+            let n_test = counts[k * nc + c] as f64;
+            let mut n_train = 0usize;
+            let mut tr = train.row_mut(c);
+            tr.fill(0.0);
+            for r in (0..nr).filter(|&r| r != k) {
+                n_train += counts[r * nc + c];
+                let s = &sums[(r * nc + c) * p..(r * nc + c + 1) * p];
+                tr.iter_mut().zip(s).for_each(|(t, v)| *t += v);
+            }
+            let inv = 1.0 / n_train as f64;
+            tr.iter_mut().for_each(|t| *t *= inv);
+            let s = &sums[(k * nc + c) * p..(k * nc + c + 1) * p];
+            test.row_mut(c)
+                .iter_mut()
+                .zip(s)
+                .for_each(|(t, v)| *t = v / n_test);
+        }
+        let kernel = match &precision {
+            Some(prec) => train.dot(prec).dot(&test.t()),
+            None => train.dot(&test.t()),
+        };
+        let mut q = 0;
+        for i in 0..nc {
+            for j in i + 1..nc {
+                acc[q] +=
+                    (kernel[(i, i)] + kernel[(j, j)] - kernel[(i, j)] - kernel[(j, i)]) / p as f64;
+                q += 1;
+            }
+        }
+    }
+    acc.mapv_inplace(|v| v / nr as f64);
+    Ok(acc)
+}
+
+/// Noise precision matrix from residuals `[n_residuals, n_channels]`, exactly as rsatoolbox's
+/// `prec_from_residuals(residuals, method='shrinkage_diag')` (default degrees of freedom).
+///
+/// The residuals' column means are removed; with `m` rows and `dof = m - 1`, the sample
+/// covariance `S = XᵀX / dof` is shrunk towards its diagonal (Schäfer & Strimmer 2005):
+/// off-diagonal entries are multiplied by `1 - λ`, where, with `R = XᵀX / (sᵢ sⱼ (m-1))` the
+/// correlation matrix, `R2 = Σ_rows (xᵢxⱼ)² / (sᵢ² sⱼ² (m-1))` and
+/// `Var(R) = m / dof² · (R2 - R²)`, `λ = clamp(Σ_{i≠j} Var(R)ᵢⱼ / Σ_{i≠j} Rᵢⱼ², 0, 1)`.
+/// The precision is the inverse of the shrunk covariance (Cholesky). With one channel the
+/// result is `1 / variance` (rsatoolbox returns NaN there).
+///
+/// Errors: fewer than 2 residual rows, no channels, a channel with zero variance or non-finite
+/// values, or a shrunk covariance that is not positive definite.
+pub fn precision_shrinkage_diag(residuals: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let (m, c) = residuals.dim();
+    if m < 2 {
+        return Err(KernelError::Shape(format!(
+            "precision_shrinkage_diag needs at least 2 residual rows, got {m}"
+        )));
+    }
+    if c == 0 {
+        return Err(KernelError::Shape(
+            "precision_shrinkage_diag: no channels".into(),
+        ));
+    }
+    if residuals.iter().any(|v| !v.is_finite()) {
+        return Err(KernelError::Parameter(
+            "precision_shrinkage_diag: the residuals hold non-finite values".into(),
+        ));
+    }
+    let mean = residuals.sum_axis(ndarray::Axis(0)) / m as f64;
+    let x = &residuals - &mean;
+    let dof = (m - 1) as f64;
+    let s_sum = x.t().dot(&x);
+    let mut s2_sum = Array2::<f64>::zeros((c, c));
+    for row in x.rows() {
+        for i in 0..c {
+            let xi = row[i];
+            let mut out = s2_sum.row_mut(i);
+            for (o, &xj) in out.iter_mut().zip(row.iter()) {
+                let v = xi * xj;
+                *o += v * v;
+            }
+        }
+    }
+    let var: Vec<f64> = (0..c).map(|i| s_sum[(i, i)] / dof).collect();
+    if let Some(i) = var.iter().position(|&v| !(v > 0.0)) {
+        return Err(KernelError::Parameter(format!(
+            "precision_shrinkage_diag: channel {i} has zero variance"
+        )));
+    }
+    let mut lambda = 0.0;
+    if c > 1 {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for i in 0..c {
+            for j in 0..c {
+                if i == j {
+                    continue;
+                }
+                let r = s_sum[(i, j)] / var[j].sqrt() / var[i].sqrt() / (m - 1) as f64;
+                let r2 = s2_sum[(i, j)] / var[j] / var[i] / (m - 1) as f64;
+                num += m as f64 / (dof * dof) * (r2 - r * r);
+                den += r * r;
+            }
+        }
+        lambda = (num / den).clamp(0.0, 1.0);
+        if lambda.is_nan() {
+            // All off-diagonal correlations exactly zero: nothing to shrink.
+            lambda = 0.0;
+        }
+    }
+    let cov = Array2::from_shape_fn((c, c), |(i, j)| {
+        let s = s_sum[(i, j)] / dof;
+        if i == j { s } else { s * (1.0 - lambda) }
+    });
+    spd_inverse(cov.view())
+}
+
+/// Inverse of a symmetric positive definite matrix through its Cholesky factor.
+fn spd_inverse(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let n = a.nrows();
+    // a = L Lᵀ
+    let mut l = Array2::<f64>::zeros((n, n));
+    for j in 0..n {
+        let mut d = a[(j, j)];
+        for k in 0..j {
+            d -= l[(j, k)] * l[(j, k)];
+        }
+        if !(d > 0.0) {
+            return Err(KernelError::Linalg(
+                "the shrunk covariance is not positive definite".into(),
+            ));
+        }
+        let d = d.sqrt();
+        l[(j, j)] = d;
+        for i in j + 1..n {
+            let mut s = a[(i, j)];
+            for k in 0..j {
+                s -= l[(i, k)] * l[(j, k)];
+            }
+            l[(i, j)] = s / d;
+        }
+    }
+    // inv(L) by forward substitution, column by column.
+    let mut li = Array2::<f64>::zeros((n, n));
+    for col in 0..n {
+        for i in col..n {
+            let mut s = if i == col { 1.0 } else { 0.0 };
+            for k in col..i {
+                s -= l[(i, k)] * li[(k, col)];
+            }
+            li[(i, col)] = s / l[(i, i)];
+        }
+    }
+    // inv(a) = inv(L)ᵀ inv(L), symmetrised exactly.
+    let mut inv = li.t().dot(&li);
+    fill_symmetric(inv.view_mut());
+    Ok(inv)
+}
+
+fn fill_symmetric(mut a: ArrayViewMut2<'_, f64>) {
+    let n = a.nrows();
+    for i in 0..n {
+        for j in i + 1..n {
+            let v = 0.5 * (a[(i, j)] + a[(j, i)]);
+            a[(i, j)] = v;
+            a[(j, i)] = v;
+        }
+    }
+}
+
+/// Test-only readers for the reference fixtures (little-endian `f8`/`i8`, C order `.npy`).
+/// Shipped code does no I/O; this module is compiled for tests only.
+#[cfg(test)]
+pub(crate) mod npy_fixture {
+    use std::path::PathBuf;
+
+    /// Path of a file in `tests/fixtures/rsa/`.
+    pub fn rsa(name: &str) -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/rsa/"
+        ))
+        .join(name)
+    }
+
+    /// Path of a file of the shared Kriegeskorte et al. (2008) data set.
+    pub fn krieg(name: &str) -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/kriegeskorte2008/"
+        ))
+        .join(name)
+    }
+
+    fn read_raw(path: &std::path::Path, want: &str) -> (Vec<usize>, Vec<[u8; 8]>) {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path:?}: {e}"));
+        assert_eq!(&bytes[..6], b"\x93NUMPY", "{path:?}: not a .npy file");
+        let (hlen, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            _ => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+        };
+        let header = std::str::from_utf8(&bytes[start..start + hlen]).expect("ascii header");
+        assert!(
+            header.contains(&format!("'descr': '{want}'")),
+            "{path:?}: dtype, {header}"
+        );
+        assert!(
+            header.contains("'fortran_order': False"),
+            "{path:?}: C order expected"
+        );
+        let shape_str = header
+            .split("'shape': (")
+            .nth(1)
+            .and_then(|s| s.split(')').next());
+        let shape: Vec<usize> = shape_str
+            .expect("shape")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("shape entry"))
+            .collect();
+        let body = &bytes[start + hlen..];
+        let count: usize = shape.iter().product();
+        assert_eq!(body.len(), count * 8, "{path:?}: payload size");
+        let vals = body
+            .chunks_exact(8)
+            .map(|c| c.try_into().expect("8 bytes"))
+            .collect();
+        (shape, vals)
+    }
+
+    /// A `<f8` array: (shape, values in C order).
+    pub fn f64s(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
+        let (shape, raw) = read_raw(path, "<f8");
+        (shape, raw.into_iter().map(f64::from_le_bytes).collect())
+    }
+
+    /// A `<i8` array: (shape, values in C order).
+    pub fn i64s(path: &std::path::Path) -> (Vec<usize>, Vec<i64>) {
+        let (shape, raw) = read_raw(path, "<i8");
+        (shape, raw.into_iter().map(i64::from_le_bytes).collect())
+    }
+
+    /// Rows `(brain, model, method, value)` of a comparison CSV with a header line.
+    pub fn compare_csv(path: &std::path::Path) -> Vec<(String, String, String, f64)> {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("brain,model,method,value"));
+        lines
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 4, "{l}");
+                (
+                    f[0].into(),
+                    f[1].into(),
+                    f[2].into(),
+                    f[3].parse().expect("value"),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::npy_fixture as fx;
+    use super::*;
+    use crate::rng::Rng;
+    use ndarray::{Array2, ArrayView2};
+
+    /// Naive RDM: explicit loops over pairs and channels, straight from the definitions.
+    fn naive_rdm(x: ArrayView2<'_, f64>, method: RdmMethod) -> Vec<f64> {
+        let (n, p) = x.dim();
+        let mut out = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n {
+                let (a, b) = (x.row(i), x.row(j));
+                let d = match method {
+                    RdmMethod::Euclidean => {
+                        (0..p).map(|c| (a[c] - b[c]).powi(2)).sum::<f64>() / p as f64
+                    }
+                    RdmMethod::Cosine => {
+                        let ab: f64 = (0..p).map(|c| a[c] * b[c]).sum();
+                        let aa: f64 = (0..p).map(|c| a[c] * a[c]).sum();
+                        let bb: f64 = (0..p).map(|c| b[c] * b[c]).sum();
+                        1.0 - ab / (aa * bb).sqrt()
+                    }
+                    RdmMethod::Correlation => {
+                        let ma = a.sum() / p as f64;
+                        let mb = b.sum() / p as f64;
+                        let ab: f64 = (0..p).map(|c| (a[c] - ma) * (b[c] - mb)).sum();
+                        let aa: f64 = (0..p).map(|c| (a[c] - ma).powi(2)).sum();
+                        let bb: f64 = (0..p).map(|c| (b[c] - mb).powi(2)).sum();
+                        1.0 - ab / (aa * bb).sqrt()
+                    }
+                    RdmMethod::Crossnobis => unreachable!(),
+                };
+                out.push(d);
+            }
+        }
+        out
+    }
+
+    fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    const METHODS: [RdmMethod; 3] = [
+        RdmMethod::Correlation,
+        RdmMethod::Euclidean,
+        RdmMethod::Cosine,
+    ];
+
+    #[test]
+    fn pair_index_and_condensed_round_trip() {
+        for n in 2..12 {
+            let mut p = 0;
+            for i in 0..n {
+                for j in i + 1..n {
+                    assert_eq!(pair_index(n, i, j), p);
+                    assert_eq!(pair_index(n, j, i), p);
+                    p += 1;
+                }
+            }
+            assert_eq!(condensed_len(n), p);
+            assert_eq!(n_conditions_from_condensed(p).unwrap(), n);
+            let v = Array1::from_shape_fn(p, |k| k as f64 + 1.0);
+            let sq = condensed_to_square(v.view()).unwrap();
+            assert_eq!(square_to_condensed(sq.view(), "x").unwrap(), v);
+        }
+        assert_eq!(n_conditions_from_condensed(4186).unwrap(), 92);
+        assert_eq!(condensed_len(0), 0);
+        assert_eq!(condensed_len(1), 0);
+        for bad in [0usize, 2, 4, 5, 7, 4185] {
+            assert!(
+                matches!(n_conditions_from_condensed(bad), Err(KernelError::Shape(_))),
+                "{bad}"
+            );
+        }
+        assert!(condensed_to_square(Array1::<f64>::zeros(5).view()).is_err());
+    }
+
+    #[test]
+    fn square_to_condensed_checks_its_input() {
+        let v = Array1::from(vec![1.0, 2.0, 3.0]);
+        let sq = condensed_to_square(v.view()).unwrap();
+        let mut asym = sq.clone();
+        asym[(0, 1)] += 1e-6;
+        let e = square_to_condensed(asym.view(), "model").unwrap_err();
+        assert!(
+            matches!(&e, KernelError::Parameter(m) if m.contains("symmetric") && m.contains("model"))
+        );
+        let mut tiny = sq.clone();
+        tiny[(0, 1)] += 1e-14; // within tolerance
+        assert!(square_to_condensed(tiny.view(), "m").is_ok());
+        let mut diag = sq.clone();
+        diag[(2, 2)] = 0.5;
+        assert!(
+            matches!(square_to_condensed(diag.view(), "m"), Err(KernelError::Parameter(m)) if m.contains("diagonal"))
+        );
+        let mut nan_diag = sq.clone();
+        nan_diag[(1, 1)] = f64::NAN;
+        assert!(square_to_condensed(nan_diag.view(), "m").is_ok());
+        let mut nan_pair = sq.clone();
+        nan_pair[(0, 2)] = f64::NAN;
+        assert!(square_to_condensed(nan_pair.view(), "m").is_err());
+        nan_pair[(2, 0)] = f64::NAN;
+        assert!(square_to_condensed(nan_pair.view(), "m").unwrap()[1].is_nan());
+        assert!(matches!(
+            square_to_condensed(Array2::<f64>::zeros((2, 3)).view(), "m"),
+            Err(KernelError::Shape(_))
+        ));
+        assert!(matches!(
+            square_to_condensed(Array2::<f64>::zeros((1, 1)).view(), "m"),
+            Err(KernelError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn methods_parse() {
+        for m in [
+            RdmMethod::Correlation,
+            RdmMethod::Euclidean,
+            RdmMethod::Cosine,
+            RdmMethod::Crossnobis,
+        ] {
+            assert_eq!(RdmMethod::parse(m.as_str()).unwrap(), m);
+        }
+        assert!(matches!(
+            RdmMethod::parse("pearson"),
+            Err(KernelError::Parameter(_))
+        ));
+    }
+
+    fn check_against_naive<T: Real>(seed: u64) {
+        let mut rng = Rng::new(seed);
+        for &(n, p) in &[
+            (2usize, 1usize),
+            (2, 3),
+            (3, 2),
+            (5, 7),
+            (12, 20),
+            (30, 4),
+            (40, 123),
+        ] {
+            // A per-condition offset and a common offset make correlation and euclidean differ.
+            let mut x: Array2<T> = rng.normal_array((n, p));
+            let offsets: Vec<f64> = (0..n).map(|_| 3.0 * rng.normal()).collect();
+            for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+                row.mapv_inplace(|v| T::from_f64(Real::as_f64(v) + offsets[i] + 10.0));
+            }
+            let x64 = x.mapv(Real::as_f64);
+            for method in METHODS {
+                let got = rdm(x.view(), method).unwrap();
+                let want = naive_rdm(x64.view(), method);
+                let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                let err = max_abs_diff(got.as_slice().unwrap(), &want);
+                if p == 1 && method == RdmMethod::Correlation {
+                    assert!(
+                        got.iter().all(|v| v.is_nan()),
+                        "one channel: no correlation"
+                    );
+                    continue;
+                }
+                assert!(err <= 1e-11 * scale, "{method:?} n={n} p={p}: {err}");
+                // Non-standard layouts give the same numbers.
+                let xt = x.t().as_standard_layout().into_owned();
+                let got_t = rdm(xt.t(), method).unwrap();
+                assert!(
+                    max_abs_diff(got_t.as_slice().unwrap(), got.as_slice().unwrap())
+                        <= 1e-13 * scale
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rdm_matches_naive_f64_and_f32() {
+        check_against_naive::<f64>(1);
+        check_against_naive::<f32>(2);
+    }
+
+    #[test]
+    fn degenerate_patterns_give_nan_for_their_pairs_only() {
+        let mut rng = Rng::new(3);
+        let mut x: Array2<f64> = rng.normal_array((5, 8));
+        x.row_mut(1).fill(0.1); // constant: no correlation
+        let r = rdm(x.view(), RdmMethod::Correlation).unwrap();
+        for i in 0..5 {
+            for j in i + 1..5 {
+                assert_eq!(
+                    r[pair_index(5, i, j)].is_nan(),
+                    i == 1 || j == 1,
+                    "({i},{j})"
+                );
+            }
+        }
+        // A constant nonzero pattern still has a cosine and a distance.
+        assert!(
+            rdm(x.view(), RdmMethod::Cosine)
+                .unwrap()
+                .iter()
+                .all(|v| v.is_finite())
+        );
+        x.row_mut(3).fill(0.0);
+        let c = rdm(x.view(), RdmMethod::Cosine).unwrap();
+        for i in 0..5 {
+            for j in i + 1..5 {
+                assert_eq!(c[pair_index(5, i, j)].is_nan(), i == 3 || j == 3);
+            }
+        }
+        // Identical patterns: distance exactly 0, never negative.
+        let row0 = x.row(0).to_owned();
+        x.row_mut(4).assign(&row0);
+        let e = rdm(x.view(), RdmMethod::Euclidean).unwrap();
+        assert!(e.iter().all(|&v| v >= 0.0));
+        assert!(e[pair_index(5, 0, 4)].abs() < 1e-12);
+        // NaN in a pattern only spoils that condition's pairs.
+        x[(2, 5)] = f64::NAN;
+        for method in METHODS {
+            let r = rdm(x.view(), method).unwrap();
+            for i in 0..5 {
+                for j in i + 1..5 {
+                    let degenerate = match method {
+                        // row 3 (all zero) is constant too
+                        RdmMethod::Correlation => [1, 3].contains(&i) || [1, 3].contains(&j),
+                        RdmMethod::Cosine => i == 3 || j == 3,
+                        _ => false,
+                    };
+                    assert_eq!(
+                        r[pair_index(5, i, j)].is_nan(),
+                        degenerate || i == 2 || j == 2,
+                        "{method:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rdm_rejects_bad_input() {
+        let x = Array2::<f64>::zeros((1, 4));
+        assert!(matches!(
+            rdm(x.view(), RdmMethod::Euclidean),
+            Err(KernelError::Shape(_))
+        ));
+        let x = Array2::<f64>::zeros((3, 0));
+        assert!(matches!(
+            rdm(x.view(), RdmMethod::Euclidean),
+            Err(KernelError::Shape(_))
+        ));
+        let x = Array2::<f64>::zeros((3, 2));
+        let e = rdm(x.view(), RdmMethod::Crossnobis).unwrap_err();
+        assert!(matches!(e, KernelError::Parameter(m) if m.contains("crossnobis()")));
+    }
+
+    #[test]
+    fn rdm_matches_rsatoolbox() {
+        let (shape, pats) = fx::f64s(&fx::rsa("patterns.npy"));
+        let x = Array2::from_shape_vec((shape[0], shape[1]), pats).unwrap();
+        for (method, file) in [
+            (RdmMethod::Correlation, "rdm_correlation.npy"),
+            (RdmMethod::Euclidean, "rdm_euclidean.npy"),
+            (RdmMethod::Cosine, "rdm_cosine.npy"),
+        ] {
+            let (_, want) = fx::f64s(&fx::rsa(file));
+            let got = rdm(x.view(), method).unwrap();
+            let err = max_abs_diff(got.as_slice().unwrap(), &want);
+            assert!(err < 1e-12, "{method:?}: {err}");
+            let got32 = rdm(x.mapv(|v| v as f32).view(), method).unwrap();
+            assert!(
+                max_abs_diff(got32.as_slice().unwrap(), &want) < 1e-5,
+                "{method:?} f32"
+            );
+        }
+    }
+
+    /// Naive crossnobis: explicit loops, means of pooled observations per fold.
+    fn naive_crossnobis(
+        x: ArrayView2<'_, f64>,
+        conds: &[i64],
+        runs: &[i64],
+        prec: Option<ArrayView2<'_, f64>>,
+    ) -> Vec<f64> {
+        let p = x.ncols();
+        let mut cl: Vec<i64> = conds.to_vec();
+        cl.sort();
+        cl.dedup();
+        let mut rl: Vec<i64> = runs.to_vec();
+        rl.sort();
+        rl.dedup();
+        let mean_of = |c: i64, pick: &dyn Fn(i64) -> bool| -> Vec<f64> {
+            let mut m = vec![0.0; p];
+            let mut cnt = 0.0;
+            for o in 0..x.nrows() {
+                if conds[o] == c && pick(runs[o]) {
+                    cnt += 1.0;
+                    for ch in 0..p {
+                        m[ch] += x[(o, ch)];
+                    }
+                }
+            }
+            m.iter().map(|v| v / cnt).collect()
+        };
+        let nc = cl.len();
+        let mut out = vec![0.0; nc * (nc - 1) / 2];
+        for &k in &rl {
+            let a: Vec<Vec<f64>> = cl.iter().map(|&c| mean_of(c, &|r| r != k)).collect();
+            let b: Vec<Vec<f64>> = cl.iter().map(|&c| mean_of(c, &|r| r == k)).collect();
+            let mut q = 0;
+            for i in 0..nc {
+                for j in i + 1..nc {
+                    let da: Vec<f64> = (0..p).map(|c| a[i][c] - a[j][c]).collect();
+                    let db: Vec<f64> = (0..p).map(|c| b[i][c] - b[j][c]).collect();
+                    let mut s = 0.0;
+                    for u in 0..p {
+                        for v in 0..p {
+                            let w = match &prec {
+                                Some(pm) => pm[(u, v)],
+                                None => (u == v) as i32 as f64,
+                            };
+                            s += da[u] * w * db[v];
+                        }
+                    }
+                    out[q] += s / p as f64 / rl.len() as f64;
+                    q += 1;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn crossnobis_matches_naive() {
+        let mut rng = Rng::new(5);
+        for &(nc, nr, p, reps) in &[
+            (2usize, 2usize, 1usize, 1usize),
+            (3, 2, 4, 1),
+            (6, 3, 7, 2),
+            (8, 5, 12, 1),
+        ] {
+            let mut conds = Vec::new();
+            let mut runs = Vec::new();
+            for r in 0..nr {
+                for c in 0..nc {
+                    // Unbalanced: condition 0 has an extra observation in run 0.
+                    let extra = (r == 0 && c == 0) as usize;
+                    for _ in 0..reps + extra {
+                        conds.push(10 * c as i64 - 7); // labels not 0..n
+                        runs.push(100 - 3 * r as i64); // runs in descending label order
+                    }
+                }
+            }
+            let mut order: Vec<usize> = (0..conds.len()).collect();
+            rng.shuffle(&mut order);
+            let conds: Vec<i64> = order.iter().map(|&o| conds[o]).collect();
+            let runs: Vec<i64> = order.iter().map(|&o| runs[o]).collect();
+            let x: Array2<f64> = rng.normal_array((conds.len(), p));
+            let a: Array2<f64> = rng.normal_array((p, p));
+            let prec = a.t().dot(&a) + Array2::<f64>::eye(p);
+            for pr in [None, Some(prec.view())] {
+                let got = crossnobis(x.view(), &conds, &runs, pr).unwrap();
+                let want = naive_crossnobis(x.view(), &conds, &runs, pr);
+                let err = max_abs_diff(got.as_slice().unwrap(), &want);
+                assert!(err < 1e-12, "nc={nc} nr={nr} p={p}: {err}");
+                let got32 = crossnobis(x.mapv(|v| v as f32).view(), &conds, &runs, pr).unwrap();
+                let want32 =
+                    naive_crossnobis(x.mapv(|v| v as f32 as f64).view(), &conds, &runs, pr);
+                assert!(max_abs_diff(got32.as_slice().unwrap(), &want32) < 1e-11);
+            }
+        }
+    }
+
+    #[test]
+    fn crossnobis_rejects_bad_input() {
+        let x = Array2::<f64>::zeros((4, 3));
+        let e = crossnobis(x.view(), &[0, 1, 0, 1], &[0, 0, 0, 0], None).unwrap_err();
+        assert!(matches!(e, KernelError::CrossValidation(m) if m.contains("2 runs")));
+        let e = crossnobis(x.view(), &[0, 1, 0, 2], &[0, 0, 1, 1], None).unwrap_err();
+        assert!(matches!(e, KernelError::CrossValidation(m) if m.contains("no observation")));
+        let e = crossnobis(x.view(), &[0, 0, 0, 0], &[0, 0, 1, 1], None).unwrap_err();
+        assert!(matches!(e, KernelError::Shape(_)));
+        let e = crossnobis(x.view(), &[0, 1, 0], &[0, 0, 1, 1], None).unwrap_err();
+        assert!(matches!(e, KernelError::Shape(_)));
+        let bad = Array2::<f64>::eye(2);
+        let e = crossnobis(x.view(), &[0, 1, 0, 1], &[0, 0, 1, 1], Some(bad.view())).unwrap_err();
+        assert!(matches!(e, KernelError::Shape(m) if m.contains("precision")));
+    }
+
+    /// Naive shrinkage_diag covariance: rsatoolbox's formulas with explicit loops.
+    fn naive_shrinkage_cov(res: ArrayView2<'_, f64>) -> Array2<f64> {
+        let (m, c) = res.dim();
+        let mut x = res.to_owned();
+        for j in 0..c {
+            let mu: f64 = (0..m).map(|i| res[(i, j)]).sum::<f64>() / m as f64;
+            for i in 0..m {
+                x[(i, j)] -= mu;
+            }
+        }
+        let dof = (m - 1) as f64;
+        let s = |u: usize, v: usize| (0..m).map(|i| x[(i, u)] * x[(i, v)]).sum::<f64>();
+        let s2 = |u: usize, v: usize| (0..m).map(|i| (x[(i, u)] * x[(i, v)]).powi(2)).sum::<f64>();
+        let var: Vec<f64> = (0..c).map(|u| s(u, u) / dof).collect();
+        let (mut num, mut den) = (0.0, 0.0);
+        for u in 0..c {
+            for v in 0..c {
+                if u != v {
+                    let r = s(u, v) / (var[u] * var[v]).sqrt() / dof;
+                    let r2 = s2(u, v) / (var[u] * var[v]) / dof;
+                    num += m as f64 / dof / dof * (r2 - r * r);
+                    den += r * r;
+                }
+            }
+        }
+        let lam = (num / den).clamp(0.0, 1.0);
+        Array2::from_shape_fn((c, c), |(u, v)| {
+            s(u, v) / dof * if u == v { 1.0 } else { 1.0 - lam }
+        })
+    }
+
+    #[test]
+    fn precision_shrinkage_diag_matches_naive_and_inverts() {
+        let mut rng = Rng::new(8);
+        for &(m, c) in &[(2usize, 1usize), (5, 3), (30, 10), (12, 25)] {
+            let z: Array2<f64> = rng.normal_array((m, c));
+            let mix: Array2<f64> = rng.normal_array((c, c));
+            let res = z.dot(&(Array2::<f64>::eye(c) + 0.3 * &mix)) + 0.7;
+            let prec = precision_shrinkage_diag(res.view()).unwrap();
+            let cov = naive_shrinkage_cov(res.view());
+            let id = prec.dot(&cov);
+            let err = (&id - &Array2::<f64>::eye(c))
+                .iter()
+                .fold(0.0f64, |a, v| a.max(v.abs()));
+            assert!(err < 1e-9, "m={m} c={c}: {err}");
+            assert_eq!(prec, prec.t());
+        }
+        assert!(precision_shrinkage_diag(Array2::<f64>::zeros((1, 3)).view()).is_err());
+        assert!(precision_shrinkage_diag(Array2::<f64>::zeros((4, 0)).view()).is_err());
+        let e = precision_shrinkage_diag(Array2::<f64>::zeros((4, 2)).view()).unwrap_err();
+        assert!(matches!(e, KernelError::Parameter(m) if m.contains("zero variance")));
+    }
+
+    fn fixture_2d(name: &str) -> Array2<f64> {
+        let (s, v) = fx::f64s(&fx::rsa(name));
+        Array2::from_shape_vec((s[0], s[1]), v).unwrap()
+    }
+
+    #[test]
+    fn precision_shrinkage_diag_matches_rsatoolbox() {
+        let res = fixture_2d("cv_residuals.npy");
+        let want = fixture_2d("prec_shrinkage_diag.npy");
+        let got = precision_shrinkage_diag(res.view()).unwrap();
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = (&got - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-10 * scale, "{err} (scale {scale})");
+    }
+
+    #[test]
+    fn crossnobis_matches_rsatoolbox() {
+        let x = fixture_2d("cv_data.npy");
+        let (_, conds) = fx::i64s(&fx::rsa("cv_conds.npy"));
+        let (_, runs) = fx::i64s(&fx::rsa("cv_runs.npy"));
+        let prec = fixture_2d("prec_shrinkage_diag.npy");
+        for (pr, file) in [
+            (Some(prec.view()), "rdm_crossnobis.npy"),
+            (None, "rdm_crossnobis_identity.npy"),
+        ] {
+            let (_, want) = fx::f64s(&fx::rsa(file));
+            let got = crossnobis(x.view(), &conds, &runs, pr).unwrap();
+            let err = max_abs_diff(got.as_slice().unwrap(), &want);
+            assert!(err < 1e-10, "{file}: {err}");
+        }
+        // End to end: our own precision from the residuals.
+        let res = fixture_2d("cv_residuals.npy");
+        let own = precision_shrinkage_diag(res.view()).unwrap();
+        let (_, want) = fx::f64s(&fx::rsa("rdm_crossnobis.npy"));
+        let got = crossnobis(x.view(), &conds, &runs, Some(own.view())).unwrap();
+        assert!(max_abs_diff(got.as_slice().unwrap(), &want) < 1e-9);
+    }
+}

@@ -1,0 +1,498 @@
+//! The scheduler's state machine: which task runs where, and what happens when a worker fails.
+//!
+//! It does no I/O and reads no clock: callers pass the current time in milliseconds, so every
+//! behaviour — lease expiry, stale attempts, retries, cancellation — is a plain deterministic
+//! unit test. The same machine serves embedded runs (workers are threads) and the gRPC
+//! coordinator (workers are processes): a worker asks for tasks with its free slots (the ask
+//! doubles as its heartbeat) and reports each result with the attempt number it was given.
+//! Reports of attempts that are no longer current are dropped.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Milliseconds on the caller's clock.
+pub type Millis = u64;
+
+/// Tuning of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// A worker not heard from for this long loses its leases.
+    pub lease_timeout: Millis,
+    /// A task that failed this many times fails the job.
+    pub max_attempts: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            lease_timeout: 30_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// A worker's identity, handed out by [`Scheduler::register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u64);
+
+/// A task handed to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Task index in the plan.
+    pub task: usize,
+    /// Attempt number, starting at 1; reports must carry it.
+    pub attempt: u32,
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The report was for the current attempt and was applied.
+    Accepted,
+    /// The attempt is no longer current (expired, retried, finished, cancelled): dropped.
+    Stale,
+}
+
+/// The state of the job as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Tasks remain.
+    Running,
+    /// Every task finished.
+    Succeeded,
+    /// A task failed on every attempt.
+    Failed {
+        /// The task.
+        task: usize,
+        /// Its last error.
+        error: String,
+    },
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+/// Counts for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Finished tasks.
+    pub done: usize,
+    /// Tasks leased right now.
+    pub running: usize,
+    /// All tasks.
+    pub total: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    Pending { attempts: u32 },
+    Leased { worker: WorkerId, attempt: u32 },
+    Done,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Worker {
+    last_seen: Millis,
+    leases: BTreeSet<usize>,
+}
+
+/// The task state machine of one job.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    slots: Vec<Slot>,
+    queue: VecDeque<usize>,
+    workers: BTreeMap<WorkerId, Worker>,
+    next_worker: u64,
+    done: usize,
+    state: JobState,
+}
+
+impl Scheduler {
+    /// A scheduler for `n_tasks` tasks, all pending, queued in plan order.
+    pub fn new(n_tasks: usize, config: SchedulerConfig) -> Self {
+        Scheduler {
+            config,
+            slots: vec![Slot::Pending { attempts: 0 }; n_tasks],
+            queue: (0..n_tasks).collect(),
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            done: 0,
+            state: if n_tasks == 0 {
+                JobState::Succeeded
+            } else {
+                JobState::Running
+            },
+        }
+    }
+
+    /// Marks tasks already finished by an earlier run (their results exist), e.g. after a
+    /// coordinator restart.
+    pub fn mark_done(&mut self, task: usize) {
+        if !matches!(self.slots[task], Slot::Done) {
+            if let Slot::Leased { worker, .. } = self.slots[task] {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.leases.remove(&task);
+                }
+            }
+            self.slots[task] = Slot::Done;
+            self.queue.retain(|&t| t != task);
+            self.done += 1;
+            if self.done == self.slots.len() && self.state == JobState::Running {
+                self.state = JobState::Succeeded;
+            }
+        }
+    }
+
+    /// Registers a new worker.
+    pub fn register(&mut self, now: Millis) -> WorkerId {
+        let id = WorkerId(self.next_worker);
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                last_seen: now,
+                leases: BTreeSet::new(),
+            },
+        );
+        id
+    }
+
+    /// Hands up to `slots` pending tasks to `worker`; also records a heartbeat. An unknown
+    /// (expired) worker gets nothing and must register again.
+    pub fn lease(&mut self, worker: WorkerId, slots: usize, now: Millis) -> Option<Vec<Lease>> {
+        self.expire(now);
+        let w = self.workers.get_mut(&worker)?;
+        w.last_seen = now;
+        let mut out = Vec::new();
+        if self.state != JobState::Running {
+            return Some(out);
+        }
+        while out.len() < slots {
+            let Some(task) = self.queue.pop_front() else {
+                break;
+            };
+            let Slot::Pending { attempts } = self.slots[task] else {
+                continue;
+            };
+            let attempt = attempts + 1;
+            self.slots[task] = Slot::Leased { worker, attempt };
+            w.leases.insert(task);
+            out.push(Lease { task, attempt });
+        }
+        Some(out)
+    }
+
+    /// Records that `worker` is alive (without asking for tasks).
+    pub fn heartbeat(&mut self, worker: WorkerId, now: Millis) -> bool {
+        match self.workers.get_mut(&worker) {
+            Some(w) => {
+                w.last_seen = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn take_current(&mut self, worker: WorkerId, lease: Lease) -> bool {
+        match self.slots.get(lease.task) {
+            Some(Slot::Leased { worker: w, attempt })
+                if *w == worker && *attempt == lease.attempt =>
+            {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.leases.remove(&lease.task);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The task of `lease` finished and its result is stored.
+    pub fn complete(&mut self, worker: WorkerId, lease: Lease, now: Millis) -> Report {
+        self.heartbeat(worker, now);
+        if self.state != JobState::Running || !self.take_current(worker, lease) {
+            return Report::Stale;
+        }
+        self.slots[lease.task] = Slot::Done;
+        self.done += 1;
+        if self.done == self.slots.len() {
+            self.state = JobState::Succeeded;
+        }
+        Report::Accepted
+    }
+
+    /// The task of `lease` failed with `error`: retried elsewhere, or the job fails once the
+    /// task has failed `max_attempts` times.
+    pub fn fail(&mut self, worker: WorkerId, lease: Lease, error: &str, now: Millis) -> Report {
+        self.heartbeat(worker, now);
+        if self.state != JobState::Running || !self.take_current(worker, lease) {
+            return Report::Stale;
+        }
+        if lease.attempt >= self.config.max_attempts {
+            self.state = JobState::Failed {
+                task: lease.task,
+                error: error.to_string(),
+            };
+        } else {
+            self.slots[lease.task] = Slot::Pending {
+                attempts: lease.attempt,
+            };
+            self.queue.push_back(lease.task);
+        }
+        Report::Accepted
+    }
+
+    /// Hands a task back unstarted (a draining worker): requeued without counting an attempt.
+    pub fn release(&mut self, worker: WorkerId, lease: Lease, now: Millis) -> Report {
+        self.heartbeat(worker, now);
+        if self.state != JobState::Running || !self.take_current(worker, lease) {
+            return Report::Stale;
+        }
+        self.slots[lease.task] = Slot::Pending {
+            attempts: lease.attempt - 1,
+        };
+        self.queue.push_front(lease.task);
+        Report::Accepted
+    }
+
+    /// Removes workers not heard from within the lease timeout and requeues their tasks (the
+    /// lost attempt counts). Returns the workers removed.
+    pub fn expire(&mut self, now: Millis) -> Vec<WorkerId> {
+        let timeout = self.config.lease_timeout;
+        let dead: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_sub(w.last_seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &dead {
+            let w = self.workers.remove(id).expect("listed");
+            for task in w.leases {
+                if let Slot::Leased { attempt, .. } = self.slots[task] {
+                    if attempt >= self.config.max_attempts && self.state == JobState::Running {
+                        self.state = JobState::Failed {
+                            task,
+                            error: format!("lost with its worker on {attempt} attempts"),
+                        };
+                    }
+                    self.slots[task] = Slot::Pending { attempts: attempt };
+                    self.queue.push_back(task);
+                }
+            }
+        }
+        dead
+    }
+
+    /// Cancels the job: no further leases; outstanding reports become stale.
+    pub fn cancel(&mut self) {
+        if self.state == JobState::Running {
+            self.state = JobState::Cancelled;
+        }
+    }
+
+    /// The job's state.
+    pub fn state(&self) -> &JobState {
+        &self.state
+    }
+
+    /// Whether the task is finished.
+    pub fn is_done(&self, task: usize) -> bool {
+        matches!(self.slots.get(task), Some(Slot::Done))
+    }
+
+    /// Progress counts.
+    pub fn progress(&self) -> Progress {
+        let running = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Leased { .. }))
+            .count();
+        Progress {
+            done: self.done,
+            running,
+            total: self.slots.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SchedulerConfig {
+        SchedulerConfig {
+            lease_timeout: 100,
+            max_attempts: 3,
+        }
+    }
+
+    #[test]
+    fn runs_every_task_once() {
+        let mut s = Scheduler::new(5, config());
+        let a = s.register(0);
+        let b = s.register(0);
+        let la = s.lease(a, 2, 1).unwrap();
+        let lb = s.lease(b, 10, 1).unwrap();
+        assert_eq!(la.iter().map(|l| l.task).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(lb.iter().map(|l| l.task).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert!(s.lease(a, 5, 2).unwrap().is_empty());
+        for l in la {
+            assert_eq!(s.complete(a, l, 3), Report::Accepted);
+        }
+        for l in lb {
+            assert_eq!(s.complete(b, l, 3), Report::Accepted);
+        }
+        assert_eq!(*s.state(), JobState::Succeeded);
+        assert_eq!(
+            s.progress(),
+            Progress {
+                done: 5,
+                running: 0,
+                total: 5
+            }
+        );
+    }
+
+    #[test]
+    fn silent_worker_loses_its_leases_and_its_late_report_is_stale() {
+        let mut s = Scheduler::new(2, config());
+        let dead = s.register(0);
+        let live = s.register(0);
+        let l = s.lease(dead, 1, 0).unwrap()[0];
+        // the live worker keeps polling; the dead one does not
+        assert_eq!(s.lease(live, 1, 50).unwrap()[0].task, 1);
+        assert!(s.heartbeat(live, 150));
+        let retry = s.lease(live, 1, 160).unwrap();
+        assert_eq!(
+            retry,
+            vec![Lease {
+                task: 0,
+                attempt: 2
+            }]
+        );
+        assert_eq!(
+            s.complete(dead, l, 170),
+            Report::Stale,
+            "the expired attempt is dropped"
+        );
+        assert!(
+            s.lease(dead, 1, 171).is_none(),
+            "an expired worker must register again"
+        );
+        assert_eq!(s.complete(live, retry[0], 172), Report::Accepted);
+        assert_eq!(
+            s.complete(
+                live,
+                Lease {
+                    task: 1,
+                    attempt: 1
+                },
+                173
+            ),
+            Report::Accepted
+        );
+        assert_eq!(*s.state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_task_failing_everywhere_fails_the_job_with_its_error() {
+        let mut s = Scheduler::new(2, config());
+        let workers: Vec<WorkerId> = (0..3).map(|_| s.register(0)).collect();
+        assert_eq!(s.lease(workers[0], 1, 0).unwrap()[0].task, 0);
+        let ok = s.lease(workers[0], 1, 0).unwrap()[0];
+        s.complete(workers[0], ok, 0);
+        s.fail(
+            workers[0],
+            Lease {
+                task: 0,
+                attempt: 1,
+            },
+            "bad input",
+            0,
+        );
+        for (i, &w) in workers.iter().enumerate().skip(1) {
+            assert_eq!(*s.state(), JobState::Running);
+            let l = s.lease(w, 1, 0).unwrap()[0];
+            assert_eq!(
+                l,
+                Lease {
+                    task: 0,
+                    attempt: i as u32 + 1
+                }
+            );
+            s.fail(w, l, "bad input", 0);
+        }
+        assert_eq!(
+            *s.state(),
+            JobState::Failed {
+                task: 0,
+                error: "bad input".into()
+            }
+        );
+        assert!(s.lease(workers[0], 1, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_and_wrong_attempt_reports_are_stale() {
+        let mut s = Scheduler::new(1, config());
+        let w = s.register(0);
+        let l = s.lease(w, 1, 0).unwrap()[0];
+        assert_eq!(
+            s.complete(
+                w,
+                Lease {
+                    task: 0,
+                    attempt: 7
+                },
+                1
+            ),
+            Report::Stale
+        );
+        assert_eq!(s.complete(w, l, 1), Report::Accepted);
+        assert_eq!(s.complete(w, l, 1), Report::Stale);
+        assert_eq!(s.fail(w, l, "late", 1), Report::Stale);
+        assert_eq!(*s.state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn cancellation_stops_leasing() {
+        let mut s = Scheduler::new(3, config());
+        let w = s.register(0);
+        let l = s.lease(w, 1, 0).unwrap()[0];
+        s.cancel();
+        assert_eq!(*s.state(), JobState::Cancelled);
+        assert!(s.lease(w, 3, 1).unwrap().is_empty());
+        assert_eq!(s.complete(w, l, 2), Report::Stale);
+    }
+
+    #[test]
+    fn released_tasks_do_not_count_as_attempts_and_restart_marks_done() {
+        let mut s = Scheduler::new(2, config());
+        let w = s.register(0);
+        let l = s.lease(w, 1, 0).unwrap()[0];
+        s.release(w, l, 1);
+        assert_eq!(
+            s.lease(w, 1, 2).unwrap()[0],
+            Lease {
+                task: 0,
+                attempt: 1
+            }
+        );
+        s.mark_done(1);
+        s.mark_done(1);
+        assert_eq!(s.progress().done, 1);
+        s.complete(
+            w,
+            Lease {
+                task: 0,
+                attempt: 1,
+            },
+            3,
+        );
+        assert_eq!(*s.state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn empty_plan_is_already_done() {
+        assert_eq!(*Scheduler::new(0, config()).state(), JobState::Succeeded);
+    }
+}

@@ -1,0 +1,243 @@
+//! Computing one task: load (or reuse) its inputs, run the kernels, return a partial result.
+//!
+//! Inputs and decompositions are cached per process, keyed by job and subject (and feature
+//! space), because every voxel chunk of a feature space needs the same features and the same
+//! per-fold eigendecompositions. Entries are built once even when several workers ask at the
+//! same time, and the cache keeps only the most recent few so memory stays bounded.
+
+use crate::{JobContext, Result};
+use brainfit_io::{Mask, Store};
+use brainfit_job::inputs::{self, Matrix, columns, with_precision};
+use brainfit_job::spec::{EncodingSpec, SubjectSpec};
+use brainfit_job::{JobError, Part, Task};
+use brainfit_kernels::Real;
+use brainfit_kernels::cv::split;
+use brainfit_kernels::linalg::Backend;
+use brainfit_kernels::preprocess::{delay, zscore_per_group};
+use brainfit_kernels::ridge::NestedCv;
+use ndarray::{Array2, ArrayView2};
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::runtime::Handle;
+
+/// A subject's loaded brain data.
+#[derive(Debug)]
+pub struct BrainData {
+    /// `[n_samples, n_voxels]`.
+    pub matrix: Matrix,
+    /// The mask, if the job gives one.
+    pub mask: Option<Mask>,
+    /// Group labels, if any.
+    pub groups: Option<Vec<i64>>,
+}
+
+type Entry = Arc<OnceLock<std::result::Result<Arc<dyn Any + Send + Sync>, String>>>;
+
+/// A small most-recently-used cache of built values, each built once.
+#[derive(Default)]
+struct Cache {
+    entries: Mutex<VecDeque<(String, Entry)>>,
+    capacity: usize,
+}
+
+impl Cache {
+    fn with_capacity(capacity: usize) -> Self {
+        Cache {
+            entries: Mutex::new(VecDeque::new()),
+            capacity,
+        }
+    }
+
+    fn get_or_build<V: Any + Send + Sync>(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<V>,
+    ) -> Result<Arc<V>> {
+        let entry = {
+            let mut entries = self.entries.lock().expect("cache lock");
+            match entries.iter().position(|(k, _)| *k == key) {
+                Some(i) => {
+                    let e = entries.remove(i).expect("present");
+                    entries.push_front(e.clone());
+                    e.1
+                }
+                None => {
+                    let e: Entry = Arc::new(OnceLock::new());
+                    entries.push_front((key, e.clone()));
+                    entries.truncate(self.capacity);
+                    e
+                }
+            }
+        };
+        let value = entry.get_or_init(|| {
+            build()
+                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+                .map_err(|e| e.to_string())
+        });
+        match value {
+            Ok(v) => Ok(v.clone().downcast::<V>().expect("one type per key")),
+            Err(e) => Err(JobError::Corrupt(format!("cached input failed earlier: {e}")).into()),
+        }
+    }
+}
+
+/// Runs tasks; shared by all workers of a process.
+pub struct Executor {
+    store: Store,
+    runtime: Handle,
+    brains: Cache,
+    models: Cache,
+}
+
+impl Executor {
+    /// An executor reading through `store`, doing its I/O on `runtime`.
+    pub fn new(store: Store, runtime: Handle) -> Self {
+        Executor {
+            store,
+            runtime,
+            brains: Cache::with_capacity(2),
+            models: Cache::with_capacity(6),
+        }
+    }
+
+    /// Computes task `task` of `job` (blocking; call from a blocking thread).
+    pub fn execute(&self, job: &JobContext, task: usize) -> Result<Part> {
+        match &job.tasks[task] {
+            Task::Encoding {
+                subject,
+                space,
+                voxels,
+            } => self.encoding(job, *subject, space, *voxels),
+        }
+    }
+
+    fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
+        let subject: &SubjectSpec = &job.spec.subjects[si];
+        self.brains.get_or_build(format!("{}/{si}", job.id), || {
+            self.runtime.block_on(async {
+                let (matrix, mask) = inputs::load_brain(&self.store, subject).await?;
+                let groups = inputs::load_groups(&self.store, subject, matrix.dim().0).await?;
+                Ok(BrainData {
+                    matrix,
+                    mask,
+                    groups,
+                })
+            })
+        })
+    }
+
+    fn encoding(
+        &self,
+        job: &JobContext,
+        si: usize,
+        space: &str,
+        voxels: [usize; 2],
+    ) -> Result<Part> {
+        let spec = job
+            .spec
+            .encoding
+            .as_ref()
+            .expect("encoding tasks exist only with [encoding]");
+        let brain = self.brain(job, si)?;
+        let inv = &job.inventory.subjects[si];
+        let space_ref = inv
+            .spaces
+            .iter()
+            .find(|(s, _)| s.name == space)
+            .map(|(s, _)| s.clone())
+            .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
+        let groups = brain.groups.as_deref();
+        let y = columns(&brain.matrix, voxels[0], voxels[1]);
+        let result = match y {
+            Matrix::F32(y) => {
+                let cv = self.nested_cv::<f32>(job, si, &space_ref, spec, groups, false)?;
+                fit(&cv, y, spec, groups)?
+            }
+            Matrix::F64(y) => {
+                let cv = self.nested_cv::<f64>(job, si, &space_ref, spec, groups, true)?;
+                fit(&cv, y, spec, groups)?
+            }
+        };
+        let n = voxels[1] - voxels[0];
+        let mut part = Part::new();
+        part.push("score", vec![n], result.score.to_vec());
+        part.push("alpha", vec![n], result.alpha.to_vec());
+        Ok(part)
+    }
+
+    /// The nested-CV decompositions of a feature space, built once per process.
+    fn nested_cv<T: Real>(
+        &self,
+        job: &JobContext,
+        si: usize,
+        space: &brainfit_job::SpaceRef,
+        spec: &EncodingSpec,
+        groups: Option<&[i64]>,
+        as_f64: bool,
+    ) -> Result<Arc<NestedCv<T>>> {
+        self.models
+            .get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
+                let x = self
+                    .runtime
+                    .block_on(inputs::load_space(&self.store, space, as_f64))?;
+                let x = with_precision(x, as_f64);
+                let x: Array2<T> = matrix_as::<T>(x);
+                prepare_and_decompose(x, spec, groups).map_err(|e| {
+                    JobError::Input {
+                        url: space.url.clone(),
+                        message: format!("feature space {}: {e}", space.name),
+                    }
+                    .into()
+                })
+            })
+    }
+}
+
+fn matrix_as<T: Real>(m: Matrix) -> Array2<T> {
+    let any: Box<dyn Any> = match m {
+        Matrix::F32(a) => Box::new(a),
+        Matrix::F64(a) => Box::new(a),
+    };
+    *any.downcast::<Array2<T>>()
+        .expect("precision chosen by the caller")
+}
+
+fn prepare_and_decompose<T: Real>(
+    mut x: Array2<T>,
+    spec: &EncodingSpec,
+    groups: Option<&[i64]>,
+) -> brainfit_kernels::Result<NestedCv<T>> {
+    if spec.zscore_per_group {
+        zscore_per_group(x.view_mut(), groups.expect("checked by the spec"))?;
+    }
+    let x = if spec.delays == [0] {
+        x
+    } else {
+        delay(x.view(), &spec.delays, groups)?
+    };
+    let outer = split(spec.cv, x.nrows(), groups)?;
+    NestedCv::new::<Backend>(
+        x.view(),
+        &outer,
+        spec.inner_cv,
+        groups,
+        spec.ridge.intercept,
+    )
+}
+
+fn fit<T: Real>(
+    cv: &NestedCv<T>,
+    mut y: Array2<T>,
+    spec: &EncodingSpec,
+    groups: Option<&[i64]>,
+) -> Result<brainfit_kernels::ridge::EncodingResult> {
+    if spec.zscore_per_group {
+        zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
+            .map_err(JobError::from)?;
+    }
+    let view: ArrayView2<'_, T> = y.view();
+    Ok(cv
+        .fit::<Backend>(view, &spec.ridge)
+        .map_err(JobError::from)?)
+}

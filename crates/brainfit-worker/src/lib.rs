@@ -1,0 +1,134 @@
+//! brainfit's worker: pulls tasks, computes them, stores each result once, reports back.
+//!
+//! The worker loop ([`run_worker`]) talks to a scheduler only through the [`Transport`] trait:
+//! in-process channels in an embedded run, gRPC in a distributed one. Compute runs on blocking
+//! threads so that I/O and heartbeats never starve, and loaded inputs and per-feature-space
+//! decompositions are cached per process ([`Executor`]) so voxel chunks of the same space reuse
+//! them.
+
+pub mod execute;
+
+pub use execute::Executor;
+
+use brainfit_io::{PutOutcome, Store};
+use brainfit_job::{JobSpec, Task, inputs::Inventory};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A task's computation or its inputs failed.
+    #[error(transparent)]
+    Job(#[from] brainfit_job::JobError),
+    /// Storing a result failed.
+    #[error(transparent)]
+    Io(#[from] brainfit_io::IoError),
+    /// Talking to the scheduler failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// A compute thread panicked (a bug): reported as the task's failure.
+    #[error("task panicked: {0}")]
+    Panic(String),
+}
+
+/// Result alias of the worker crate.
+pub type Result<T> = std::result::Result<T, WorkerError>;
+
+/// Everything a worker needs to know about a job to compute its tasks.
+#[derive(Debug)]
+pub struct JobContext {
+    /// Job identifier (unique per run).
+    pub id: String,
+    /// The checked job.
+    pub spec: JobSpec,
+    /// Input shapes.
+    pub inventory: Inventory,
+    /// The plan.
+    pub tasks: Vec<Task>,
+}
+
+impl JobContext {
+    /// URL of a task's partial result.
+    pub fn part_url(&self, task: usize) -> String {
+        brainfit_io::join_url(
+            &self.spec.output,
+            &format!(
+                ".brainfit/runs/{}/parts/{}.part",
+                self.id,
+                self.tasks[task].key()
+            ),
+        )
+    }
+}
+
+/// A task leased to this worker.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The job.
+    pub job: Arc<JobContext>,
+    /// Task index in the job's plan.
+    pub task: usize,
+    /// Attempt number to report back.
+    pub attempt: u32,
+}
+
+/// The scheduler's answer to a lease request.
+#[derive(Debug)]
+pub enum LeaseReply {
+    /// Tasks to run.
+    Tasks(Vec<Assignment>),
+    /// Nothing to do right now; ask again later.
+    Idle,
+    /// No more work will come: stop.
+    Shutdown,
+}
+
+/// How a worker talks to its scheduler.
+pub trait Transport: Send + Sync {
+    /// Asks for up to `slots` tasks; doubles as a heartbeat.
+    fn lease(&self, slots: usize) -> impl Future<Output = Result<LeaseReply>> + Send;
+    /// Reports that an assignment's result is stored.
+    fn complete(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
+    /// Reports that an assignment failed.
+    fn fail(&self, a: &Assignment, error: String) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Pulls and runs tasks one at a time until the transport says to stop.
+pub async fn run_worker<T: Transport>(
+    transport: &T,
+    executor: Arc<Executor>,
+    store: Store,
+) -> Result<()> {
+    loop {
+        match transport.lease(1).await? {
+            LeaseReply::Shutdown => return Ok(()),
+            LeaseReply::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
+            LeaseReply::Tasks(assignments) => {
+                for a in assignments {
+                    match run_one(&a, &executor, &store).await {
+                        Ok(()) => transport.complete(&a).await?,
+                        Err(e) => {
+                            tracing::warn!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, "task failed: {e}");
+                            transport.fail(&a, e.to_string()).await?
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Computes one assignment and stores its result with a create-only put: if another attempt
+/// already stored it, that (identical) result stands.
+async fn run_one(a: &Assignment, executor: &Arc<Executor>, store: &Store) -> Result<()> {
+    let (job, task, exec) = (a.job.clone(), a.task, executor.clone());
+    let part = tokio::task::spawn_blocking(move || exec.execute(&job, task))
+        .await
+        .map_err(|e| WorkerError::Panic(e.to_string()))??;
+    let url = a.job.part_url(a.task);
+    match store.put_create(&url, part.encode().into()).await? {
+        PutOutcome::Created | PutOutcome::AlreadyExists => Ok(()),
+    }
+}

@@ -1,0 +1,309 @@
+//! End-to-end runs of whole jobs: in memory and on disk, with 1 and 4 workers, and with bad
+//! inputs that must fail clearly without leaving anything that looks complete.
+
+use brainfit_client::{RunOptions, run_job};
+use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
+use brainfit_job::JobSpec;
+use brainfit_kernels::rng::Rng;
+use ndarray::{Array1, Array2, Array3};
+
+const JOB: &str = r#"
+name = "tiny"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+[features]
+a = "a.npy"
+b = "b.npy"
+[encoding]
+alphas = { logspace = [-1, 3, 5] }
+cv = { kind = "group" }
+inner_cv = { kind = "kfold", k = 3 }
+[execution]
+voxels_per_task = 512
+"#;
+
+/// A tiny study: 6×7×5 volume, 120-voxel mask, 48 samples in 4 runs, voxels 0..20 driven by `a`.
+async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<usize>) {
+    let mut rng = Rng::new(42);
+    let mut mask = Array3::<f32>::zeros((6, 7, 5));
+    // gcd(37, 210) = 1, so exactly 120 of the 210 voxels, scattered
+    for (i, v) in mask.iter_mut().enumerate() {
+        if (i * 37) % 210 < 120 {
+            *v = 1.0;
+        }
+    }
+    let n_vox = mask.iter().filter(|v| **v != 0.0).count();
+    let a: Array2<f32> = rng.normal_array((48, 6));
+    let b: Array2<f32> = rng.normal_array((48, 9));
+    let mut brain: Array2<f32> = rng.normal_array((48, n_voxels_in_brain.unwrap_or(n_vox)));
+    let w: Array2<f32> = rng.normal_array((6, 20));
+    let signal = a.dot(&w);
+    brain
+        .slice_mut(ndarray::s![.., ..20])
+        .scaled_add(1.0, &signal);
+    let runs: Array1<i64> = (0..48).map(|t| t / 12).collect();
+    let affine = [
+        [3.0, 0.0, 0.0, -9.0],
+        [0.0, 3.0, 0.0, -10.0],
+        [0.0, 0.0, 3.5, -7.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    store
+        .put(
+            &join_url(base, "mask.nii.gz"),
+            write_nifti_f32(mask.view(), &affine, true).into(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &join_url(base, "brain.npy"),
+            write_npy(&brain.view()).into(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(&join_url(base, "a.npy"), write_npy(&a.view()).into())
+        .await
+        .unwrap();
+    store
+        .put(&join_url(base, "b.npy"), write_npy(&b.view()).into())
+        .await
+        .unwrap();
+    store
+        .put(&join_url(base, "runs.npy"), write_npy(&runs.view()).into())
+        .await
+        .unwrap();
+}
+
+async fn run(
+    store: &Store,
+    base: &str,
+    job: &str,
+    workers: usize,
+) -> Result<serde_json::Value, String> {
+    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
+    run_job(
+        store,
+        spec,
+        RunOptions {
+            workers,
+            on_progress: None,
+        },
+    )
+    .await
+    .map(|r| r.summary)
+    .map_err(|e| e.to_string())
+}
+
+async fn outputs(store: &Store, base: &str) -> Vec<(String, Vec<u8>)> {
+    let prefix = join_url(base, "out");
+    let mut out = Vec::new();
+    for url in store.list(&prefix).await.unwrap() {
+        if url.ends_with("summary.json") {
+            continue; // holds timings and the worker count
+        }
+        out.push((url.clone(), store.get(&url).await.unwrap().to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_run_is_identical_for_1_and_4_workers() {
+    let store = Store::new();
+    let base = "memory://e2e/study";
+    write_study(&store, base, None).await;
+    let summary = run(&store, base, JOB, 1).await.unwrap();
+    let one = outputs(&store, base).await;
+    run(&store, base, JOB, 4).await.unwrap();
+    let four = outputs(&store, base).await;
+    let names: Vec<&str> = one
+        .iter()
+        .map(|(u, _)| u.strip_prefix("memory://e2e/study/out/").unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "encoding/a/alpha.npy",
+            "encoding/a/score.nii.gz",
+            "encoding/a/score.npy",
+            "encoding/b/alpha.npy",
+            "encoding/b/score.nii.gz",
+            "encoding/b/score.npy"
+        ]
+    );
+    assert!(one == four, "outputs differ between 1 and 4 workers");
+    // the planted voxels are found by space `a` and not by `b`
+    let score = brainfit_io::parse_npy(&one[2].1, "a").unwrap().to_f64();
+    let planted = score.iter().take(20).sum::<f64>() / 20.0;
+    let rest = score.iter().skip(20).sum::<f64>() / (score.len() - 20) as f64;
+    assert!(
+        planted > 0.5 && rest < 0.05,
+        "planted {planted}, rest {rest}"
+    );
+    assert_eq!(summary["subjects"][0]["encoding"]["a"]["n_features"], 6);
+    assert!(store.get(&join_url(base, "out/summary.json")).await.is_ok());
+    assert!(
+        store
+            .list(&join_url(base, "out/.brainfit"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "run parts are cleaned up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
+    let store = Store::new();
+    let base = "memory://bad/study";
+    write_study(&store, base, None).await;
+    run(&store, base, JOB, 2).await.unwrap();
+    let summary = join_url(base, "out/summary.json");
+    assert!(store.get(&summary).await.is_ok());
+
+    let expect_err = |job: String, needle: &'static str, also: &'static str| {
+        let store = store.clone();
+        async move {
+            let err = run(&store, base, &job, 2).await.unwrap_err();
+            assert!(
+                err.contains(needle) && err.contains(also),
+                "error {err:?} should name {needle:?} and {also:?}"
+            );
+        }
+    };
+    // unknown key
+    expect_err(JOB.replace("cv = {", "cvv = {"), "job.toml", "cvv").await;
+    // missing file
+    expect_err(
+        JOB.replace("b.npy", "missing.npy"),
+        "missing.npy",
+        "not found",
+    )
+    .await;
+    // mismatched sample counts between features and brain
+    let short: Array2<f32> = Array2::zeros((40, 3));
+    store
+        .put(
+            &join_url(base, "short.npy"),
+            write_npy(&short.view()).into(),
+        )
+        .await
+        .unwrap();
+    expect_err(JOB.replace("b.npy", "short.npy"), "short.npy", "48").await;
+    // NaN in the brain data
+    let mut nan_brain: Array2<f32> = Array2::ones((48, 120));
+    nan_brain[(3, 7)] = f32::NAN;
+    store
+        .put(
+            &join_url(base, "nan.npy"),
+            write_npy(&nan_brain.view()).into(),
+        )
+        .await
+        .unwrap();
+    expect_err(JOB.replace("brain.npy", "nan.npy"), "nan.npy", "NaN").await;
+    // a truncated .npy
+    let bytes = store.get(&join_url(base, "a.npy")).await.unwrap();
+    store
+        .put(
+            &join_url(base, "trunc.npy"),
+            bytes.slice(..bytes.len() - 10),
+        )
+        .await
+        .unwrap();
+    expect_err(JOB.replace("a.npy", "trunc.npy"), "trunc.npy", "truncated").await;
+    // mask voxel count differs from the brain matrix
+    let other: Array2<f32> = Array2::ones((48, 119));
+    store
+        .put(
+            &join_url(base, "other.npy"),
+            write_npy(&other.view()).into(),
+        )
+        .await
+        .unwrap();
+    expect_err(JOB.replace("brain.npy", "other.npy"), "other.npy", "mask").await;
+    // an empty mask
+    let empty = Array3::<f32>::zeros((6, 7, 5));
+    let eye = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    store
+        .put(
+            &join_url(base, "empty.nii.gz"),
+            write_nifti_f32(empty.view(), &eye, true).into(),
+        )
+        .await
+        .unwrap();
+    expect_err(
+        JOB.replace("mask.nii.gz", "empty.nii.gz"),
+        "empty.nii.gz",
+        "empty",
+    )
+    .await;
+    // every failed run removed the earlier summary: nothing looks complete
+    assert!(store.get(&summary).await.is_err());
+}
+
+#[test]
+fn cli_runs_a_job_on_disk_and_validate_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("file://{}", dir.path().display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(write_study(&Store::new(), &base, None));
+    std::fs::write(dir.path().join("job.toml"), JOB).unwrap();
+    let bin = env!("CARGO_BIN_EXE_brainfit");
+    let out = std::process::Command::new(bin)
+        .args(["validate", "job.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("48 samples x 120 voxels") && text.contains("2 tasks"),
+        "{text}"
+    );
+    let out = std::process::Command::new(bin)
+        .args(["run", "job.toml", "--workers", "2"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("encoding a"), "{text}");
+    for f in [
+        "out/encoding/a/score.npy",
+        "out/encoding/a/score.nii.gz",
+        "out/encoding/b/alpha.npy",
+        "out/summary.json",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    // a bad job exits non-zero and says why
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        JOB.replace("brain.npy", "nope.npy"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["run", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.npy"));
+}
