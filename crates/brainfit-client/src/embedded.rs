@@ -2,13 +2,12 @@
 
 use crate::{ClientError, Result};
 use brainfit_io::Store;
-use brainfit_job::merge::{RunInfo, write_outputs};
-use brainfit_job::{JobSpec, Part, inputs, plan};
+use brainfit_job::merge::RunInfo;
+use brainfit_job::run::new_run_id;
+use brainfit_job::{JobRun, JobSpec};
 use brainfit_kernels::linalg::{Backend, LinalgBackend};
 use brainfit_scheduler::{JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId};
-use brainfit_worker::{
-    Assignment, Executor, JobContext, LeaseReply, Transport, WorkerError, run_worker,
-};
+use brainfit_worker::{Assignment, Executor, LeaseReply, Transport, WorkerError, run_worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ pub struct RunReport {
 
 struct Shared {
     scheduler: Mutex<Scheduler>,
-    job: Arc<JobContext>,
+    job: Arc<JobRun>,
     started: Instant,
 }
 
@@ -104,33 +103,10 @@ impl Transport for InProcess {
     }
 }
 
-fn run_id() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}-{:09}-{}",
-        t.as_secs(),
-        t.subsec_nanos(),
-        std::process::id()
-    )
-}
-
 /// Runs a job embedded: plan, compute with `options.workers` workers, merge, write outputs.
 pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    // A run in progress or a failed one must never look complete.
-    store
-        .delete(&brainfit_io::join_url(&spec.output, "summary.json"))
-        .await?;
-    let inventory = inputs::inspect(store, &spec).await?;
-    let tasks = plan(&spec, &inventory);
-    let job = Arc::new(JobContext {
-        id: run_id(),
-        spec,
-        inventory,
-        tasks,
-    });
+    let job = Arc::new(JobRun::prepare(store, spec, new_run_id()).await?);
     let shared = Arc::new(Shared {
         scheduler: Mutex::new(Scheduler::new(
             job.tasks.len(),
@@ -198,24 +174,12 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
         JobState::Cancelled => return Err(ClientError::Cancelled),
         JobState::Running => unreachable!("the loop above exits only when the job has ended"),
     }
-    let mut parts = Vec::with_capacity(job.tasks.len());
-    for i in 0..job.tasks.len() {
-        let url = job.part_url(i);
-        parts.push(Part::decode(&store.get(&url).await?, &url)?);
-    }
     let info = RunInfo {
         workers,
         compute_seconds,
         backend: Backend::NAME,
     };
-    let summary =
-        write_outputs(store, &job.spec, &job.inventory, &job.tasks, &parts, &info).await?;
-    store
-        .delete_prefix(&brainfit_io::join_url(
-            &job.spec.output,
-            &format!(".brainfit/runs/{}", job.id),
-        ))
-        .await?;
+    let summary = job.finish(store, &info).await?;
     Ok(RunReport {
         summary,
         tasks: job.tasks.len(),

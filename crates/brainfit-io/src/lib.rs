@@ -15,6 +15,8 @@
 //! All failures are reported through the single error type [`IoError`], whose messages
 //! always name the URL or file concerned and say what is wrong.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod nifti;
 pub mod npy;
@@ -25,4 +27,4 @@ pub use nifti::{Mask, Nifti, parse_nifti, try_write_nifti_f32, write_nifti_f32};
 pub use npy::{
     NpyArray, NpyData, NpyElement, NpyHeader, parse_npy, parse_npy_header, parse_npz, write_npy,
 };
-pub use store::{PutOutcome, Store, join_url, resolve_relative};
+pub use store::{PutOutcome, Store, join_url, parent_url, resolve_relative};

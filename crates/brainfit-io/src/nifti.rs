@@ -600,8 +600,8 @@ pub fn try_write_nifti_f32(
     for (i, &q) in bcd.iter().enumerate() {
         put_f32(&mut h, 256 + 4 * i, q);
     }
-    for i in 0..3 {
-        put_f32(&mut h, 268 + 4 * i, affine[i][3] as f32);
+    for (i, row) in affine.iter().take(3).enumerate() {
+        put_f32(&mut h, 268 + 4 * i, row[3] as f32);
     }
     for (r, row) in affine.iter().take(3).enumerate() {
         for (c, &v) in row.iter().enumerate() {
@@ -755,12 +755,8 @@ impl Mask {
     /// 0, but additionally insists on exactly two distinct values — brainfit accepts any
     /// nonzero value as "in"). A mask without any in-mask voxel is an error.
     pub fn from_nifti(n: &Nifti, name: &str) -> Result<Mask> {
-        let dims_ok = match n.dim.as_slice() {
-            [_, _, _] => true,
-            [_, _, _, 1] => true,
-            _ => false,
-        };
-        if !dims_ok || n.data.len() != n.dim.iter().product::<usize>() {
+        let dims_ok = matches!(n.dim.as_slice(), [_, _, _] | [_, _, _, 1]);
+        if !dims_ok || n.data.shape() != n.dim.as_slice() {
             return Err(mask_err(
                 name,
                 format!(
@@ -837,7 +833,8 @@ impl Mask {
         for r in 0..4 {
             for c in 0..4 {
                 let (a, b) = (img.affine[r][c], self.affine[r][c]);
-                if !((a - b).abs() <= 1e-8 + 1e-5 * b.abs()) {
+                let close = (a - b).abs() <= 1e-8 + 1e-5 * b.abs();
+                if !close {
                     return Err(mask_err(
                         name,
                         format!(

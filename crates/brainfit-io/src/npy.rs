@@ -1122,7 +1122,7 @@ mod tests {
             assert_eq!(t.big_endian, be, "{d}");
         }
         for d in ["<f2", "|O", "<U10", "|V8", "<c8", "|S3"] {
-            let e = Dtype::parse(d, "x.npy").err().expect(d);
+            let e = Dtype::parse(d, "x.npy").expect_err(d);
             let msg = e.to_string();
             assert!(msg.starts_with("x.npy: ") && msg.contains(d), "{msg}");
         }

@@ -607,11 +607,11 @@ mod tests {
     #[test]
     fn bad_urls_are_rejected_clearly() {
         let s = Store::new();
-        let e = s.resolve("file://host/x").err().expect("host not allowed");
+        let e = s.resolve("file://host/x").expect_err("host not allowed");
         assert!(e.to_string().contains("file://host/x"), "{e}");
-        let e = s.resolve("").err().expect("empty");
+        let e = s.resolve("").expect_err("empty");
         assert!(e.to_string().contains("empty path"), "{e}");
-        let e = s.resolve("gs://b/x").err().expect("gs");
+        let e = s.resolve("gs://b/x").expect_err("gs");
         let msg = e.to_string();
         assert!(
             msg.contains("gs://b/x") && msg.contains("memory://"),

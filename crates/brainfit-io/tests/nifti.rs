@@ -1,6 +1,8 @@
 //! NIfTI-1 reading against nibabel/nilearn reference files, writing round trips, masks,
 //! and clear errors for files brainfit cannot read.
 
+#![allow(clippy::needless_range_loop)] // 4x4 affine comparisons read best with indices
+
 use brainfit_io::{
     IoError, Mask, Nifti, parse_nifti, parse_npy, try_write_nifti_f32, write_nifti_f32,
 };

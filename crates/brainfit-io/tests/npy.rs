@@ -13,7 +13,7 @@ fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
     out.push(0);
     let prefix = if version == 1 { 10 } else { 12 };
     let mut header = dict.to_string();
-    while (prefix + header.len() + 1) % 64 != 0 {
+    while !(prefix + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -388,4 +388,82 @@ fn npz_stored_and_deflated() {
     let err = parse_npz(b"not a zip", "n.npz").expect_err("not zip");
     assert!(matches!(err, IoError::Npz { .. }));
     assert!(err.to_string().starts_with("n.npz: "), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Files written by NumPy itself (tests/data/make_npy_extra.py): arange(n).reshape(shape)
+// times a scale.
+
+const NUMPY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/npy/");
+
+fn numpy_file(name: &str) -> brainfit_io::NpyArray {
+    let path = format!("{NUMPY_DIR}{name}");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    parse_npy(&bytes, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn arange(shape: &[usize], scale: f64) -> ArrayD<f64> {
+    let n: usize = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| i as f64 * scale).collect()).expect("shape")
+}
+
+#[test]
+fn numpy_written_files() {
+    let a = numpy_file("fortran_f8_2x3x4.npy");
+    assert!(a.is_f64());
+    assert_eq!(a.to_f64(), arange(&[2, 3, 4], 1.5));
+
+    let a = numpy_file("be_i4_2x3.npy");
+    assert_eq!(a.dtype_name(), "int32");
+    assert_eq!(a.to_f64(), arange(&[2, 3], -7.0));
+
+    let a = numpy_file("be_f4_fortran_3x2.npy");
+    assert_eq!(a.dtype_name(), "float32");
+    assert_eq!(a.to_f64(), arange(&[3, 2], 0.25));
+
+    for v in ["v2_f4_2x2.npy", "v3_f4_2x2.npy"] {
+        assert_eq!(numpy_file(v).to_f64(), arange(&[2, 2], 2.0), "{v}");
+    }
+
+    let a = numpy_file("bool_5.npy");
+    assert_eq!(
+        a.data,
+        NpyData::Bool(array![false, true, false, true, false].into_dyn())
+    );
+    let a = numpy_file("u1_4.npy");
+    assert_eq!(a.data, NpyData::U8(array![0u8, 60, 120, 180].into_dyn()));
+    let a = numpy_file("i1_4.npy");
+    assert_eq!(a.data, NpyData::I32(array![0, -30, -60, -90].into_dyn()));
+    let a = numpy_file("i2_4.npy");
+    assert_eq!(
+        a.data,
+        NpyData::I32(array![0, -1000, -2000, -3000].into_dyn())
+    );
+    let a = numpy_file("u2_4.npy");
+    assert_eq!(
+        a.data,
+        NpyData::I32(array![0, 20000, 40000, 60000].into_dyn())
+    );
+    let a = numpy_file("u4_3.npy");
+    assert_eq!(
+        a.data,
+        NpyData::I64(array![0i64, 2_000_000_000, 4_000_000_000].into_dyn())
+    );
+
+    let a = numpy_file("scalar_f8.npy");
+    assert_eq!(a.shape(), &[] as &[usize]);
+    assert_eq!(a.to_f64().first(), Some(&2.5));
+    let a = numpy_file("empty_f4_0x5.npy");
+    assert_eq!(a.shape(), &[0, 5]);
+
+    for archive in ["layers.npz", "layers_compressed.npz"] {
+        let path = format!("{NUMPY_DIR}{archive}");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        let members = parse_npz(&bytes, archive).unwrap_or_else(|e| panic!("{e}"));
+        let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["conv5", "fc6"], "{archive}");
+        assert_eq!(members[0].1.dtype_name(), "float32");
+        assert_eq!(members[0].1.to_f64(), arange(&[3, 4], 0.5));
+        assert_eq!(members[1].1.to_f64(), arange(&[3, 2], 3.0));
+    }
 }

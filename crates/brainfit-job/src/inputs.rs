@@ -34,7 +34,7 @@ impl Matrix {
 }
 
 /// A feature space: one `.npy`, or one key of an `.npz`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpaceRef {
     /// Space name (`entry`, or `entry.key` for an `.npz`).
     pub name: String,
@@ -45,7 +45,7 @@ pub struct SpaceRef {
 }
 
 /// What the coordinator knows about one subject's inputs before any computation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubjectInventory {
     /// Number of samples (stimuli / time points).
     pub n_samples: usize,
@@ -58,7 +58,7 @@ pub struct SubjectInventory {
 }
 
 /// Inventory of every subject of a job.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inventory {
     /// One entry per subject, in job order.
     pub subjects: Vec<SubjectInventory>,

@@ -9,11 +9,13 @@ pub mod inputs;
 pub mod merge;
 pub mod part;
 pub mod plan;
+pub mod run;
 pub mod spec;
 
 pub use inputs::{Inventory, Matrix, SpaceRef};
 pub use part::Part;
 pub use plan::{Task, plan};
+pub use run::JobRun;
 pub use spec::JobSpec;
 
 /// Errors of the job model.

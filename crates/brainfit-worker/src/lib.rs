@@ -11,7 +11,6 @@ pub mod execute;
 pub use execute::Executor;
 
 use brainfit_io::{PutOutcome, Store};
-use brainfit_job::{JobSpec, Task, inputs::Inventory};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,32 +35,8 @@ pub enum WorkerError {
 /// Result alias of the worker crate.
 pub type Result<T> = std::result::Result<T, WorkerError>;
 
-/// Everything a worker needs to know about a job to compute its tasks.
-#[derive(Debug)]
-pub struct JobContext {
-    /// Job identifier (unique per run).
-    pub id: String,
-    /// The checked job.
-    pub spec: JobSpec,
-    /// Input shapes.
-    pub inventory: Inventory,
-    /// The plan.
-    pub tasks: Vec<Task>,
-}
-
-impl JobContext {
-    /// URL of a task's partial result.
-    pub fn part_url(&self, task: usize) -> String {
-        brainfit_io::join_url(
-            &self.spec.output,
-            &format!(
-                ".brainfit/runs/{}/parts/{}.part",
-                self.id,
-                self.tasks[task].key()
-            ),
-        )
-    }
-}
+/// Everything a worker needs to know about a job to compute its tasks: the prepared run.
+pub type JobContext = brainfit_job::JobRun;
 
 /// A task leased to this worker.
 #[derive(Debug, Clone)]
