@@ -343,6 +343,18 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             ));
         }
         load_groups(store, subject, n_samples).await?;
+        if let Some(crate::spec::PermutationSpec {
+            scheme: crate::spec::PermutationScheme::Block { len },
+            ..
+        }) = spec.permutation
+        {
+            brainfit_kernels::permutation::Scheme::Block(len)
+                .check(n_samples)
+                .map_err(|e| JobError::Invalid {
+                    file: spec.source_name.clone(),
+                    message: format!("[permutation] {e} ({url})"),
+                })?;
+        }
         let mut spaces = Vec::new();
         for (space, shape) in space_refs(store, subject).await? {
             if shape.is_empty() || shape[0] != n_samples {

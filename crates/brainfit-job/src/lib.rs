@@ -11,6 +11,7 @@ pub mod part;
 pub mod plan;
 pub mod run;
 pub mod spec;
+pub mod stats;
 
 pub use inputs::{Inventory, Matrix, SpaceRef};
 pub use part::Part;

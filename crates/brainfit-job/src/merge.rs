@@ -7,6 +7,7 @@
 use crate::inputs::{Inventory, load_mask};
 use crate::plan::Task;
 use crate::spec::JobSpec;
+use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::{JobError, Part, Result};
 use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
 use ndarray::{Array1, ArrayView1};
@@ -66,6 +67,29 @@ async fn put_map(
     Ok(())
 }
 
+/// Writes `p`, `p_fwe` (with NIfTI versions) and `null_max` of map `m`, if permutations ran.
+async fn put_stats(
+    store: &Store,
+    url: &impl Fn(&str) -> String,
+    mask: Option<&Mask>,
+    maps: &MergedMaps,
+    m: usize,
+) -> Result<()> {
+    if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+        put_map(store, &url("p.npy"), mask, &p.row(m).to_owned()).await?;
+        put_map(store, &url("p_fwe.npy"), mask, &pf.row(m).to_owned()).await?;
+        put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+    }
+    Ok(())
+}
+
+/// Number of items of map `m` with `p_fwe < 0.05` (None without permutations).
+fn significant(maps: &MergedMaps, m: usize) -> Option<usize> {
+    maps.p_fwe
+        .as_ref()
+        .map(|pf| pf.row(m).iter().filter(|&&p| p < 0.05).count())
+}
+
 /// Concatenates array `name` of the parts of `tasks` (already in range order).
 fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array1<f64>> {
     let mut out = Vec::with_capacity(expected);
@@ -105,25 +129,32 @@ pub async fn write_outputs(
                     .zip(parts)
                     .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == si && *s == space.name))
                     .collect();
-                let score = concat(&mine, "score", inv.n_voxels)?;
+                let n_perms = spec.permutation.map(|p| p.n);
+                let blocks = mine
+                    .iter()
+                    .map(|(t, p)| match t {
+                        Task::Encoding { voxels, .. } => {
+                            Ok((*voxels, [0, n_perms.unwrap_or(0)], MapBlock::read(p)?))
+                        }
+                        _ => unreachable!("filtered to encoding tasks"),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let maps = merge_blocks(&blocks, 1, inv.n_voxels, n_perms)?;
                 let alpha = concat(&mine, "alpha", inv.n_voxels)?;
                 let dir = format!("encoding/{}", space.name);
-                put_map(
-                    store,
-                    &spec.output_url(subject, &format!("{dir}/score.npy")),
-                    mask.as_ref(),
-                    &score,
-                )
-                .await?;
-                put_npy(
-                    store,
-                    &spec.output_url(subject, &format!("{dir}/alpha.npy")),
-                    alpha.view(),
-                )
-                .await?;
+                let url = |f: &str| spec.output_url(subject, &format!("{dir}/{f}"));
+                let score = maps.value.row(0).to_owned();
+                put_map(store, &url("score.npy"), mask.as_ref(), &score).await?;
+                put_npy(store, &url("alpha.npy"), alpha.view()).await?;
+                put_stats(store, &url, mask.as_ref(), &maps, 0).await?;
                 encoding_summary.insert(
                     space.name.clone(),
-                    json!({ "n_features": p, "score": map_stats(score.view()), "alpha_median": median(alpha.view()) }),
+                    json!({
+                        "n_features": p,
+                        "score": map_stats(score.view()),
+                        "alpha_median": median(alpha.view()),
+                        "significant_fwe_05": significant(&maps, 0),
+                    }),
                 );
             }
         }

@@ -11,6 +11,7 @@
 pub mod compare;
 pub mod cv;
 pub mod linalg;
+pub mod permutation;
 pub mod preprocess;
 pub mod rdm;
 pub mod ridge;

@@ -8,14 +8,16 @@
 use crate::{JobContext, Result};
 use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, columns, with_precision};
-use brainfit_job::spec::{EncodingSpec, SubjectSpec};
+use brainfit_job::spec::{EncodingSpec, PermutationScheme, PermutationSpec, SubjectSpec};
+use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, Task};
 use brainfit_kernels::Real;
 use brainfit_kernels::cv::split;
 use brainfit_kernels::linalg::Backend;
+use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
 use brainfit_kernels::ridge::NestedCv;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, Axis};
 use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -148,21 +150,24 @@ impl Executor {
             .map(|(s, _)| s.clone())
             .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
         let groups = brain.groups.as_deref();
-        let y = columns(&brain.matrix, voxels[0], voxels[1]);
-        let result = match y {
+        let n = voxels[1] - voxels[0];
+        let perms = job
+            .spec
+            .permutation
+            .map(|p| (p, permutation_scheme(&p, groups)));
+        let (block, alpha) = match columns(&brain.matrix, voxels[0], voxels[1]) {
             Matrix::F32(y) => {
                 let cv = self.nested_cv::<f32>(job, si, &space_ref, spec, groups, false)?;
-                fit(&cv, y, spec, groups)?
+                encode_with_nulls(&cv, y, spec, groups, perms)?
             }
             Matrix::F64(y) => {
                 let cv = self.nested_cv::<f64>(job, si, &space_ref, spec, groups, true)?;
-                fit(&cv, y, spec, groups)?
+                encode_with_nulls(&cv, y, spec, groups, perms)?
             }
         };
-        let n = voxels[1] - voxels[0];
         let mut part = Part::new();
-        part.push("score", vec![n], result.score.to_vec());
-        part.push("alpha", vec![n], result.alpha.to_vec());
+        block.write(&mut part);
+        part.push("alpha", vec![n], alpha);
         Ok(part)
     }
 
@@ -226,18 +231,42 @@ fn prepare_and_decompose<T: Real>(
     )
 }
 
-fn fit<T: Real>(
+/// The kernels' permutation scheme for a subject.
+pub fn permutation_scheme(p: &PermutationSpec, groups: Option<&[i64]>) -> Scheme {
+    match p.scheme {
+        PermutationScheme::Free => Scheme::Free,
+        PermutationScheme::WithinGroup => {
+            Scheme::WithinGroup(groups.expect("checked by the spec").to_vec())
+        }
+        PermutationScheme::Block { len } => Scheme::Block(len),
+    }
+}
+
+/// Observed scores of a voxel chunk and, with permutations, their null counts and maxima.
+/// A permutation re-pairs stimuli and responses (`y`'s rows) and re-runs the whole nested CV,
+/// alpha selection included; X's decompositions are reused because X does not change.
+fn encode_with_nulls<T: Real>(
     cv: &NestedCv<T>,
     mut y: Array2<T>,
     spec: &EncodingSpec,
     groups: Option<&[i64]>,
-) -> Result<brainfit_kernels::ridge::EncodingResult> {
+    perms: Option<(PermutationSpec, Scheme)>,
+) -> Result<(MapBlock, Vec<f64>)> {
     if spec.zscore_per_group {
         zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
             .map_err(JobError::from)?;
     }
-    let view: ArrayView2<'_, T> = y.view();
-    Ok(cv
-        .fit::<Backend>(view, &spec.ridge)
-        .map_err(JobError::from)?)
+    let observed = cv
+        .fit::<Backend>(y.view(), &spec.ridge)
+        .map_err(JobError::from)?;
+    let value = observed.score.clone().insert_axis(Axis(0));
+    let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
+    let block = MapBlock::compute(value, 0..n_perm, |k| {
+        let (p, scheme) = perms.as_ref().expect("permutations requested");
+        let order = permutation(y.nrows(), scheme, p.seed, k);
+        let shuffled = y.select(Axis(0), &order);
+        let null = cv.fit::<Backend>(shuffled.view(), &spec.ridge)?;
+        Ok(null.score.insert_axis(Axis(0)))
+    })?;
+    Ok((block, observed.alpha.to_vec()))
 }

@@ -1,0 +1,201 @@
+//! Permutation inference end to end: p-values against a brute-force loop over the same
+//! permutations, bit-identical results across workers and task sizes, the family-wise error
+//! rate under the null, and clear errors for invalid schemes.
+
+use brainfit_client::{RunOptions, run_job};
+use brainfit_io::{Store, join_url, parse_npy, write_npy};
+use brainfit_job::JobSpec;
+use brainfit_kernels::cv::{CvScheme, split};
+use brainfit_kernels::linalg::Backend;
+use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
+use brainfit_kernels::ridge::{NestedCv, RidgeSpec};
+use brainfit_kernels::rng::Rng;
+use brainfit_kernels::score::ScoreKind;
+use ndarray::{Array1, Array2, Axis};
+
+/// 36 samples in 3 runs, 40 voxels (no mask), voxels 0..5 driven by the features.
+async fn write_encoding_study(
+    store: &Store,
+    base: &str,
+    seed: u64,
+    effect: f32,
+) -> (Array2<f32>, Array2<f32>) {
+    let mut rng = Rng::new(seed);
+    let x: Array2<f32> = rng.normal_array((36, 4));
+    let mut y: Array2<f32> = rng.normal_array((36, 40));
+    let w: Array2<f32> = rng.normal_array((4, 5));
+    y.slice_mut(ndarray::s![.., ..5])
+        .scaled_add(effect, &x.dot(&w));
+    let runs: Array1<i64> = (0..36).map(|t| t / 12).collect();
+    store
+        .put(&join_url(base, "brain.npy"), write_npy(&y.view()).into())
+        .await
+        .unwrap();
+    store
+        .put(&join_url(base, "x.npy"), write_npy(&x.view()).into())
+        .await
+        .unwrap();
+    store
+        .put(&join_url(base, "runs.npy"), write_npy(&runs.view()).into())
+        .await
+        .unwrap();
+    (x, y)
+}
+
+fn job(scheme: &str, voxels_per_task: usize) -> String {
+    format!(
+        r#"
+name = "perm"
+output = "out"
+[data]
+brain = "brain.npy"
+groups = "runs.npy"
+[features]
+x = "x.npy"
+[encoding]
+alphas = [0.1, 10.0, 1000.0]
+cv = {{ kind = "kfold", k = 3 }}
+inner_cv = {{ kind = "kfold", k = 3 }}
+[permutation]
+n = 19
+seed = 7
+{scheme}
+[execution]
+voxels_per_task = {voxels_per_task}
+"#
+    )
+}
+
+async fn run(store: &Store, base: &str, job: &str, workers: usize) -> Result<(), String> {
+    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
+    run_job(
+        store,
+        spec,
+        RunOptions {
+            workers,
+            on_progress: None,
+        },
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
+}
+
+async fn read(store: &Store, base: &str, file: &str) -> Array1<f64> {
+    let url = join_url(base, &format!("out/encoding/x/{file}"));
+    parse_npy(&store.get(&url).await.unwrap(), &url)
+        .unwrap()
+        .to_f64()
+        .into_dimensionality()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_p_values_match_a_brute_force_refit() {
+    let store = Store::new();
+    let base = "memory://perm/enc";
+    let (x, y) = write_encoding_study(&store, base, 1, 1.0).await;
+    for scheme in [
+        "scheme = \"free\"",
+        "scheme = \"within-group\"",
+        "scheme = \"block\"\nblock_len = 5",
+    ] {
+        run(&store, base, &job(scheme, 4096), 2).await.unwrap();
+        let (p, p_fwe) = (
+            read(&store, base, "p.npy").await,
+            read(&store, base, "p_fwe.npy").await,
+        );
+        // brute force: every permutation refits from scratch, decompositions included
+        let kernel_scheme = match scheme {
+            s if s.contains("free") => Scheme::Free,
+            s if s.contains("within") => Scheme::WithinGroup((0..36).map(|t| t / 12).collect()),
+            _ => Scheme::Block(5),
+        };
+        let spec = RidgeSpec::new(vec![0.1, 10.0, 1000.0], true, ScoreKind::R2).unwrap();
+        let outer = split(CvScheme::KFold { k: 3 }, 36, None).unwrap();
+        let fit = |y: &Array2<f32>| {
+            let cv =
+                NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 3 }, None, true)
+                    .unwrap();
+            cv.fit::<Backend>(y.view(), &spec).unwrap().score
+        };
+        let observed = fit(&y);
+        let mut null = Array2::<f64>::zeros((19, 40));
+        for k in 0..19 {
+            let order = permutation(36, &kernel_scheme, 7, k);
+            null.row_mut(k as usize)
+                .assign(&fit(&y.select(Axis(0), &order)));
+        }
+        let (want_p, want_fwe) = p_from_full_null(observed.view(), null.view());
+        assert_eq!(p.to_vec(), want_p, "{scheme}");
+        assert_eq!(p_fwe.to_vec(), want_fwe, "{scheme}");
+        assert!(
+            p_fwe.iter().take(5).all(|&v| v <= 0.05),
+            "planted voxels found: {p_fwe}"
+        );
+        let null_max = read(&store, base, "null_max.npy").await;
+        assert_eq!(null_max.len(), 19);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p_values_are_bit_identical_across_workers_and_task_sizes() {
+    let store = Store::new();
+    let base = "memory://perm/bits";
+    write_encoding_study(&store, base, 2, 0.5).await;
+    let mut seen = Vec::new();
+    for (workers, per_task) in [(1, 4096), (4, 512), (3, 1024)] {
+        run(&store, base, &job("scheme = \"free\"", per_task), workers)
+            .await
+            .unwrap();
+        let mut files = Vec::new();
+        for f in ["score.npy", "p.npy", "p_fwe.npy", "null_max.npy"] {
+            files.push(
+                store
+                    .get(&join_url(base, &format!("out/encoding/x/{f}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        seen.push(files);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_schemes_are_clear_errors() {
+    let store = Store::new();
+    let base = "memory://perm/bad";
+    write_encoding_study(&store, base, 3, 0.0).await;
+    let err = run(
+        &store,
+        base,
+        &job("scheme = \"block\"\nblock_len = 36", 4096),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("block length 36") && err.contains("36 samples"),
+        "{err}"
+    );
+    let err = run(&store, base, &job("scheme = \"sideways\"", 4096), 1)
+        .await
+        .unwrap_err();
+    assert!(err.contains("sideways"), "{err}");
+    let no_groups = job("scheme = \"within-group\"", 4096).replace("groups = \"runs.npy\"\n", "");
+    let err = run(&store, base, &no_groups, 1).await.unwrap_err();
+    assert!(
+        err.contains("within-group") && err.contains("groups"),
+        "{err}"
+    );
+    let err = run(
+        &store,
+        base,
+        &job("scheme = \"free\"", 4096).replace("n = 19", "n = 0"),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("at least 1"), "{err}");
+}
