@@ -375,12 +375,14 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             }
             spaces.push((space, p));
         }
-        subjects.push(SubjectInventory {
+        let inv = SubjectInventory {
             n_samples,
             n_voxels,
             f64_data,
             spaces,
-        });
+        };
+        check_rsa_inputs(store, spec, subject, &inv).await?;
+        subjects.push(inv);
     }
     Ok(Inventory { subjects })
 }
@@ -400,4 +402,138 @@ pub fn with_precision(m: Matrix, as_f64: bool) -> Matrix {
         (Matrix::F64(a), false) => Matrix::F32(a.mapv(|x| x as f32)),
         (m, _) => m,
     }
+}
+
+/// A model or brain RDM given directly: square `[n, n]` or condensed `.npy`, returned condensed.
+pub async fn load_rdm(store: &Store, url: &str) -> Result<ndarray::Array1<f64>> {
+    let a = parse_npy(&store.get(url).await?, url)?;
+    let values = a.to_f64();
+    match values.ndim() {
+        1 => {
+            let v = values.into_dimensionality::<ndarray::Ix1>().expect("1-D");
+            brainfit_kernels::rdm::n_conditions_from_condensed(v.len())
+                .map_err(|e| input_err(url, format!("not a condensed RDM: {e}")))?;
+            Ok(v)
+        }
+        2 => {
+            let m = values.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+            Ok(brainfit_kernels::rdm::square_to_condensed(m.view(), url)?)
+        }
+        _ => Err(input_err(
+            url,
+            format!(
+                "an RDM must be square [n, n] or condensed, got shape {:?}",
+                a.shape()
+            ),
+        )),
+    }
+}
+
+/// Columns of the brain matrix inside an ROI mask (same grid as the subject's mask).
+pub fn roi_columns(mask: &Mask, roi: &Mask, roi_url: &str) -> Result<Vec<usize>> {
+    if roi.shape != mask.shape {
+        return Err(input_err(
+            roi_url,
+            format!(
+                "ROI grid {:?} differs from the brain mask's {:?}",
+                roi.shape, mask.shape
+            ),
+        ));
+    }
+    let inside: std::collections::HashSet<[usize; 3]> = roi.voxels.iter().copied().collect();
+    let cols: Vec<usize> = (0..mask.len())
+        .filter(|&c| inside.contains(&mask.voxels[c]))
+        .collect();
+    if cols.len() < 2 {
+        return Err(input_err(
+            roi_url,
+            format!(
+                "the ROI holds {} voxels of the brain mask; at least 2 are needed",
+                cols.len()
+            ),
+        ));
+    }
+    Ok(cols)
+}
+
+/// Number of conditions of an RDM file, for shape checks.
+async fn rdm_conditions(store: &Store, url: &str) -> Result<usize> {
+    let v = load_rdm(store, url).await?;
+    Ok(brainfit_kernels::rdm::n_conditions_from_condensed(v.len())?)
+}
+
+/// Checks the RSA inputs of a subject against its number of conditions (samples).
+pub(crate) async fn check_rsa_inputs(
+    store: &Store,
+    spec: &JobSpec,
+    subject: &SubjectSpec,
+    inv: &SubjectInventory,
+) -> Result<()> {
+    let n = inv.n_samples;
+    let mut files: Vec<&String> = Vec::new();
+    if let Some(r) = &spec.rsa {
+        files.extend(r.models.values());
+        files.extend(r.brain_rdms.values());
+        if !r.rois.is_empty() && subject.mask.is_none() {
+            return Err(input_err(&subject.brain, "[rsa] rois need a [data] mask"));
+        }
+        for (name, url) in &r.rois {
+            let roi = load_mask(store, url).await?;
+            let mask = load_mask(store, subject.mask.as_deref().expect("checked above")).await?;
+            roi_columns(&mask, &roi, url)
+                .map_err(|e| input_err(url, format!("ROI {name}: {e}")))?;
+        }
+    }
+    for url in files {
+        let k = rdm_conditions(store, url).await?;
+        if k != n {
+            return Err(input_err(
+                url,
+                format!("RDM of {k} conditions, but the brain data has {n} conditions (samples)"),
+            ));
+        }
+    }
+    if spec.rsa.is_some() || spec.searchlight.is_some() || spec.time_resolved.is_some() {
+        if n < 3 {
+            return Err(input_err(
+                &subject.brain,
+                format!("RSA needs at least 3 conditions, got {n}"),
+            ));
+        }
+        let given = spec
+            .rsa
+            .as_ref()
+            .map(|r| r.models.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        if let Some((s, _)) = inv.spaces.iter().find(|(s, _)| given.contains(&s.name)) {
+            return Err(input_err(
+                &s.url,
+                format!("feature space {} has the name of an [rsa] model", s.name),
+            ));
+        }
+        if spec.searchlight.is_some() && given.is_empty() && inv.spaces.is_empty() {
+            return Err(JobError::Invalid {
+                file: spec.source_name.clone(),
+                message: "[searchlight] has no model RDMs: add [features] or [rsa] models".into(),
+            });
+        }
+    }
+    if let Some(t) = &spec.time_resolved {
+        let (shape, _) = npy_shape(store, &t.data).await?;
+        if shape.len() != 3 {
+            return Err(input_err(
+                &t.data,
+                format!(
+                    "time-resolved data must be [n_times, n_conditions, n_channels], got {shape:?}"
+                ),
+            ));
+        }
+        if shape[1] != n {
+            return Err(input_err(
+                &t.data,
+                format!("has {} conditions, but the models have {n}", shape[1]),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 //! failed run never leaves a result that looks complete.
 
 use crate::inputs::{Inventory, load_mask};
-use crate::plan::Task;
+use crate::plan::{Task, brain_rdm_names, model_names};
 use crate::spec::JobSpec;
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::{JobError, Part, Result};
@@ -44,6 +44,29 @@ pub fn map_stats(values: ArrayView1<'_, f64>) -> Value {
 
 async fn put_npy(store: &Store, url: &str, values: ArrayView1<'_, f64>) -> Result<()> {
     store.put(url, write_npy(&values).into()).await?;
+    Ok(())
+}
+
+fn subject_spec(spec: &JobSpec, si: usize) -> &crate::spec::SubjectSpec {
+    &spec.subjects[si]
+}
+
+/// A NIfTI map of per-mask-voxel values (skipped without a mask).
+async fn put_nifti(
+    store: &Store,
+    url: &str,
+    mask: Option<&Mask>,
+    values: &Array1<f64>,
+) -> Result<()> {
+    if let Some(mask) = mask {
+        let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
+        store
+            .put(
+                url,
+                write_nifti_f32(volume.view(), &mask.affine, true).into(),
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -158,6 +181,125 @@ pub async fn write_outputs(
                 );
             }
         }
+        let n_perms = spec.permutation.map(|p| p.n);
+        let models = model_names(spec, inv);
+        let mut searchlight_summary = serde_json::Map::new();
+        if let Some(sl) = &spec.searchlight {
+            // Kept centres of each task follow each other in mask order.
+            let mut blocks = Vec::new();
+            let mut centres = Vec::new();
+            for (t, p) in tasks.iter().zip(parts) {
+                if matches!(t, Task::Searchlight { subject, .. } if *subject == si) {
+                    let c = p.get("centres")?.1;
+                    let start = centres.len();
+                    centres.extend(c.iter().map(|&v| v as i64));
+                    blocks.push((
+                        [start, centres.len()],
+                        [0, n_perms.unwrap_or(0)],
+                        MapBlock::read(p)?,
+                    ));
+                }
+            }
+            let maps = merge_blocks(&blocks, models.len(), centres.len(), n_perms)?;
+            let centres = Array1::from(centres);
+            for (m, name) in models.iter().enumerate() {
+                let url = |f: &str| spec.output_url(subject, &format!("searchlight/{name}/{f}"));
+                let on_mask = |row: ArrayView1<'_, f64>| {
+                    let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
+                    centres
+                        .iter()
+                        .zip(row)
+                        .for_each(|(&c, &v)| full[c as usize] = v);
+                    full
+                };
+                let rho = maps.value.row(m).to_owned();
+                put_npy(store, &url("rho.npy"), rho.view()).await?;
+                store
+                    .put(&url("centres.npy"), write_npy(&centres.view()).into())
+                    .await?;
+                put_nifti(
+                    store,
+                    &url("rho.nii.gz"),
+                    mask.as_ref(),
+                    &on_mask(rho.view()),
+                )
+                .await?;
+                if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+                    put_npy(store, &url("p.npy"), p.row(m)).await?;
+                    put_npy(store, &url("p_fwe.npy"), pf.row(m)).await?;
+                    put_nifti(store, &url("p.nii.gz"), mask.as_ref(), &on_mask(p.row(m))).await?;
+                    put_nifti(
+                        store,
+                        &url("p_fwe.nii.gz"),
+                        mask.as_ref(),
+                        &on_mask(pf.row(m)),
+                    )
+                    .await?;
+                    put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+                }
+                searchlight_summary.insert(
+                    name.clone(),
+                    json!({ "rdm": sl.rdm.as_str(), "compare": sl.compare.as_str(), "rho": map_stats(rho.view()), "significant_fwe_05": significant(&maps, m) }),
+                );
+            }
+        }
+        let mut rsa_rows = Vec::new();
+        if let Some(r) = spec
+            .rsa
+            .as_ref()
+            .filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
+        {
+            let brains = brain_rdm_names(spec);
+            let mut blocks = Vec::new();
+            for (t, p) in tasks.iter().zip(parts) {
+                if let Task::Rsa { subject, perms } = t {
+                    if *subject == si {
+                        if perms[0] == 0 {
+                            for name in &brains {
+                                let (_, v) = p.get(&format!("rdm:{name}"))?;
+                                let url = spec.output_url(
+                                    subject_spec(spec, si),
+                                    &format!("rsa/rdms/{name}.npy"),
+                                );
+                                put_npy(store, &url, ArrayView1::from(v)).await?;
+                            }
+                        }
+                        blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
+                    }
+                }
+            }
+            let maps = merge_blocks(
+                &blocks,
+                r.compare.len(),
+                brains.len() * models.len(),
+                n_perms,
+            )?;
+            let mut csv = String::from(if n_perms.is_some() {
+                "brain,model,method,value,p,p_fwe\n"
+            } else {
+                "brain,model,method,value\n"
+            });
+            for (b, brain) in brains.iter().enumerate() {
+                for (j, model) in models.iter().enumerate() {
+                    for (mi, method) in r.compare.iter().enumerate() {
+                        let item = b * models.len() + j;
+                        let value = maps.value[(mi, item)];
+                        csv.push_str(&format!("{brain},{model},{},{value:?}", method.as_str()));
+                        if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
+                            csv.push_str(&format!(",{:?},{:?}", p[(mi, item)], pf[(mi, item)]));
+                        }
+                        csv.push('\n');
+                        rsa_rows.push(json!({ "brain": brain, "model": model, "method": method.as_str(), "value": value }));
+                    }
+                }
+            }
+            store
+                .put(
+                    &spec.output_url(subject, "rsa/compare.csv"),
+                    csv.into_bytes().into(),
+                )
+                .await?;
+        }
         let mut s = serde_json::Map::new();
         s.insert("name".into(), json!(subject.name));
         s.insert("n_samples".into(), json!(inv.n_samples));
@@ -169,7 +311,42 @@ pub async fn write_outputs(
         if spec.encoding.is_some() {
             s.insert("encoding".into(), Value::Object(encoding_summary));
         }
+        if spec.searchlight.is_some() {
+            s.insert("searchlight".into(), Value::Object(searchlight_summary));
+        }
+        if !rsa_rows.is_empty() {
+            s.insert("rsa".into(), Value::Array(rsa_rows));
+        }
         subjects_summary.push(Value::Object(s));
+    }
+    let mut time_resolved_summary = serde_json::Map::new();
+    if let Some(t) = &spec.time_resolved {
+        let n_perms = spec.permutation.map(|p| p.n);
+        let models = model_names(spec, &inventory.subjects[0]);
+        let mut blocks = Vec::new();
+        let mut n_times = 0;
+        for (task, p) in tasks.iter().zip(parts) {
+            if let Task::TimeResolved { perms } = task {
+                let block = MapBlock::read(p)?;
+                n_times = block.value.ncols();
+                blocks.push(([0, n_times], *perms, block));
+            }
+        }
+        let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
+        for (m, name) in models.iter().enumerate() {
+            let url =
+                |f: &str| brainfit_io::join_url(&spec.output, &format!("time_resolved/{name}/{f}"));
+            put_npy(store, &url("rho.npy"), maps.value.row(m)).await?;
+            if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+                put_npy(store, &url("p.npy"), p.row(m)).await?;
+                put_npy(store, &url("p_fwe.npy"), pf.row(m)).await?;
+                put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+            }
+            time_resolved_summary.insert(
+                name.clone(),
+                json!({ "rdm": t.rdm.as_str(), "compare": t.compare.as_str(), "rho": map_stats(maps.value.row(m)), "significant_fwe_05": significant(&maps, m) }),
+            );
+        }
     }
     let summary = json!({
         "name": spec.name,
@@ -179,6 +356,7 @@ pub async fn write_outputs(
         "tasks": tasks.len(),
         "compute_seconds": info.compute_seconds,
         "subjects": subjects_summary,
+        "time_resolved": time_resolved_summary,
         "job": spec.source,
     });
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");

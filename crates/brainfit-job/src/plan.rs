@@ -22,6 +22,27 @@ pub enum Task {
         /// Voxel range `[start, end)` in mask order.
         voxels: [usize; 2],
     },
+    /// Searchlight RSA of the kept centres among mask voxels `[start, end)` of a subject,
+    /// with every permutation.
+    Searchlight {
+        /// Subject index in the job.
+        subject: usize,
+        /// Candidate centre range `[start, end)` in mask order.
+        voxels: [usize; 2],
+    },
+    /// ROI-level RSA of a subject: every brain RDM × model × method, for permutations
+    /// `[start, end)` (the observed values too).
+    Rsa {
+        /// Subject index in the job.
+        subject: usize,
+        /// Permutation range.
+        perms: [usize; 2],
+    },
+    /// Time-resolved RSA for permutations `[start, end)` (the observed values too).
+    TimeResolved {
+        /// Permutation range.
+        perms: [usize; 2],
+    },
 }
 
 impl Task {
@@ -38,12 +59,49 @@ impl Task {
                     voxels[0], voxels[1]
                 )
             }
+            Task::Searchlight { subject, voxels } => {
+                format!(
+                    "s{subject:03}-searchlight-v{:08}-{:08}",
+                    voxels[0], voxels[1]
+                )
+            }
+            Task::Rsa { subject, perms } => {
+                format!("s{subject:03}-rsa-p{:08}-{:08}", perms[0], perms[1])
+            }
+            Task::TimeResolved { perms } => {
+                format!("time-resolved-p{:08}-{:08}", perms[0], perms[1])
+            }
         }
     }
 
     /// A short description for progress and error messages.
     pub fn describe(&self, spec: &JobSpec) -> String {
+        let subject = |s: usize| {
+            spec.subjects[s]
+                .name
+                .as_ref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default()
+        };
         match self {
+            Task::Searchlight { subject: s, voxels } => {
+                format!(
+                    "{}searchlight centres {}..{}",
+                    subject(*s),
+                    voxels[0],
+                    voxels[1]
+                )
+            }
+            Task::Rsa { subject: s, perms } => format!(
+                "{}ROI RSA (permutations {}..{})",
+                subject(*s),
+                perms[0],
+                perms[1]
+            ),
+            Task::TimeResolved { perms } => format!(
+                "time-resolved RSA (permutations {}..{})",
+                perms[0], perms[1]
+            ),
             Task::Encoding {
                 subject,
                 space,
@@ -71,7 +129,31 @@ fn ranges(n: usize, size: usize) -> impl Iterator<Item = [usize; 2]> {
 /// The tasks of a job, in a fixed order (subject, analysis, space, chunk).
 pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
     let mut tasks = Vec::new();
+    let n_perms = spec.permutation.map_or(0, |p| p.n);
+    // small maps shard their permutations; with none, one task computes the observed values
+    let perm_ranges: Vec<[usize; 2]> = if n_perms == 0 {
+        vec![[0, 0]]
+    } else {
+        ranges(n_perms, spec.execution.permutations_per_task).collect()
+    };
     for (si, inv) in inventory.subjects.iter().enumerate() {
+        if spec.searchlight.is_some() {
+            for voxels in ranges(inv.n_voxels, spec.execution.centres_per_task) {
+                tasks.push(Task::Searchlight {
+                    subject: si,
+                    voxels,
+                });
+            }
+        }
+        if spec
+            .rsa
+            .as_ref()
+            .is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
+        {
+            for &perms in &perm_ranges {
+                tasks.push(Task::Rsa { subject: si, perms });
+            }
+        }
         if spec.encoding.is_some() {
             for (space, _) in &inv.spaces {
                 for voxels in ranges(inv.n_voxels, spec.execution.voxels_per_task) {
@@ -84,5 +166,27 @@ pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
             }
         }
     }
+    if spec.time_resolved.is_some() {
+        for &perms in &perm_ranges {
+            tasks.push(Task::TimeResolved { perms });
+        }
+    }
     tasks
+}
+
+/// Names of the model RDMs of a subject's RSA analyses, in the order tasks report them: the
+/// `[rsa] models` given directly (by name), then one per feature space.
+pub fn model_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) -> Vec<String> {
+    let given = spec.rsa.iter().flat_map(|r| r.models.keys().cloned());
+    given
+        .chain(subject.spaces.iter().map(|(s, _)| s.name.clone()))
+        .collect()
+}
+
+/// Names of the brain RDMs of a subject's ROI RSA: the `[rsa] brain_rdms`, then the `rois`.
+pub fn brain_rdm_names(spec: &JobSpec) -> Vec<String> {
+    spec.rsa
+        .iter()
+        .flat_map(|r| r.brain_rdms.keys().chain(r.rois.keys()).cloned())
+        .collect()
 }

@@ -531,9 +531,12 @@ impl JobSpec {
             )?,
         };
 
-        if encoding.is_none() && searchlight.is_none() && rsa.is_none() && time_resolved.is_none() {
+        let roi_rsa = rsa
+            .as_ref()
+            .is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
+        if encoding.is_none() && searchlight.is_none() && !roi_rsa && time_resolved.is_none() {
             return Err(invalid(
-                "no analysis requested: add [encoding], [searchlight], [rsa] or [time_resolved]"
+                "no analysis requested: add [encoding], [searchlight], [rsa] brain_rdms/rois or [time_resolved]"
                     .into(),
             ));
         }

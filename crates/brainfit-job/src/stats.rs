@@ -46,11 +46,11 @@ fn get2(part: &Part, name: &str) -> Result<Option<Array2<f64>>> {
 impl MapBlock {
     /// Observed values and, for permutations `perms` (`null_of(k)` giving permutation k's null
     /// maps, same shape as `value`), the counts and maxima.
-    pub fn compute(
+    pub fn compute<E>(
         value: Array2<f64>,
         perms: std::ops::Range<u64>,
-        mut null_of: impl FnMut(u64) -> Result<Array2<f64>>,
-    ) -> Result<MapBlock> {
+        mut null_of: impl FnMut(u64) -> std::result::Result<Array2<f64>, E>,
+    ) -> std::result::Result<MapBlock, E> {
         if perms.is_empty() {
             return Ok(MapBlock {
                 value,

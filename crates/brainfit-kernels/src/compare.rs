@@ -26,7 +26,7 @@
 //!   brainfit reports that the value is undefined, as it does for held-out scores.
 //! - Infinite dissimilarities are kept (they rank last); Pearson/cosine then give NaN.
 
-use crate::rdm::{condensed_len, n_conditions_from_condensed, pair_index};
+use crate::rdm::{condensed_len, lane_sum, lane_sum_sq, n_conditions_from_condensed, pair_index};
 use crate::{KernelError, Result};
 use ndarray::{Array1, ArrayView1};
 
@@ -85,95 +85,149 @@ pub(crate) fn order_key(x: f64) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct RankScratch {
     keys: Vec<u64>,
-    sorted: Vec<(u64, u32)>,
+    packed: Vec<u64>,
+    sorted: Vec<u64>,
     counts: Vec<u32>,
+    group: Vec<(u64, u32)>,
 }
 
-impl RankScratch {
-    /// Sorts `(order_key(x[i]), i)` by key into `self.sorted`.
-    ///
-    /// A bucket sort over the keys' actual range (about one bucket per value, so a pass to count,
-    /// a pass to scatter, and tiny sorts within buckets), which is several times faster than a
-    /// comparison sort for RDM-sized inputs; clumped values only make some buckets larger, and
-    /// those are sorted with `sort_unstable` (so the worst case stays O(n log n)).
-    fn sort(&mut self, x: &[f64]) {
-        let n = x.len();
-        debug_assert!(n <= u32::MAX as usize);
-        self.keys.clear();
-        self.keys.extend(x.iter().map(|&v| order_key(v)));
-        self.sorted.clear();
-        if n < 64 {
-            self.sorted
-                .extend(self.keys.iter().enumerate().map(|(i, &k)| (k, i as u32)));
-            self.sorted.sort_unstable_by_key(|p| p.0);
-            return;
+/// Sorts `v` in place by insertion, O(len + inversions), giving up (returning false, `v` a
+/// permutation of its input) once more than `max_moves` elements have been moved.
+fn insertion_sort_bounded(v: &mut [u64], max_moves: usize) -> bool {
+    let mut moves = 0usize;
+    for i in 1..v.len() {
+        let cur = v[i];
+        let mut j = i;
+        while j > 0 && v[j - 1] > cur {
+            v[j] = v[j - 1];
+            j -= 1;
         }
-        let (kmin, kmax) = self
-            .keys
-            .iter()
-            .fold((u64::MAX, 0u64), |(lo, hi), &k| (lo.min(k), hi.max(k)));
-        let log_nb = usize::BITS - (n - 1).leading_zeros(); // 2^log_nb >= n
-        let nb = 1usize << log_nb;
-        let range_bits = u64::BITS - (kmax - kmin).leading_zeros();
-        let shift = range_bits.saturating_sub(log_nb);
-        let counts = &mut self.counts;
-        counts.clear();
-        counts.resize(nb + 1, 0);
-        for &k in &self.keys {
-            counts[((k - kmin) >> shift) as usize + 1] += 1;
-        }
-        for b in 0..nb {
-            counts[b + 1] += counts[b]; // counts[b] = start of bucket b
-        }
-        self.sorted.resize(n, (0, 0));
-        for (i, &k) in self.keys.iter().enumerate() {
-            let b = ((k - kmin) >> shift) as usize;
-            let pos = counts[b] as usize;
-            counts[b] += 1;
-            self.sorted[pos] = (k, i as u32);
-        }
-        // Now counts[b] = end of bucket b.
-        let mut start = 0usize;
-        for &end in &counts[..nb] {
-            let end = end as usize;
-            if end - start > 1 {
-                let bucket = &mut self.sorted[start..end];
-                if bucket.len() <= 16 {
-                    for i in 1..bucket.len() {
-                        let mut j = i;
-                        while j > 0 && bucket[j - 1].0 > bucket[j].0 {
-                            bucket.swap(j - 1, j);
-                            j -= 1;
-                        }
-                    }
-                } else {
-                    bucket.sort_unstable_by_key(|p| p.0);
-                }
-            }
-            start = end;
+        v[j] = cur;
+        moves += i - j;
+        if moves > max_moves {
+            return false;
         }
     }
+    true
 }
 
 /// Average (1-based) ranks of NaN-free `x` into `out`, ties sharing the mean of their ranks.
+///
+/// The searchlight's hot spot, so it avoids a comparison sort of `(f64, index)` pairs:
+/// 1. each value becomes an order-preserving 64-bit key; relative to the smallest key and cut to
+///    its top 32 significant bits, it is packed with the value's index into one `u64`
+///    (`coarse << 32 | index`), so sorting moves 8-byte words;
+/// 2. a bucket sort over the coarse keys' range (one to two buckets per value: a pass to count, a
+///    pass to scatter, then insertion sort, which only has to undo the few inversions within
+///    buckets; if values clump into large buckets, `sort_unstable` takes over, so the worst case
+///    stays O(n log n));
+/// 3. runs of equal coarse keys (rare for continuous data; ties) are ordered by their full keys,
+///    and exactly equal values share their mean rank.
 pub(crate) fn rank_into(x: &[f64], scratch: &mut RankScratch, out: &mut [f64]) {
+    rank_core(x, scratch, out, 0.0);
+}
+
+/// [`rank_into`], writing `rank - offset`, and returning `Σ (rank - (n+1)/2)²` computed exactly
+/// from the tie sizes: `(n³ - n - Σ (t³ - t)) / 12`.
+fn rank_core(x: &[f64], scratch: &mut RankScratch, out: &mut [f64], offset: f64) -> f64 {
     debug_assert_eq!(x.len(), out.len());
-    scratch.sort(x);
-    let sorted = &scratch.sorted;
     let n = x.len();
-    let mut s = 0;
-    while s < n {
-        let mut e = s + 1;
-        while e < n && sorted[e].0 == sorted[s].0 {
+    if n == 0 {
+        return 0.0;
+    }
+    debug_assert!(n <= u32::MAX as usize);
+    let s = scratch;
+    s.keys.clear();
+    s.keys.extend(x.iter().map(|&v| order_key(v)));
+    let (kmin, kmax) = s
+        .keys
+        .iter()
+        .fold((u64::MAX, 0u64), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+    let range_bits = u64::BITS - (kmax - kmin).leading_zeros();
+    let coarse_bits = range_bits.min(32);
+    let coarse_shift = range_bits - coarse_bits;
+    s.packed.clear();
+    s.packed.extend(
+        s.keys
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| (((k - kmin) >> coarse_shift) << 32) | i as u64),
+    );
+    s.sorted.clear();
+    if n < 64 {
+        s.sorted.extend_from_slice(&s.packed);
+        s.sorted.sort_unstable();
+    } else {
+        // One to two buckets per value.
+        let log_nb = n.next_power_of_two().trailing_zeros().min(coarse_bits);
+        let nb = 1usize << log_nb;
+        let bucket_shift = 32 + coarse_bits - log_nb;
+        let counts = &mut s.counts;
+        counts.clear();
+        counts.resize(nb, 0);
+        for &p in &s.packed {
+            counts[(p >> bucket_shift) as usize] += 1;
+        }
+        // Exclusive prefix sum, the running total in a register (a chain through memory would
+        // cost a store-to-load round trip per bucket): counts[b] = start of bucket b.
+        let mut total = 0u32;
+        for c in counts.iter_mut() {
+            let t = *c;
+            *c = total;
+            total += t;
+        }
+        s.sorted.resize(n, 0);
+        for &p in &s.packed {
+            let b = (p >> bucket_shift) as usize;
+            s.sorted[counts[b] as usize] = p;
+            counts[b] += 1;
+        }
+        // Values are out of order only within buckets: insertion sort finishes in about n moves,
+        // unless values clump into large buckets; then a comparison sort takes over.
+        if !insertion_sort_bounded(&mut s.sorted, 4 * n) {
+            s.sorted.sort_unstable();
+        }
+    }
+    let sorted = &s.sorted;
+    let mut ties = 0u128;
+    let mut i = 0;
+    while i < n {
+        let coarse = sorted[i] >> 32;
+        let mut e = i + 1;
+        while e < n && sorted[e] >> 32 == coarse {
             e += 1;
         }
-        // positions s..e (0-based) hold ranks s+1..=e; their mean:
-        let r = (s + 1 + e) as f64 * 0.5;
-        for &(_, i) in &sorted[s..e] {
-            out[i as usize] = r;
+        if e == i + 1 {
+            out[(sorted[i] & 0xFFFF_FFFF) as usize] = (i + 1) as f64 - offset;
+        } else {
+            // Equal coarse keys: order by the full keys; equal values share their mean rank.
+            s.group.clear();
+            s.group.extend(sorted[i..e].iter().map(|&p| {
+                let idx = (p & 0xFFFF_FFFF) as u32;
+                (s.keys[idx as usize], idx)
+            }));
+            s.group.sort_unstable_by_key(|g| g.0);
+            let g = &s.group;
+            let mut a = 0;
+            while a < g.len() {
+                let mut b = a + 1;
+                while b < g.len() && g[b].0 == g[a].0 {
+                    b += 1;
+                }
+                // positions i+a .. i+b (0-based) hold ranks i+a+1 ..= i+b; their mean:
+                let r = (2 * i + a + b + 1) as f64 * 0.5 - offset;
+                for &(_, idx) in &g[a..b] {
+                    out[idx as usize] = r;
+                }
+                let t = (b - a) as u128;
+                ties += t * t * t - t;
+                a = b;
+            }
         }
-        s = e;
+        i = e;
     }
+    let n = n as u128;
+    ((n * n * n - n - ties) as f64) / 12.0
 }
 
 /// Average ranks, 1-based, ties sharing the mean of their ranks (`scipy.stats.rankdata`).
@@ -208,15 +262,21 @@ pub(crate) fn features_into(
         out.iter_mut().for_each(|o| *o = f64::NAN);
         return false;
     }
-    match method {
-        CompareMethod::Spearman => rank_into(v, scratch, out),
-        _ => out.copy_from_slice(v),
-    }
-    if method != CompareMethod::Cosine {
-        let mean = out.iter().sum::<f64>() / n as f64;
-        out.iter_mut().for_each(|o| *o -= mean);
-    }
-    let norm = out.iter().map(|o| o * o).sum::<f64>().sqrt();
+    let norm = match method {
+        // Average ranks always sum to n(n+1)/2: centring is exact, the norm follows from the ties.
+        CompareMethod::Spearman => rank_core(v, scratch, out, (n + 1) as f64 * 0.5).sqrt(),
+        CompareMethod::Pearson => {
+            let mean = lane_sum(v) / n as f64;
+            for (o, x) in out.iter_mut().zip(v) {
+                *o = x - mean;
+            }
+            lane_sum_sq(out).sqrt()
+        }
+        _ => {
+            out.copy_from_slice(v);
+            lane_sum_sq(out).sqrt()
+        }
+    };
     let inv = 1.0 / norm;
     out.iter_mut().for_each(|o| *o *= inv);
     true
@@ -458,8 +518,9 @@ mod tests {
                 let mut s = 0.0;
                 for i in 0..n {
                     for j in i + 1..n {
-                        s += ((x[j] - x[i]).signum() * (y[j] - y[i]).signum()) as f64
-                            * ((x[j] != x[i]) && (y[j] != y[i])) as i32 as f64;
+                        if x[j] != x[i] && y[j] != y[i] {
+                            s += (x[j] - x[i]).signum() * (y[j] - y[i]).signum();
+                        }
                     }
                 }
                 s / (n * (n - 1) / 2) as f64

@@ -74,7 +74,17 @@ impl RdmMethod {
 
 /// Length of the condensed RDM of `n` conditions: `n(n-1)/2`.
 pub fn condensed_len(n: usize) -> usize {
-    n * n.saturating_sub(1) / 2
+    checked_condensed_len(n).unwrap_or(usize::MAX)
+}
+
+/// `n(n-1)/2`, or None if it overflows. The even factor is halved first, so the product only
+/// overflows when the result does.
+fn checked_condensed_len(n: usize) -> Option<usize> {
+    match n {
+        0 | 1 => Some(0),
+        _ if n % 2 == 0 => (n / 2).checked_mul(n - 1),
+        _ => n.checked_mul((n - 1) / 2),
+    }
 }
 
 /// Position of the pair `(i, j)`, `i < j < n`, in a condensed RDM of `n` conditions.
@@ -97,13 +107,18 @@ pub fn n_conditions_from_condensed(len: usize) -> Result<usize> {
     }
     // n = (1 + sqrt(1 + 8 len)) / 2, corrected for rounding of the float square root.
     let mut n = ((1.0 + (1.0 + 8.0 * len as f64).sqrt()) / 2.0).round() as usize;
-    while n > 2 && condensed_len(n) > len {
+    let len_of = |n: usize| {
+        checked_condensed_len(n)
+            .unwrap_or(usize::MAX)
+            .min(usize::MAX - 1)
+    };
+    while n > 2 && len_of(n) > len {
         n -= 1;
     }
-    while condensed_len(n) < len {
+    while len_of(n) < len {
         n += 1;
     }
-    if condensed_len(n) == len {
+    if checked_condensed_len(n) == Some(len) {
         Ok(n)
     } else {
         Err(KernelError::Shape(format!(
@@ -224,15 +239,26 @@ pub(crate) fn check_pattern_set(n: usize, p: usize, method: RdmMethod) -> Result
 /// Shared by [`rdm`], the searchlight and time-resolved RSA, so that all three compute exactly
 /// the same numbers: gather the patterns into f64, centre them as the method requires, one Gram
 /// matrix through the backend's GEMM, and the dissimilarities from the Gram matrix.
+///
+/// The buffer follows the data's layout, so that gathering reads contiguous memory: condition-
+/// major `[n, k]` for row-major data, channel-major `[k, n]` for column-major (voxel-major) data.
 #[derive(Debug)]
 pub(crate) struct RdmWorkspace {
     n: usize,
-    /// Patterns, row-major `[n, k]` in the first `n * k` entries.
+    /// Patterns in the first `n * k` entries: `[n, k]` row-major, or `[k, n]` if `channel_major`.
     x: Vec<f64>,
+    channel_major: bool,
     gram: Array2<f64>,
     /// Per condition: its pattern cannot be normalised (constant / all-zero).
     degenerate: Vec<bool>,
-    col_mean: Vec<f64>,
+    /// Per condition: 1 / norm of its (centred) pattern, NaN if degenerate.
+    inv_norm: Vec<f64>,
+    /// Scratch of length `k` or `n` (channel means, per-condition sums).
+    tmp: Vec<f64>,
+    tmp2: Vec<f64>,
+    tmp3: Vec<f64>,
+    /// Runs of consecutive column indices: (first column, first position, length).
+    runs: Vec<(usize, usize, usize)>,
 }
 
 impl RdmWorkspace {
@@ -240,9 +266,14 @@ impl RdmWorkspace {
         RdmWorkspace {
             n,
             x: Vec::new(),
+            channel_major: false,
             gram: Array2::zeros((n, n)),
             degenerate: vec![false; n],
-            col_mean: Vec::new(),
+            inv_norm: vec![0.0; n],
+            tmp: Vec::new(),
+            tmp2: Vec::new(),
+            tmp3: Vec::new(),
+            runs: Vec::new(),
         }
     }
 
@@ -258,43 +289,54 @@ impl RdmWorkspace {
         debug_assert_eq!(data.nrows(), n);
         self.x.resize(n * k, 0.0);
         let x = &mut self.x[..n * k];
-        match cols {
-            None => {
-                if let Some(s) = data.as_slice() {
-                    for (dst, &src) in x.iter_mut().zip(s) {
-                        *dst = Real::as_f64(src);
+        let widen = |dst: &mut [f64], src: &[T]| {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = Real::as_f64(v);
+            }
+        };
+        if let Some(s) = data.as_slice() {
+            // Row-major data: condition-major buffer, rows gathered run by run.
+            self.channel_major = false;
+            let ncols = data.ncols();
+            match cols {
+                None => widen(x, s),
+                Some(cols) => {
+                    debug_assert_eq!(cols.len(), k);
+                    self.runs.clear();
+                    let mut j = 0;
+                    while j < k {
+                        let mut e = j + 1;
+                        while e < k && cols[e] == cols[e - 1] + 1 {
+                            e += 1;
+                        }
+                        self.runs.push((cols[j], j, e - j));
+                        j = e;
                     }
-                } else {
-                    for ((c, j), &v) in data.indexed_iter() {
-                        x[c * k + j] = Real::as_f64(v);
+                    for (row, dst) in s.chunks_exact(ncols).zip(x.chunks_exact_mut(k)) {
+                        for &(m, j, len) in &self.runs {
+                            widen(&mut dst[j..j + len], &row[m..m + len]);
+                        }
                     }
                 }
             }
-            Some(cols) => {
-                debug_assert_eq!(cols.len(), k);
-                let ncols = data.ncols();
-                if let Some(s) = data.as_slice() {
-                    // Row-major: each condition's row is contiguous.
-                    for (c, dst_row) in x.chunks_exact_mut(k.max(1)).enumerate().take(n) {
-                        let row = &s[c * ncols..(c + 1) * ncols];
-                        for (dst, &m) in dst_row.iter_mut().zip(cols) {
-                            *dst = Real::as_f64(row[m]);
-                        }
+        } else if let Some(s) = data.t().as_slice() {
+            // Column-major (voxel-major) data: channel-major buffer, one contiguous copy per
+            // channel.
+            self.channel_major = true;
+            match cols {
+                None => widen(x, s),
+                Some(cols) => {
+                    for (&m, dst) in cols.iter().zip(x.chunks_exact_mut(n)) {
+                        widen(dst, &s[m * n..(m + 1) * n]);
                     }
-                } else if let Some(s) = data.t().as_slice() {
-                    // Column-major (voxel-major): each voxel's column is contiguous.
-                    for (j, &m) in cols.iter().enumerate() {
-                        let col = &s[m * n..(m + 1) * n];
-                        for (c, &v) in col.iter().enumerate() {
-                            x[c * k + j] = Real::as_f64(v);
-                        }
-                    }
-                } else {
-                    for c in 0..n {
-                        for (j, &m) in cols.iter().enumerate() {
-                            x[c * k + j] = Real::as_f64(data[(c, m)]);
-                        }
-                    }
+                }
+            }
+        } else {
+            self.channel_major = false;
+            for c in 0..n {
+                for j in 0..k {
+                    let m = cols.map_or(j, |cols| cols[j]);
+                    x[c * k + j] = Real::as_f64(data[(c, m)]);
                 }
             }
         }
@@ -311,84 +353,255 @@ impl RdmWorkspace {
         debug_assert_eq!(out.len(), condensed_len(n));
         debug_assert!(k > 0 && method != RdmMethod::Crossnobis);
         let x = &mut self.x[..n * k];
-        match method {
-            RdmMethod::Correlation => {
+        match (method, self.channel_major) {
+            (RdmMethod::Correlation, false) => {
                 for (row, deg) in x.chunks_exact_mut(k).zip(self.degenerate.iter_mut()) {
-                    let first = row[0];
-                    *deg = row.iter().all(|&v| v == first);
-                    let mean = row.iter().sum::<f64>() / k as f64;
+                    let (lo, hi) = lane_min_max(row);
+                    *deg = lo == hi;
+                    let mean = lane_sum(row) / k as f64;
                     row.iter_mut().for_each(|v| *v -= mean);
                 }
             }
-            RdmMethod::Cosine => {
-                for (row, deg) in x.chunks_exact(k).zip(self.degenerate.iter_mut()) {
-                    *deg = row.iter().all(|&v| v == 0.0);
+            (RdmMethod::Correlation, true) => {
+                // Per-condition sums, minima and maxima, accumulated across channel rows.
+                let (sum, lo, hi) = (&mut self.tmp, &mut self.tmp2, &mut self.tmp3);
+                sum.clear();
+                sum.resize(n, 0.0);
+                lo.clear();
+                lo.extend_from_slice(&x[..n]);
+                hi.clear();
+                hi.extend_from_slice(&x[..n]);
+                for row in x.chunks_exact(n) {
+                    for (((s, l), h), &v) in sum
+                        .iter_mut()
+                        .zip(lo.iter_mut())
+                        .zip(hi.iter_mut())
+                        .zip(row)
+                    {
+                        *s += v;
+                        *l = if v < *l { v } else { *l };
+                        *h = if v > *h { v } else { *h };
+                    }
+                }
+                let inv_k = 1.0 / k as f64;
+                for (((d, s), l), h) in self
+                    .degenerate
+                    .iter_mut()
+                    .zip(sum.iter_mut())
+                    .zip(lo.iter())
+                    .zip(hi.iter())
+                {
+                    *d = l == h;
+                    *s *= inv_k;
+                }
+                for row in x.chunks_exact_mut(n) {
+                    for (v, m) in row.iter_mut().zip(sum.iter()) {
+                        *v -= m;
+                    }
                 }
             }
-            RdmMethod::Euclidean | RdmMethod::Crossnobis => {
+            (RdmMethod::Cosine, false) => {
+                for (row, deg) in x.chunks_exact(k).zip(self.degenerate.iter_mut()) {
+                    let (lo, hi) = lane_min_max(row);
+                    *deg = lo == 0.0 && hi == 0.0;
+                }
+            }
+            (RdmMethod::Cosine, true) => {
+                let big = &mut self.tmp;
+                big.clear();
+                big.resize(n, 0.0);
+                for row in x.chunks_exact(n) {
+                    for (b, v) in big.iter_mut().zip(row) {
+                        *b = b.max(v.abs());
+                    }
+                }
+                for (d, b) in self.degenerate.iter_mut().zip(big.iter()) {
+                    *d = *b == 0.0;
+                }
+            }
+            (_, channel_major) => {
                 // Distances do not change under a common translation; removing the channel means
                 // keeps the Gram-matrix formula accurate for data far from the origin. Skipped
                 // when a value is not finite, so that it only spoils its own condition's pairs.
-                if x.iter().all(|v| v.is_finite()) {
-                    self.col_mean.clear();
-                    self.col_mean.resize(k, 0.0);
-                    for row in x.chunks_exact(k) {
-                        for (m, &v) in self.col_mean.iter_mut().zip(row) {
-                            *m += v;
+                if lane_all_finite(x) {
+                    if channel_major {
+                        for row in x.chunks_exact_mut(n) {
+                            let mean = lane_sum(row) / n as f64;
+                            row.iter_mut().for_each(|v| *v -= mean);
                         }
-                    }
-                    let inv = 1.0 / n as f64;
-                    self.col_mean.iter_mut().for_each(|m| *m *= inv);
-                    for row in x.chunks_exact_mut(k) {
-                        for (v, &m) in row.iter_mut().zip(&self.col_mean) {
-                            *v -= m;
+                    } else {
+                        let mean = &mut self.tmp;
+                        mean.clear();
+                        mean.resize(k, 0.0);
+                        for row in x.chunks_exact(k) {
+                            for (m, &v) in mean.iter_mut().zip(row) {
+                                *m += v;
+                            }
+                        }
+                        let inv = 1.0 / n as f64;
+                        mean.iter_mut().for_each(|m| *m *= inv);
+                        for row in x.chunks_exact_mut(k) {
+                            for (v, &m) in row.iter_mut().zip(mean.iter()) {
+                                *v -= m;
+                            }
                         }
                     }
                 }
                 self.degenerate.iter_mut().for_each(|d| *d = false);
             }
         }
-        let xv = ArrayView2::from_shape((n, k), &self.x[..n * k]).expect("buffer holds n*k values");
-        B::gemm(xv, xv.t(), self.gram.view_mut());
+        let x = &self.x[..n * k];
+        let xv = if self.channel_major {
+            ArrayView2::from_shape((k, n), x)
+                .expect("buffer holds k*n values")
+                .reversed_axes()
+        } else {
+            ArrayView2::from_shape((n, k), x).expect("buffer holds n*k values")
+        };
+        gram_upper::<B>(xv, &mut self.gram);
         let g = &self.gram;
         let mut p = 0;
         match method {
             RdmMethod::Correlation | RdmMethod::Cosine => {
                 // 1 / norm per condition; NaN marks a pattern that cannot be normalised.
-                let inv_norm: Vec<f64> = (0..n)
-                    .map(|i| {
-                        let q = g[(i, i)];
-                        if self.degenerate[i] || !(q > 0.0) {
-                            f64::NAN
-                        } else {
-                            1.0 / q.sqrt()
-                        }
-                    })
-                    .collect();
                 for i in 0..n {
-                    let row = g.row(i);
-                    let a = inv_norm[i];
-                    for j in i + 1..n {
-                        out[p] = 1.0 - row[j] * a * inv_norm[j];
-                        p += 1;
+                    let q = g[(i, i)];
+                    self.inv_norm[i] = if self.degenerate[i] || q.is_nan() || q <= 0.0 {
+                        f64::NAN
+                    } else {
+                        1.0 / q.sqrt()
+                    };
+                }
+                for i in 0..n {
+                    let row = &g.row(i).to_slice().expect("Gram rows are contiguous")[i + 1..];
+                    let a = self.inv_norm[i];
+                    let dst = &mut out[p..p + row.len()];
+                    for ((d, &gij), &b) in dst.iter_mut().zip(row).zip(&self.inv_norm[i + 1..]) {
+                        *d = 1.0 - gij * a * b;
                     }
+                    p += row.len();
                 }
             }
             RdmMethod::Euclidean | RdmMethod::Crossnobis => {
                 let inv_k = 1.0 / k as f64;
+                let diag = &mut self.inv_norm; // reused as scratch: the Gram diagonal
+                for (i, d) in diag.iter_mut().enumerate() {
+                    *d = g[(i, i)];
+                }
                 for i in 0..n {
-                    let row = g.row(i);
-                    let gii = row[i];
-                    for j in i + 1..n {
-                        let d = (gii + g[(j, j)] - 2.0 * row[j]) * inv_k;
+                    let row = &g.row(i).to_slice().expect("Gram rows are contiguous")[i + 1..];
+                    let gii = diag[i];
+                    let dst = &mut out[p..p + row.len()];
+                    for ((d, &gij), &gjj) in dst.iter_mut().zip(row).zip(&diag[i + 1..]) {
+                        let v = (gii + gjj - 2.0 * gij) * inv_k;
                         // max() would turn NaN into 0: clamp only finite negatives.
-                        out[p] = if d < 0.0 { 0.0 } else { d };
-                        p += 1;
+                        *d = if v < 0.0 { 0.0 } else { v };
                     }
+                    p += row.len();
                 }
             }
         }
     }
+}
+
+/// `gram = x xᵀ` for `x` of shape `[n, k]`; only the diagonal and the upper triangle are
+/// guaranteed (callers read nothing else). For larger `n`, two GEMMs over row blocks
+/// `x = [a; b]` skip the block below the diagonal's mirror image, a quarter of the work:
+/// `gram[:, :h] = x aᵀ` and `gram[h:, h:] = b bᵀ`, then the upper-right block is copied from the
+/// lower-left one.
+fn gram_upper<B: LinalgBackend>(x: ArrayView2<'_, f64>, gram: &mut Array2<f64>) {
+    let n = x.nrows();
+    if n < 32 {
+        B::gemm(x, x.t(), gram.view_mut());
+        return;
+    }
+    let h = n / 2;
+    let a = x.slice(ndarray::s![..h, ..]);
+    let b = x.slice(ndarray::s![h.., ..]);
+    B::gemm(x, a.t(), gram.slice_mut(ndarray::s![.., ..h]));
+    B::gemm(b, b.t(), gram.slice_mut(ndarray::s![h.., h..]));
+    for i in 0..h {
+        for j in h..n {
+            gram[(i, j)] = gram[(j, i)];
+        }
+    }
+}
+
+/// Minimum and maximum of a non-empty slice (NaNs ignored unless the first value is NaN), with
+/// 8 lanes (vectorisable).
+fn lane_min_max(xs: &[f64]) -> (f64, f64) {
+    let mut lo = [xs[0]; 8];
+    let mut hi = [xs[0]; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    // Comparisons as selects (`minpd`/`maxpd`); a NaN never replaces a value.
+    for c in chunks {
+        for l in 0..8 {
+            lo[l] = if c[l] < lo[l] { c[l] } else { lo[l] };
+            hi[l] = if c[l] > hi[l] { c[l] } else { hi[l] };
+        }
+    }
+    let mut a = lo[0];
+    let mut b = hi[0];
+    for &v in lo[1..].iter().chain(rest) {
+        a = if v < a { v } else { a };
+    }
+    for &v in hi[1..].iter().chain(rest) {
+        b = if v > b { v } else { b };
+    }
+    (a, b)
+}
+
+/// Whether every value is finite (no early exit: vectorisable).
+fn lane_all_finite(xs: &[f64]) -> bool {
+    // 0 * x is 0 for finite x and NaN for NaN and ±inf; the sum is NaN iff one of them is.
+    let mut acc = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += 0.0 * c[l];
+        }
+    }
+    let s = acc.iter().sum::<f64>() + rest.iter().map(|v| 0.0 * v).sum::<f64>();
+    s == 0.0
+}
+
+/// Sum with 8 independent accumulators: vectorisable, and more accurate than a serial sum
+/// (a serial f64 sum is bound by the latency of one addition per element).
+#[inline]
+pub(crate) fn lane_sum(xs: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        s += v;
+    }
+    s
+}
+
+/// Sum of squares with 8 independent accumulators (see [`lane_sum`]).
+#[inline]
+pub(crate) fn lane_sum_sq(xs: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = xs.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rest {
+        s += v * v;
+    }
+    s
 }
 
 /// Cross-validated Mahalanobis ("crossnobis") RDM, exactly as rsatoolbox's
@@ -424,14 +637,14 @@ pub fn crossnobis<T: Real>(
             "crossnobis: the data have no channels".into(),
         ));
     }
-    if let Some(prec) = &precision {
-        if prec.dim() != (p, p) {
-            return Err(KernelError::Shape(format!(
-                "crossnobis: the precision is {}x{} but the data have {p} channels",
-                prec.nrows(),
-                prec.ncols()
-            )));
-        }
+    if let Some(prec) = &precision
+        && prec.dim() != (p, p)
+    {
+        return Err(KernelError::Shape(format!(
+            "crossnobis: the precision is {}x{} but the data have {p} channels",
+            prec.nrows(),
+            prec.ncols()
+        )));
     }
     let mut cond_labels: Vec<i64> = conds.to_vec();
     cond_labels.sort_unstable();
@@ -561,7 +774,7 @@ pub fn precision_shrinkage_diag(residuals: ArrayView2<'_, f64>) -> Result<Array2
         }
     }
     let var: Vec<f64> = (0..c).map(|i| s_sum[(i, i)] / dof).collect();
-    if let Some(i) = var.iter().position(|&v| !(v > 0.0)) {
+    if let Some(i) = var.iter().position(|&v| v.is_nan() || v <= 0.0) {
         return Err(KernelError::Parameter(format!(
             "precision_shrinkage_diag: channel {i} has zero variance"
         )));
@@ -603,7 +816,7 @@ fn spd_inverse(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
         for k in 0..j {
             d -= l[(j, k)] * l[(j, k)];
         }
-        if !(d > 0.0) {
+        if d.is_nan() || d <= 0.0 {
             return Err(KernelError::Linalg(
                 "the shrunk covariance is not positive definite".into(),
             ));
@@ -813,6 +1026,12 @@ mod tests {
         }
         assert_eq!(n_conditions_from_condensed(4186).unwrap(), 92);
         assert_eq!(condensed_len(0), 0);
+        assert!(n_conditions_from_condensed(usize::MAX).is_err());
+        // n(n-1) overflows usize here, n(n-1)/2 does not.
+        assert_eq!(
+            condensed_len(1usize << 32),
+            (1usize << 31) * ((1usize << 32) - 1)
+        );
         assert_eq!(condensed_len(1), 0);
         for bad in [0usize, 2, 4, 5, 7, 4185] {
             assert!(
@@ -913,6 +1132,13 @@ mod tests {
                     max_abs_diff(got_t.as_slice().unwrap(), got.as_slice().unwrap())
                         <= 1e-13 * scale
                 );
+                let mut wide = Array2::<T>::zeros((n, 2 * p));
+                wide.slice_mut(ndarray::s![.., ..;2]).assign(&x);
+                let got_s = rdm(wide.slice(ndarray::s![.., ..;2]), method).unwrap();
+                assert!(
+                    max_abs_diff(got_s.as_slice().unwrap(), got.as_slice().unwrap())
+                        <= 1e-13 * scale
+                );
             }
         }
     }
@@ -925,10 +1151,25 @@ mod tests {
 
     #[test]
     fn degenerate_patterns_give_nan_for_their_pairs_only() {
+        for channel_major in [false, true] {
+            check_degenerate(channel_major);
+        }
+    }
+
+    /// Patterns as given, or copied to column-major (the channel-major buffer path).
+    fn layout(x: &Array2<f64>, channel_major: bool) -> Array2<f64> {
+        if channel_major {
+            x.t().as_standard_layout().into_owned().reversed_axes()
+        } else {
+            x.clone()
+        }
+    }
+
+    fn check_degenerate(channel_major: bool) {
         let mut rng = Rng::new(3);
         let mut x: Array2<f64> = rng.normal_array((5, 8));
         x.row_mut(1).fill(0.1); // constant: no correlation
-        let r = rdm(x.view(), RdmMethod::Correlation).unwrap();
+        let r = rdm(layout(&x, channel_major).view(), RdmMethod::Correlation).unwrap();
         for i in 0..5 {
             for j in i + 1..5 {
                 assert_eq!(
@@ -940,13 +1181,13 @@ mod tests {
         }
         // A constant nonzero pattern still has a cosine and a distance.
         assert!(
-            rdm(x.view(), RdmMethod::Cosine)
+            rdm(layout(&x, channel_major).view(), RdmMethod::Cosine)
                 .unwrap()
                 .iter()
                 .all(|v| v.is_finite())
         );
         x.row_mut(3).fill(0.0);
-        let c = rdm(x.view(), RdmMethod::Cosine).unwrap();
+        let c = rdm(layout(&x, channel_major).view(), RdmMethod::Cosine).unwrap();
         for i in 0..5 {
             for j in i + 1..5 {
                 assert_eq!(c[pair_index(5, i, j)].is_nan(), i == 3 || j == 3);
@@ -955,13 +1196,13 @@ mod tests {
         // Identical patterns: distance exactly 0, never negative.
         let row0 = x.row(0).to_owned();
         x.row_mut(4).assign(&row0);
-        let e = rdm(x.view(), RdmMethod::Euclidean).unwrap();
+        let e = rdm(layout(&x, channel_major).view(), RdmMethod::Euclidean).unwrap();
         assert!(e.iter().all(|&v| v >= 0.0));
         assert!(e[pair_index(5, 0, 4)].abs() < 1e-12);
         // NaN in a pattern only spoils that condition's pairs.
         x[(2, 5)] = f64::NAN;
         for method in METHODS {
-            let r = rdm(x.view(), method).unwrap();
+            let r = rdm(layout(&x, channel_major).view(), method).unwrap();
             for i in 0..5 {
                 for j in i + 1..5 {
                     let degenerate = match method {

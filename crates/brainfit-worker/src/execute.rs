@@ -99,7 +99,7 @@ impl Executor {
             store,
             runtime,
             brains: Cache::with_capacity(2),
-            models: Cache::with_capacity(6),
+            models: Cache::with_capacity(12),
         }
     }
 
@@ -111,10 +111,13 @@ impl Executor {
                 space,
                 voxels,
             } => self.encoding(job, *subject, space, *voxels),
+            Task::Searchlight { subject, voxels } => self.searchlight(job, *subject, *voxels),
+            Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms),
+            Task::TimeResolved { perms } => self.time_resolved(job, *perms),
         }
     }
 
-    fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
+    pub(crate) fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
         let subject: &SubjectSpec = &job.spec.subjects[si];
         self.brains.get_or_build(format!("{}/{si}", job.id), || {
             self.runtime.block_on(async {
@@ -127,6 +130,25 @@ impl Executor {
                 })
             })
         })
+    }
+
+    /// A value built once per process under `key` (decompositions, spheres, model RDMs).
+    pub(crate) fn cached<V: Any + Send + Sync>(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<V>,
+    ) -> Result<Arc<V>> {
+        self.models.get_or_build(key, build)
+    }
+
+    /// Runs a future on the executor's runtime (from a blocking compute thread).
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// The store inputs are read through.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     fn encoding(
@@ -265,8 +287,10 @@ fn encode_with_nulls<T: Real>(
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
         let shuffled = y.select(Axis(0), &order);
-        let null = cv.fit::<Backend>(shuffled.view(), &spec.ridge)?;
-        Ok(null.score.insert_axis(Axis(0)))
+        let null = cv
+            .fit::<Backend>(shuffled.view(), &spec.ridge)
+            .map_err(JobError::from)?;
+        Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;
     Ok((block, observed.alpha.to_vec()))
 }

@@ -7,6 +7,7 @@
 //! them.
 
 pub mod execute;
+mod rsa;
 
 pub use execute::Executor;
 

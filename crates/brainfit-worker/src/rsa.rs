@@ -1,0 +1,375 @@
+//! Computing the RSA tasks: searchlight, ROI-level and time-resolved RSA, with their nulls.
+//!
+//! Model RDMs (given directly, or computed from each feature space's activations) are built
+//! once per subject and RDM method. A permutation relabels the conditions of the model RDMs
+//! (rows and columns together); since a relabelled RDM's comparison features are the relabelled
+//! features, brain RDMs are ranked once and a batch of permutations is one matrix product
+//! against the stacked relabelled models.
+
+use crate::execute::{BrainData, Executor, permutation_scheme};
+use crate::{JobContext, Result};
+use brainfit_job::inputs::{self, Matrix, load_rdm, roi_columns};
+use brainfit_job::plan::{brain_rdm_names, model_names};
+use brainfit_job::spec::Radius;
+use brainfit_job::stats::MapBlock;
+use brainfit_job::{JobError, Part};
+use brainfit_kernels::compare::{CompareMethod, compare, comparison_features, permute_condensed};
+use brainfit_kernels::linalg::Backend;
+use brainfit_kernels::permutation::{Scheme, permutation};
+use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
+use brainfit_kernels::searchlight::{Neighbourhoods, searchlight, spheres, time_resolved};
+use ndarray::{Array1, Array2, Array3, Axis, Ix3, s};
+use std::sync::Arc;
+
+/// Permutations computed per matrix product: bounds the stacked models' memory.
+const PERM_BATCH: u64 = 128;
+
+/// A subject's model RDMs for one RDM method.
+#[derive(Debug)]
+pub struct Models {
+    /// Condensed RDMs, `[n_models, n_pairs]`.
+    pub raw: Array2<f64>,
+    /// Number of conditions.
+    pub n_conditions: usize,
+}
+
+impl Models {
+    /// Comparison features of every model, or None where they do not exist (Kendall's tau-a,
+    /// or a model RDM holding NaN): then comparisons go pairwise.
+    fn features(&self, method: CompareMethod) -> Option<Array2<f64>> {
+        let mut out = Array2::<f64>::zeros(self.raw.dim());
+        for (mut o, m) in out.rows_mut().into_iter().zip(self.raw.rows()) {
+            o.assign(&comparison_features(m, method).ok()?);
+        }
+        Some(out)
+    }
+
+    /// The models relabelled by permutation `perm`, stacked after each other for several
+    /// permutations: `[n_perms * n_models, n_pairs]`.
+    fn relabelled(rows: &Array2<f64>, n: usize, perms: &[Vec<usize>]) -> Result<Array2<f64>> {
+        let m = rows.nrows();
+        let mut out = Array2::<f64>::zeros((perms.len() * m, rows.ncols()));
+        for (k, perm) in perms.iter().enumerate() {
+            for (j, row) in rows.rows().into_iter().enumerate() {
+                let p = permute_condensed(row, n, perm).map_err(JobError::from)?;
+                out.row_mut(k * m + j).assign(&p);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Scheme, usize)> {
+    job.spec.permutation.map(|p| {
+        (
+            p.seed,
+            permutation_scheme(&p, brain.and_then(|b| b.groups.as_deref())),
+            p.n,
+        )
+    })
+}
+
+/// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
+/// returns `[n_items, n_models]`), and the nulls of permutations `perms`, computed in batches.
+fn with_nulls(
+    models: &Models,
+    features: Option<&Array2<f64>>,
+    perms: std::ops::Range<u64>,
+    scheme: Option<&(u64, Scheme, usize)>,
+    compute: impl Fn(&Array2<f64>, &Array2<f64>) -> Result<Array2<f64>>,
+) -> Result<MapBlock> {
+    let empty = Array2::<f64>::zeros((0, 0));
+    let value = compute(features.unwrap_or(&empty), &models.raw)?
+        .reversed_axes()
+        .as_standard_layout()
+        .into_owned();
+    let n_models = models.raw.nrows();
+    let mut batch: Option<(u64, Array2<f64>)> = None;
+    MapBlock::compute(value, perms, |k| {
+        let (seed, scheme, _) = scheme.expect("permutations requested");
+        let start = k - k % PERM_BATCH;
+        if batch.as_ref().map(|(s, _)| *s) != Some(start) {
+            let orders: Vec<Vec<usize>> = (start..start + PERM_BATCH)
+                .map(|q| permutation(models.n_conditions, scheme, *seed, q))
+                .collect();
+            let raw = Models::relabelled(&models.raw, models.n_conditions, &orders)?;
+            let feats = match features {
+                Some(f) => Models::relabelled(f, models.n_conditions, &orders)?,
+                None => empty.clone(),
+            };
+            batch = Some((start, compute(&feats, &raw)?));
+        }
+        let (_, all) = batch.as_ref().expect("just computed");
+        let j = (k - start) as usize;
+        Ok(all
+            .slice(s![.., j * n_models..(j + 1) * n_models])
+            .t()
+            .to_owned())
+    })
+}
+
+impl Executor {
+    /// Model RDMs of a subject for an RDM method, built once per process.
+    pub(crate) fn models(
+        &self,
+        job: &JobContext,
+        si: usize,
+        method: RdmMethod,
+    ) -> Result<Arc<Models>> {
+        self.cached(
+            format!("{}/{si}/models/{}", job.id, method.as_str()),
+            || {
+                let inv = &job.inventory.subjects[si];
+                let mut rows: Vec<Array1<f64>> = Vec::new();
+                if let Some(r) = &job.spec.rsa {
+                    for url in r.models.values() {
+                        rows.push(self.block_on(load_rdm(self.store(), url))?);
+                    }
+                }
+                for (space, _) in &inv.spaces {
+                    let x = self.block_on(inputs::load_space(self.store(), space, true))?;
+                    let Matrix::F64(x) = x else {
+                        unreachable!("loaded as f64")
+                    };
+                    rows.push(rdm(x.view(), method).map_err(|e| JobError::Input {
+                        url: space.url.clone(),
+                        message: format!("model RDM of feature space {}: {e}", space.name),
+                    })?);
+                }
+                let n_pairs = rows.first().map_or(0, |r| r.len());
+                let names = model_names(&job.spec, inv);
+                let n_conditions = n_conditions_from_condensed(n_pairs).map_err(JobError::from)?;
+                let mut raw = Array2::<f64>::zeros((rows.len(), n_pairs));
+                for (i, r) in rows.iter().enumerate() {
+                    if r.len() != n_pairs {
+                        return Err(JobError::Corrupt(format!(
+                            "model {} has {} pairs, expected {n_pairs}",
+                            names[i],
+                            r.len()
+                        ))
+                        .into());
+                    }
+                    raw.row_mut(i).assign(r);
+                }
+                Ok(Models { raw, n_conditions })
+            },
+        )
+    }
+
+    /// A subject's searchlight spheres, built once per process.
+    fn hoods(&self, job: &JobContext, si: usize, brain: &BrainData) -> Result<Arc<Neighbourhoods>> {
+        let sl = job
+            .spec
+            .searchlight
+            .as_ref()
+            .expect("searchlight tasks exist only with [searchlight]");
+        self.cached(format!("{}/{si}/spheres", job.id), || {
+            let mask = brain.mask.as_ref().expect("checked by the spec");
+            let (radius, size) = match sl.radius {
+                Radius::Voxels(r) => (r, [1.0; 3]),
+                Radius::Millimetres(r) => (r, mask.pixdim),
+            };
+            Ok(
+                spheres(&mask.voxels, mask.shape, radius, size, sl.min_voxels)
+                    .map_err(JobError::from)?,
+            )
+        })
+    }
+
+    /// Searchlight RSA of the kept centres among mask voxels `voxels`.
+    pub(crate) fn searchlight(
+        &self,
+        job: &JobContext,
+        si: usize,
+        voxels: [usize; 2],
+    ) -> Result<Part> {
+        let sl = job
+            .spec
+            .searchlight
+            .as_ref()
+            .expect("searchlight tasks exist only with [searchlight]");
+        let brain = self.brain(job, si)?;
+        let hoods = self.hoods(job, si, &brain)?;
+        let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
+        let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
+        let models = self.models(job, si, sl.rdm)?;
+        let features = models.features(sl.compare);
+        let scheme = scheme_for(job, Some(&brain));
+        let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
+        let block = with_nulls(
+            &models,
+            features.as_ref(),
+            0..n_perm,
+            scheme.as_ref(),
+            |f, r| {
+                let out = match &brain.matrix {
+                    Matrix::F32(y) => searchlight::<f32, Backend>(
+                        y.view(),
+                        &hoods,
+                        c0..c1,
+                        sl.rdm,
+                        f.view(),
+                        r.view(),
+                        sl.compare,
+                    ),
+                    Matrix::F64(y) => searchlight::<f64, Backend>(
+                        y.view(),
+                        &hoods,
+                        c0..c1,
+                        sl.rdm,
+                        f.view(),
+                        r.view(),
+                        sl.compare,
+                    ),
+                };
+                Ok(out.map_err(JobError::from)?)
+            },
+        )?;
+        let mut part = Part::new();
+        block.write(&mut part);
+        part.push(
+            "centres",
+            vec![c1 - c0],
+            hoods.centres[c0..c1].iter().map(|&c| c as f64).collect(),
+        );
+        Ok(part)
+    }
+
+    /// ROI-level RSA: every brain RDM × model × comparison method.
+    pub(crate) fn roi_rsa(&self, job: &JobContext, si: usize, perms: [usize; 2]) -> Result<Part> {
+        let r = job
+            .spec
+            .rsa
+            .as_ref()
+            .expect("rsa tasks exist only with [rsa]");
+        let subject = &job.spec.subjects[si];
+        let brain = self.brain(job, si)?;
+        let mut brains: Vec<Array1<f64>> = Vec::new();
+        for url in r.brain_rdms.values() {
+            brains.push(self.block_on(load_rdm(self.store(), url))?);
+        }
+        for url in r.rois.values() {
+            let roi = self.block_on(inputs::load_mask(self.store(), url))?;
+            let mask = brain.mask.as_ref().ok_or_else(|| JobError::Input {
+                url: subject.brain.clone(),
+                message: "[rsa] rois need a [data] mask".into(),
+            })?;
+            let cols = roi_columns(mask, &roi, url)?;
+            let d = match &brain.matrix {
+                Matrix::F32(y) => rdm(y.select(Axis(1), &cols).view(), r.rdm),
+                Matrix::F64(y) => rdm(y.select(Axis(1), &cols).view(), r.rdm),
+            };
+            brains.push(d.map_err(|e| JobError::Input {
+                url: url.clone(),
+                message: format!("ROI RDM: {e}"),
+            })?);
+        }
+        let models = self.models(job, si, r.rdm)?;
+        let names = brain_rdm_names(&job.spec);
+        let scheme = scheme_for(job, Some(&brain));
+        // Per method: the brains' and models' comparison features where they exist (then a
+        // comparison is a dot product and a relabelling only re-indexes the model's features).
+        let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
+            .compare
+            .iter()
+            .map(|&m| {
+                brains
+                    .iter()
+                    .map(|b| comparison_features(b.view(), m).ok())
+                    .collect()
+            })
+            .collect();
+        let model_features: Vec<Option<Array2<f64>>> =
+            r.compare.iter().map(|&m| models.features(m)).collect();
+        let n_models = models.raw.nrows();
+        // maps = comparison methods; items = brain × model pairs, brain-major
+        let compute = |order: Option<&[usize]>| -> Result<Array2<f64>> {
+            let relabel = |rows: &Array2<f64>| match order {
+                None => Ok(rows.clone()),
+                Some(o) => Models::relabelled(rows, models.n_conditions, &[o.to_vec()]),
+            };
+            let raw = relabel(&models.raw)?;
+            let mut out = Array2::<f64>::zeros((r.compare.len(), brains.len() * n_models));
+            for (mi, &method) in r.compare.iter().enumerate() {
+                let feats = model_features[mi].as_ref().map(relabel).transpose()?;
+                for (b, brdm) in brains.iter().enumerate() {
+                    for j in 0..n_models {
+                        out[(mi, b * n_models + j)] = match (&brain_features[mi][b], &feats) {
+                            (Some(bf), Some(f)) => bf.dot(&f.row(j)),
+                            _ => {
+                                compare(brdm.view(), raw.row(j), method).map_err(JobError::from)?
+                            }
+                        };
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let block = MapBlock::compute(compute(None)?, perms[0] as u64..perms[1] as u64, |k| {
+            let (seed, scheme, _) = scheme.as_ref().expect("permutations requested");
+            compute(Some(&permutation(models.n_conditions, scheme, *seed, k)))
+        })?;
+        let mut part = Part::new();
+        block.write(&mut part);
+        if perms[0] == 0 {
+            for (name, b) in names.iter().zip(&brains) {
+                part.push(&format!("rdm:{name}"), vec![b.len()], b.to_vec());
+            }
+        }
+        Ok(part)
+    }
+
+    /// Time-resolved RSA of the job's `[time_resolved]` data against subject 0's models.
+    pub(crate) fn time_resolved(&self, job: &JobContext, perms: [usize; 2]) -> Result<Part> {
+        let t = job
+            .spec
+            .time_resolved
+            .as_ref()
+            .expect("time-resolved tasks exist only with [time_resolved]");
+        let bytes = self
+            .block_on(self.store().get(&t.data))
+            .map_err(JobError::from)?;
+        let a = brainfit_io::parse_npy(&bytes, &t.data).map_err(JobError::from)?;
+        if a.has_non_finite() {
+            return Err(JobError::Input {
+                url: t.data.clone(),
+                message: "contains NaN or Inf".into(),
+            }
+            .into());
+        }
+        let data: Array3<f64> =
+            a.to_f64()
+                .into_dimensionality::<Ix3>()
+                .map_err(|_| JobError::Input {
+                    url: t.data.clone(),
+                    message: format!(
+                        "expected [n_times, n_conditions, n_channels], got {:?}",
+                        a.shape()
+                    ),
+                })?;
+        let models = self.models(job, 0, t.rdm)?;
+        let features = models.features(t.compare);
+        let brain = self.brain(job, 0).ok();
+        let scheme = scheme_for(job, brain.as_deref());
+        let block =
+            with_nulls(
+                &models,
+                features.as_ref(),
+                perms[0] as u64..perms[1] as u64,
+                scheme.as_ref(),
+                |f, r| {
+                    Ok(time_resolved::<f64, Backend>(
+                        data.view(),
+                        t.rdm,
+                        f.view(),
+                        r.view(),
+                        t.compare,
+                    )
+                    .map_err(JobError::from)?)
+                },
+            )?;
+        let mut part = Part::new();
+        block.write(&mut part);
+        Ok(part)
+    }
+}

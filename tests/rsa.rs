@@ -1,0 +1,556 @@
+//! RSA end to end: ROI-level comparisons on the real 92-object RDMs against rsatoolbox,
+//! searchlight and time-resolved RSA against brute force, condition-label permutations against
+//! a brute-force loop, the family-wise error rate under the null, and clear input errors.
+
+use brainfit_client::{RunOptions, run_job};
+use brainfit_io::{Store, join_url, parse_npy, write_npy};
+use brainfit_job::JobSpec;
+use brainfit_kernels::compare::{CompareMethod, compare, permute_condensed};
+use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
+use brainfit_kernels::rdm::{RdmMethod, rdm, square_to_condensed};
+use brainfit_kernels::rng::Rng;
+use brainfit_kernels::searchlight::{sphere_rdm, spheres};
+use ndarray::{Array1, Array2, Array3, Axis, Ix1, Ix3};
+
+const SHARED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/kriegeskorte2008"
+);
+
+fn shared(name: &str) -> brainfit_io::NpyArray {
+    let path = format!("{SHARED}/{name}");
+    parse_npy(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        &path,
+    )
+    .unwrap()
+}
+
+async fn put<T: brainfit_io::NpyElement, D: ndarray::Dimension>(
+    store: &Store,
+    url: String,
+    a: &ndarray::Array<T, D>,
+) {
+    store.put(&url, write_npy(&a.view()).into()).await.unwrap();
+}
+
+async fn run(
+    store: &Store,
+    base: &str,
+    job: &str,
+    workers: usize,
+) -> Result<serde_json::Value, String> {
+    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
+    run_job(
+        store,
+        spec,
+        RunOptions {
+            workers,
+            on_progress: None,
+        },
+    )
+    .await
+    .map(|r| r.summary)
+    .map_err(|e| e.to_string())
+}
+
+async fn text(store: &Store, url: String) -> String {
+    String::from_utf8(store.get(&url).await.unwrap().to_vec()).unwrap()
+}
+
+async fn vector(store: &Store, url: String) -> Array1<f64> {
+    parse_npy(&store.get(&url).await.unwrap(), &url)
+        .unwrap()
+        .to_f64()
+        .into_dimensionality::<Ix1>()
+        .unwrap()
+}
+
+const MODEL_NAMES: [&str; 8] = [
+    "animacy",
+    "FaceBodyManmadeNatobj",
+    "monkeyIT",
+    "EVA",
+    "HMAX",
+    "V1",
+    "Silhouette",
+    "RADON",
+];
+
+/// The real RDMs as job inputs: human IT (brain), monkey IT and the 8 models.
+async fn write_real(store: &Store, base: &str) -> Vec<(String, Array1<f64>)> {
+    let human = shared("human_it_rdm.npy")
+        .to_f64()
+        .into_dimensionality::<Ix1>()
+        .unwrap();
+    let monkey = shared("monkey_it_rdm.npy")
+        .to_f64()
+        .into_dimensionality::<Ix1>()
+        .unwrap();
+    let models = shared("model_rdms.npy")
+        .to_f64()
+        .into_dimensionality::<Ix3>()
+        .unwrap();
+    put(store, join_url(base, "human_it.npy"), &human).await;
+    let mut all = vec![("monkey_it".to_string(), monkey.clone())];
+    put(store, join_url(base, "monkey_it.npy"), &monkey).await;
+    for (i, name) in MODEL_NAMES.iter().enumerate() {
+        let square = models.index_axis(Axis(0), i).to_owned();
+        put(store, join_url(base, &format!("{name}.npy")), &square).await;
+        all.push((
+            name.to_string(),
+            square_to_condensed(square.view(), name).unwrap(),
+        ));
+    }
+    // ROI RSA runs per subject: 92 conditions of (here unused) brain data
+    let brain: Array2<f64> = Rng::new(0).normal_array((92, 10));
+    put(store, join_url(base, "brain.npy"), &brain).await;
+    all
+}
+
+fn real_job(extra: &str) -> String {
+    let models: String = std::iter::once("monkey_it".to_string())
+        .chain(MODEL_NAMES.iter().map(|s| s.to_string()))
+        .map(|m| format!("{m} = \"{m}.npy\", "))
+        .collect();
+    format!(
+        "name = \"real\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n[rsa]\nbrain_rdms = {{ human_it = \"human_it.npy\" }}\nmodels = {{ {} }}\ncompare = [\"spearman\", \"pearson\", \"kendall_tau_a\", \"cosine\"]\n{extra}",
+        models.trim_end_matches(", ")
+    )
+}
+
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roi_rsa_on_real_rdms_matches_rsatoolbox() {
+    let store = Store::new();
+    let base = "memory://rsa/real";
+    write_real(&store, base).await;
+    run(&store, base, &real_job(""), 2).await.unwrap();
+    let csv = text(&store, join_url(base, "out/rsa/compare.csv")).await;
+    assert!(csv.starts_with("brain,model,method,value\n"));
+    let got = parse_csv(&csv);
+    let want = parse_csv(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/rsa/compare_real.csv"
+        ))
+        .unwrap(),
+    );
+    assert_eq!(got.len(), want.len());
+    for w in &want {
+        let g = got
+            .iter()
+            .find(|g| g[..3] == w[..3])
+            .unwrap_or_else(|| panic!("no row for {w:?}"));
+        let (a, b): (f64, f64) = (g[3].parse().unwrap(), w[3].parse().unwrap());
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{w:?}: brainfit {a} vs rsatoolbox {b}"
+        );
+    }
+    // the brain RDM is written back
+    assert_eq!(
+        vector(&store, join_url(base, "out/rsa/rdms/human_it.npy"))
+            .await
+            .len(),
+        4186
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roi_permutation_p_values_match_a_brute_force_loop() {
+    let store = Store::new();
+    let base = "memory://rsa/perm";
+    let models = write_real(&store, base).await;
+    let job =
+        real_job("[permutation]\nn = 40\nseed = 3\n[execution]\npermutations_per_task = 15\n");
+    run(&store, base, &job, 2).await.unwrap();
+    let rows = parse_csv(&text(&store, join_url(base, "out/rsa/compare.csv")).await);
+    let human = shared("human_it_rdm.npy")
+        .to_f64()
+        .into_dimensionality::<Ix1>()
+        .unwrap();
+    for method in [CompareMethod::Spearman, CompareMethod::KendallTauA] {
+        // family: every model, for one method
+        let observed: Array1<f64> = models
+            .iter()
+            .map(|(_, m)| compare(human.view(), m.view(), method).unwrap())
+            .collect();
+        let mut null = Array2::<f64>::zeros((40, models.len()));
+        for k in 0..40 {
+            let perm = permutation(92, &Scheme::Free, 3, k);
+            for (j, (_, m)) in models.iter().enumerate() {
+                null[(k as usize, j)] = compare(
+                    human.view(),
+                    permute_condensed(m.view(), 92, &perm).unwrap().view(),
+                    method,
+                )
+                .unwrap();
+            }
+        }
+        let (p, p_fwe) = p_from_full_null(observed.view(), null.view());
+        for (j, (name, _)) in models.iter().enumerate() {
+            let row = rows
+                .iter()
+                .find(|r| r[1] == *name && r[2] == method.as_str())
+                .unwrap();
+            let (gp, gf): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+            assert_eq!((gp, gf), (p[j], p_fwe[j]), "{name} {}", method.as_str());
+        }
+    }
+    // human IT matches monkey IT far beyond chance
+    let row = rows
+        .iter()
+        .find(|r| r[1] == "monkey_it" && r[2] == "spearman")
+        .unwrap();
+    assert_eq!(row[5].parse::<f64>().unwrap(), 1.0 / 41.0);
+}
+
+/// A 9×8×6 box with a ragged mask; in a blob around (3, 3, 2) the patterns of 20 conditions
+/// carry a two-category structure; everywhere else they are noise.
+async fn write_volume_study(
+    store: &Store,
+    base: &str,
+) -> (Array2<f64>, Vec<[usize; 3]>, Array1<f64>) {
+    let mut rng = Rng::new(77);
+    let shape = [9usize, 8, 6];
+    let mut mask = Array3::<f32>::zeros((9, 8, 6));
+    let mut voxels = Vec::new();
+    for i in 0..9 {
+        for j in 0..8 {
+            for k in 0..6 {
+                if (i + 2 * j + 3 * k) % 7 != 0 {
+                    mask[(i, j, k)] = 1.0;
+                    voxels.push([i, j, k]);
+                }
+            }
+        }
+    }
+    let n_cond = 20;
+    let mut data: Array2<f64> = rng.normal_array((n_cond, voxels.len()));
+    let category: Vec<f64> = (0..n_cond)
+        .map(|c| if c < 10 { 1.0 } else { -1.0 })
+        .collect();
+    for (v, vox) in voxels.iter().enumerate() {
+        let d2 = (vox[0] as f64 - 3.0).powi(2)
+            + (vox[1] as f64 - 3.0).powi(2)
+            + (vox[2] as f64 - 2.0).powi(2);
+        if d2 <= 4.0 {
+            let w = rng.normal();
+            (0..n_cond).for_each(|c| data[(c, v)] += 2.0 * w * category[c]);
+        }
+    }
+    let model = Array2::from_shape_fn((n_cond, n_cond), |(a, b)| {
+        if category[a] == category[b] { 0.0 } else { 1.0 }
+    });
+    let affine = [
+        [2.0, 0.0, 0.0, 0.0],
+        [0.0, 2.0, 0.0, 0.0],
+        [0.0, 0.0, 3.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    store
+        .put(
+            &join_url(base, "mask.nii.gz"),
+            brainfit_io::write_nifti_f32(mask.view(), &affine, true).into(),
+        )
+        .await
+        .unwrap();
+    put(store, join_url(base, "brain.npy"), &data).await;
+    put(store, join_url(base, "category.npy"), &model).await;
+    let _ = shape;
+    (
+        data,
+        voxels,
+        square_to_condensed(model.view(), "category").unwrap(),
+    )
+}
+
+const SEARCHLIGHT_JOB: &str = r#"
+name = "sl"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+[rsa]
+models = { category = "category.npy" }
+[searchlight]
+radius = 1.5
+min_voxels = 5
+rdm = "correlation"
+compare = "spearman"
+[permutation]
+n = 30
+seed = 1
+[execution]
+centres_per_task = 100
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
+    let store = Store::new();
+    let base = "memory://rsa/sl";
+    let (data, voxels, model) = write_volume_study(&store, base).await;
+    // the [rsa] table only supplies models here: no brain RDMs, so no ROI comparisons
+    run(&store, base, SEARCHLIGHT_JOB, 3).await.unwrap();
+    let dir = |f: &str| join_url(base, &format!("out/searchlight/category/{f}"));
+    let rho = vector(&store, dir("rho.npy")).await;
+    let centres = parse_npy(&store.get(&dir("centres.npy")).await.unwrap(), "centres")
+        .unwrap()
+        .to_i64("centres")
+        .unwrap();
+    let p_fwe = vector(&store, dir("p_fwe.npy")).await;
+    assert!(
+        store.get(&dir("rho.nii.gz")).await.is_ok()
+            && store.get(&dir("p_fwe.nii.gz")).await.is_ok()
+    );
+    // brute force: spheres by explicit distance, one RDM and one comparison per centre
+    let hoods = spheres(&voxels, [9, 8, 6], 1.5, [1.0; 3], 5).unwrap();
+    assert_eq!(
+        centres.iter().map(|&c| c as usize).collect::<Vec<_>>(),
+        hoods.centres
+    );
+    let mut best = (f64::NEG_INFINITY, 0);
+    for (i, &c) in hoods.centres.iter().enumerate() {
+        let members: Vec<usize> = (0..voxels.len())
+            .filter(|&v| {
+                (0..3)
+                    .map(|a| (voxels[v][a] as f64 - voxels[c][a] as f64).powi(2))
+                    .sum::<f64>()
+                    <= 2.25
+            })
+            .collect();
+        assert_eq!(hoods.members(i), &members[..]);
+        let d = sphere_rdm(data.view(), &members, RdmMethod::Correlation).unwrap();
+        let want = compare(d.view(), model.view(), CompareMethod::Spearman).unwrap();
+        assert!(
+            (rho[i] - want).abs() < 1e-12,
+            "centre {c}: {} vs {want}",
+            rho[i]
+        );
+        if rho[i] > best.0 {
+            best = (rho[i], i);
+        }
+    }
+    // Spearman against a two-category model saturates, so ties at the top are expected: check
+    // instead that the blob's centre is among the best and significant, and that every
+    // significant centre's sphere can reach the blob (radius 2 + searchlight radius 1.5).
+    let dist2 = |v: [usize; 3]| {
+        (v[0] as f64 - 3.0).powi(2) + (v[1] as f64 - 3.0).powi(2) + (v[2] as f64 - 2.0).powi(2)
+    };
+    let centre = hoods
+        .centres
+        .iter()
+        .position(|&c| voxels[c] == [3, 3, 2])
+        .expect("blob centre is a centre");
+    assert_eq!(rho[centre], best.0);
+    assert!(
+        p_fwe[centre] < 0.05,
+        "the blob survives FWE correction: {}",
+        p_fwe[centre]
+    );
+    for (i, &c) in hoods.centres.iter().enumerate() {
+        if p_fwe[i] < 0.05 {
+            assert!(
+                dist2(voxels[c]) <= 12.25,
+                "significant centre {:?} cannot see the blob",
+                voxels[c]
+            );
+        }
+    }
+    let far = p_fwe
+        .iter()
+        .zip(&hoods.centres)
+        .filter(|&(_, &c)| voxels[c][0] >= 7)
+        .map(|(p, _)| *p)
+        .fold(0.0f64, f64::max);
+    assert!(far > 0.05, "noise far from the blob is not significant");
+    // bit-identical with one worker and other task sizes
+    let before: Vec<_> = output_bytes(&store, &dir).await;
+    run(
+        &store,
+        base,
+        &SEARCHLIGHT_JOB.replace("centres_per_task = 100", "centres_per_task = 37"),
+        1,
+    )
+    .await
+    .unwrap();
+    assert!(before == output_bytes(&store, &dir).await);
+}
+
+async fn output_bytes(store: &Store, dir: &impl Fn(&str) -> String) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for f in [
+        "rho.npy",
+        "p.npy",
+        "p_fwe.npy",
+        "null_max.npy",
+        "centres.npy",
+        "rho.nii.gz",
+    ] {
+        out.push(store.get(&dir(f)).await.unwrap().to_vec());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_resolved_rsa_peaks_where_the_structure_is() {
+    let store = Store::new();
+    let base = "memory://rsa/meg";
+    let mut rng = Rng::new(5);
+    let (t, n, c) = (12, 16, 10);
+    let mut meg: Array3<f64> = rng.normal_array((t, n, c));
+    let category: Vec<f64> = (0..n)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    for time in 5..8 {
+        for ch in 0..c {
+            let w = rng.normal();
+            (0..n).for_each(|i| meg[(time, i, ch)] += 3.0 * w * category[i]);
+        }
+    }
+    let model = Array2::from_shape_fn(
+        (n, n),
+        |(a, b)| if category[a] == category[b] { 0.0 } else { 1.0 },
+    );
+    put(&store, join_url(base, "meg.npy"), &meg).await;
+    put(&store, join_url(base, "parity.npy"), &model).await;
+    put(
+        &store,
+        join_url(base, "brain.npy"),
+        &Array2::<f64>::zeros((n, 3)),
+    )
+    .await;
+    let job = "name = \"meg\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n[rsa]\nmodels = { parity = \"parity.npy\" }\n[time_resolved]\ndata = \"meg.npy\"\n[permutation]\nn = 50\n";
+    run(&store, base, job, 2).await.unwrap();
+    let rho = vector(&store, join_url(base, "out/time_resolved/parity/rho.npy")).await;
+    let p_fwe = vector(&store, join_url(base, "out/time_resolved/parity/p_fwe.npy")).await;
+    let m = square_to_condensed(model.view(), "parity").unwrap();
+    for time in 0..t {
+        let d = rdm(meg.index_axis(Axis(0), time), RdmMethod::Correlation).unwrap();
+        let want = compare(d.view(), m.view(), CompareMethod::Spearman).unwrap();
+        assert!((rho[time] - want).abs() < 1e-12);
+        assert_eq!(
+            p_fwe[time] < 0.05,
+            (5..8).contains(&time),
+            "time {time}: rho {} p_fwe {}",
+            rho[time],
+            p_fwe[time]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_wise_error_rate_under_the_null_is_controlled() {
+    // 60 null data sets: a noise brain RDM against 6 unrelated noise models, 99 permutations.
+    let store = Store::new();
+    let mut false_positives = 0;
+    let datasets = 60;
+    for seed in 0..datasets {
+        let base = format!("memory://rsa/null{seed}");
+        let mut rng = Rng::new(1000 + seed);
+        let n = 12;
+        let brain: Array2<f64> = rng.normal_array((n, 30));
+        put(&store, join_url(&base, "brain.npy"), &brain).await;
+        let mut models = String::new();
+        for j in 0..6 {
+            let patterns: Array2<f64> = rng.normal_array((n, 5));
+            let m = rdm(patterns.view(), RdmMethod::Euclidean).unwrap();
+            put(&store, join_url(&base, &format!("m{j}.npy")), &m).await;
+            models.push_str(&format!("m{j} = \"m{j}.npy\", "));
+        }
+        let roi = Array3::<f32>::ones((5, 6, 1));
+        let eye = [
+            [1.0, 0.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 1.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        store
+            .put(
+                &join_url(&base, "mask.nii.gz"),
+                brainfit_io::write_nifti_f32(roi.view(), &eye, true).into(),
+            )
+            .await
+            .unwrap();
+        let job = format!(
+            "name = \"null\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\nmask = \"mask.nii.gz\"\n[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\nmodels = {{ {} }}\n[permutation]\nn = 99\nseed = {seed}\n",
+            models.trim_end_matches(", ")
+        );
+        run(&store, &base, &job, 1).await.unwrap();
+        let rows = parse_csv(&text(&store, join_url(&base, "out/rsa/compare.csv")).await);
+        assert_eq!(rows.len(), 6);
+        if rows.iter().any(|r| r[5].parse::<f64>().unwrap() < 0.05) {
+            false_positives += 1;
+        }
+    }
+    // Nominal FWER of `p_fwe < 0.05` with 99 permutations is 4%; Binomial(60, 0.05) exceeds 9
+    // with probability < 0.3%.
+    assert!(
+        false_positives <= 9,
+        "{false_positives} of {datasets} null data sets had a FWE-significant model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mismatched_conditions_and_tiny_rdms_are_clear_errors() {
+    let store = Store::new();
+    let base = "memory://rsa/bad";
+    write_real(&store, base).await;
+    let small: Array2<f64> =
+        Array2::from_shape_fn(
+            (10, 10),
+            |(a, b)| if a == b { 0.0 } else { 1.0 + (a + b) as f64 },
+        );
+    put(&store, join_url(base, "small.npy"), &small).await;
+    let err = run(
+        &store,
+        base,
+        &real_job("").replace("animacy.npy", "small.npy"),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("small.npy") && err.contains("10 conditions") && err.contains("92"),
+        "{err}"
+    );
+    let asym = Array2::from_shape_fn(
+        (92, 92),
+        |(a, b)| if a == b { 0.0 } else { (a * 3 + b) as f64 },
+    );
+    put(&store, join_url(base, "asym.npy"), &asym).await;
+    let err = run(
+        &store,
+        base,
+        &real_job("").replace("animacy.npy", "asym.npy"),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("asym.npy") && err.contains("symmetric"),
+        "{err}"
+    );
+    put(
+        &store,
+        join_url(base, "two.npy"),
+        &Array2::<f64>::zeros((2, 4)),
+    )
+    .await;
+    let job = "name = \"t\"\noutput = \"o\"\n[data]\nbrain = \"two.npy\"\n[rsa]\nbrain_rdms = { b = \"two_rdm.npy\" }\n";
+    put(
+        &store,
+        join_url(base, "two_rdm.npy"),
+        &Array1::from(vec![1.0]),
+    )
+    .await;
+    let err = run(&store, base, job, 1).await.unwrap_err();
+    assert!(err.contains("at least 3 conditions"), "{err}");
+}
