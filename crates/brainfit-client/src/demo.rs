@@ -4,17 +4,25 @@
 //! A 24×24×16 volume with an ellipsoidal brain mask (about 3,500 voxels), 180 stimuli in six
 //! runs, and two feature spaces ("edges", 40 units, and "objects", 80 units). Voxels in a
 //! sphere on the left are driven by "edges", voxels in a sphere on the right by "objects"; all
-//! other voxels are noise. A good analysis finds each space's effect in its own sphere.
+//! other voxels are noise. A simulated MEG recording of the same stimuli (30 time points × 32
+//! channels) carries the "objects" geometry between time points 10 and 15. A good analysis
+//! finds each space's effect in its own sphere (encoding, searchlight RSA, ROI RSA), and the
+//! MEG effect in its time window (time-resolved RSA), and calls them significant after
+//! family-wise correction.
 
 use crate::Result;
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
 use brainfit_kernels::rng::Rng;
-use ndarray::{Array1, Array2, Array3};
+use ndarray::{Array1, Array2, Array3, Axis};
 
 /// Volume shape of the demo.
 pub const SHAPE: [usize; 3] = [24, 24, 16];
 /// Samples per run and number of runs.
 pub const RUNS: (usize, usize) = (30, 6);
+/// Time points of the simulated MEG that carry the "objects" geometry.
+pub const MEG_WINDOW: std::ops::Range<usize> = 10..16;
+/// 2 × 2 × 2.5 mm voxels.
+const AFFINE: [[f64; 4]; 4] = [[2.0, 0.0, 0.0, -24.0], [0.0, 2.0, 0.0, -24.0], [0.0, 0.0, 2.5, -20.0], [0.0, 0.0, 0.0, 1.0]];
 
 /// A planted effect: which feature space drives which sphere.
 #[derive(Debug, Clone)]
@@ -78,8 +86,12 @@ pub async fn generate(store: &Store, out: &str) -> Result<Demo> {
         [("edges", 40, [6, 12, 8]), ("objects", 80, [17, 12, 8])];
     let mut brain: Array2<f32> = rng.normal_array((n, voxels.len()));
     let mut planted = Vec::new();
+    let mut objects = Array2::<f64>::zeros((0, 0));
     for (name, p, c) in spaces {
         let x: Array2<f64> = rng.normal_array((n, p));
+        if name == "objects" {
+            objects = x.clone();
+        }
         let members: Vec<usize> = (0..voxels.len())
             .filter(|&v| within(voxels[v], c, 3.5))
             .collect();
@@ -99,37 +111,27 @@ pub async fn generate(store: &Store, out: &str) -> Result<Demo> {
                 write_npy(&x.mapv(|e| e as f32).view()).into(),
             )
             .await?;
-        planted.push(Planted {
-            space: name,
-            centre: c,
-            radius: 3.5,
-            voxels: members,
-        });
+        let mut roi = Array3::<f32>::zeros((nx, ny, nz));
+        members.iter().for_each(|&v| roi[(voxels[v][0], voxels[v][1], voxels[v][2])] = 1.0);
+        let roi_url = join_url(out, &format!("inputs/roi_{name}.nii.gz"));
+        store.put(&roi_url, write_nifti_f32(roi.view(), &AFFINE, true).into()).await?;
+        planted.push(Planted { space: name, centre: c, radius: 3.5, voxels: members });
     }
-    let affine = [
-        [2.0, 0.0, 0.0, -24.0],
-        [0.0, 2.0, 0.0, -24.0],
-        [0.0, 0.0, 2.5, -20.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    store
-        .put(
-            &join_url(out, "inputs/mask.nii.gz"),
-            write_nifti_f32(mask.view(), &affine, true).into(),
-        )
-        .await?;
-    store
-        .put(
-            &join_url(out, "inputs/brain.npy"),
-            write_npy(&brain.view()).into(),
-        )
-        .await?;
-    store
-        .put(
-            &join_url(out, "inputs/runs.npy"),
-            write_npy(&groups.view()).into(),
-        )
-        .await?;
+    // MEG: [30 times, 180 stimuli, 32 channels]; the objects geometry during MEG_WINDOW
+    let mut meg: Array3<f32> = rng.normal_array((30, n, 32));
+    let mixing: Array2<f64> = rng.normal_array((80, 32)) * (2.0 / 80f64).sqrt();
+    let evoked = objects.dot(&mixing);
+    for t in MEG_WINDOW {
+        meg.index_axis_mut(Axis(0), t).zip_mut_with(&evoked, |m, e| *m += *e as f32);
+    }
+    for (name, bytes) in [
+        ("inputs/meg.npy", write_npy(&meg.view())),
+        ("inputs/mask.nii.gz", write_nifti_f32(mask.view(), &AFFINE, true)),
+        ("inputs/brain.npy", write_npy(&brain.view())),
+        ("inputs/runs.npy", write_npy(&groups.view())),
+    ] {
+        store.put(&join_url(out, name), bytes.into()).await?;
+    }
     let job = r#"# brainfit demo: synthetic study with planted effects (see `brainfit demo --help`)
 name = "demo"
 output = "results"
@@ -143,14 +145,33 @@ groups = "inputs/runs.npy"       # six runs of 30 stimuli
 edges   = "inputs/edges.npy"
 objects = "inputs/objects.npy"
 
-[encoding]
+[encoding]                       # voxelwise ridge, alpha per voxel, leave-one-run-out
 alphas   = { logspace = [-1, 4, 11] }
 cv       = { kind = "group" }
 inner_cv = { kind = "group" }
 score    = "r2"
 
+[searchlight]                    # every feature space's RDM against 4 mm spheres
+radius_mm = 4.0
+min_voxels = 10
+rdm = "correlation"
+compare = "spearman"
+
+[rsa]                            # ROI-level RSA in the two planted spheres
+rois = { edges_roi = "inputs/roi_edges.nii.gz", objects_roi = "inputs/roi_objects.nii.gz" }
+compare = ["spearman", "pearson"]
+
+[time_resolved]                  # MEG: one RDM per time point against every model
+data = "inputs/meg.npy"
+
+[permutation]                    # max-statistic FWE over each map
+n = 50
+seed = 0
+scheme = "within-group"
+
 [execution]
 voxels_per_task = 1024
+centres_per_task = 1024
 "#
     .to_string();
     store
@@ -210,4 +231,91 @@ pub fn recovery(planted: &Planted, score: &[f64]) -> Recovery {
         outside,
         precision: hits as f64 / k.max(1) as f64,
     }
+}
+
+async fn read_vector(store: &Store, url: &str) -> Result<Vec<f64>> {
+    Ok(brainfit_io::parse_npy(&store.get(url).await?, url)?.to_f64().iter().copied().collect())
+}
+
+fn distance(a: [usize; 3], b: [usize; 3]) -> f64 {
+    (0..3).map(|i| (a[i] as f64 - b[i] as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// Checks every analysis's outputs against the planted effects. Returns one line per check
+/// and whether all of them recovered their effect.
+pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<String>, bool)> {
+    let mut lines = Vec::new();
+    let mut all = true;
+    let mut say = |found: bool, text: String| {
+        all &= found;
+        lines.push(format!("  {text} -> {}", if found { "recovered" } else { "NOT recovered" }));
+    };
+    let mask_voxels = {
+        let url = join_url(output, "../inputs/mask.nii.gz");
+        let url = url.replace("/results/../", "/");
+        let mask = brainfit_io::parse_nifti(&store.get(&url).await?, &url)?;
+        brainfit_io::Mask::from_nifti(&mask, &url)?.voxels
+    };
+    for planted in &study.planted {
+        let name = planted.space;
+        // encoding
+        let score = read_vector(store, &join_url(output, &format!("encoding/{name}/score.npy"))).await?;
+        let p_fwe = read_vector(store, &join_url(output, &format!("encoding/{name}/p_fwe.npy"))).await?;
+        let r = recovery(planted, &score);
+        let inside: std::collections::HashSet<usize> = planted.voxels.iter().copied().collect();
+        let sig_in = planted.voxels.iter().filter(|&&v| p_fwe[v] < 0.05).count();
+        let sig_out = (0..score.len()).filter(|v| !inside.contains(v) && p_fwe[*v] < 0.05).count();
+        say(
+            r.precision >= 0.5 && r.inside > r.outside + 0.1 && sig_in > sig_out,
+            format!(
+                "encoding   {name:<8} sphere at {:?}: mean R² {:.3} inside vs {:.3} outside; FWE p < 0.05 in {sig_in} of {} voxels inside, {sig_out} outside",
+                planted.centre, r.inside, r.outside, planted.voxels.len()
+            ),
+        );
+        // searchlight: the best centre sits where its sphere reaches the planted one
+        let dir = format!("searchlight/{name}");
+        let rho = read_vector(store, &join_url(output, &format!("{dir}/rho.npy"))).await?;
+        let centres = read_vector(store, &join_url(output, &format!("{dir}/centres.npy"))).await?;
+        let sl_fwe = read_vector(store, &join_url(output, &format!("{dir}/p_fwe.npy"))).await?;
+        let best = (0..rho.len()).filter(|&i| rho[i].is_finite()).max_by(|&a, &b| rho[a].total_cmp(&rho[b]));
+        let near = |i: usize| distance(mask_voxels[centres[i] as usize], planted.centre) <= planted.radius + 2.0;
+        let sig: Vec<usize> = (0..rho.len()).filter(|&i| sl_fwe[i] < 0.05).collect();
+        let sig_near = sig.iter().filter(|&&i| near(i)).count();
+        let found = best.is_some_and(near) && sig_near > 0 && sig_near * 2 > sig.len();
+        say(
+            found,
+            format!(
+                "searchlight {name:<7} best centre {:?} (rho {:.3}); {sig_near} of {} FWE-significant centres near the sphere",
+                best.map(|i| mask_voxels[centres[i] as usize]),
+                best.map_or(f64::NAN, |i| rho[i]),
+                sig.len()
+            ),
+        );
+    }
+    // ROI RSA: each ROI prefers its own feature space, significantly
+    let csv = String::from_utf8_lossy(&store.get(&join_url(output, "rsa/compare.csv")).await?).to_string();
+    for planted in &study.planted {
+        let roi = format!("{}_roi", planted.space);
+        let rows: Vec<Vec<&str>> =
+            csv.lines().skip(1).map(|l| l.split(',').collect()).filter(|r: &Vec<&str>| r[0] == roi && r[2] == "spearman").collect();
+        let value = |r: &Vec<&str>| r[3].parse::<f64>().unwrap_or(f64::NAN);
+        let best = rows.iter().max_by(|a, b| value(a).total_cmp(&value(b)));
+        let found = best.is_some_and(|b| b[1] == planted.space && b[5].parse::<f64>().is_ok_and(|p| p < 0.05));
+        say(
+            found,
+            format!(
+                "ROI RSA    {roi:<12} best model {} (spearman {:.3}, p_fwe {})",
+                best.map_or("none", |b| b[1]),
+                best.map_or(f64::NAN, value),
+                best.map_or("?", |b| b[5])
+            ),
+        );
+    }
+    // time-resolved: the objects model is significant only inside its window
+    let rho = read_vector(store, &join_url(output, "time_resolved/objects/rho.npy")).await?;
+    let p_fwe = read_vector(store, &join_url(output, "time_resolved/objects/p_fwe.npy")).await?;
+    let sig: Vec<usize> = (0..rho.len()).filter(|&t| p_fwe[t] < 0.05).collect();
+    let found = !sig.is_empty() && sig.iter().all(|t| MEG_WINDOW.contains(t));
+    say(found, format!("MEG        objects significant at time points {sig:?} (planted {MEG_WINDOW:?})"));
+    Ok((lines, all))
 }

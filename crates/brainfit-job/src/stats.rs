@@ -208,7 +208,7 @@ mod tests {
             let b = MapBlock::compute(
                 observed.slice(s![.., i[0]..i[1]]).to_owned(),
                 p[0] as u64..p[1] as u64,
-                |k| Ok(nulls[k as usize].slice(s![.., i[0]..i[1]]).to_owned()),
+                |k| Ok::<_, JobError>(nulls[k as usize].slice(s![.., i[0]..i[1]]).to_owned()),
             )
             .unwrap();
             let mut part = Part::new();

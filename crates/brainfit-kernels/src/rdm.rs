@@ -107,15 +107,12 @@ pub fn n_conditions_from_condensed(len: usize) -> Result<usize> {
     }
     // n = (1 + sqrt(1 + 8 len)) / 2, corrected for rounding of the float square root.
     let mut n = ((1.0 + (1.0 + 8.0 * len as f64).sqrt()) / 2.0).round() as usize;
-    let len_of = |n: usize| {
-        checked_condensed_len(n)
-            .unwrap_or(usize::MAX)
-            .min(usize::MAX - 1)
-    };
-    while n > 2 && len_of(n) > len {
+    while n > 2 && checked_condensed_len(n).is_none_or(|l| l > len) {
         n -= 1;
     }
-    while len_of(n) < len {
+    while let Some(l) = checked_condensed_len(n)
+        && l < len
+    {
         n += 1;
     }
     if checked_condensed_len(n) == Some(len) {

@@ -25,7 +25,7 @@ use crate::cv::{CvScheme, Fold, split_within};
 use crate::linalg::LinalgBackend;
 use crate::score::{ScoreKind, score_columns};
 use crate::{KernelError, Real, Result};
-use ndarray::{Array1, Array2, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip, s};
 
 /// Voxels per internal batch: fixes GEMM shapes so results do not depend on task sizes.
 pub const VOXEL_BATCH: usize = 512;
@@ -146,9 +146,10 @@ impl<T: Real> FoldBasis<T> {
         } else {
             Array1::zeros(v)
         };
-        let yc = Array2::from_shape_fn((self.fold.train.len(), v), |(i, j)| {
-            T::from_f64(y[(self.fold.train[i], j)].as_f64() - mean[j])
-        });
+        let mut yc = y.select(Axis(0), &self.fold.train);
+        for mut row in yc.rows_mut() {
+            Zip::from(&mut row).and(&mean).for_each(|x, &m| *x = T::from_f64(x.as_f64() - m));
+        }
         (crate::linalg::matmul::<B, T>(self.w.t(), yc.view()), mean)
     }
 
@@ -279,15 +280,21 @@ impl<T: Real> NestedCv<T> {
             let test = &basis.fold.test;
             // each fold's MSE weighs 1 / n_folds, whatever its size
             let weight = 1.0 / (test.len() as f64 * inner.len() as f64);
+            // test targets around the training mean, in f64, once for all alphas
+            let mut centred = Array2::<f64>::zeros((test.len(), v));
+            for (mut c, &i) in centred.rows_mut().into_iter().zip(test) {
+                Zip::from(&mut c).and(y.row(i)).and(&mean).for_each(|c, &x, &m| *c = x.as_f64() - m);
+            }
             let mut pred = Array2::<T>::zeros((test.len(), v));
+            let mut sse = Array1::<f64>::zeros(v);
             for (ai, &alpha) in spec.alphas().iter().enumerate() {
                 basis.predict::<B>(proj.view(), alpha, &mut pred);
-                let mut sse = Array1::<f64>::zeros(v);
-                for (r, &i) in test.iter().enumerate() {
-                    for j in 0..v {
-                        let e = y[(i, j)].as_f64() - mean[j] - pred[(r, j)].as_f64();
-                        sse[j] += e * e;
-                    }
+                sse.fill(0.0);
+                for (c, p) in centred.rows().into_iter().zip(pred.rows()) {
+                    Zip::from(&mut sse).and(c).and(p).for_each(|s, &c, &p| {
+                        let e = c - p.as_f64();
+                        *s += e * e;
+                    });
                 }
                 mean_mse.row_mut(ai).scaled_add(weight, &sse);
             }
