@@ -15,9 +15,12 @@ use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part};
 use brainfit_kernels::compare::{CompareMethod, compare, comparison_features, permute_condensed};
 use brainfit_kernels::linalg::Backend;
+use brainfit_kernels::linalg::LinalgBackend;
 use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
-use brainfit_kernels::searchlight::{Neighbourhoods, searchlight, spheres, time_resolved};
+use brainfit_kernels::searchlight::{
+    Neighbourhoods, searchlight, sphere_rdm, spheres, time_resolved,
+};
 use ndarray::{Array1, Array2, Array3, Axis, Ix3, s};
 use std::sync::Arc;
 
@@ -108,6 +111,65 @@ fn with_nulls(
     })
 }
 
+/// The brain side of a chunk of searchlight centres, computed once: each centre's comparison
+/// features (ranked RDM), or its raw RDM where that holds NaN (compared pairwise).
+struct CentreFeatures {
+    features: Array2<f64>,
+    pairwise: Vec<(usize, Array1<f64>)>,
+}
+
+/// Rows per matrix product: fixed, so results do not depend on task sizes.
+const CENTRE_BATCH: usize = 128;
+
+impl CentreFeatures {
+    fn new<T: brainfit_kernels::Real>(
+        data: ndarray::ArrayView2<'_, T>,
+        hoods: &Neighbourhoods,
+        centres: std::ops::Range<usize>,
+        rdm: RdmMethod,
+        method: CompareMethod,
+    ) -> Result<Self> {
+        let n_pairs = brainfit_kernels::rdm::condensed_len(data.nrows());
+        let mut features = Array2::<f64>::zeros((centres.len(), n_pairs));
+        let mut pairwise = Vec::new();
+        for (i, c) in centres.enumerate() {
+            let d = sphere_rdm(data, hoods.members(c), rdm).map_err(JobError::from)?;
+            if d.iter().any(|v| v.is_nan()) {
+                pairwise.push((i, d));
+            } else {
+                features
+                    .row_mut(i)
+                    .assign(&comparison_features(d.view(), method).map_err(JobError::from)?);
+            }
+        }
+        Ok(CentreFeatures { features, pairwise })
+    }
+
+    /// `[n_centres, n_models]`: every centre against every (stacked, relabelled) model.
+    fn compare(
+        &self,
+        models_features: &Array2<f64>,
+        models_raw: &Array2<f64>,
+        method: CompareMethod,
+    ) -> Result<Array2<f64>> {
+        let mut out = Array2::<f64>::zeros((self.features.nrows(), models_features.nrows()));
+        for start in (0..self.features.nrows()).step_by(CENTRE_BATCH) {
+            let end = (start + CENTRE_BATCH).min(self.features.nrows());
+            Backend::gemm(
+                self.features.slice(s![start..end, ..]),
+                models_features.t(),
+                out.slice_mut(s![start..end, ..]),
+            );
+        }
+        for (i, d) in &self.pairwise {
+            for (j, m) in models_raw.rows().into_iter().enumerate() {
+                out[(*i, j)] = compare(d.view(), m, method).map_err(JobError::from)?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Executor {
     /// Model RDMs of a subject for an RDM method, built once per process.
     pub(crate) fn models(
@@ -196,35 +258,61 @@ impl Executor {
         let features = models.features(sl.compare);
         let scheme = scheme_for(job, Some(&brain));
         let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
-        let block = with_nulls(
-            &models,
-            features.as_ref(),
-            0..n_perm,
-            scheme.as_ref(),
-            |f, r| {
-                let out = match &brain.matrix {
-                    Matrix::F32(y) => searchlight::<f32, Backend>(
-                        y.view(),
-                        &hoods,
-                        c0..c1,
-                        sl.rdm,
-                        f.view(),
-                        r.view(),
-                        sl.compare,
-                    ),
-                    Matrix::F64(y) => searchlight::<f64, Backend>(
-                        y.view(),
-                        &hoods,
-                        c0..c1,
-                        sl.rdm,
-                        f.view(),
-                        r.view(),
-                        sl.compare,
-                    ),
-                };
-                Ok(out.map_err(JobError::from)?)
-            },
-        )?;
+        // With permutations and comparison features (every method but tau-a), each centre's RDM
+        // is ranked once for the observed value and every permutation: the nulls are then
+        // matrix products against the relabelled models. Centres whose RDM holds NaN go
+        // pairwise. Otherwise the kernels' batched searchlight engine does it all.
+        let block = match (&features, &brain.matrix) {
+            (Some(_), Matrix::F32(y)) if n_perm > 0 => {
+                let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
+                with_nulls(
+                    &models,
+                    features.as_ref(),
+                    0..n_perm,
+                    scheme.as_ref(),
+                    |f, r| centres.compare(f, r, sl.compare),
+                )?
+            }
+            (Some(_), Matrix::F64(y)) if n_perm > 0 => {
+                let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
+                with_nulls(
+                    &models,
+                    features.as_ref(),
+                    0..n_perm,
+                    scheme.as_ref(),
+                    |f, r| centres.compare(f, r, sl.compare),
+                )?
+            }
+            (_, matrix) => with_nulls(
+                &models,
+                features.as_ref(),
+                0..n_perm,
+                scheme.as_ref(),
+                |f, r| {
+                    let out = match matrix {
+                        Matrix::F32(y) => searchlight::<f32, Backend>(
+                            y.view(),
+                            &hoods,
+                            c0..c1,
+                            sl.rdm,
+                            f.view(),
+                            r.view(),
+                            sl.compare,
+                        ),
+                        Matrix::F64(y) => searchlight::<f64, Backend>(
+                            y.view(),
+                            &hoods,
+                            c0..c1,
+                            sl.rdm,
+                            f.view(),
+                            r.view(),
+                            sl.compare,
+                        ),
+                    };
+                    Ok(out.map_err(JobError::from)?)
+                },
+            )?,
+        };
         let mut part = Part::new();
         block.write(&mut part);
         part.push(
