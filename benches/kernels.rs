@@ -36,5 +36,30 @@ fn brainfit_job_free_logspace() -> Vec<f64> {
     (0..15).map(|i| 10f64.powf(-2.0 + 0.5 * i as f64)).collect()
 }
 
-criterion_group!(benches, ridge);
+fn searchlight(c: &mut Criterion) {
+    use brainfit_kernels::compare::{CompareMethod, comparison_features};
+    use brainfit_kernels::rdm::{RdmMethod, rdm};
+    use brainfit_kernels::searchlight::{searchlight, spheres};
+    let mut rng = Rng::new(2);
+    // a 12x12x12 box: 1,728 centres, radius-3 spheres of up to 123 voxels, 92 conditions
+    let voxels: Vec<[usize; 3]> =
+        (0..12).flat_map(|i| (0..12).flat_map(move |j| (0..12).map(move |k| [i, j, k]))).collect();
+    let hoods = spheres(&voxels, [12, 12, 12], 3.0, [1.0; 3], 1).unwrap();
+    let data: Array2<f32> = rng.normal_array((92, voxels.len()));
+    let patterns: Array2<f64> = rng.normal_array((92, 20));
+    let model = rdm(patterns.view(), RdmMethod::Euclidean).unwrap();
+    let raw = model.clone().insert_axis(ndarray::Axis(0));
+    let features = comparison_features(model.view(), CompareMethod::Spearman).unwrap().insert_axis(ndarray::Axis(0));
+    let mut group = c.benchmark_group("searchlight");
+    group.sample_size(10);
+    group.bench_function("1728 centres, 92 conditions, radius 3, spearman", |b| {
+        b.iter(|| {
+            searchlight::<f32, Backend>(data.view(), &hoods, 0..hoods.len(), RdmMethod::Correlation, features.view(), raw.view(), CompareMethod::Spearman)
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, ridge, searchlight);
 criterion_main!(benches);

@@ -419,9 +419,11 @@ impl JobSpec {
                     ));
                 }
                 let rdm = rdm_method(r.rdm.as_deref(), "rsa")?;
-                if rdm == RdmMethod::Crossnobis && subjects.iter().any(|s| s.groups.is_none()) {
+                if rdm == RdmMethod::Crossnobis {
                     return Err(invalid(
-                        "[rsa] rdm = \"crossnobis\" needs [data] groups (runs)".into(),
+                        "[rsa] rdm = \"crossnobis\" is not available in jobs yet (it needs condition and run labels per \
+                         observation); the kernel exists in brainfit-kernels (rdm::crossnobis)"
+                            .into(),
                     ));
                 }
                 Some(RsaSpec {
