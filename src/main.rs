@@ -1,4 +1,7 @@
-//! The `brainfit` command line: run, validate and demo (embedded runs).
+//! The `brainfit` command line: run, validate and demo (embedded runs); coordinator, worker,
+//! submit, status, cancel and results (distributed runs, in `distributed`).
+
+mod distributed;
 
 use anyhow::{Context, Result, bail};
 use brainfit_client::{RunOptions, demo, run_job};
@@ -45,6 +48,19 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Run the gRPC coordinator: accepts jobs, leases their tasks to workers, merges results.
+    Coordinator(distributed::CoordinatorArgs),
+    /// Run a worker for a coordinator (drains on SIGTERM: finishes running tasks, hands back
+    /// the others).
+    Worker(distributed::WorkerArgs),
+    /// Send a job to a coordinator; with --wait, follow it and exit with its outcome.
+    Submit(distributed::SubmitArgs),
+    /// Show a job's progress, or every job and worker.
+    Status(distributed::StatusArgs),
+    /// Cancel a job.
+    Cancel(distributed::CancelArgs),
+    /// Show where a finished job's outputs are, and its summary.
+    Results(distributed::ResultsArgs),
 }
 
 fn default_workers() -> usize {
@@ -146,6 +162,25 @@ fn print_summary(report: &brainfit_client::RunReport, output: &str) {
                 );
             }
         }
+        for (model, sl) in subject["searchlight"].as_object().into_iter().flatten() {
+            println!(
+                "    searchlight {model:<15} max rho {:>7.4} ({} centres, {} FWE-significant)",
+                sl["rho"]["max"].as_f64().unwrap_or(f64::NAN),
+                sl["rho"]["n"],
+                sl["significant_fwe_05"]
+            );
+        }
+        if let Some(rows) = subject["rsa"].as_array() {
+            println!("    ROI RSA: {} comparisons in rsa/compare.csv", rows.len());
+        }
+    }
+    for (model, t) in s["time_resolved"].as_object().into_iter().flatten() {
+        println!(
+            "  time-resolved {model:<13} max rho {:>7.4} ({} time points, {} FWE-significant)",
+            t["rho"]["max"].as_f64().unwrap_or(f64::NAN),
+            t["rho"]["n"],
+            t["significant_fwe_05"]
+        );
     }
     println!("  results: {output}");
 }
@@ -203,33 +238,19 @@ async fn main() -> Result<()> {
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
             print_summary(&report, &output);
-            println!("planted effects ({} mask voxels):", study.n_voxels);
-            let mut all_found = true;
-            for planted in &study.planted {
-                let url = brainfit_io::join_url(
-                    &output,
-                    &format!("encoding/{}/score.npy", planted.space),
-                );
-                let score = brainfit_io::parse_npy(&store.get(&url).await?, &url)?.to_f64();
-                let r = demo::recovery(planted, score.as_slice().context("score map is 1-D")?);
-                let found = r.precision >= 0.5 && r.inside > r.outside + 0.1;
-                all_found &= found;
-                println!(
-                    "  {:<8} sphere at {:?} r={}: mean R² inside {:.3} vs outside {:.3}; {:.0}% of the top {} voxels inside -> {}",
-                    r.space,
-                    planted.centre,
-                    planted.radius,
-                    r.inside,
-                    r.outside,
-                    100.0 * r.precision,
-                    planted.voxels.len(),
-                    if found { "recovered" } else { "NOT recovered" }
-                );
-            }
+            println!("planted effects ({} mask voxels, {} stimuli):", study.n_voxels, demo::RUNS.0 * demo::RUNS.1);
+            let (lines, all_found) = demo::check(&store, &output, &study).await?;
+            lines.iter().for_each(|l| println!("{l}"));
             if !all_found {
                 bail!("a planted effect was not recovered");
             }
         }
+        Command::Coordinator(args) => distributed::coordinator(args).await?,
+        Command::Worker(args) => distributed::worker(args).await?,
+        Command::Submit(args) => distributed::submit(args).await?,
+        Command::Status(args) => distributed::status(args).await?,
+        Command::Cancel(args) => distributed::cancel(args).await?,
+        Command::Results(args) => distributed::results(args).await?,
     }
     Ok(())
 }

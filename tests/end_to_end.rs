@@ -1,11 +1,13 @@
 //! End-to-end runs of whole jobs: in memory and on disk, with 1 and 4 workers, and with bad
 //! inputs that must fail clearly without leaving anything that looks complete.
 
+mod common;
+
 use brainfit_client::{RunOptions, run_job};
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
 use brainfit_job::JobSpec;
-use brainfit_kernels::rng::Rng;
-use ndarray::{Array1, Array2, Array3};
+use common::write_study;
+use ndarray::{Array2, Array3};
 
 const JOB: &str = r#"
 name = "tiny"
@@ -24,60 +26,6 @@ inner_cv = { kind = "kfold", k = 3 }
 [execution]
 voxels_per_task = 512
 "#;
-
-/// A tiny study: 6×7×5 volume, 120-voxel mask, 48 samples in 4 runs, voxels 0..20 driven by `a`.
-async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<usize>) {
-    let mut rng = Rng::new(42);
-    let mut mask = Array3::<f32>::zeros((6, 7, 5));
-    // gcd(37, 210) = 1, so exactly 120 of the 210 voxels, scattered
-    for (i, v) in mask.iter_mut().enumerate() {
-        if (i * 37) % 210 < 120 {
-            *v = 1.0;
-        }
-    }
-    let n_vox = mask.iter().filter(|v| **v != 0.0).count();
-    let a: Array2<f32> = rng.normal_array((48, 6));
-    let b: Array2<f32> = rng.normal_array((48, 9));
-    let mut brain: Array2<f32> = rng.normal_array((48, n_voxels_in_brain.unwrap_or(n_vox)));
-    let w: Array2<f32> = rng.normal_array((6, 20));
-    let signal = a.dot(&w);
-    brain
-        .slice_mut(ndarray::s![.., ..20])
-        .scaled_add(1.0, &signal);
-    let runs: Array1<i64> = (0..48).map(|t| t / 12).collect();
-    let affine = [
-        [3.0, 0.0, 0.0, -9.0],
-        [0.0, 3.0, 0.0, -10.0],
-        [0.0, 0.0, 3.5, -7.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    store
-        .put(
-            &join_url(base, "mask.nii.gz"),
-            write_nifti_f32(mask.view(), &affine, true).into(),
-        )
-        .await
-        .unwrap();
-    store
-        .put(
-            &join_url(base, "brain.npy"),
-            write_npy(&brain.view()).into(),
-        )
-        .await
-        .unwrap();
-    store
-        .put(&join_url(base, "a.npy"), write_npy(&a.view()).into())
-        .await
-        .unwrap();
-    store
-        .put(&join_url(base, "b.npy"), write_npy(&b.view()).into())
-        .await
-        .unwrap();
-    store
-        .put(&join_url(base, "runs.npy"), write_npy(&runs.view()).into())
-        .await
-        .unwrap();
-}
 
 async fn run(
     store: &Store,

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Create /work/main/.venv (repo-root/.venv) with the pinned Python packages used to
-# generate reference fixtures. Idempotent: does nothing if the venv already
-# satisfies every pin in requirements.txt.
+# Create the project's Python environments, each from its pinned requirements file:
+#   repo-root/.venv       requirements.txt       the fixture generators (make_fixtures.py)
+#   repo-root/.venv-test  requirements-test.txt  servers that `cargo test` starts (moto_server)
+# Two venvs because their pins cannot share one (botocore needs python-dateutil<3, the
+# fixture stack pins 4.0.0). Idempotent: a venv that already satisfies every pin of its file
+# is left alone. `setup_venv.sh fixtures` or `setup_venv.sh test` sets up only one of them.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-VENV="${VENV:-$ROOT/.venv}"
-REQ="$HERE/requirements.txt"
 PY="${PYTHON:-python3}"
+WHICH="${1:-all}"
 
 satisfied() {
-  [ -x "$VENV/bin/python" ] || return 1
-  "$VENV/bin/python" - "$REQ" <<'PYEOF'
+  local venv="$1" req="$2"
+  [ -x "$venv/bin/python" ] || return 1
+  "$venv/bin/python" - "$req" <<'PYEOF'
 import sys
 from importlib.metadata import version, PackageNotFoundError
 ok = True
@@ -20,6 +23,7 @@ for line in open(sys.argv[1]):
     if not line:
         continue
     name, _, want = line.partition('==')
+    name = name.split('[', 1)[0]  # moto[server] -> moto
     try:
         have = version(name)
     except PackageNotFoundError:
@@ -31,15 +35,24 @@ sys.exit(0 if ok else 1)
 PYEOF
 }
 
-if satisfied; then
-  echo "setup_venv: $VENV already satisfies $REQ"
-  exit 0
-fi
+setup() {
+  local venv="$1" req="$2"
+  if satisfied "$venv" "$req"; then
+    echo "setup_venv: $venv already satisfies $req"
+    return 0
+  fi
+  if [ ! -x "$venv/bin/python" ]; then
+    "$PY" -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r "$req"
+  satisfied "$venv" "$req"
+  echo "setup_venv: installed $req into $venv"
+}
 
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -r "$REQ"
-satisfied
-echo "setup_venv: installed $REQ into $VENV"
+case "$WHICH" in
+  all | fixtures) setup "${VENV:-$ROOT/.venv}" "$HERE/requirements.txt" ;;
+esac
+case "$WHICH" in
+  all | test) setup "${TEST_VENV:-$ROOT/.venv-test}" "$HERE/requirements-test.txt" ;;
+esac

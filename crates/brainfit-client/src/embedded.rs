@@ -1,11 +1,13 @@
 //! Embedded runs: the scheduler and N workers in this process.
+//!
+//! Preparing the run, judging its end and merging go through
+//! [`brainfit_scheduler::job`], exactly as the gRPC coordinator does them.
 
 use crate::{ClientError, Result};
 use brainfit_io::Store;
-use brainfit_job::merge::RunInfo;
 use brainfit_job::run::new_run_id;
 use brainfit_job::{JobRun, JobSpec};
-use brainfit_kernels::linalg::{Backend, LinalgBackend};
+use brainfit_scheduler::job::{self, Outcome, ScheduledJob};
 use brainfit_scheduler::{JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId};
 use brainfit_worker::{Assignment, Executor, LeaseReply, Transport, WorkerError, run_worker};
 use std::sync::{Arc, Mutex};
@@ -101,20 +103,41 @@ impl Transport for InProcess {
             .fail(self.worker, lease, &error, now);
         Ok(())
     }
+
+    async fn release(&self, a: &Assignment) -> brainfit_worker::Result<()> {
+        let now = self.shared.now();
+        let lease = Lease {
+            task: a.task,
+            attempt: a.attempt,
+        };
+        self.shared
+            .scheduler
+            .lock()
+            .expect("scheduler lock")
+            .release(self.worker, lease, now);
+        Ok(())
+    }
 }
 
 /// Runs a job embedded: plan, compute with `options.workers` workers, merge, write outputs.
 pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let job = Arc::new(JobRun::prepare(store, spec, new_run_id()).await?);
+    let ScheduledJob {
+        run: job,
+        scheduler,
+        ..
+    } = ScheduledJob::prepare(
+        store,
+        spec,
+        new_run_id(),
+        SchedulerConfig {
+            lease_timeout: u64::MAX / 4,
+            max_attempts: 3,
+        },
+    )
+    .await?;
     let shared = Arc::new(Shared {
-        scheduler: Mutex::new(Scheduler::new(
-            job.tasks.len(),
-            SchedulerConfig {
-                lease_timeout: u64::MAX / 4,
-                max_attempts: 3,
-            },
-        )),
+        scheduler: Mutex::new(scheduler),
         job: job.clone(),
         started,
     });
@@ -163,23 +186,13 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
         .expect("scheduler lock")
         .state()
         .clone();
-    match state {
-        JobState::Succeeded => {}
-        JobState::Failed { task, error } => {
-            return Err(ClientError::TaskFailed {
-                task: job.tasks[task].describe(&job.spec),
-                error,
-            });
-        }
-        JobState::Cancelled => return Err(ClientError::Cancelled),
-        JobState::Running => unreachable!("the loop above exits only when the job has ended"),
+    match job::outcome(&job, &state) {
+        Outcome::Succeeded => {}
+        Outcome::Failed { task, error } => return Err(ClientError::TaskFailed { task, error }),
+        Outcome::Cancelled => return Err(ClientError::Cancelled),
+        Outcome::Running => unreachable!("the loop above exits only when the job has ended"),
     }
-    let info = RunInfo {
-        workers,
-        compute_seconds,
-        backend: Backend::NAME,
-    };
-    let summary = job.finish(store, &info).await?;
+    let summary = job::finish(&job, store, workers, compute_seconds).await?;
     Ok(RunReport {
         summary,
         tasks: job.tasks.len(),

@@ -10,10 +10,24 @@
 //! * bare paths (`data/x.npy`, `/abs/x.npy`; relative ones against the current directory),
 //! * `file:///abs/path` (percent-encoded as usual for file URLs),
 //! * `memory://NAME/path` — an in-process store per `NAME`, shared by every clone of a
-//!   [`Store`]; used by embedded runs and tests.
+//!   [`Store`]; used by embedded runs and tests,
+//! * `s3://BUCKET/key` — Amazon S3 or any S3-compatible server, configured from the usual
+//!   `AWS_*` environment variables (see [`Store::with_aws_env`] and the S3 section below).
 //!
-//! Adding a cloud scheme (e.g. `s3://` through `AmazonS3Builder`) means adding one arm to
-//! [`Store::resolve`] and, for listing, one arm to the URL formatting in [`Store::list`].
+//! `gs://` and `az://` are rejected with a clear message: object_store's GCS and Azure clients
+//! would build on the same HTTP stack, but nothing here tests them against a real server yet.
+//!
+//! ## S3
+//! Each bucket gets one client, built on first use from `AmazonS3Builder` with every `AWS_*`
+//! variable object_store knows (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION` / `AWS_DEFAULT_REGION` — default `us-east-1` —,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...; instance / container credentials otherwise).
+//! For S3-compatible servers (MinIO, Ceph, moto, R2): setting `AWS_ENDPOINT_URL` switches to
+//! path-style requests (`endpoint/bucket/key`) unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` says
+//! otherwise, and an `http://` endpoint allows plain HTTP unless `AWS_ALLOW_HTTP` says
+//! otherwise. Create-only puts use `If-None-Match: *` (S3 conditional writes). TLS runs on
+//! rustls with the ring provider, installed on first use. Credentials are never logged or
+//! printed (the [`Store`]'s `Debug` shows bucket names only).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +44,7 @@ use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload};
 use crate::error::{IoError, Result};
 
 /// Human-readable list of the URL forms this build understands (used in error messages).
-pub const SUPPORTED_SCHEMES: &str = "bare local paths, file:///absolute/path and memory://NAME/path (s3://, gs://, az:// are not built in yet)";
+pub const SUPPORTED_SCHEMES: &str = "bare local paths, file:///absolute/path, memory://NAME/path and s3://BUCKET/key (gs:// and az:// are not built in yet)";
 
 /// Outcome of a create-only put ([`Store::put_create`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +65,8 @@ enum Kind {
     FileUrl,
     /// A `memory://` URL.
     Memory,
+    /// An `s3://` URL.
+    S3,
 }
 
 /// Resolves URL strings to object stores and performs whole-object and range I/O on them.
@@ -61,6 +77,10 @@ enum Kind {
 pub struct Store {
     local: Arc<LocalFileSystem>,
     memory: Arc<Mutex<HashMap<String, Arc<InMemory>>>>,
+    /// One S3 client per bucket, built on first use.
+    s3: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    /// `AWS_*` variables to configure S3 from instead of the process environment.
+    aws_env: Option<Arc<Vec<(String, String)>>>,
 }
 
 impl fmt::Debug for Store {
@@ -71,9 +91,17 @@ impl fmt::Debug for Store {
             v.sort();
             v
         };
+        let buckets: Vec<String> = {
+            let map = self.s3.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<String> = map.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        // never the AWS variables: they hold credentials
         f.debug_struct("Store")
             .field("local", &"LocalFileSystem(/)")
             .field("memory_stores", &names)
+            .field("s3_buckets", &buckets)
             .finish()
     }
 }
@@ -91,7 +119,50 @@ impl Store {
         Store {
             local: Arc::new(LocalFileSystem::new()),
             memory: Arc::new(Mutex::new(HashMap::new())),
+            s3: Arc::new(Mutex::new(HashMap::new())),
+            aws_env: None,
         }
+    }
+
+    /// A store whose S3 clients are configured from `vars` (`AWS_*` name, value) instead of
+    /// the process environment — for tests and for programs that hold several S3
+    /// configurations. Clones share the clients; buckets already resolved keep theirs.
+    pub fn with_aws_env<K: Into<String>, V: Into<String>>(
+        self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Store {
+        Store {
+            aws_env: Some(Arc::new(
+                vars.into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            )),
+            s3: Arc::new(Mutex::new(HashMap::new())),
+            ..self
+        }
+    }
+
+    /// The S3 client for `bucket`, built on first use.
+    fn s3_bucket(&self, url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let mut map = self.s3.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(bucket) {
+            return Ok(s.clone());
+        }
+        let vars: Vec<(String, String)> = match &self.aws_env {
+            Some(v) => v.as_ref().clone(),
+            None => std::env::vars()
+                .filter(|(k, _)| k.starts_with("AWS_"))
+                .collect(),
+        };
+        let store: Arc<dyn ObjectStore> = Arc::new(s3_builder(&vars, bucket).build().map_err(
+            |source| IoError::Store {
+                url: url.to_string(),
+                op: "configure S3 client",
+                source,
+            },
+        )?);
+        map.insert(bucket.to_string(), store.clone());
+        Ok(store)
     }
 
     /// Resolves `url` to the object store that holds it and the object's path there.
@@ -133,6 +204,18 @@ impl Store {
                             .clone()
                     };
                     Ok((store as Arc<dyn ObjectStore>, path, Kind::Memory))
+                }
+                "s3" => {
+                    let rest = rest.strip_prefix("//").unwrap_or(rest);
+                    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                    if bucket.is_empty() {
+                        return Err(IoError::InvalidUrl {
+                            url: url.to_string(),
+                            reason: "no bucket; write s3://BUCKET/key".to_string(),
+                        });
+                    }
+                    let path = key_to_object_path(url, key)?;
+                    Ok((self.s3_bucket(url, bucket)?, path, Kind::S3))
                 }
                 _ => Err(IoError::UnsupportedScheme {
                     url: url.to_string(),
@@ -268,7 +351,7 @@ impl Store {
         for location in locations {
             let rel = relative_key(&prefix, &location);
             let url = match kind {
-                Kind::Bare | Kind::Memory => join_url(prefix_url, rel),
+                Kind::Bare | Kind::Memory | Kind::S3 => join_url(prefix_url, rel),
                 Kind::FileUrl => file_url_join(prefix_url, rel)?,
             };
             urls.push(url);
@@ -305,6 +388,44 @@ impl Store {
             Err(e) => Err(map_store_err(url, "delete", e)),
         }
     }
+}
+
+/// An S3 client builder for `bucket` from `AWS_*` variables (as `AmazonS3Builder::from_env`
+/// reads them), adjusted for S3-compatible endpoints: path-style requests, and plain HTTP
+/// allowed for an `http://` endpoint, unless the variables say otherwise.
+fn s3_builder(vars: &[(String, String)], bucket: &str) -> object_store::aws::AmazonS3Builder {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    let get = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let mut builder = AmazonS3Builder::new();
+    for (key, value) in vars {
+        if !key.starts_with("AWS_") {
+            continue;
+        }
+        if let Ok(config_key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+            builder = builder.with_config(config_key, value);
+        }
+    }
+    let endpoint = get("AWS_ENDPOINT_URL_S3")
+        .or(get("AWS_ENDPOINT_URL"))
+        .or(get("AWS_ENDPOINT"));
+    if let Some(endpoint) = endpoint {
+        builder = builder.with_endpoint(endpoint);
+        if get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_none() {
+            builder = builder.with_virtual_hosted_style_request(false);
+        }
+        if get("AWS_ALLOW_HTTP").is_none() && endpoint.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
+    }
+    builder.with_bucket_name(bucket)
 }
 
 /// Objects strictly below `prefix` (or everything when `prefix` is the root).
@@ -590,6 +711,46 @@ mod tests {
     }
 
     #[test]
+    fn s3_urls_resolve_per_bucket_without_network_and_hide_credentials() {
+        let s = Store::new().with_aws_env([
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ]);
+        let (a, p) = s.resolve("s3://bucket/dir//./x/../y.npy").expect("s3");
+        assert_eq!(p.as_ref(), "dir/y.npy");
+        let (b, _) = s.resolve("s3://bucket/other").expect("s3");
+        assert!(Arc::ptr_eq(&a, &b), "one client per bucket");
+        let (c, _) = s.resolve("s3://second/other").expect("s3");
+        assert!(!Arc::ptr_eq(&a, &c));
+        let debug = format!("{s:?}");
+        assert!(
+            debug.contains("bucket") && !debug.contains("very-secret"),
+            "{debug}"
+        );
+        // the endpoint variables make a path-style, plain-HTTP client
+        let vars = vec![
+            (
+                "AWS_ENDPOINT_URL".to_string(),
+                "http://127.0.0.1:9".to_string(),
+            ),
+            ("AWS_REGION".to_string(), "eu-west-3".to_string()),
+        ];
+        let b = s3_builder(&vars, "bk");
+        use object_store::aws::AmazonS3ConfigKey as K;
+        assert_eq!(
+            b.get_config_value(&K::Endpoint).as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        assert_eq!(
+            b.get_config_value(&K::VirtualHostedStyleRequest).as_deref(),
+            Some("false")
+        );
+        assert_eq!(b.get_config_value(&K::Region).as_deref(), Some("eu-west-3"));
+        assert_eq!(b.get_config_value(&K::Bucket).as_deref(), Some("bk"));
+    }
+
+    #[test]
     fn resolve_normalises_paths() {
         let s = Store::new();
         let (_, p) = s.resolve("/a/./b/../c.npy").expect("bare");
@@ -614,8 +775,10 @@ mod tests {
         let e = s.resolve("gs://b/x").expect_err("gs");
         let msg = e.to_string();
         assert!(
-            msg.contains("gs://b/x") && msg.contains("memory://"),
+            msg.contains("gs://b/x") && msg.contains("memory://") && msg.contains("s3://"),
             "{msg}"
         );
+        let e = s.resolve("s3:///x").expect_err("no bucket");
+        assert!(e.to_string().contains("no bucket"), "{e}");
     }
 }

@@ -6,6 +6,15 @@
 //! coordinator (workers are processes): a worker asks for tasks with its free slots (the ask
 //! doubles as its heartbeat) and reports each result with the attempt number it was given.
 //! Reports of attempts that are no longer current are dropped.
+//!
+//! Around the machine: [`job`] pairs it with a prepared run (what embedded runs and the
+//! coordinator share), and [`service`] is the gRPC coordinator serving many jobs to many
+//! worker processes.
+
+pub mod job;
+pub mod service;
+
+pub use job::ScheduledJob;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -103,6 +112,7 @@ pub struct Scheduler {
     workers: BTreeMap<WorkerId, Worker>,
     next_worker: u64,
     done: usize,
+    retries: u64,
     state: JobState,
 }
 
@@ -116,6 +126,7 @@ impl Scheduler {
             workers: BTreeMap::new(),
             next_worker: 1,
             done: 0,
+            retries: 0,
             state: if n_tasks == 0 {
                 JobState::Succeeded
             } else {
@@ -237,6 +248,7 @@ impl Scheduler {
                 attempts: lease.attempt,
             };
             self.queue.push_back(lease.task);
+            self.retries += 1;
         }
         Report::Accepted
     }
@@ -276,6 +288,7 @@ impl Scheduler {
                     }
                     self.slots[task] = Slot::Pending { attempts: attempt };
                     self.queue.push_back(task);
+                    self.retries += 1;
                 }
             }
         }
@@ -292,6 +305,26 @@ impl Scheduler {
     /// The job's state.
     pub fn state(&self) -> &JobState {
         &self.state
+    }
+
+    /// Attempts that were lost (their worker expired) or failed, and were queued again.
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// Whether `worker` is registered (not expired).
+    pub fn is_registered(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
+    /// Number of tasks `worker` holds right now (0 for an unknown worker).
+    pub fn leases_of(&self, worker: WorkerId) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.leases.len())
+    }
+
+    /// Number of tasks in the plan.
+    pub fn n_tasks(&self) -> usize {
+        self.slots.len()
     }
 
     /// Whether the task is finished.
@@ -488,6 +521,72 @@ mod tests {
             },
             3,
         );
+        assert_eq!(*s.state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn retries_count_lost_and_failed_attempts_and_leases_are_tracked_per_worker() {
+        let mut s = Scheduler::new(3, config());
+        let a = s.register(0);
+        let b = s.register(0);
+        assert_eq!(s.n_tasks(), 3);
+        let la = s.lease(a, 2, 0).unwrap();
+        assert_eq!((s.leases_of(a), s.leases_of(b)), (2, 0));
+        let lb = s.lease(b, 1, 0).unwrap()[0];
+        s.fail(b, lb, "flaky", 10);
+        assert_eq!(s.retries(), 1, "a failed attempt that is retried");
+        assert_eq!(s.leases_of(b), 0);
+        // a goes silent: both its leases are lost and queued again
+        assert!(s.heartbeat(b, 150));
+        assert_eq!(s.expire(150), vec![a]);
+        assert!(!s.is_registered(a) && s.is_registered(b));
+        assert_eq!(s.leases_of(a), 0);
+        assert_eq!(s.retries(), 3);
+        // the retries come back in order: the failed task first, then a's
+        let again = s.lease(b, 3, 160).unwrap();
+        assert_eq!(
+            again
+                .iter()
+                .map(|l| (l.task, l.attempt))
+                .collect::<Vec<_>>(),
+            vec![(2, 2), (0, 2), (1, 2)]
+        );
+        for l in la {
+            assert_eq!(s.complete(a, l, 170), Report::Stale);
+        }
+        for l in again {
+            assert_eq!(s.complete(b, l, 170), Report::Accepted);
+        }
+        assert_eq!(*s.state(), JobState::Succeeded);
+        assert_eq!(s.retries(), 3, "releases and successes are not retries");
+    }
+
+    #[test]
+    fn a_worker_lost_on_the_last_attempt_fails_the_job_instead_of_hanging() {
+        let mut s = Scheduler::new(1, config());
+        for attempt in 1..=3u32 {
+            let w = s.register(attempt as u64 * 1000);
+            let l = s.lease(w, 1, attempt as u64 * 1000).unwrap();
+            assert_eq!(l[0].attempt, attempt);
+            // never heard from again
+            s.expire(attempt as u64 * 1000 + 500);
+        }
+        match s.state() {
+            JobState::Failed { task: 0, error } => assert!(error.contains("lost"), "{error}"),
+            other => panic!("expected a failed job, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mark_done_of_a_leased_task_makes_its_report_stale() {
+        // a restarted coordinator finds the part of a task it had leased again
+        let mut s = Scheduler::new(2, config());
+        let w = s.register(0);
+        let l = s.lease(w, 2, 0).unwrap();
+        s.mark_done(l[0].task);
+        assert_eq!(s.leases_of(w), 1);
+        assert_eq!(s.complete(w, l[0], 1), Report::Stale);
+        assert_eq!(s.complete(w, l[1], 1), Report::Accepted);
         assert_eq!(*s.state(), JobState::Succeeded);
     }
 

@@ -1,12 +1,15 @@
 //! brainfit's worker: pulls tasks, computes them, stores each result once, reports back.
 //!
 //! The worker loop ([`run_worker`]) talks to a scheduler only through the [`Transport`] trait:
-//! in-process channels in an embedded run, gRPC in a distributed one. Compute runs on blocking
+//! in-process channels in an embedded run, gRPC ([`grpc`]) in a distributed one. A loop can be
+//! drained ([`run_worker_until`]): it finishes the task it is running, hands back the ones it
+//! has not started, and returns. Compute runs on blocking
 //! threads so that I/O and heartbeats never starve, and loaded inputs and per-feature-space
 //! decompositions are cached per process ([`Executor`]) so voxel chunks of the same space reuse
 //! them.
 
 pub mod execute;
+pub mod grpc;
 mod rsa;
 
 pub use execute::Executor;
@@ -28,6 +31,9 @@ pub enum WorkerError {
     /// Talking to the scheduler failed.
     #[error("transport: {0}")]
     Transport(String),
+    /// The coordinator refuses this worker (wrong token): stop rather than retry.
+    #[error("{0}")]
+    Refused(String),
     /// A compute thread panicked (a bug): reported as the task's failure.
     #[error("task panicked: {0}")]
     Panic(String),
@@ -69,6 +75,8 @@ pub trait Transport: Send + Sync {
     fn complete(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
     /// Reports that an assignment failed.
     fn fail(&self, a: &Assignment, error: String) -> impl Future<Output = Result<()>> + Send;
+    /// Hands an assignment back unstarted (a draining worker); it is not counted as an attempt.
+    fn release(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Pulls and runs tasks one at a time until the transport says to stop.
@@ -77,12 +85,44 @@ pub async fn run_worker<T: Transport>(
     executor: Arc<Executor>,
     store: Store,
 ) -> Result<()> {
+    let (_never, stop) = tokio::sync::watch::channel(false);
+    run_worker_until(transport, executor, store, stop).await
+}
+
+/// [`run_worker`] that drains once `stop` turns true: the running task is finished and
+/// reported, leased tasks not yet started are handed back, and no new ones are asked for.
+pub async fn run_worker_until<T: Transport>(
+    transport: &T,
+    executor: Arc<Executor>,
+    store: Store,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
         match transport.lease(1).await? {
             LeaseReply::Shutdown => return Ok(()),
-            LeaseReply::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
+            LeaseReply::Idle => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = async {
+                        if stop.wait_for(|s| *s).await.is_err() {
+                            std::future::pending::<()>().await // no sender: never stops
+                        }
+                    } => {}
+                }
+            }
             LeaseReply::Tasks(assignments) => {
-                for a in assignments {
+                let mut assignments = assignments.into_iter();
+                while let Some(a) = assignments.next() {
+                    if *stop.borrow() {
+                        transport.release(&a).await?;
+                        for a in assignments.by_ref() {
+                            transport.release(&a).await?;
+                        }
+                        return Ok(());
+                    }
                     match run_one(&a, &executor, &store).await {
                         Ok(()) => transport.complete(&a).await?,
                         Err(e) => {
@@ -108,3 +148,6 @@ async fn run_one(a: &Assignment, executor: &Arc<Executor>, store: &Store) -> Res
         PutOutcome::Created | PutOutcome::AlreadyExists => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod drain_tests;

@@ -1,0 +1,538 @@
+//! Distributed runs from the command line: `coordinator`, `worker`, and the client commands
+//! `submit`, `status`, `cancel`, `results`, all speaking `brainfit.v1` over gRPC.
+
+use anyhow::{Context, Result, anyhow, bail};
+use brainfit_io::Store;
+use brainfit_job::JobSpec;
+use brainfit_proto::v1::{
+    self, HandshakeRequest, JobRequest, JobStatus, ListJobsRequest, SubmitRequest,
+    coordinator_client::CoordinatorClient,
+};
+use brainfit_proto::{AddToken, ConnectOptions, MAX_MESSAGE_BYTES};
+use brainfit_scheduler::SchedulerConfig;
+use brainfit_scheduler::service::{Coordinator, CoordinatorConfig, ServeOptions, is_final};
+use brainfit_worker::grpc::{GrpcWorkerOptions, run_grpc_worker};
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Exit status of `submit --wait` for a cancelled job (a failed job exits with 1).
+const EXIT_CANCELLED: i32 = 3;
+
+/// How to reach a coordinator.
+#[derive(Args, Debug)]
+pub struct Remote {
+    /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --tls-ca.
+    #[arg(long, env = "BRAINFIT_COORDINATOR")]
+    coordinator: String,
+    /// Shared token sent with every request. Prefer the BRAINFIT_TOKEN variable: command lines
+    /// are visible to other users of the machine.
+    #[arg(long, env = "BRAINFIT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of the CA that signed the coordinator's certificate (TLS).
+    #[arg(long, env = "BRAINFIT_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+/// `brainfit coordinator`.
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one, printed at start-up).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: String,
+    /// Where the job table is kept (a directory or URL); a restarted coordinator resumes the
+    /// unfinished jobs it finds there.
+    #[arg(long, default_value = "brainfit-state")]
+    state: String,
+    /// Shared token every request must carry. Prefer the BRAINFIT_TOKEN variable.
+    #[arg(long, env = "BRAINFIT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A worker not heard from for this long loses its tasks (they are queued again).
+    #[arg(long, default_value_t = 30_000)]
+    lease_timeout_ms: u64,
+    /// A task that failed this many times fails its job.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+}
+
+/// `brainfit worker`.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    remote: Remote,
+    /// Tasks computed at the same time (default: one per CPU core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// `brainfit submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// The job file (TOML; a path or a URL). Its inputs and output must be reachable from the
+    /// coordinator and every worker (shared file system or object storage).
+    job: String,
+    #[command(flatten)]
+    remote: Remote,
+    /// Follow the job with a progress bar; exit 0 when it succeeds, 1 when it fails, 3 when
+    /// it is cancelled.
+    #[arg(long)]
+    wait: bool,
+}
+
+/// `brainfit status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The job (default: list every job and worker).
+    job_id: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `brainfit cancel`.
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The job.
+    job_id: String,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// `brainfit results`.
+#[derive(Args, Debug)]
+pub struct ResultsArgs {
+    /// The job.
+    job_id: String,
+    #[command(flatten)]
+    remote: Remote,
+    /// Print the summary JSON only.
+    #[arg(long)]
+    json: bool,
+}
+
+type Client = CoordinatorClient<InterceptedService<Channel, AddToken>>;
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+}
+
+fn connect_options(remote: &Remote) -> Result<ConnectOptions> {
+    Ok(ConnectOptions {
+        url: remote.coordinator.clone(),
+        token: remote.token.clone().filter(|t| !t.is_empty()),
+        tls_ca: match &remote.tls_ca {
+            Some(p) => Some(read_pem(p, "CA certificate")?),
+            None => None,
+        },
+    })
+}
+
+/// An error of an RPC, worded for people.
+fn rpc_error(url: &str, status: Status) -> anyhow::Error {
+    match status.code() {
+        Code::Unavailable => anyhow!(
+            "cannot reach the coordinator at {url}: {}",
+            status.message()
+        ),
+        Code::Unauthenticated => anyhow!("the coordinator at {url} refused: {}", status.message()),
+        _ => anyhow!("{}", status.message()),
+    }
+}
+
+/// A client of the coordinator, after checking its handshake.
+async fn connect(remote: &Remote) -> Result<Client> {
+    let options = connect_options(remote)?;
+    let (channel, auth) = brainfit_proto::channel(&options)?;
+    let have_token = auth.has_token();
+    let mut client = CoordinatorClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let hello = client
+        .handshake(HandshakeRequest {})
+        .await
+        .map_err(|s| rpc_error(&remote.coordinator, s))?;
+    brainfit_proto::check_handshake(&remote.coordinator, hello.get_ref(), have_token)?;
+    Ok(client)
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+async fn signalled() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `brainfit coordinator`: serves until SIGINT/SIGTERM.
+pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+    let state_url = if args.state.contains("://") {
+        args.state.clone()
+    } else {
+        super::dir_url(Path::new(&args.state))?
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            read_pem(cert, "TLS certificate")?,
+            read_pem(key, "TLS key")?,
+        )),
+        _ => None,
+    };
+    let token = args.token.clone().filter(|t| !t.is_empty());
+    let mut config = CoordinatorConfig::new(state_url.clone());
+    config.scheduler = SchedulerConfig {
+        lease_timeout: args.lease_timeout_ms.max(1),
+        max_attempts: args.max_attempts.max(1),
+    };
+    let coordinator = Coordinator::start(Store::new(), config)
+        .await
+        .with_context(|| format!("cannot load the job table at {state_url}"))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    if token.is_none() {
+        eprintln!(
+            "brainfit coordinator: no token (--token / BRAINFIT_TOKEN): anyone who can reach \
+             {addr} can submit jobs and read results"
+        );
+    }
+    println!(
+        "brainfit coordinator listening on {addr} ({}, {}, state {state_url})",
+        if tls.is_some() { "TLS" } else { "plain TCP" },
+        if token.is_some() {
+            "token required"
+        } else {
+            "no token"
+        },
+    );
+    std::io::stdout().flush()?;
+    let options = ServeOptions { token, tls };
+    brainfit_scheduler::service::serve(coordinator, listener, options, signalled()).await?;
+    Ok(())
+}
+
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}/{}", std::process::id())
+}
+
+/// `brainfit worker`: computes tasks until SIGINT/SIGTERM, then drains; a second signal exits
+/// at once.
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let options = GrpcWorkerOptions {
+        connect: connect_options(&args.remote)?,
+        threads: args.threads.unwrap_or_else(super::default_workers).max(1),
+        name: worker_name(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        signalled().await;
+        eprintln!(
+            "brainfit worker: draining (finishing running tasks, handing back the others); \
+             signal again to exit now"
+        );
+        let _ = stop.send(true);
+        signalled().await;
+        std::process::exit(130);
+    });
+    eprintln!(
+        "brainfit worker {} -> {} with {} threads",
+        options.name, options.connect.url, options.threads
+    );
+    run_grpc_worker(options, Store::new(), stopped).await?;
+    eprintln!("brainfit worker: stopped");
+    Ok(())
+}
+
+/// The job file's text, its name and the URL of its directory.
+async fn read_job(store: &Store, job: &str) -> Result<(String, String)> {
+    let url = if job.contains("://") {
+        job.to_string()
+    } else {
+        format!("file://{}", std::env::current_dir()?.join(job).display())
+    };
+    let bytes = store.get(&url).await?;
+    let text = String::from_utf8(bytes.to_vec()).with_context(|| format!("{job}: not UTF-8"))?;
+    Ok((text, brainfit_io::parent_url(&url)))
+}
+
+fn state_name(s: &JobStatus) -> &'static str {
+    match s.state() {
+        v1::JobState::Unspecified => "unknown",
+        v1::JobState::Preparing => "preparing",
+        v1::JobState::Running => "running",
+        v1::JobState::Merging => "merging",
+        v1::JobState::Succeeded => "succeeded",
+        v1::JobState::Failed => "failed",
+        v1::JobState::Cancelled => "cancelled",
+    }
+}
+
+fn status_json(s: &JobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": s.job_id,
+        "name": s.name,
+        "state": state_name(s),
+        "total": s.total,
+        "done": s.done,
+        "running": s.running,
+        "output": s.output,
+        "error": s.error,
+        "submitted_unix": s.submitted_unix,
+        "resumed": s.resumed,
+        "leases": s.leases,
+        "retries": s.retries,
+        "summary": serde_json::from_str::<serde_json::Value>(&s.summary_json).ok(),
+    })
+}
+
+/// `brainfit submit`.
+pub async fn submit(args: SubmitArgs) -> Result<()> {
+    let store = Store::new();
+    let (text, base_url) = read_job(&store, &args.job).await?;
+    // the same check the coordinator does, before any network
+    JobSpec::from_toml(&text, &args.job, &base_url)?;
+    let mut client = connect(&args.remote).await?;
+    let reply = client
+        .submit(SubmitRequest {
+            job_toml: text,
+            source_name: args.job.clone(),
+            base_url,
+        })
+        .await
+        .map_err(|s| rpc_error(&args.remote.coordinator, s))?
+        .into_inner();
+    let job = reply.job.context("the coordinator sent no job")?;
+    eprintln!(
+        "brainfit: submitted job {} ({}, {} tasks) -> {}",
+        job.job_id, job.name, job.total, job.output
+    );
+    println!("{}", job.job_id);
+    if !args.wait {
+        return Ok(());
+    }
+    let end = watch(&mut client, &args.remote.coordinator, &job.job_id).await?;
+    match end.state() {
+        v1::JobState::Succeeded => {
+            print_results(&end);
+            Ok(())
+        }
+        v1::JobState::Cancelled => {
+            eprintln!("brainfit: job {} was cancelled", end.job_id);
+            std::process::exit(EXIT_CANCELLED);
+        }
+        _ => bail!("job {} failed: {}", end.job_id, end.error),
+    }
+}
+
+/// Follows a job with a progress bar until it has ended; survives coordinator restarts.
+async fn watch(client: &mut Client, url: &str, id: &str) -> Result<JobStatus> {
+    let bar = super::progress_bar();
+    let mut down_since: Option<Instant> = None;
+    loop {
+        let stream = client
+            .watch(JobRequest {
+                job_id: id.to_string(),
+            })
+            .await;
+        let outcome = match stream {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(s)) => {
+                            down_since = None;
+                            bar.set_length(s.total);
+                            bar.set_position(s.done);
+                            bar.set_message(format!("{}, {} running", state_name(&s), s.running));
+                            if is_final(s.state()) {
+                                bar.finish_and_clear();
+                                return Ok(s);
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+                ) =>
+            {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(300) {
+                    bar.finish_and_clear();
+                    return Err(rpc_error(url, s));
+                }
+                bar.set_message("coordinator unreachable; retrying");
+            }
+            Err(s) => {
+                bar.finish_and_clear();
+                return Err(rpc_error(url, s));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_results(s: &JobStatus) {
+    println!(
+        "brainfit: job {} ({}) succeeded: {} tasks",
+        s.job_id, s.name, s.total
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&s.summary_json).unwrap_or(serde_json::Value::Null);
+    let report = brainfit_client::RunReport {
+        tasks: s.total as usize,
+        seconds: summary["compute_seconds"].as_f64().unwrap_or(f64::NAN),
+        summary,
+    };
+    super::print_summary(&report, &s.output);
+}
+
+/// `brainfit status`.
+pub async fn status(args: StatusArgs) -> Result<()> {
+    let mut client = connect(&args.remote).await?;
+    let url = &args.remote.coordinator;
+    if let Some(id) = &args.job_id {
+        let s = client
+            .get_job(JobRequest { job_id: id.clone() })
+            .await
+            .map_err(|e| rpc_error(url, e))?
+            .into_inner();
+        if args.json {
+            println!("{}", status_json(&s));
+        } else {
+            println!("job {} ({}): {}", s.job_id, s.name, state_name(&s));
+            println!(
+                "  tasks: {} of {} done, {} running, {} retried, {} resumed after a restart",
+                s.done, s.total, s.running, s.retries, s.resumed
+            );
+            println!("  output: {}", s.output);
+            if !s.error.is_empty() {
+                println!("  error: {}", s.error);
+            }
+        }
+        return Ok(());
+    }
+    let all = client
+        .list_jobs(ListJobsRequest {})
+        .await
+        .map_err(|e| rpc_error(url, e))?
+        .into_inner();
+    if args.json {
+        let workers: Vec<serde_json::Value> = all
+            .workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "worker_id": w.worker_id, "name": w.name, "threads": w.threads,
+                    "leases": w.leases, "idle_ms": w.idle_ms,
+                })
+            })
+            .collect();
+        let jobs: Vec<serde_json::Value> = all.jobs.iter().map(status_json).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "jobs": jobs, "workers": workers })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<20} {:<10} {:>11} {:>8}",
+        "JOB", "NAME", "STATE", "DONE", "RUNNING"
+    );
+    for s in &all.jobs {
+        println!(
+            "{:<28} {:<20} {:<10} {:>11} {:>8}",
+            s.job_id,
+            s.name,
+            state_name(s),
+            format!("{}/{}", s.done, s.total),
+            s.running
+        );
+    }
+    println!();
+    println!(
+        "{:<20} {:<28} {:>7} {:>7} {:>8}",
+        "WORKER", "NAME", "THREADS", "TASKS", "IDLE"
+    );
+    for w in &all.workers {
+        println!(
+            "{:<20} {:<28} {:>7} {:>7} {:>7.1}s",
+            w.worker_id,
+            w.name,
+            w.threads,
+            w.leases,
+            w.idle_ms as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
+/// `brainfit cancel`.
+pub async fn cancel(args: CancelArgs) -> Result<()> {
+    let mut client = connect(&args.remote).await?;
+    let s = client
+        .cancel(JobRequest {
+            job_id: args.job_id.clone(),
+        })
+        .await
+        .map_err(|e| rpc_error(&args.remote.coordinator, e))?
+        .into_inner();
+    println!(
+        "job {} cancelled ({} of {} tasks had finished)",
+        s.job_id, s.done, s.total
+    );
+    Ok(())
+}
+
+/// `brainfit results`.
+pub async fn results(args: ResultsArgs) -> Result<()> {
+    let mut client = connect(&args.remote).await?;
+    let s = client
+        .get_job(JobRequest {
+            job_id: args.job_id.clone(),
+        })
+        .await
+        .map_err(|e| rpc_error(&args.remote.coordinator, e))?
+        .into_inner();
+    match s.state() {
+        v1::JobState::Succeeded if args.json => println!("{}", s.summary_json),
+        v1::JobState::Succeeded => print_results(&s),
+        v1::JobState::Failed => bail!("job {} failed: {}", s.job_id, s.error),
+        _ => bail!(
+            "job {} is {} ({} of {} tasks done): no results yet",
+            s.job_id,
+            state_name(&s),
+            s.done,
+            s.total
+        ),
+    }
+    Ok(())
+}

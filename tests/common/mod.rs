@@ -1,0 +1,144 @@
+//! Helpers shared by the integration tests: synthetic studies written through the store, and
+//! child processes that are killed when a test ends (passes or panics).
+
+#![allow(dead_code)] // each test file uses some of these
+
+use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
+use brainfit_kernels::rng::Rng;
+use ndarray::{Array1, Array2, Array3};
+use std::process::Child;
+
+/// A tiny study: 6×7×5 volume, 120-voxel mask, 48 samples in 4 runs, voxels 0..20 driven by
+/// `a` (features `a.npy` 48×6 and `b.npy` 48×9, `brain.npy`, `mask.nii.gz`, `runs.npy`).
+/// `n_voxels_in_brain` overrides the brain matrix's width (to make it disagree with the mask).
+pub async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<usize>) {
+    let mut rng = Rng::new(42);
+    let mut mask = Array3::<f32>::zeros((6, 7, 5));
+    // gcd(37, 210) = 1, so exactly 120 of the 210 voxels, scattered
+    for (i, v) in mask.iter_mut().enumerate() {
+        if (i * 37) % 210 < 120 {
+            *v = 1.0;
+        }
+    }
+    let n_vox = mask.iter().filter(|v| **v != 0.0).count();
+    let a: Array2<f32> = rng.normal_array((48, 6));
+    let b: Array2<f32> = rng.normal_array((48, 9));
+    let mut brain: Array2<f32> = rng.normal_array((48, n_voxels_in_brain.unwrap_or(n_vox)));
+    let w: Array2<f32> = rng.normal_array((6, 20));
+    let signal = a.dot(&w);
+    brain
+        .slice_mut(ndarray::s![.., ..20])
+        .scaled_add(1.0, &signal);
+    let runs: Array1<i64> = (0..48).map(|t| t / 12).collect();
+    put_study(store, base, &mask, &brain, &a, &b, &runs).await;
+}
+
+/// The size of a [`write_sized_study`] study.
+#[derive(Debug, Clone, Copy)]
+pub struct StudySize {
+    /// Samples, in runs of `samples / runs`.
+    pub samples: usize,
+    /// Runs (groups).
+    pub runs: usize,
+    /// Voxels in the mask.
+    pub voxels: usize,
+    /// Features of space `a` (which drives voxels 0..20).
+    pub a: usize,
+    /// Features of space `b` (noise).
+    pub b: usize,
+}
+
+/// A study of `size` with the same files as [`write_study`]: a 16×16×z mask holding exactly
+/// `size.voxels` voxels, voxels 0..20 driven by `a`.
+pub async fn write_sized_study(store: &Store, base: &str, size: StudySize) {
+    let mut rng = Rng::new(1234);
+    let mut z = (2 * size.voxels).div_ceil(256);
+    if z.is_multiple_of(37) {
+        z += 1; // keep gcd(37, 256 z) = 1: exactly `voxels` voxels
+    }
+    let total = 256 * z;
+    let mut mask = Array3::<f32>::zeros((16, 16, z));
+    for (i, v) in mask.iter_mut().enumerate() {
+        if (i * 37) % total < size.voxels {
+            *v = 1.0;
+        }
+    }
+    let a: Array2<f32> = rng.normal_array((size.samples, size.a));
+    let b: Array2<f32> = rng.normal_array((size.samples, size.b));
+    let mut brain: Array2<f32> = rng.normal_array((size.samples, size.voxels));
+    let w: Array2<f32> = rng.normal_array((size.a, 20));
+    brain
+        .slice_mut(ndarray::s![.., ..20])
+        .scaled_add(0.3, &a.dot(&w));
+    let per_run = size.samples.div_ceil(size.runs);
+    let runs: Array1<i64> = (0..size.samples as i64)
+        .map(|t| t / per_run as i64)
+        .collect();
+    put_study(store, base, &mask, &brain, &a, &b, &runs).await;
+}
+
+async fn put_study(
+    store: &Store,
+    base: &str,
+    mask: &Array3<f32>,
+    brain: &Array2<f32>,
+    a: &Array2<f32>,
+    b: &Array2<f32>,
+    runs: &Array1<i64>,
+) {
+    let affine = [
+        [3.0, 0.0, 0.0, -9.0],
+        [0.0, 3.0, 0.0, -10.0],
+        [0.0, 0.0, 3.5, -7.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let files: [(&str, Vec<u8>); 5] = [
+        ("mask.nii.gz", write_nifti_f32(mask.view(), &affine, true)),
+        ("brain.npy", write_npy(&brain.view())),
+        ("a.npy", write_npy(&a.view())),
+        ("b.npy", write_npy(&b.view())),
+        ("runs.npy", write_npy(&runs.view())),
+    ];
+    for (name, bytes) in files {
+        store
+            .put(&join_url(base, name), bytes.into())
+            .await
+            .unwrap();
+    }
+}
+
+/// Every object below `prefix` except `summary.json` (it holds timings and the worker
+/// count), as (path below `prefix`, bytes), sorted.
+pub async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for url in store.list(prefix).await.unwrap() {
+        if url.ends_with("summary.json") || url.contains("/.brainfit/") {
+            continue;
+        }
+        let rel = url
+            .strip_prefix(prefix)
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        out.push((rel, store.get(&url).await.unwrap().to_vec()));
+    }
+    out
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped, so that no test leaves
+/// processes behind, even when it panics.
+pub struct Reaped(pub Child);
+
+impl Reaped {
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

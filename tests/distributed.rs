@@ -1,0 +1,583 @@
+//! Distributed runs with real processes on 127.0.0.1: a `brainfit coordinator` and `brainfit
+//! worker`s started from the built binary, driven with `brainfit submit / status / cancel /
+//! results`. Every run must give byte-identical outputs to the embedded run of the same job —
+//! also when workers are killed or drained mid-job and when the coordinator restarts mid-job.
+
+mod common;
+
+use brainfit_io::Store;
+use common::{Reaped, StudySize, outputs, write_sized_study, write_study};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "s3cret-test-token";
+
+/// 480 samples × 6144 voxels, spaces of 200 and 230 features: 24 tasks of ~0.1 s each.
+const SIZE: StudySize = StudySize {
+    samples: 480,
+    runs: 4,
+    voxels: 6144,
+    a: 200,
+    b: 230,
+};
+
+const JOB: &str = r#"
+name = "dist"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+[features]
+a = "a.npy"
+b = "b.npy"
+[encoding]
+alphas = { logspace = [-1, 3, 5] }
+cv = { kind = "group" }
+inner_cv = { kind = "kfold", k = 3 }
+[execution]
+voxels_per_task = 512
+"#;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_brainfit")
+}
+
+fn file_url(p: &Path) -> String {
+    format!("file://{}", p.display())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A directory holding the study and `job.toml`.
+fn study_dir(job: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(write_sized_study(
+        &Store::new(),
+        &file_url(dir.path()),
+        SIZE,
+    ));
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    dir
+}
+
+fn job_outputs(dir: &Path) -> Files {
+    rt().block_on(outputs(&Store::new(), &file_url(&dir.join("out"))))
+}
+
+/// Output files: (path below the output prefix, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
+/// The embedded run's outputs (`brainfit run`), computed once for all tests.
+fn reference() -> Arc<Files> {
+    static REFERENCE: Mutex<Option<Arc<Files>>> = Mutex::new(None);
+    let mut r = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = &*r {
+        return r.clone();
+    }
+    let dir = study_dir(JOB);
+    let out = run_cli(
+        Command::new(bin())
+            .args(["run", "job.toml", "--workers", "2"])
+            .current_dir(dir.path()),
+        120,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let outs = job_outputs(dir.path());
+    assert_eq!(outs.len(), 6, "score/alpha/score.nii.gz for two spaces");
+    *r = Some(Arc::new(outs));
+    r.clone().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command to its end, killing it after `timeout_s`.
+fn run_cli(cmd: &mut Command, timeout_s: u64) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(timeout_s)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{cmd:?} did not finish within {timeout_s} s");
+        }
+    }
+}
+
+/// `brainfit ARGS` as a client of `url`, with `token` (or none).
+fn client(args: &[&str], url: &str, token: Option<&str>) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args).args(["--coordinator", url]);
+    cmd.env_remove("BRAINFIT_TOKEN");
+    if let Some(t) = token {
+        cmd.env("BRAINFIT_TOKEN", t);
+    }
+    run_cli(&mut cmd, 60)
+}
+
+fn status(url: &str, id: &str) -> serde_json::Value {
+    let out = client(&["status", id, "--json"], url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn cluster_status(url: &str) -> serde_json::Value {
+    let out = client(&["status", "--json"], url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Polls the job until `what` holds (or panics after `timeout_s`).
+fn wait_for(
+    url: &str,
+    id: &str,
+    timeout_s: u64,
+    what: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let s = status(url, id);
+        if what(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(timeout_s),
+            "timed out waiting; last status {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn is_final(s: &serde_json::Value) -> bool {
+    ["succeeded", "failed", "cancelled"].contains(&s["state"].as_str().unwrap())
+}
+
+/// Starts a coordinator; returns it and the address it listens on.
+fn coordinator(dir: &Path, listen: &str, token: Option<&str>, extra: &[&str]) -> (Reaped, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("coordinator.log"))
+        .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["coordinator", "--listen", listen, "--state"])
+        .arg(dir.join("state"))
+        .args(extra)
+        .env_remove("BRAINFIT_TOKEN")
+        .env("BRAINFIT_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    if let Some(t) = token {
+        cmd.env("BRAINFIT_TOKEN", t);
+    }
+    let mut child = Reaped(cmd.spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line); // keep draining once the receiver is gone
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the coordinator prints its address");
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+fn worker(dir: &Path, url: &str, token: Option<&str>, n: usize) -> Reaped {
+    let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["worker", "--coordinator", url, "--threads", "1"])
+        .env_remove("BRAINFIT_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(t) = token {
+        cmd.env("BRAINFIT_TOKEN", t);
+    }
+    Reaped(cmd.spawn().unwrap())
+}
+
+fn submit(dir: &Path, url: &str) -> String {
+    let out = client(
+        &["submit", dir.join("job.toml").to_str().unwrap()],
+        url,
+        Some(TOKEN),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn parts(dir: &Path, id: &str) -> usize {
+    let p: PathBuf = dir.join(format!("out/.brainfit/runs/{id}/parts"));
+    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+}
+
+fn signal(child: &Reaped, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn log(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
+    let reference = reference();
+    let dir = study_dir(JOB);
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..3)
+        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
+        .collect();
+    let out = client(
+        &[
+            "submit",
+            dir.path().join("job.toml").to_str().unwrap(),
+            "--wait",
+        ],
+        &url,
+        Some(TOKEN),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("succeeded") && stdout.contains("encoding a"),
+        "{stdout}"
+    );
+    assert!(
+        job_outputs(dir.path()) == *reference,
+        "distributed outputs differ from the embedded run's"
+    );
+    let id = stdout.lines().next().unwrap().trim().to_string();
+    let results = client(&["results", &id], &url, Some(TOKEN));
+    assert!(results.status.success(), "{}", text(&results));
+    assert!(String::from_utf8_lossy(&results.stdout).contains(&file_url(&dir.path().join("out"))));
+    let s = status(&url, &id);
+    assert_eq!(
+        (s["done"].as_u64(), s["total"].as_u64()),
+        (Some(24), Some(24))
+    );
+    let summary = &s["summary"];
+    assert!(summary["workers"].as_u64().unwrap() >= 1, "{summary}");
+
+    // a wrong or missing token is refused, and never echoed
+    for token in [Some("wrong-token"), None] {
+        let out = client(&["status"], &url, token);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("token") && !err.contains(TOKEN), "{err}");
+    }
+    let mut rogue = worker(dir.path(), &url, Some("wrong-token"), 9);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(code) = rogue.0.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a refused worker exits"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!code.success());
+    assert!(log(dir.path(), "worker-9.log").contains("refused"));
+    // a client holding a token refuses a coordinator that does not require one
+    let (_open, open_addr) = coordinator(&dir.path().join("open"), "127.0.0.1:0", None, &[]);
+    let out = client(&["status"], &format!("http://{open_addr}"), Some(TOKEN));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not require a token"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !log(dir.path(), "coordinator.log").contains(TOKEN),
+        "no credential is logged"
+    );
+}
+
+#[test]
+fn killing_and_draining_workers_mid_job_still_gives_the_embedded_outputs() {
+    let reference = reference();
+    let dir = study_dir(JOB);
+    let (_coordinator, addr) = coordinator(
+        dir.path(),
+        "127.0.0.1:0",
+        Some(TOKEN),
+        &["--lease-timeout-ms", "1500"],
+    );
+    let url = format!("http://{addr}");
+    let mut workers: Vec<Option<Reaped>> = (0..3)
+        .map(|i| Some(worker(dir.path(), &url, Some(TOKEN), i)))
+        .collect();
+    let id = submit(dir.path(), &url);
+    // kill worker 0 while it holds a task, a few tasks into the job
+    let victim = workers[0].as_ref().unwrap().id();
+    let start = Instant::now();
+    loop {
+        let c = cluster_status(&url);
+        let job = &c["jobs"][0];
+        let busy = c["workers"].as_array().unwrap().iter().any(|w| {
+            w["name"].as_str().unwrap().ends_with(&format!("/{victim}"))
+                && w["leases"].as_u64().unwrap() > 0
+        });
+        let done = job["done"].as_u64().unwrap();
+        assert!(done < 20, "the job ran too far before a kill: {c}");
+        if busy && done >= 2 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{c}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(workers[0].as_ref().unwrap(), "-KILL");
+    drop(workers[0].take());
+    // drain worker 1: it finishes its task, hands back nothing else, and exits cleanly
+    signal(workers[1].as_ref().unwrap(), "-TERM");
+    let drained = workers[1].as_mut().unwrap();
+    let start = Instant::now();
+    let code = loop {
+        if let Some(code) = drained.0.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "a drained worker exits"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{}", log(dir.path(), "worker-1.log"));
+    assert!(log(dir.path(), "worker-1.log").contains("draining"));
+    let s = wait_for(&url, &id, 60, is_final);
+    eprintln!("final status: {s}");
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert!(
+        s["retries"].as_u64().unwrap() >= 1,
+        "the killed worker's task was re-queued after the lease timeout: {s}"
+    );
+    assert!(
+        job_outputs(dir.path()) == *reference,
+        "outputs differ from the embedded run's"
+    );
+}
+
+#[test]
+fn a_restarted_coordinator_resumes_the_job_without_redoing_finished_tasks() {
+    let reference = reference();
+    let dir = study_dir(JOB);
+    let extra = ["--lease-timeout-ms", "3000"];
+    let (first, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &extra);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..2)
+        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
+        .collect();
+    // a waiting client follows the job across the restart
+    let mut waiting = Command::new(bin());
+    waiting
+        .args([
+            "submit",
+            dir.path().join("job.toml").to_str().unwrap(),
+            "--wait",
+        ])
+        .args(["--coordinator", &url])
+        .env("BRAINFIT_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut waiting = Reaped(waiting.spawn().unwrap());
+    let mut lines = BufReader::new(waiting.0.stdout.take().unwrap()).lines();
+    let id = lines.next().unwrap().unwrap().trim().to_string();
+    wait_for(&url, &id, 30, |s| s["done"].as_u64().unwrap() >= 6);
+    signal(&first, "-KILL");
+    drop(first);
+    let finished = parts(dir.path(), &id);
+    eprintln!("{finished} parts stored when the coordinator was killed");
+    assert!((6..24).contains(&finished), "{finished} parts at the kill");
+
+    let (_second, again) = coordinator(dir.path(), &addr, Some(TOKEN), &extra);
+    assert_eq!(again, addr);
+    let s = wait_for(&url, &id, 60, is_final);
+    eprintln!("final status: {s}");
+    assert_eq!(s["state"], "succeeded", "{s}");
+    let (total, resumed) = (s["total"].as_u64().unwrap(), s["resumed"].as_u64().unwrap());
+    let (leases, retries) = (
+        s["leases"].as_u64().unwrap(),
+        s["retries"].as_u64().unwrap(),
+    );
+    assert!(resumed >= finished as u64, "{s}");
+    assert!(
+        leases <= total - resumed + retries,
+        "finished tasks were leased again: {s}"
+    );
+    assert!(
+        job_outputs(dir.path()) == *reference,
+        "outputs differ from the embedded run's"
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let code = waiting.0.wait().unwrap();
+    assert!(code.success(), "the waiting client: {rest:?}");
+    assert!(rest.join("\n").contains("succeeded"), "{rest:?}");
+}
+
+#[test]
+fn failing_and_cancelled_jobs_end_with_their_exit_status() {
+    // features with a NaN pass submission (only headers are checked) but fail every attempt
+    let dir = study_dir(&JOB.replace("b.npy", "nan.npy"));
+    let mut b = ndarray::Array2::<f32>::ones((SIZE.samples, 4));
+    b[(5, 2)] = f32::NAN;
+    std::fs::write(
+        dir.path().join("nan.npy"),
+        brainfit_io::write_npy(&b.view()),
+    )
+    .unwrap();
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    // a job cancelled while it waits for workers: `submit --wait` exits with 3
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "submit",
+        dir.path().join("job.toml").to_str().unwrap(),
+        "--wait",
+    ])
+    .args(["--coordinator", &url])
+    .env("BRAINFIT_TOKEN", TOKEN)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut waiting = Reaped(cmd.spawn().unwrap());
+    let mut lines = BufReader::new(waiting.0.stdout.take().unwrap()).lines();
+    let id = lines.next().unwrap().unwrap().trim().to_string();
+    let out = client(&["cancel", &id], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(waiting.0.wait().unwrap().code(), Some(3));
+    assert_eq!(status(&url, &id)["state"], "cancelled");
+    let out = client(&["results", &id], &url, Some(TOKEN));
+    assert!(!out.status.success());
+
+    // the same job with workers: every attempt at a task of `b` fails -> the job fails (exit 1)
+    let _workers: Vec<Reaped> = (0..2)
+        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
+        .collect();
+    let out = client(
+        &[
+            "submit",
+            dir.path().join("job.toml").to_str().unwrap(),
+            "--wait",
+        ],
+        &url,
+        Some(TOKEN),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nan.npy") && err.contains("NaN"), "{err}");
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(d.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(d.join("key.pem"), key.serialize_pem()).unwrap();
+    // the tiny study: two tasks
+    rt().block_on(write_study(&Store::new(), &file_url(d), None));
+    std::fs::write(
+        d.join("job.toml"),
+        "name = \"tls\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\nmask = \"mask.nii.gz\"\n\
+         [features]\na = \"a.npy\"\n[encoding]\ncv = { kind = \"kfold\", k = 3 }\n",
+    )
+    .unwrap();
+    let cert_args = [
+        "--tls-cert",
+        d.join("cert.pem").to_str().unwrap(),
+        "--tls-key",
+        d.join("key.pem").to_str().unwrap(),
+    ]
+    .map(String::from);
+    let cert_args: Vec<&str> = cert_args.iter().map(String::as_str).collect();
+    let (_coordinator, addr) = coordinator(d, "127.0.0.1:0", Some(TOKEN), &cert_args);
+    let url = format!("https://{addr}");
+    let ca_path = d.join("ca.pem");
+    let mut w = Command::new(bin());
+    w.args([
+        "worker",
+        "--coordinator",
+        &url,
+        "--threads",
+        "1",
+        "--tls-ca",
+    ])
+    .arg(&ca_path)
+    .env("BRAINFIT_TOKEN", TOKEN)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(d.join("worker.log")).unwrap());
+    let _worker = Reaped(w.spawn().unwrap());
+    let job = d.join("job.toml");
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "submit",
+        job.to_str().unwrap(),
+        "--wait",
+        "--coordinator",
+        &url,
+        "--tls-ca",
+    ])
+    .arg(&ca_path)
+    .env("BRAINFIT_TOKEN", TOKEN);
+    let out = run_cli(&mut cmd, 60);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        log(d, "worker.log")
+    );
+    assert!(d.join("out/encoding/a/score.npy").is_file());
+    // without the CA, or over plain HTTP, there is no talking to it
+    let out = client(&["status"], &url, Some(TOKEN));
+    assert!(!out.status.success());
+    let out = client(&["status"], &format!("http://{addr}"), Some(TOKEN));
+    assert!(!out.status.success());
+}
