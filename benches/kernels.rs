@@ -49,13 +49,23 @@ fn searchlight(c: &mut Criterion) {
     let patterns: Array2<f64> = rng.normal_array((92, 20));
     let model = rdm(patterns.view(), RdmMethod::Euclidean).unwrap();
     let raw = model.clone().insert_axis(ndarray::Axis(0));
-    let features = comparison_features(model.view(), CompareMethod::Spearman).unwrap().insert_axis(ndarray::Axis(0));
+    let features = comparison_features(model.view(), CompareMethod::Spearman)
+        .unwrap()
+        .insert_axis(ndarray::Axis(0));
     let mut group = c.benchmark_group("searchlight");
     group.sample_size(10);
     group.bench_function("1728 centres, 92 conditions, radius 3, spearman", |b| {
         b.iter(|| {
-            searchlight::<f32, Backend>(data.view(), &hoods, 0..hoods.len(), RdmMethod::Correlation, features.view(), raw.view(), CompareMethod::Spearman)
-                .unwrap()
+            searchlight::<f32, Backend>(
+                data.view(),
+                &hoods,
+                0..hoods.len(),
+                RdmMethod::Correlation,
+                features.view(),
+                raw.view(),
+                CompareMethod::Spearman,
+            )
+            .unwrap()
         })
     });
     group.finish();

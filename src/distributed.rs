@@ -142,10 +142,7 @@ fn connect_options(remote: &Remote) -> Result<ConnectOptions> {
 /// An error of an RPC, worded for people.
 fn rpc_error(url: &str, status: Status) -> anyhow::Error {
     match status.code() {
-        Code::Unavailable => anyhow!(
-            "cannot reach the coordinator at {url}: {}",
-            status.message()
-        ),
+        Code::Unavailable => anyhow!("cannot reach the coordinator at {url}: {}", status.message()),
         Code::Unauthenticated => anyhow!("the coordinator at {url} refused: {}", status.message()),
         _ => anyhow!("{}", status.message()),
     }
@@ -185,10 +182,9 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         super::dir_url(Path::new(&args.state))?
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some((
-            read_pem(cert, "TLS certificate")?,
-            read_pem(key, "TLS key")?,
-        )),
+        (Some(cert), Some(key)) => {
+            Some((read_pem(cert, "TLS certificate")?, read_pem(key, "TLS key")?))
+        }
         _ => None,
     };
     let token = args.token.clone().filter(|t| !t.is_empty());
@@ -213,11 +209,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     println!(
         "brainfit coordinator listening on {addr} ({}, {}, state {state_url})",
         if tls.is_some() { "TLS" } else { "plain TCP" },
-        if token.is_some() {
-            "token required"
-        } else {
-            "no token"
-        },
+        if token.is_some() { "token required" } else { "no token" },
     );
     std::io::stdout().flush()?;
     let options = ServeOptions { token, tls };
@@ -313,11 +305,7 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
     JobSpec::from_toml(&text, &args.job, &base_url)?;
     let mut client = connect(&args.remote).await?;
     let reply = client
-        .submit(SubmitRequest {
-            job_toml: text,
-            source_name: args.job.clone(),
-            base_url,
-        })
+        .submit(SubmitRequest { job_toml: text, source_name: args.job.clone(), base_url })
         .await
         .map_err(|s| rpc_error(&args.remote.coordinator, s))?
         .into_inner();
@@ -349,11 +337,7 @@ async fn watch(client: &mut Client, url: &str, id: &str) -> Result<JobStatus> {
     let bar = super::progress_bar();
     let mut down_since: Option<Instant> = None;
     loop {
-        let stream = client
-            .watch(JobRequest {
-                job_id: id.to_string(),
-            })
-            .await;
+        let stream = client.watch(JobRequest { job_id: id.to_string() }).await;
         let outcome = match stream {
             Ok(stream) => {
                 let mut stream = stream.into_inner();
@@ -401,10 +385,7 @@ async fn watch(client: &mut Client, url: &str, id: &str) -> Result<JobStatus> {
 }
 
 fn print_results(s: &JobStatus) {
-    println!(
-        "brainfit: job {} ({}) succeeded: {} tasks",
-        s.job_id, s.name, s.total
-    );
+    println!("brainfit: job {} ({}) succeeded: {} tasks", s.job_id, s.name, s.total);
     let summary: serde_json::Value =
         serde_json::from_str(&s.summary_json).unwrap_or(serde_json::Value::Null);
     let report = brainfit_client::RunReport {
@@ -440,11 +421,8 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let all = client
-        .list_jobs(ListJobsRequest {})
-        .await
-        .map_err(|e| rpc_error(url, e))?
-        .into_inner();
+    let all =
+        client.list_jobs(ListJobsRequest {}).await.map_err(|e| rpc_error(url, e))?.into_inner();
     if args.json {
         let workers: Vec<serde_json::Value> = all
             .workers
@@ -457,16 +435,10 @@ pub async fn status(args: StatusArgs) -> Result<()> {
             })
             .collect();
         let jobs: Vec<serde_json::Value> = all.jobs.iter().map(status_json).collect();
-        println!(
-            "{}",
-            serde_json::json!({ "jobs": jobs, "workers": workers })
-        );
+        println!("{}", serde_json::json!({ "jobs": jobs, "workers": workers }));
         return Ok(());
     }
-    println!(
-        "{:<28} {:<20} {:<10} {:>11} {:>8}",
-        "JOB", "NAME", "STATE", "DONE", "RUNNING"
-    );
+    println!("{:<28} {:<20} {:<10} {:>11} {:>8}", "JOB", "NAME", "STATE", "DONE", "RUNNING");
     for s in &all.jobs {
         println!(
             "{:<28} {:<20} {:<10} {:>11} {:>8}",
@@ -478,10 +450,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         );
     }
     println!();
-    println!(
-        "{:<20} {:<28} {:>7} {:>7} {:>8}",
-        "WORKER", "NAME", "THREADS", "TASKS", "IDLE"
-    );
+    println!("{:<20} {:<28} {:>7} {:>7} {:>8}", "WORKER", "NAME", "THREADS", "TASKS", "IDLE");
     for w in &all.workers {
         println!(
             "{:<20} {:<28} {:>7} {:>7} {:>7.1}s",
@@ -499,16 +468,11 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 pub async fn cancel(args: CancelArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
     let s = client
-        .cancel(JobRequest {
-            job_id: args.job_id.clone(),
-        })
+        .cancel(JobRequest { job_id: args.job_id.clone() })
         .await
         .map_err(|e| rpc_error(&args.remote.coordinator, e))?
         .into_inner();
-    println!(
-        "job {} cancelled ({} of {} tasks had finished)",
-        s.job_id, s.done, s.total
-    );
+    println!("job {} cancelled ({} of {} tasks had finished)", s.job_id, s.done, s.total);
     Ok(())
 }
 
@@ -516,9 +480,7 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
 pub async fn results(args: ResultsArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
     let s = client
-        .get_job(JobRequest {
-            job_id: args.job_id.clone(),
-        })
+        .get_job(JobRequest { job_id: args.job_id.clone() })
         .await
         .map_err(|e| rpc_error(&args.remote.coordinator, e))?
         .into_inner();

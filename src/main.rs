@@ -64,17 +64,13 @@ enum Command {
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// `file://` URL of a local directory (created if missing).
 fn dir_url(dir: &Path) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let abs = dir
-        .canonicalize()
-        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let abs = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
     Ok(format!("file://{}", abs.display()))
 }
 
@@ -90,11 +86,7 @@ async fn load_job(store: &Store, job: &str) -> Result<JobSpec> {
     let bytes = store.get(&url).await?;
     let text =
         String::from_utf8(bytes.to_vec()).with_context(|| format!("{job}: not UTF-8 text"))?;
-    Ok(JobSpec::from_toml(
-        &text,
-        job,
-        &brainfit_io::store::parent_url(&url),
-    )?)
+    Ok(JobSpec::from_toml(&text, job, &brainfit_io::store::parent_url(&url))?)
 }
 
 fn progress_bar() -> ProgressBar {
@@ -139,10 +131,7 @@ fn print_summary(report: &brainfit_client::RunReport, output: &str) {
         s["linalg_backend"].as_str().unwrap_or("?")
     );
     for subject in s["subjects"].as_array().into_iter().flatten() {
-        let name = subject["name"]
-            .as_str()
-            .map(|n| format!("{n}: "))
-            .unwrap_or_default();
+        let name = subject["name"].as_str().map(|n| format!("{n}: ")).unwrap_or_default();
         println!(
             "  {name}{} samples x {} voxels ({})",
             subject["n_samples"],
@@ -220,25 +209,22 @@ async fn main() -> Result<()> {
                     println!("    feature space {:<16} {p} features", space.name);
                 }
             }
-            println!(
-                "  {} tasks; results would go to {}",
-                tasks.len(),
-                spec.output
-            );
+            println!("  {} tasks; results would go to {}", tasks.len(), spec.output);
         }
         Command::Demo { out, workers } => {
             let out_url = dir_url(&out)?;
-            eprintln!(
-                "brainfit demo: writing a synthetic study to {}",
-                out.display()
-            );
+            eprintln!("brainfit demo: writing a synthetic study to {}", out.display());
             let study = demo::generate(&store, &out_url).await?;
             let spec =
                 JobSpec::from_toml(&study.job, &format!("{}/job.toml", out.display()), &out_url)?;
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
             print_summary(&report, &output);
-            println!("planted effects ({} mask voxels, {} stimuli):", study.n_voxels, demo::RUNS.0 * demo::RUNS.1);
+            println!(
+                "planted effects ({} mask voxels, {} stimuli):",
+                study.n_voxels,
+                demo::RUNS.0 * demo::RUNS.1
+            );
             let (lines, all_found) = demo::check(&store, &output, &study).await?;
             lines.iter().for_each(|l| println!("{l}"));
             if !all_found {

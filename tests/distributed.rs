@@ -16,13 +16,7 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "s3cret-test-token";
 
 /// 480 samples × 6144 voxels, spaces of 200 and 230 features: 24 tasks of ~0.1 s each.
-const SIZE: StudySize = StudySize {
-    samples: 480,
-    runs: 4,
-    voxels: 6144,
-    a: 200,
-    b: 230,
-};
+const SIZE: StudySize = StudySize { samples: 480, runs: 4, voxels: 6144, a: 200, b: 230 };
 
 const JOB: &str = r#"
 name = "dist"
@@ -51,20 +45,13 @@ fn file_url(p: &Path) -> String {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// A directory holding the study and `job.toml`.
 fn study_dir(job: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    rt().block_on(write_sized_study(
-        &Store::new(),
-        &file_url(dir.path()),
-        SIZE,
-    ));
+    rt().block_on(write_sized_study(&Store::new(), &file_url(dir.path()), SIZE));
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     dir
 }
@@ -85,9 +72,7 @@ fn reference() -> Arc<Files> {
     }
     let dir = study_dir(JOB);
     let out = run_cli(
-        Command::new(bin())
-            .args(["run", "job.toml", "--workers", "2"])
-            .current_dir(dir.path()),
+        Command::new(bin()).args(["run", "job.toml", "--workers", "2"]).current_dir(dir.path()),
         120,
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -108,11 +93,7 @@ fn text(out: &Output) -> String {
 
 /// Runs a command to its end, killing it after `timeout_s`.
 fn run_cli(cmd: &mut Command, timeout_s: u64) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -121,9 +102,7 @@ fn run_cli(cmd: &mut Command, timeout_s: u64) -> Output {
     match rx.recv_timeout(Duration::from_secs(timeout_s)) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
             panic!("{cmd:?} did not finish within {timeout_s} s");
         }
     }
@@ -205,9 +184,8 @@ fn coordinator(dir: &Path, listen: &str, token: Option<&str>, extra: &[&str]) ->
             let _ = tx.send(line); // keep draining once the receiver is gone
         }
     });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the coordinator prints its address");
+    let line =
+        rx.recv_timeout(Duration::from_secs(30)).expect("the coordinator prints its address");
     let addr = line
         .split("listening on ")
         .nth(1)
@@ -231,11 +209,7 @@ fn worker(dir: &Path, url: &str, token: Option<&str>, n: usize) -> Reaped {
 }
 
 fn submit(dir: &Path, url: &str) -> String {
-    let out = client(
-        &["submit", dir.join("job.toml").to_str().unwrap()],
-        url,
-        Some(TOKEN),
-    );
+    let out = client(&["submit", dir.join("job.toml").to_str().unwrap()], url, Some(TOKEN));
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
@@ -246,10 +220,7 @@ fn parts(dir: &Path, id: &str) -> usize {
 }
 
 fn signal(child: &Reaped, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
+    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
     assert!(ok.success());
 }
 
@@ -263,24 +234,15 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
     let dir = study_dir(JOB);
     let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
     let url = format!("http://{addr}");
-    let _workers: Vec<Reaped> = (0..3)
-        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
-        .collect();
+    let _workers: Vec<Reaped> = (0..3).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
     let out = client(
-        &[
-            "submit",
-            dir.path().join("job.toml").to_str().unwrap(),
-            "--wait",
-        ],
+        &["submit", dir.path().join("job.toml").to_str().unwrap(), "--wait"],
         &url,
         Some(TOKEN),
     );
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("succeeded") && stdout.contains("encoding a"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("succeeded") && stdout.contains("encoding a"), "{stdout}");
     assert!(
         job_outputs(dir.path()) == *reference,
         "distributed outputs differ from the embedded run's"
@@ -290,10 +252,7 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
     assert!(results.status.success(), "{}", text(&results));
     assert!(String::from_utf8_lossy(&results.stdout).contains(&file_url(&dir.path().join("out"))));
     let s = status(&url, &id);
-    assert_eq!(
-        (s["done"].as_u64(), s["total"].as_u64()),
-        (Some(24), Some(24))
-    );
+    assert_eq!((s["done"].as_u64(), s["total"].as_u64()), (Some(24), Some(24)));
     let summary = &s["summary"];
     assert!(summary["workers"].as_u64().unwrap() >= 1, "{summary}");
 
@@ -310,10 +269,7 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
         if let Some(code) = rogue.0.try_wait().unwrap() {
             break code;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "a refused worker exits"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "a refused worker exits");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!code.success());
@@ -327,26 +283,18 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
         "{}",
         text(&out)
     );
-    assert!(
-        !log(dir.path(), "coordinator.log").contains(TOKEN),
-        "no credential is logged"
-    );
+    assert!(!log(dir.path(), "coordinator.log").contains(TOKEN), "no credential is logged");
 }
 
 #[test]
 fn killing_and_draining_workers_mid_job_still_gives_the_embedded_outputs() {
     let reference = reference();
     let dir = study_dir(JOB);
-    let (_coordinator, addr) = coordinator(
-        dir.path(),
-        "127.0.0.1:0",
-        Some(TOKEN),
-        &["--lease-timeout-ms", "1500"],
-    );
+    let (_coordinator, addr) =
+        coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &["--lease-timeout-ms", "1500"]);
     let url = format!("http://{addr}");
-    let mut workers: Vec<Option<Reaped>> = (0..3)
-        .map(|i| Some(worker(dir.path(), &url, Some(TOKEN), i)))
-        .collect();
+    let mut workers: Vec<Option<Reaped>> =
+        (0..3).map(|i| Some(worker(dir.path(), &url, Some(TOKEN), i))).collect();
     let id = submit(dir.path(), &url);
     // kill worker 0 while it holds a task, a few tasks into the job
     let victim = workers[0].as_ref().unwrap().id();
@@ -376,10 +324,7 @@ fn killing_and_draining_workers_mid_job_still_gives_the_embedded_outputs() {
         if let Some(code) = drained.0.try_wait().unwrap() {
             break code;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "a drained worker exits"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "a drained worker exits");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(code.success(), "{}", log(dir.path(), "worker-1.log"));
@@ -391,10 +336,7 @@ fn killing_and_draining_workers_mid_job_still_gives_the_embedded_outputs() {
         s["retries"].as_u64().unwrap() >= 1,
         "the killed worker's task was re-queued after the lease timeout: {s}"
     );
-    assert!(
-        job_outputs(dir.path()) == *reference,
-        "outputs differ from the embedded run's"
-    );
+    assert!(job_outputs(dir.path()) == *reference, "outputs differ from the embedded run's");
 }
 
 #[test]
@@ -404,17 +346,11 @@ fn a_restarted_coordinator_resumes_the_job_without_redoing_finished_tasks() {
     let extra = ["--lease-timeout-ms", "3000"];
     let (first, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &extra);
     let url = format!("http://{addr}");
-    let _workers: Vec<Reaped> = (0..2)
-        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
-        .collect();
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
     // a waiting client follows the job across the restart
     let mut waiting = Command::new(bin());
     waiting
-        .args([
-            "submit",
-            dir.path().join("job.toml").to_str().unwrap(),
-            "--wait",
-        ])
+        .args(["submit", dir.path().join("job.toml").to_str().unwrap(), "--wait"])
         .args(["--coordinator", &url])
         .env("BRAINFIT_TOKEN", TOKEN)
         .stdout(Stdio::piped())
@@ -435,19 +371,10 @@ fn a_restarted_coordinator_resumes_the_job_without_redoing_finished_tasks() {
     eprintln!("final status: {s}");
     assert_eq!(s["state"], "succeeded", "{s}");
     let (total, resumed) = (s["total"].as_u64().unwrap(), s["resumed"].as_u64().unwrap());
-    let (leases, retries) = (
-        s["leases"].as_u64().unwrap(),
-        s["retries"].as_u64().unwrap(),
-    );
+    let (leases, retries) = (s["leases"].as_u64().unwrap(), s["retries"].as_u64().unwrap());
     assert!(resumed >= finished as u64, "{s}");
-    assert!(
-        leases <= total - resumed + retries,
-        "finished tasks were leased again: {s}"
-    );
-    assert!(
-        job_outputs(dir.path()) == *reference,
-        "outputs differ from the embedded run's"
-    );
+    assert!(leases <= total - resumed + retries, "finished tasks were leased again: {s}");
+    assert!(job_outputs(dir.path()) == *reference, "outputs differ from the embedded run's");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let code = waiting.0.wait().unwrap();
     assert!(code.success(), "the waiting client: {rest:?}");
@@ -460,24 +387,16 @@ fn failing_and_cancelled_jobs_end_with_their_exit_status() {
     let dir = study_dir(&JOB.replace("b.npy", "nan.npy"));
     let mut b = ndarray::Array2::<f32>::ones((SIZE.samples, 4));
     b[(5, 2)] = f32::NAN;
-    std::fs::write(
-        dir.path().join("nan.npy"),
-        brainfit_io::write_npy(&b.view()),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("nan.npy"), brainfit_io::write_npy(&b.view())).unwrap();
     let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
     let url = format!("http://{addr}");
     // a job cancelled while it waits for workers: `submit --wait` exits with 3
     let mut cmd = Command::new(bin());
-    cmd.args([
-        "submit",
-        dir.path().join("job.toml").to_str().unwrap(),
-        "--wait",
-    ])
-    .args(["--coordinator", &url])
-    .env("BRAINFIT_TOKEN", TOKEN)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    cmd.args(["submit", dir.path().join("job.toml").to_str().unwrap(), "--wait"])
+        .args(["--coordinator", &url])
+        .env("BRAINFIT_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut waiting = Reaped(cmd.spawn().unwrap());
     let mut lines = BufReader::new(waiting.0.stdout.take().unwrap()).lines();
     let id = lines.next().unwrap().unwrap().trim().to_string();
@@ -489,15 +408,9 @@ fn failing_and_cancelled_jobs_end_with_their_exit_status() {
     assert!(!out.status.success());
 
     // the same job with workers: every attempt at a task of `b` fails -> the job fails (exit 1)
-    let _workers: Vec<Reaped> = (0..2)
-        .map(|i| worker(dir.path(), &url, Some(TOKEN), i))
-        .collect();
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
     let out = client(
-        &[
-            "submit",
-            dir.path().join("job.toml").to_str().unwrap(),
-            "--wait",
-        ],
+        &["submit", dir.path().join("job.toml").to_str().unwrap(), "--wait"],
         &url,
         Some(TOKEN),
     );
@@ -542,38 +455,19 @@ fn tls_with_a_private_ca() {
     let url = format!("https://{addr}");
     let ca_path = d.join("ca.pem");
     let mut w = Command::new(bin());
-    w.args([
-        "worker",
-        "--coordinator",
-        &url,
-        "--threads",
-        "1",
-        "--tls-ca",
-    ])
-    .arg(&ca_path)
-    .env("BRAINFIT_TOKEN", TOKEN)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(d.join("worker.log")).unwrap());
+    w.args(["worker", "--coordinator", &url, "--threads", "1", "--tls-ca"])
+        .arg(&ca_path)
+        .env("BRAINFIT_TOKEN", TOKEN)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("worker.log")).unwrap());
     let _worker = Reaped(w.spawn().unwrap());
     let job = d.join("job.toml");
     let mut cmd = Command::new(bin());
-    cmd.args([
-        "submit",
-        job.to_str().unwrap(),
-        "--wait",
-        "--coordinator",
-        &url,
-        "--tls-ca",
-    ])
-    .arg(&ca_path)
-    .env("BRAINFIT_TOKEN", TOKEN);
+    cmd.args(["submit", job.to_str().unwrap(), "--wait", "--coordinator", &url, "--tls-ca"])
+        .arg(&ca_path)
+        .env("BRAINFIT_TOKEN", TOKEN);
     let out = run_cli(&mut cmd, 60);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out),
-        log(d, "worker.log")
-    );
+    assert!(out.status.success(), "{}\n{}", text(&out), log(d, "worker.log"));
     assert!(d.join("out/encoding/a/score.npy").is_file());
     // without the CA, or over plain HTTP, there is no talking to it
     let out = client(&["status"], &url, Some(TOKEN));

@@ -34,17 +34,10 @@ async fn run(
     workers: usize,
 ) -> Result<serde_json::Value, String> {
     let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(
-        store,
-        spec,
-        RunOptions {
-            workers,
-            on_progress: None,
-        },
-    )
-    .await
-    .map(|r| r.summary)
-    .map_err(|e| e.to_string())
+    run_job(store, spec, RunOptions { workers, on_progress: None })
+        .await
+        .map(|r| r.summary)
+        .map_err(|e| e.to_string())
 }
 
 async fn outputs(store: &Store, base: &str) -> Vec<(String, Vec<u8>)> {
@@ -68,10 +61,8 @@ async fn memory_run_is_identical_for_1_and_4_workers() {
     let one = outputs(&store, base).await;
     run(&store, base, JOB, 4).await.unwrap();
     let four = outputs(&store, base).await;
-    let names: Vec<&str> = one
-        .iter()
-        .map(|(u, _)| u.strip_prefix("memory://e2e/study/out/").unwrap())
-        .collect();
+    let names: Vec<&str> =
+        one.iter().map(|(u, _)| u.strip_prefix("memory://e2e/study/out/").unwrap()).collect();
     assert_eq!(
         names,
         vec![
@@ -88,18 +79,11 @@ async fn memory_run_is_identical_for_1_and_4_workers() {
     let score = brainfit_io::parse_npy(&one[2].1, "a").unwrap().to_f64();
     let planted = score.iter().take(20).sum::<f64>() / 20.0;
     let rest = score.iter().skip(20).sum::<f64>() / (score.len() - 20) as f64;
-    assert!(
-        planted > 0.5 && rest < 0.05,
-        "planted {planted}, rest {rest}"
-    );
+    assert!(planted > 0.5 && rest < 0.05, "planted {planted}, rest {rest}");
     assert_eq!(summary["subjects"][0]["encoding"]["a"]["n_features"], 6);
     assert!(store.get(&join_url(base, "out/summary.json")).await.is_ok());
     assert!(
-        store
-            .list(&join_url(base, "out/.brainfit"))
-            .await
-            .unwrap()
-            .is_empty(),
+        store.list(&join_url(base, "out/.brainfit")).await.unwrap().is_empty(),
         "run parts are cleaned up"
     );
 }
@@ -126,74 +110,33 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
     // unknown key
     expect_err(JOB.replace("cv = {", "cvv = {"), "job.toml", "cvv").await;
     // missing file
-    expect_err(
-        JOB.replace("b.npy", "missing.npy"),
-        "missing.npy",
-        "not found",
-    )
-    .await;
+    expect_err(JOB.replace("b.npy", "missing.npy"), "missing.npy", "not found").await;
     // mismatched sample counts between features and brain
     let short: Array2<f32> = Array2::zeros((40, 3));
-    store
-        .put(
-            &join_url(base, "short.npy"),
-            write_npy(&short.view()).into(),
-        )
-        .await
-        .unwrap();
+    store.put(&join_url(base, "short.npy"), write_npy(&short.view()).into()).await.unwrap();
     expect_err(JOB.replace("b.npy", "short.npy"), "short.npy", "48").await;
     // NaN in the brain data
     let mut nan_brain: Array2<f32> = Array2::ones((48, 120));
     nan_brain[(3, 7)] = f32::NAN;
-    store
-        .put(
-            &join_url(base, "nan.npy"),
-            write_npy(&nan_brain.view()).into(),
-        )
-        .await
-        .unwrap();
+    store.put(&join_url(base, "nan.npy"), write_npy(&nan_brain.view()).into()).await.unwrap();
     expect_err(JOB.replace("brain.npy", "nan.npy"), "nan.npy", "NaN").await;
     // a truncated .npy
     let bytes = store.get(&join_url(base, "a.npy")).await.unwrap();
-    store
-        .put(
-            &join_url(base, "trunc.npy"),
-            bytes.slice(..bytes.len() - 10),
-        )
-        .await
-        .unwrap();
+    store.put(&join_url(base, "trunc.npy"), bytes.slice(..bytes.len() - 10)).await.unwrap();
     expect_err(JOB.replace("a.npy", "trunc.npy"), "trunc.npy", "truncated").await;
     // mask voxel count differs from the brain matrix
     let other: Array2<f32> = Array2::ones((48, 119));
-    store
-        .put(
-            &join_url(base, "other.npy"),
-            write_npy(&other.view()).into(),
-        )
-        .await
-        .unwrap();
+    store.put(&join_url(base, "other.npy"), write_npy(&other.view()).into()).await.unwrap();
     expect_err(JOB.replace("brain.npy", "other.npy"), "other.npy", "mask").await;
     // an empty mask
     let empty = Array3::<f32>::zeros((6, 7, 5));
-    let eye = [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0, 0.0],
-        [0.0, 0.0, 1.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
+    let eye =
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
     store
-        .put(
-            &join_url(base, "empty.nii.gz"),
-            write_nifti_f32(empty.view(), &eye, true).into(),
-        )
+        .put(&join_url(base, "empty.nii.gz"), write_nifti_f32(empty.view(), &eye, true).into())
         .await
         .unwrap();
-    expect_err(
-        JOB.replace("mask.nii.gz", "empty.nii.gz"),
-        "empty.nii.gz",
-        "empty",
-    )
-    .await;
+    expect_err(JOB.replace("mask.nii.gz", "empty.nii.gz"), "empty.nii.gz", "empty").await;
     // every failed run removed the earlier summary: nothing looks complete
     assert!(store.get(&summary).await.is_err());
 }
@@ -212,26 +155,15 @@ fn cli_runs_a_job_on_disk_and_validate_checks_it() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("48 samples x 120 voxels") && text.contains("2 tasks"),
-        "{text}"
-    );
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("48 samples x 120 voxels") && text.contains("2 tasks"), "{text}");
     let out = std::process::Command::new(bin)
         .args(["run", "job.toml", "--workers", "2"])
         .current_dir(dir.path())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("encoding a"), "{text}");
     for f in [
         "out/encoding/a/score.npy",
@@ -242,11 +174,7 @@ fn cli_runs_a_job_on_disk_and_validate_checks_it() {
         assert!(dir.path().join(f).is_file(), "{f} missing");
     }
     // a bad job exits non-zero and says why
-    std::fs::write(
-        dir.path().join("bad.toml"),
-        JOB.replace("brain.npy", "nope.npy"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.toml"), JOB.replace("brain.npy", "nope.npy")).unwrap();
     let out = std::process::Command::new(bin)
         .args(["run", "bad.toml"])
         .current_dir(dir.path())

@@ -19,20 +19,15 @@ async fn four_d_nifti_equals_nilearn_masked_matrix() {
         store.put(&join_url(base, f), bytes.into()).await.unwrap();
     }
     // a model RDM is needed for a comparison: one from nilearn's matrix itself
-    let masked: Array2<f64> = parse_npy(
-        &std::fs::read(format!("{FIXTURES}/masked.npy")).unwrap(),
-        "masked.npy",
-    )
-    .unwrap()
-    .to_f64()
-    .into_dimensionality::<Ix2>()
-    .unwrap();
+    let masked: Array2<f64> =
+        parse_npy(&std::fs::read(format!("{FIXTURES}/masked.npy")).unwrap(), "masked.npy")
+            .unwrap()
+            .to_f64()
+            .into_dimensionality::<Ix2>()
+            .unwrap();
     let model = rdm(masked.view(), RdmMethod::Correlation).unwrap();
     store
-        .put(
-            &join_url(base, "model.npy"),
-            brainfit_io::write_npy(&model.view()).into(),
-        )
+        .put(&join_url(base, "model.npy"), brainfit_io::write_npy(&model.view()).into())
         .await
         .unwrap();
     let from_nifti = run_with_model(&store, base, "img4d.nii.gz").await;
@@ -40,9 +35,7 @@ async fn four_d_nifti_equals_nilearn_masked_matrix() {
     assert_eq!(from_nifti, from_matrix);
     // the brain RDM computed from the 4-D image is nilearn's matrix's RDM
     let rdm_url = join_url(base, "out-img4d.nii.gz/rsa/rdms/all.npy");
-    let got = parse_npy(&store.get(&rdm_url).await.unwrap(), &rdm_url)
-        .unwrap()
-        .to_f64();
+    let got = parse_npy(&store.get(&rdm_url).await.unwrap(), &rdm_url).unwrap().to_f64();
     for (g, w) in got.iter().zip(model.iter()) {
         assert!((g - w).abs() < 1e-6, "{g} vs {w}");
     }
@@ -53,16 +46,7 @@ async fn run_with_model(store: &Store, base: &str, brain: &str) -> String {
         "name = \"nifti\"\noutput = \"out-{brain}\"\n[data]\nbrain = \"{brain}\"\nmask = \"mask.nii.gz\"\n[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\nmodels = {{ nilearn = \"model.npy\" }}\ncompare = [\"pearson\"]\n"
     );
     let spec = JobSpec::from_toml(&job, "job.toml", base).unwrap();
-    run_job(
-        store,
-        spec,
-        RunOptions {
-            workers: 1,
-            on_progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    run_job(store, spec, RunOptions { workers: 1, on_progress: None }).await.unwrap();
     let url = join_url(base, &format!("out-{brain}/rsa/compare.csv"));
     String::from_utf8(store.get(&url).await.unwrap().to_vec()).unwrap()
 }

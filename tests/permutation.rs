@@ -24,21 +24,11 @@ async fn write_encoding_study(
     let x: Array2<f32> = rng.normal_array((36, 4));
     let mut y: Array2<f32> = rng.normal_array((36, 40));
     let w: Array2<f32> = rng.normal_array((4, 5));
-    y.slice_mut(ndarray::s![.., ..5])
-        .scaled_add(effect, &x.dot(&w));
+    y.slice_mut(ndarray::s![.., ..5]).scaled_add(effect, &x.dot(&w));
     let runs: Array1<i64> = (0..36).map(|t| t / 12).collect();
-    store
-        .put(&join_url(base, "brain.npy"), write_npy(&y.view()).into())
-        .await
-        .unwrap();
-    store
-        .put(&join_url(base, "x.npy"), write_npy(&x.view()).into())
-        .await
-        .unwrap();
-    store
-        .put(&join_url(base, "runs.npy"), write_npy(&runs.view()).into())
-        .await
-        .unwrap();
+    store.put(&join_url(base, "brain.npy"), write_npy(&y.view()).into()).await.unwrap();
+    store.put(&join_url(base, "x.npy"), write_npy(&x.view()).into()).await.unwrap();
+    store.put(&join_url(base, "runs.npy"), write_npy(&runs.view()).into()).await.unwrap();
     (x, y)
 }
 
@@ -68,17 +58,10 @@ voxels_per_task = {voxels_per_task}
 
 async fn run(store: &Store, base: &str, job: &str, workers: usize) -> Result<(), String> {
     let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(
-        store,
-        spec,
-        RunOptions {
-            workers,
-            on_progress: None,
-        },
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    run_job(store, spec, RunOptions { workers, on_progress: None })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 async fn read(store: &Store, base: &str, file: &str) -> Array1<f64> {
@@ -95,16 +78,11 @@ async fn encoding_p_values_match_a_brute_force_refit() {
     let store = Store::new();
     let base = "memory://perm/enc";
     let (x, y) = write_encoding_study(&store, base, 1, 1.0).await;
-    for scheme in [
-        "scheme = \"free\"",
-        "scheme = \"within-group\"",
-        "scheme = \"block\"\nblock_len = 5",
-    ] {
+    for scheme in
+        ["scheme = \"free\"", "scheme = \"within-group\"", "scheme = \"block\"\nblock_len = 5"]
+    {
         run(&store, base, &job(scheme, 4096), 2).await.unwrap();
-        let (p, p_fwe) = (
-            read(&store, base, "p.npy").await,
-            read(&store, base, "p_fwe.npy").await,
-        );
+        let (p, p_fwe) = (read(&store, base, "p.npy").await, read(&store, base, "p_fwe.npy").await);
         // brute force: every permutation refits from scratch, decompositions included
         let kernel_scheme = match scheme {
             s if s.contains("free") => Scheme::Free,
@@ -123,16 +101,12 @@ async fn encoding_p_values_match_a_brute_force_refit() {
         let mut null = Array2::<f64>::zeros((19, 40));
         for k in 0..19 {
             let order = permutation(36, &kernel_scheme, 7, k);
-            null.row_mut(k as usize)
-                .assign(&fit(&y.select(Axis(0), &order)));
+            null.row_mut(k as usize).assign(&fit(&y.select(Axis(0), &order)));
         }
         let (want_p, want_fwe) = p_from_full_null(observed.view(), null.view());
         assert_eq!(p.to_vec(), want_p, "{scheme}");
         assert_eq!(p_fwe.to_vec(), want_fwe, "{scheme}");
-        assert!(
-            p_fwe.iter().take(5).all(|&v| v <= 0.05),
-            "planted voxels found: {p_fwe}"
-        );
+        assert!(p_fwe.iter().take(5).all(|&v| v <= 0.05), "planted voxels found: {p_fwe}");
         let null_max = read(&store, base, "null_max.npy").await;
         assert_eq!(null_max.len(), 19);
     }
@@ -145,17 +119,10 @@ async fn p_values_are_bit_identical_across_workers_and_task_sizes() {
     write_encoding_study(&store, base, 2, 0.5).await;
     let mut seen = Vec::new();
     for (workers, per_task) in [(1, 4096), (4, 512), (3, 1024)] {
-        run(&store, base, &job("scheme = \"free\"", per_task), workers)
-            .await
-            .unwrap();
+        run(&store, base, &job("scheme = \"free\"", per_task), workers).await.unwrap();
         let mut files = Vec::new();
         for f in ["score.npy", "p.npy", "p_fwe.npy", "null_max.npy"] {
-            files.push(
-                store
-                    .get(&join_url(base, &format!("out/encoding/x/{f}")))
-                    .await
-                    .unwrap(),
-            );
+            files.push(store.get(&join_url(base, &format!("out/encoding/x/{f}"))).await.unwrap());
         }
         seen.push(files);
     }
@@ -167,35 +134,16 @@ async fn invalid_schemes_are_clear_errors() {
     let store = Store::new();
     let base = "memory://perm/bad";
     write_encoding_study(&store, base, 3, 0.0).await;
-    let err = run(
-        &store,
-        base,
-        &job("scheme = \"block\"\nblock_len = 36", 4096),
-        1,
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        err.contains("block length 36") && err.contains("36 samples"),
-        "{err}"
-    );
-    let err = run(&store, base, &job("scheme = \"sideways\"", 4096), 1)
-        .await
-        .unwrap_err();
+    let err =
+        run(&store, base, &job("scheme = \"block\"\nblock_len = 36", 4096), 1).await.unwrap_err();
+    assert!(err.contains("block length 36") && err.contains("36 samples"), "{err}");
+    let err = run(&store, base, &job("scheme = \"sideways\"", 4096), 1).await.unwrap_err();
     assert!(err.contains("sideways"), "{err}");
     let no_groups = job("scheme = \"within-group\"", 4096).replace("groups = \"runs.npy\"\n", "");
     let err = run(&store, base, &no_groups, 1).await.unwrap_err();
-    assert!(
-        err.contains("within-group") && err.contains("groups"),
-        "{err}"
-    );
-    let err = run(
-        &store,
-        base,
-        &job("scheme = \"free\"", 4096).replace("n = 19", "n = 0"),
-        1,
-    )
-    .await
-    .unwrap_err();
+    assert!(err.contains("within-group") && err.contains("groups"), "{err}");
+    let err = run(&store, base, &job("scheme = \"free\"", 4096).replace("n = 19", "n = 0"), 1)
+        .await
+        .unwrap_err();
     assert!(err.contains("at least 1"), "{err}");
 }

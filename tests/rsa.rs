@@ -12,18 +12,11 @@ use brainfit_kernels::rng::Rng;
 use brainfit_kernels::searchlight::{sphere_rdm, spheres};
 use ndarray::{Array1, Array2, Array3, Axis, Ix1, Ix3};
 
-const SHARED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/kriegeskorte2008"
-);
+const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/kriegeskorte2008");
 
 fn shared(name: &str) -> brainfit_io::NpyArray {
     let path = format!("{SHARED}/{name}");
-    parse_npy(
-        &std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")),
-        &path,
-    )
-    .unwrap()
+    parse_npy(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")), &path).unwrap()
 }
 
 async fn put<T: brainfit_io::NpyElement, D: ndarray::Dimension>(
@@ -41,17 +34,10 @@ async fn run(
     workers: usize,
 ) -> Result<serde_json::Value, String> {
     let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(
-        store,
-        spec,
-        RunOptions {
-            workers,
-            on_progress: None,
-        },
-    )
-    .await
-    .map(|r| r.summary)
-    .map_err(|e| e.to_string())
+    run_job(store, spec, RunOptions { workers, on_progress: None })
+        .await
+        .map(|r| r.summary)
+        .map_err(|e| e.to_string())
 }
 
 async fn text(store: &Store, url: String) -> String {
@@ -66,41 +52,21 @@ async fn vector(store: &Store, url: String) -> Array1<f64> {
         .unwrap()
 }
 
-const MODEL_NAMES: [&str; 8] = [
-    "animacy",
-    "FaceBodyManmadeNatobj",
-    "monkeyIT",
-    "EVA",
-    "HMAX",
-    "V1",
-    "Silhouette",
-    "RADON",
-];
+const MODEL_NAMES: [&str; 8] =
+    ["animacy", "FaceBodyManmadeNatobj", "monkeyIT", "EVA", "HMAX", "V1", "Silhouette", "RADON"];
 
 /// The real RDMs as job inputs: human IT (brain), monkey IT and the 8 models.
 async fn write_real(store: &Store, base: &str) -> Vec<(String, Array1<f64>)> {
-    let human = shared("human_it_rdm.npy")
-        .to_f64()
-        .into_dimensionality::<Ix1>()
-        .unwrap();
-    let monkey = shared("monkey_it_rdm.npy")
-        .to_f64()
-        .into_dimensionality::<Ix1>()
-        .unwrap();
-    let models = shared("model_rdms.npy")
-        .to_f64()
-        .into_dimensionality::<Ix3>()
-        .unwrap();
+    let human = shared("human_it_rdm.npy").to_f64().into_dimensionality::<Ix1>().unwrap();
+    let monkey = shared("monkey_it_rdm.npy").to_f64().into_dimensionality::<Ix1>().unwrap();
+    let models = shared("model_rdms.npy").to_f64().into_dimensionality::<Ix3>().unwrap();
     put(store, join_url(base, "human_it.npy"), &human).await;
     let mut all = vec![("monkey_it".to_string(), monkey.clone())];
     put(store, join_url(base, "monkey_it.npy"), &monkey).await;
     for (i, name) in MODEL_NAMES.iter().enumerate() {
         let square = models.index_axis(Axis(0), i).to_owned();
         put(store, join_url(base, &format!("{name}.npy")), &square).await;
-        all.push((
-            name.to_string(),
-            square_to_condensed(square.view(), name).unwrap(),
-        ));
+        all.push((name.to_string(), square_to_condensed(square.view(), name).unwrap()));
     }
     // ROI RSA runs per subject: 92 conditions of (here unused) brain data
     let brain: Array2<f64> = Rng::new(0).normal_array((92, 10));
@@ -120,10 +86,7 @@ fn real_job(extra: &str) -> String {
 }
 
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect()
+    text.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,23 +107,12 @@ async fn roi_rsa_on_real_rdms_matches_rsatoolbox() {
     );
     assert_eq!(got.len(), want.len());
     for w in &want {
-        let g = got
-            .iter()
-            .find(|g| g[..3] == w[..3])
-            .unwrap_or_else(|| panic!("no row for {w:?}"));
+        let g = got.iter().find(|g| g[..3] == w[..3]).unwrap_or_else(|| panic!("no row for {w:?}"));
         let (a, b): (f64, f64) = (g[3].parse().unwrap(), w[3].parse().unwrap());
-        assert!(
-            (a - b).abs() < 1e-9,
-            "{w:?}: brainfit {a} vs rsatoolbox {b}"
-        );
+        assert!((a - b).abs() < 1e-9, "{w:?}: brainfit {a} vs rsatoolbox {b}");
     }
     // the brain RDM is written back
-    assert_eq!(
-        vector(&store, join_url(base, "out/rsa/rdms/human_it.npy"))
-            .await
-            .len(),
-        4186
-    );
+    assert_eq!(vector(&store, join_url(base, "out/rsa/rdms/human_it.npy")).await.len(), 4186);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,16 +124,11 @@ async fn roi_permutation_p_values_match_a_brute_force_loop() {
         real_job("[permutation]\nn = 40\nseed = 3\n[execution]\npermutations_per_task = 15\n");
     run(&store, base, &job, 2).await.unwrap();
     let rows = parse_csv(&text(&store, join_url(base, "out/rsa/compare.csv")).await);
-    let human = shared("human_it_rdm.npy")
-        .to_f64()
-        .into_dimensionality::<Ix1>()
-        .unwrap();
+    let human = shared("human_it_rdm.npy").to_f64().into_dimensionality::<Ix1>().unwrap();
     for method in [CompareMethod::Spearman, CompareMethod::KendallTauA] {
         // family: every model, for one method
-        let observed: Array1<f64> = models
-            .iter()
-            .map(|(_, m)| compare(human.view(), m.view(), method).unwrap())
-            .collect();
+        let observed: Array1<f64> =
+            models.iter().map(|(_, m)| compare(human.view(), m.view(), method).unwrap()).collect();
         let mut null = Array2::<f64>::zeros((40, models.len()));
         for k in 0..40 {
             let perm = permutation(92, &Scheme::Free, 3, k);
@@ -196,19 +143,13 @@ async fn roi_permutation_p_values_match_a_brute_force_loop() {
         }
         let (p, p_fwe) = p_from_full_null(observed.view(), null.view());
         for (j, (name, _)) in models.iter().enumerate() {
-            let row = rows
-                .iter()
-                .find(|r| r[1] == *name && r[2] == method.as_str())
-                .unwrap();
+            let row = rows.iter().find(|r| r[1] == *name && r[2] == method.as_str()).unwrap();
             let (gp, gf): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
             assert_eq!((gp, gf), (p[j], p_fwe[j]), "{name} {}", method.as_str());
         }
     }
     // human IT matches monkey IT far beyond chance
-    let row = rows
-        .iter()
-        .find(|r| r[1] == "monkey_it" && r[2] == "spearman")
-        .unwrap();
+    let row = rows.iter().find(|r| r[1] == "monkey_it" && r[2] == "spearman").unwrap();
     assert_eq!(row[5].parse::<f64>().unwrap(), 1.0 / 41.0);
 }
 
@@ -234,9 +175,7 @@ async fn write_volume_study(
     }
     let n_cond = 20;
     let mut data: Array2<f64> = rng.normal_array((n_cond, voxels.len()));
-    let category: Vec<f64> = (0..n_cond)
-        .map(|c| if c < 10 { 1.0 } else { -1.0 })
-        .collect();
+    let category: Vec<f64> = (0..n_cond).map(|c| if c < 10 { 1.0 } else { -1.0 }).collect();
     for (v, vox) in voxels.iter().enumerate() {
         let d2 = (vox[0] as f64 - 3.0).powi(2)
             + (vox[1] as f64 - 3.0).powi(2)
@@ -246,15 +185,15 @@ async fn write_volume_study(
             (0..n_cond).for_each(|c| data[(c, v)] += 2.0 * w * category[c]);
         }
     }
-    let model = Array2::from_shape_fn((n_cond, n_cond), |(a, b)| {
-        if category[a] == category[b] { 0.0 } else { 1.0 }
-    });
-    let affine = [
-        [2.0, 0.0, 0.0, 0.0],
-        [0.0, 2.0, 0.0, 0.0],
-        [0.0, 0.0, 3.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
+    let model =
+        Array2::from_shape_fn(
+            (n_cond, n_cond),
+            |(a, b)| {
+                if category[a] == category[b] { 0.0 } else { 1.0 }
+            },
+        );
+    let affine =
+        [[2.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 1.0]];
     store
         .put(
             &join_url(base, "mask.nii.gz"),
@@ -265,11 +204,7 @@ async fn write_volume_study(
     put(store, join_url(base, "brain.npy"), &data).await;
     put(store, join_url(base, "category.npy"), &model).await;
     let _ = shape;
-    (
-        data,
-        voxels,
-        square_to_condensed(model.view(), "category").unwrap(),
-    )
+    (data, voxels, square_to_condensed(model.view(), "category").unwrap())
 }
 
 const SEARCHLIGHT_JOB: &str = r#"
@@ -312,28 +247,19 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
     );
     // brute force: spheres by explicit distance, one RDM and one comparison per centre
     let hoods = spheres(&voxels, [9, 8, 6], 1.5, [1.0; 3], 5).unwrap();
-    assert_eq!(
-        centres.iter().map(|&c| c as usize).collect::<Vec<_>>(),
-        hoods.centres
-    );
+    assert_eq!(centres.iter().map(|&c| c as usize).collect::<Vec<_>>(), hoods.centres);
     let mut best = (f64::NEG_INFINITY, 0);
     for (i, &c) in hoods.centres.iter().enumerate() {
         let members: Vec<usize> = (0..voxels.len())
             .filter(|&v| {
-                (0..3)
-                    .map(|a| (voxels[v][a] as f64 - voxels[c][a] as f64).powi(2))
-                    .sum::<f64>()
+                (0..3).map(|a| (voxels[v][a] as f64 - voxels[c][a] as f64).powi(2)).sum::<f64>()
                     <= 2.25
             })
             .collect();
         assert_eq!(hoods.members(i), &members[..]);
         let d = sphere_rdm(data.view(), &members, RdmMethod::Correlation).unwrap();
         let want = compare(d.view(), model.view(), CompareMethod::Spearman).unwrap();
-        assert!(
-            (rho[i] - want).abs() < 1e-12,
-            "centre {c}: {} vs {want}",
-            rho[i]
-        );
+        assert!((rho[i] - want).abs() < 1e-12, "centre {c}: {} vs {want}", rho[i]);
         if rho[i] > best.0 {
             best = (rho[i], i);
         }
@@ -350,11 +276,7 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
         .position(|&c| voxels[c] == [3, 3, 2])
         .expect("blob centre is a centre");
     assert_eq!(rho[centre], best.0);
-    assert!(
-        p_fwe[centre] < 0.05,
-        "the blob survives FWE correction: {}",
-        p_fwe[centre]
-    );
+    assert!(p_fwe[centre] < 0.05, "the blob survives FWE correction: {}", p_fwe[centre]);
     for (i, &c) in hoods.centres.iter().enumerate() {
         if p_fwe[i] < 0.05 {
             assert!(
@@ -386,14 +308,7 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
 
 async fn output_bytes(store: &Store, dir: &impl Fn(&str) -> String) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for f in [
-        "rho.npy",
-        "p.npy",
-        "p_fwe.npy",
-        "null_max.npy",
-        "centres.npy",
-        "rho.nii.gz",
-    ] {
+    for f in ["rho.npy", "p.npy", "p_fwe.npy", "null_max.npy", "centres.npy", "rho.nii.gz"] {
         out.push(store.get(&dir(f)).await.unwrap().to_vec());
     }
     out
@@ -406,27 +321,18 @@ async fn time_resolved_rsa_peaks_where_the_structure_is() {
     let mut rng = Rng::new(5);
     let (t, n, c) = (12, 16, 10);
     let mut meg: Array3<f64> = rng.normal_array((t, n, c));
-    let category: Vec<f64> = (0..n)
-        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
-        .collect();
+    let category: Vec<f64> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
     for time in 5..8 {
         for ch in 0..c {
             let w = rng.normal();
             (0..n).for_each(|i| meg[(time, i, ch)] += 3.0 * w * category[i]);
         }
     }
-    let model = Array2::from_shape_fn(
-        (n, n),
-        |(a, b)| if category[a] == category[b] { 0.0 } else { 1.0 },
-    );
+    let model =
+        Array2::from_shape_fn((n, n), |(a, b)| if category[a] == category[b] { 0.0 } else { 1.0 });
     put(&store, join_url(base, "meg.npy"), &meg).await;
     put(&store, join_url(base, "parity.npy"), &model).await;
-    put(
-        &store,
-        join_url(base, "brain.npy"),
-        &Array2::<f64>::zeros((n, 3)),
-    )
-    .await;
+    put(&store, join_url(base, "brain.npy"), &Array2::<f64>::zeros((n, 3))).await;
     let job = "name = \"meg\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n[rsa]\nmodels = { parity = \"parity.npy\" }\n[time_resolved]\ndata = \"meg.npy\"\n[permutation]\nn = 50\n";
     run(&store, base, job, 2).await.unwrap();
     let rho = vector(&store, join_url(base, "out/time_resolved/parity/rho.npy")).await;
@@ -504,53 +410,23 @@ async fn mismatched_conditions_and_tiny_rdms_are_clear_errors() {
     let base = "memory://rsa/bad";
     write_real(&store, base).await;
     let small: Array2<f64> =
-        Array2::from_shape_fn(
-            (10, 10),
-            |(a, b)| if a == b { 0.0 } else { 1.0 + (a + b) as f64 },
-        );
+        Array2::from_shape_fn((10, 10), |(a, b)| if a == b { 0.0 } else { 1.0 + (a + b) as f64 });
     put(&store, join_url(base, "small.npy"), &small).await;
-    let err = run(
-        &store,
-        base,
-        &real_job("").replace("animacy.npy", "small.npy"),
-        1,
-    )
-    .await
-    .unwrap_err();
+    let err =
+        run(&store, base, &real_job("").replace("animacy.npy", "small.npy"), 1).await.unwrap_err();
     assert!(
         err.contains("small.npy") && err.contains("10 conditions") && err.contains("92"),
         "{err}"
     );
-    let asym = Array2::from_shape_fn(
-        (92, 92),
-        |(a, b)| if a == b { 0.0 } else { (a * 3 + b) as f64 },
-    );
+    let asym =
+        Array2::from_shape_fn((92, 92), |(a, b)| if a == b { 0.0 } else { (a * 3 + b) as f64 });
     put(&store, join_url(base, "asym.npy"), &asym).await;
-    let err = run(
-        &store,
-        base,
-        &real_job("").replace("animacy.npy", "asym.npy"),
-        1,
-    )
-    .await
-    .unwrap_err();
-    assert!(
-        err.contains("asym.npy") && err.contains("symmetric"),
-        "{err}"
-    );
-    put(
-        &store,
-        join_url(base, "two.npy"),
-        &Array2::<f64>::zeros((2, 4)),
-    )
-    .await;
+    let err =
+        run(&store, base, &real_job("").replace("animacy.npy", "asym.npy"), 1).await.unwrap_err();
+    assert!(err.contains("asym.npy") && err.contains("symmetric"), "{err}");
+    put(&store, join_url(base, "two.npy"), &Array2::<f64>::zeros((2, 4))).await;
     let job = "name = \"t\"\noutput = \"o\"\n[data]\nbrain = \"two.npy\"\n[rsa]\nbrain_rdms = { b = \"two_rdm.npy\" }\n";
-    put(
-        &store,
-        join_url(base, "two_rdm.npy"),
-        &Array1::from(vec![1.0]),
-    )
-    .await;
+    put(&store, join_url(base, "two_rdm.npy"), &Array1::from(vec![1.0])).await;
     let err = run(&store, base, job, 1).await.unwrap_err();
     assert!(err.contains("at least 3 conditions"), "{err}");
 }

@@ -23,21 +23,15 @@ struct Moto {
 
 impl Moto {
     fn start(bucket: &str) -> Moto {
-        let exe = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/moto_server")
-            });
+        let exe = std::env::var_os("MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/moto_server")
+        });
         assert!(
             exe.is_file(),
             "{} not found: run scripts/python/setup_venv.sh (or set MOTO_SERVER)",
             exe.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = tempfile::tempdir().unwrap();
         let log_path = log.path().join("moto.log");
         let mut server = Reaped(
@@ -67,20 +61,13 @@ impl Moto {
         }
         let status = http(port, "PUT", &format!("/{bucket}")).expect("create the bucket");
         assert_eq!(status, 200, "creating bucket {bucket}");
-        Moto {
-            _server: server,
-            port,
-            _log: log,
-        }
+        Moto { _server: server, port, _log: log }
     }
 
     /// The variables that point brainfit at this server.
     fn env(&self) -> Vec<(String, String)> {
         [
-            (
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            ),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", "us-east-1".into()),
@@ -118,14 +105,8 @@ async fn s3_round_trip_with_range_reads_listing_and_create_only_puts() {
     store.put(url, data.clone().into()).await.unwrap();
     assert_eq!(store.get(url).await.unwrap(), data);
     assert_eq!(store.size(url).await.unwrap(), 5000);
-    assert_eq!(
-        store.get_range(url, 1234..2345).await.unwrap(),
-        data[1234..2345]
-    );
-    assert_eq!(
-        store.get_range(url, 4990..5000).await.unwrap(),
-        data[4990..]
-    );
+    assert_eq!(store.get_range(url, 1234..2345).await.unwrap(), data[1234..2345]);
+    assert_eq!(store.get_range(url, 4990..5000).await.unwrap(), data[4990..]);
     let e = store.get_range(url, 4990..5010).await.unwrap_err();
     assert!(matches!(e, IoError::Range { .. }), "{e}");
     assert!(e.to_string().contains("5000"), "{e}");
@@ -137,46 +118,25 @@ async fn s3_round_trip_with_range_reads_listing_and_create_only_puts() {
     // create-only: the first put wins, the second leaves it untouched
     let part = "s3://lab/out/.brainfit/runs/r1/parts/t0.part";
     assert_eq!(
-        store
-            .put_create(part, b"first".to_vec().into())
-            .await
-            .unwrap(),
+        store.put_create(part, b"first".to_vec().into()).await.unwrap(),
         PutOutcome::Created
     );
     assert_eq!(
-        store
-            .put_create(part, b"second".to_vec().into())
-            .await
-            .unwrap(),
+        store.put_create(part, b"second".to_vec().into()).await.unwrap(),
         PutOutcome::AlreadyExists
     );
     assert_eq!(store.get(part).await.unwrap(), b"first".as_slice());
 
-    store
-        .put("s3://lab/out/encoding/a/score.npy", vec![1u8; 10].into())
-        .await
-        .unwrap();
+    store.put("s3://lab/out/encoding/a/score.npy", vec![1u8; 10].into()).await.unwrap();
     assert_eq!(
         store.list("s3://lab/out").await.unwrap(),
-        vec![
-            "s3://lab/out/.brainfit/runs/r1/parts/t0.part",
-            "s3://lab/out/encoding/a/score.npy"
-        ]
+        vec!["s3://lab/out/.brainfit/runs/r1/parts/t0.part", "s3://lab/out/encoding/a/score.npy"]
     );
-    assert!(
-        store.list("s3://lab/ou").await.unwrap().is_empty(),
-        "prefixes are directories"
-    );
+    assert!(store.list("s3://lab/ou").await.unwrap().is_empty(), "prefixes are directories");
     store.delete_prefix("s3://lab/out/.brainfit").await.unwrap();
     assert_eq!(store.list("s3://lab/out").await.unwrap().len(), 1);
-    store
-        .delete("s3://lab/out/encoding/a/score.npy")
-        .await
-        .unwrap();
-    store
-        .delete("s3://lab/out/encoding/a/score.npy")
-        .await
-        .unwrap();
+    store.delete("s3://lab/out/encoding/a/score.npy").await.unwrap();
+    store.delete("s3://lab/out/encoding/a/score.npy").await.unwrap();
     assert!(store.list("s3://lab/out").await.unwrap().is_empty());
 
     // wrong credentials are an error naming the URL, not a silent success
@@ -212,25 +172,13 @@ async fn jobs_read_and_write_s3_embedded_and_distributed() {
     let memory = Store::new();
     write_study(&memory, "memory://ref/study", None).await;
     let spec = JobSpec::from_toml(JOB, "job.toml", "memory://ref/study").unwrap();
-    run_job(
-        &memory,
-        spec,
-        RunOptions {
-            workers: 2,
-            on_progress: None,
-        },
-    )
-    .await
-    .unwrap();
+    run_job(&memory, spec, RunOptions { workers: 2, on_progress: None }).await.unwrap();
     let reference = outputs(&memory, "memory://ref/study/out").await;
     assert_eq!(reference.len(), 6);
 
     // embedded, from the command line, with the job file itself on S3
     write_study(&store, "s3://lab/study", None).await;
-    store
-        .put("s3://lab/study/job.toml", JOB.as_bytes().to_vec().into())
-        .await
-        .unwrap();
+    store.put("s3://lab/study/job.toml", JOB.as_bytes().to_vec().into()).await.unwrap();
     let bin = env!("CARGO_BIN_EXE_brainfit");
     let out = Command::new(bin)
         .args(["run", "s3://lab/study/job.toml", "--workers", "2"])
@@ -246,32 +194,19 @@ async fn jobs_read_and_write_s3_embedded_and_distributed() {
     assert!(outputs(&store, "s3://lab/study/out").await == reference);
     assert!(store.get("s3://lab/study/out/summary.json").await.is_ok());
     assert!(
-        store
-            .list("s3://lab/study/out/.brainfit")
-            .await
-            .unwrap()
-            .is_empty(),
+        store.list("s3://lab/study/out/.brainfit").await.unwrap().is_empty(),
         "parts are removed after the merge"
     );
 
     // distributed: a coordinator and a worker, both reading and writing S3
     let dir = tempfile::tempdir().unwrap();
     store
-        .put(
-            "s3://lab/study/job2.toml",
-            JOB.replace("\"out\"", "\"out2\"").into_bytes().into(),
-        )
+        .put("s3://lab/study/job2.toml", JOB.replace("\"out\"", "\"out2\"").into_bytes().into())
         .await
         .unwrap();
     let mut coordinator = Command::new(bin);
     coordinator
-        .args([
-            "coordinator",
-            "--listen",
-            "127.0.0.1:0",
-            "--state",
-            "s3://lab/state",
-        ])
+        .args(["coordinator", "--listen", "127.0.0.1:0", "--state", "s3://lab/state"])
         .envs(moto.env())
         .env("BRAINFIT_TOKEN", "t0k")
         .stdout(Stdio::piped())
@@ -301,13 +236,7 @@ async fn jobs_read_and_write_s3_embedded_and_distributed() {
             .unwrap(),
     );
     let out = Command::new(bin)
-        .args([
-            "submit",
-            "s3://lab/study/job2.toml",
-            "--wait",
-            "--coordinator",
-            &url,
-        ])
+        .args(["submit", "s3://lab/study/job2.toml", "--wait", "--coordinator", &url])
         .envs(moto.env())
         .env("BRAINFIT_TOKEN", "t0k")
         .output()

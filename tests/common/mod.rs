@@ -26,9 +26,7 @@ pub async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<us
     let mut brain: Array2<f32> = rng.normal_array((48, n_voxels_in_brain.unwrap_or(n_vox)));
     let w: Array2<f32> = rng.normal_array((6, 20));
     let signal = a.dot(&w);
-    brain
-        .slice_mut(ndarray::s![.., ..20])
-        .scaled_add(1.0, &signal);
+    brain.slice_mut(ndarray::s![.., ..20]).scaled_add(1.0, &signal);
     let runs: Array1<i64> = (0..48).map(|t| t / 12).collect();
     put_study(store, base, &mask, &brain, &a, &b, &runs).await;
 }
@@ -67,13 +65,9 @@ pub async fn write_sized_study(store: &Store, base: &str, size: StudySize) {
     let b: Array2<f32> = rng.normal_array((size.samples, size.b));
     let mut brain: Array2<f32> = rng.normal_array((size.samples, size.voxels));
     let w: Array2<f32> = rng.normal_array((size.a, 20));
-    brain
-        .slice_mut(ndarray::s![.., ..20])
-        .scaled_add(0.3, &a.dot(&w));
+    brain.slice_mut(ndarray::s![.., ..20]).scaled_add(0.3, &a.dot(&w));
     let per_run = size.samples.div_ceil(size.runs);
-    let runs: Array1<i64> = (0..size.samples as i64)
-        .map(|t| t / per_run as i64)
-        .collect();
+    let runs: Array1<i64> = (0..size.samples as i64).map(|t| t / per_run as i64).collect();
     put_study(store, base, &mask, &brain, &a, &b, &runs).await;
 }
 
@@ -100,10 +94,7 @@ async fn put_study(
         ("runs.npy", write_npy(&runs.view())),
     ];
     for (name, bytes) in files {
-        store
-            .put(&join_url(base, name), bytes.into())
-            .await
-            .unwrap();
+        store.put(&join_url(base, name), bytes.into()).await.unwrap();
     }
 }
 
@@ -115,11 +106,7 @@ pub async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
         if url.ends_with("summary.json") || url.contains("/.brainfit/") {
             continue;
         }
-        let rel = url
-            .strip_prefix(prefix)
-            .unwrap()
-            .trim_start_matches('/')
-            .to_string();
+        let rel = url.strip_prefix(prefix).unwrap().trim_start_matches('/').to_string();
         out.push((rel, store.get(&url).await.unwrap().to_vec()));
     }
     out

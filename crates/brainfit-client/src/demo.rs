@@ -22,7 +22,8 @@ pub const RUNS: (usize, usize) = (30, 6);
 /// Time points of the simulated MEG that carry the "objects" geometry.
 pub const MEG_WINDOW: std::ops::Range<usize> = 10..16;
 /// 2 × 2 × 2.5 mm voxels.
-const AFFINE: [[f64; 4]; 4] = [[2.0, 0.0, 0.0, -24.0], [0.0, 2.0, 0.0, -24.0], [0.0, 0.0, 2.5, -20.0], [0.0, 0.0, 0.0, 1.0]];
+const AFFINE: [[f64; 4]; 4] =
+    [[2.0, 0.0, 0.0, -24.0], [0.0, 2.0, 0.0, -24.0], [0.0, 0.0, 2.5, -20.0], [0.0, 0.0, 0.0, 1.0]];
 
 /// A planted effect: which feature space drives which sphere.
 #[derive(Debug, Clone)]
@@ -57,11 +58,7 @@ fn within(v: [usize; 3], c: [usize; 3], r: f64) -> bool {
 pub async fn generate(store: &Store, out: &str) -> Result<Demo> {
     let mut rng = Rng::new(2008);
     let [nx, ny, nz] = SHAPE;
-    let centre = [
-        (nx as f64 - 1.0) / 2.0,
-        (ny as f64 - 1.0) / 2.0,
-        (nz as f64 - 1.0) / 2.0,
-    ];
+    let centre = [(nx as f64 - 1.0) / 2.0, (ny as f64 - 1.0) / 2.0, (nz as f64 - 1.0) / 2.0];
     let semi = [11.0, 11.0, 7.0];
     let mut mask = Array3::<f32>::zeros((nx, ny, nz));
     let mut voxels = Vec::new();
@@ -92,18 +89,13 @@ pub async fn generate(store: &Store, out: &str) -> Result<Demo> {
         if name == "objects" {
             objects = x.clone();
         }
-        let members: Vec<usize> = (0..voxels.len())
-            .filter(|&v| within(voxels[v], c, 3.5))
-            .collect();
+        let members: Vec<usize> =
+            (0..voxels.len()).filter(|&v| within(voxels[v], c, 3.5)).collect();
         for &v in &members {
             // signal variance ~ 1.5 against unit noise: held-out R² around 0.3–0.5
             let w: Array1<f64> = rng.normal_array(p) * (1.5 / p as f64).sqrt();
             let signal = x.dot(&w);
-            brain
-                .column_mut(v)
-                .iter_mut()
-                .zip(&signal)
-                .for_each(|(b, s)| *b += *s as f32);
+            brain.column_mut(v).iter_mut().zip(&signal).for_each(|(b, s)| *b += *s as f32);
         }
         store
             .put(
@@ -174,14 +166,8 @@ voxels_per_task = 1024
 centres_per_task = 1024
 "#
     .to_string();
-    store
-        .put(&join_url(out, "job.toml"), job.clone().into_bytes().into())
-        .await?;
-    Ok(Demo {
-        job,
-        planted,
-        n_voxels: voxels.len(),
-    })
+    store.put(&join_url(out, "job.toml"), job.clone().into_bytes().into()).await?;
+    Ok(Demo { job, planted, n_voxels: voxels.len() })
 }
 
 /// How well a score map recovers a planted sphere.
@@ -205,26 +191,14 @@ pub fn recovery(planted: &Planted, score: &[f64]) -> Recovery {
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     let inside = mean(&mut planted.voxels.iter().map(|&v| score[v]));
-    let outside = mean(
-        &mut (0..score.len())
-            .filter(|v| !inside_set.contains(v))
-            .map(|v| score[v]),
-    );
+    let outside = mean(&mut (0..score.len()).filter(|v| !inside_set.contains(v)).map(|v| score[v]));
     let mut order: Vec<usize> = (0..score.len()).collect();
     let key = |v: usize| {
-        if score[v].is_nan() {
-            f64::NEG_INFINITY
-        } else {
-            score[v]
-        }
+        if score[v].is_nan() { f64::NEG_INFINITY } else { score[v] }
     };
     order.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     let k = planted.voxels.len();
-    let hits = order
-        .iter()
-        .take(k)
-        .filter(|v| inside_set.contains(v))
-        .count();
+    let hits = order.iter().take(k).filter(|v| inside_set.contains(v)).count();
     Recovery {
         space: planted.space.to_string(),
         inside,
@@ -259,8 +233,10 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
     for planted in &study.planted {
         let name = planted.space;
         // encoding
-        let score = read_vector(store, &join_url(output, &format!("encoding/{name}/score.npy"))).await?;
-        let p_fwe = read_vector(store, &join_url(output, &format!("encoding/{name}/p_fwe.npy"))).await?;
+        let score =
+            read_vector(store, &join_url(output, &format!("encoding/{name}/score.npy"))).await?;
+        let p_fwe =
+            read_vector(store, &join_url(output, &format!("encoding/{name}/p_fwe.npy"))).await?;
         let r = recovery(planted, &score);
         let inside: std::collections::HashSet<usize> = planted.voxels.iter().copied().collect();
         let sig_in = planted.voxels.iter().filter(|&&v| p_fwe[v] < 0.05).count();
@@ -269,7 +245,10 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
             r.precision >= 0.5 && r.inside > r.outside + 0.1 && sig_in > sig_out,
             format!(
                 "encoding   {name:<8} sphere at {:?}: mean R² {:.3} inside vs {:.3} outside; FWE p < 0.05 in {sig_in} of {} voxels inside, {sig_out} outside",
-                planted.centre, r.inside, r.outside, planted.voxels.len()
+                planted.centre,
+                r.inside,
+                r.outside,
+                planted.voxels.len()
             ),
         );
         // searchlight: the best centre sits where its sphere reaches the planted one
@@ -277,8 +256,12 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         let rho = read_vector(store, &join_url(output, &format!("{dir}/rho.npy"))).await?;
         let centres = read_vector(store, &join_url(output, &format!("{dir}/centres.npy"))).await?;
         let sl_fwe = read_vector(store, &join_url(output, &format!("{dir}/p_fwe.npy"))).await?;
-        let best = (0..rho.len()).filter(|&i| rho[i].is_finite()).max_by(|&a, &b| rho[a].total_cmp(&rho[b]));
-        let near = |i: usize| distance(mask_voxels[centres[i] as usize], planted.centre) <= planted.radius + 2.0;
+        let best = (0..rho.len())
+            .filter(|&i| rho[i].is_finite())
+            .max_by(|&a, &b| rho[a].total_cmp(&rho[b]));
+        let near = |i: usize| {
+            distance(mask_voxels[centres[i] as usize], planted.centre) <= planted.radius + 2.0
+        };
         let sig: Vec<usize> = (0..rho.len()).filter(|&i| sl_fwe[i] < 0.05).collect();
         let sig_near = sig.iter().filter(|&&i| near(i)).count();
         let found = best.is_some_and(near) && sig_near > 0 && sig_near * 2 > sig.len();
@@ -293,14 +276,20 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         );
     }
     // ROI RSA: each ROI prefers its own feature space, significantly
-    let csv = String::from_utf8_lossy(&store.get(&join_url(output, "rsa/compare.csv")).await?).to_string();
+    let csv = String::from_utf8_lossy(&store.get(&join_url(output, "rsa/compare.csv")).await?)
+        .to_string();
     for planted in &study.planted {
         let roi = format!("{}_roi", planted.space);
-        let rows: Vec<Vec<&str>> =
-            csv.lines().skip(1).map(|l| l.split(',').collect()).filter(|r: &Vec<&str>| r[0] == roi && r[2] == "spearman").collect();
+        let rows: Vec<Vec<&str>> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .filter(|r: &Vec<&str>| r[0] == roi && r[2] == "spearman")
+            .collect();
         let value = |r: &Vec<&str>| r[3].parse::<f64>().unwrap_or(f64::NAN);
         let best = rows.iter().max_by(|a, b| value(a).total_cmp(&value(b)));
-        let found = best.is_some_and(|b| b[1] == planted.space && b[5].parse::<f64>().is_ok_and(|p| p < 0.05));
+        let found = best
+            .is_some_and(|b| b[1] == planted.space && b[5].parse::<f64>().is_ok_and(|p| p < 0.05));
         say(
             found,
             format!(
@@ -316,6 +305,9 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
     let p_fwe = read_vector(store, &join_url(output, "time_resolved/objects/p_fwe.npy")).await?;
     let sig: Vec<usize> = (0..rho.len()).filter(|&t| p_fwe[t] < 0.05).collect();
     let found = !sig.is_empty() && sig.iter().all(|t| MEG_WINDOW.contains(t));
-    say(found, format!("MEG        objects significant at time points {sig:?} (planted {MEG_WINDOW:?})"));
+    say(
+        found,
+        format!("MEG        objects significant at time points {sig:?} (planted {MEG_WINDOW:?})"),
+    );
     Ok((lines, all))
 }

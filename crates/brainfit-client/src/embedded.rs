@@ -78,43 +78,22 @@ impl Transport for InProcess {
 
     async fn complete(&self, a: &Assignment) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
-        let lease = Lease {
-            task: a.task,
-            attempt: a.attempt,
-        };
-        self.shared
-            .scheduler
-            .lock()
-            .expect("scheduler lock")
-            .complete(self.worker, lease, now);
+        let lease = Lease { task: a.task, attempt: a.attempt };
+        self.shared.scheduler.lock().expect("scheduler lock").complete(self.worker, lease, now);
         Ok(())
     }
 
     async fn fail(&self, a: &Assignment, error: String) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
-        let lease = Lease {
-            task: a.task,
-            attempt: a.attempt,
-        };
-        self.shared
-            .scheduler
-            .lock()
-            .expect("scheduler lock")
-            .fail(self.worker, lease, &error, now);
+        let lease = Lease { task: a.task, attempt: a.attempt };
+        self.shared.scheduler.lock().expect("scheduler lock").fail(self.worker, lease, &error, now);
         Ok(())
     }
 
     async fn release(&self, a: &Assignment) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
-        let lease = Lease {
-            task: a.task,
-            attempt: a.attempt,
-        };
-        self.shared
-            .scheduler
-            .lock()
-            .expect("scheduler lock")
-            .release(self.worker, lease, now);
+        let lease = Lease { task: a.task, attempt: a.attempt };
+        self.shared.scheduler.lock().expect("scheduler lock").release(self.worker, lease, now);
         Ok(())
     }
 }
@@ -122,45 +101,22 @@ impl Transport for InProcess {
 /// Runs a job embedded: plan, compute with `options.workers` workers, merge, write outputs.
 pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let ScheduledJob {
-        run: job,
-        scheduler,
-        ..
-    } = ScheduledJob::prepare(
+    let ScheduledJob { run: job, scheduler, .. } = ScheduledJob::prepare(
         store,
         spec,
         new_run_id(),
-        SchedulerConfig {
-            lease_timeout: u64::MAX / 4,
-            max_attempts: 3,
-        },
+        SchedulerConfig { lease_timeout: u64::MAX / 4, max_attempts: 3 },
     )
     .await?;
-    let shared = Arc::new(Shared {
-        scheduler: Mutex::new(scheduler),
-        job: job.clone(),
-        started,
-    });
-    let executor = Arc::new(Executor::new(
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    ));
+    let shared = Arc::new(Shared { scheduler: Mutex::new(scheduler), job: job.clone(), started });
+    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
     let workers = options.workers.max(1);
     let mut handles = Vec::new();
     for _ in 0..workers {
-        let worker = shared
-            .scheduler
-            .lock()
-            .expect("scheduler lock")
-            .register(shared.now());
-        let transport = InProcess {
-            shared: shared.clone(),
-            worker,
-        };
+        let worker = shared.scheduler.lock().expect("scheduler lock").register(shared.now());
+        let transport = InProcess { shared: shared.clone(), worker };
         let (executor, store) = (executor.clone(), store.clone());
-        handles.push(tokio::spawn(async move {
-            run_worker(&transport, executor, store).await
-        }));
+        handles.push(tokio::spawn(async move { run_worker(&transport, executor, store).await }));
     }
     let compute_started = Instant::now();
     loop {
@@ -180,12 +136,7 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
         h.await.map_err(|e| WorkerError::Panic(e.to_string()))??;
     }
     let compute_seconds = compute_started.elapsed().as_secs_f64();
-    let state = shared
-        .scheduler
-        .lock()
-        .expect("scheduler lock")
-        .state()
-        .clone();
+    let state = shared.scheduler.lock().expect("scheduler lock").state().clone();
     match job::outcome(&job, &state) {
         Outcome::Succeeded => {}
         Outcome::Failed { task, error } => return Err(ClientError::TaskFailed { task, error }),
@@ -193,9 +144,5 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
         Outcome::Running => unreachable!("the loop above exits only when the job has ended"),
     }
     let summary = job::finish(&job, store, workers, compute_seconds).await?;
-    Ok(RunReport {
-        summary,
-        tasks: job.tasks.len(),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(RunReport { summary, tasks: job.tasks.len(), seconds: started.elapsed().as_secs_f64() })
 }

@@ -156,19 +156,11 @@ impl Fields<'_> {
     }
     fn i16(&self, off: usize) -> i16 {
         let a = self.arr::<2>(off);
-        if self.big_endian {
-            i16::from_be_bytes(a)
-        } else {
-            i16::from_le_bytes(a)
-        }
+        if self.big_endian { i16::from_be_bytes(a) } else { i16::from_le_bytes(a) }
     }
     fn f32(&self, off: usize) -> f32 {
         let a = self.arr::<4>(off);
-        if self.big_endian {
-            f32::from_be_bytes(a)
-        } else {
-            f32::from_le_bytes(a)
-        }
+        if self.big_endian { f32::from_be_bytes(a) } else { f32::from_le_bytes(a) }
     }
 }
 
@@ -193,10 +185,7 @@ pub fn parse_nifti(bytes: &[u8], name: &str) -> Result<Nifti> {
 
 fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     if b.len() < 4 {
-        return Err(nifti_err(
-            name,
-            format!("not a NIfTI-1 file: only {} bytes long", b.len()),
-        ));
+        return Err(nifti_err(name, format!("not a NIfTI-1 file: only {} bytes long", b.len())));
     }
     let size_le = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let size_be = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -223,10 +212,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     if b.len() < HDR_SIZE {
         return Err(nifti_err(
             name,
-            format!(
-                "truncated NIfTI-1 header: {} bytes, the header alone is 348",
-                b.len()
-            ),
+            format!("truncated NIfTI-1 header: {} bytes, the header alone is 348", b.len()),
         ));
     }
     let h = Fields { b, big_endian };
@@ -277,11 +263,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     for (i, p) in pixdim.iter_mut().enumerate() {
         *p = h.f32(76 + 4 * i);
     }
-    let qfac: f32 = if pixdim[0] == 1.0 || pixdim[0] == -1.0 {
-        pixdim[0]
-    } else {
-        1.0
-    };
+    let qfac: f32 = if pixdim[0] == 1.0 || pixdim[0] == -1.0 { pixdim[0] } else { 1.0 };
     for p in &mut pixdim[1..4] {
         if *p == 0.0 {
             *p = 1.0;
@@ -350,11 +332,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     let nbytes = count
         .checked_mul(datatype.size())
         .ok_or_else(|| nifti_err(name, format!("dimensions {dim:?} are too large")))?;
-    let dims_str = dim
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("x");
+    let dims_str = dim.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
     let available = b.len().saturating_sub(offset);
     if offset > b.len() || available < nbytes {
         return Err(nifti_err(
@@ -390,11 +368,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
 
     Ok(Nifti {
         dim,
-        pixdim: [
-            f64::from(pixdim[1]),
-            f64::from(pixdim[2]),
-            f64::from(pixdim[3]),
-        ],
+        pixdim: [f64::from(pixdim[1]), f64::from(pixdim[2]), f64::from(pixdim[3])],
         affine,
         data,
     })
@@ -407,11 +381,7 @@ fn decode(raw: &[u8], t: DataType, be: bool) -> Vec<f64> {
                 .map(|c| {
                     let mut a = [0u8; $n];
                     a.copy_from_slice(c);
-                    (if be {
-                        <$ty>::from_be_bytes(a)
-                    } else {
-                        <$ty>::from_le_bytes(a)
-                    }) as f64
+                    (if be { <$ty>::from_be_bytes(a) } else { <$ty>::from_le_bytes(a) }) as f64
                 })
                 .collect()
         };
@@ -506,10 +476,7 @@ fn base_affine(dim: &[usize], pixdim: &[f32; 8]) -> [[f64; 4]; 4] {
 }
 
 fn nifti_err(name: &str, reason: String) -> IoError {
-    IoError::Nifti {
-        name: name.to_string(),
-        reason,
-    }
+    IoError::Nifti { name: name.to_string(), reason }
 }
 
 /// Serialises a 3-D float32 volume as a single-file NIfTI-1 image (`.nii`, or `.nii.gz`
@@ -550,10 +517,7 @@ pub fn try_write_nifti_f32(
 
     let mut zooms = [0f64; 3];
     for (j, z) in zooms.iter_mut().enumerate() {
-        *z = (0..3)
-            .map(|i| affine[i][j] * affine[i][j])
-            .sum::<f64>()
-            .sqrt();
+        *z = (0..3).map(|i| affine[i][j] * affine[i][j]).sum::<f64>().sqrt();
     }
     let qform = qform_from_affine(affine, zooms);
 
@@ -576,16 +540,7 @@ pub fn try_write_nifti_f32(
         Some((qfac, bcd)) => (2i16, qfac, bcd),
         None => (0i16, 1.0f32, [0.0f32; 3]),
     };
-    let pixdim = [
-        qfac,
-        zooms[0] as f32,
-        zooms[1] as f32,
-        zooms[2] as f32,
-        1.0,
-        1.0,
-        1.0,
-        1.0,
-    ];
+    let pixdim = [qfac, zooms[0] as f32, zooms[1] as f32, zooms[2] as f32, 1.0, 1.0, 1.0, 1.0];
     for (i, &p) in pixdim.iter().enumerate() {
         put_f32(&mut h, 76 + 4 * i, p);
     }
@@ -620,13 +575,11 @@ pub fn try_write_nifti_f32(
         return Ok(h);
     }
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    enc.write_all(&h)
-        .and_then(|_| enc.finish())
-        .map_err(|source| IoError::Io {
-            name: "NIfTI output".to_string(),
-            what: "gzip compression failed",
-            source,
-        })
+    enc.write_all(&h).and_then(|_| enc.finish()).map_err(|source| IoError::Io {
+        name: "NIfTI output".to_string(),
+        what: "gzip compression failed",
+        source,
+    })
 }
 
 /// nibabel's `set_qform(affine)` with shears stripped: returns `(qfac, [b, c, d])`, or
@@ -698,36 +651,16 @@ fn mat2quat(m: &[[f64; 3]; 3]) -> [f64; 4] {
     let trace = m[0][0] + m[1][1] + m[2][2];
     let q = if trace > 0.0 {
         let s = 0.5 / (trace + 1.0).sqrt();
-        [
-            0.25 / s,
-            (m[2][1] - m[1][2]) * s,
-            (m[0][2] - m[2][0]) * s,
-            (m[1][0] - m[0][1]) * s,
-        ]
+        [0.25 / s, (m[2][1] - m[1][2]) * s, (m[0][2] - m[2][0]) * s, (m[1][0] - m[0][1]) * s]
     } else if m[0][0] > m[1][1] && m[0][0] > m[2][2] {
         let s = 2.0 * (1.0 + m[0][0] - m[1][1] - m[2][2]).sqrt();
-        [
-            (m[2][1] - m[1][2]) / s,
-            0.25 * s,
-            (m[0][1] + m[1][0]) / s,
-            (m[0][2] + m[2][0]) / s,
-        ]
+        [(m[2][1] - m[1][2]) / s, 0.25 * s, (m[0][1] + m[1][0]) / s, (m[0][2] + m[2][0]) / s]
     } else if m[1][1] > m[2][2] {
         let s = 2.0 * (1.0 + m[1][1] - m[0][0] - m[2][2]).sqrt();
-        [
-            (m[0][2] - m[2][0]) / s,
-            (m[0][1] + m[1][0]) / s,
-            0.25 * s,
-            (m[1][2] + m[2][1]) / s,
-        ]
+        [(m[0][2] - m[2][0]) / s, (m[0][1] + m[1][0]) / s, 0.25 * s, (m[1][2] + m[2][1]) / s]
     } else {
         let s = 2.0 * (1.0 + m[2][2] - m[0][0] - m[1][1]).sqrt();
-        [
-            (m[1][0] - m[0][1]) / s,
-            (m[0][2] + m[2][0]) / s,
-            (m[1][2] + m[2][1]) / s,
-            0.25 * s,
-        ]
+        [(m[1][0] - m[0][1]) / s, (m[0][2] + m[2][0]) / s, (m[1][2] + m[2][1]) / s, 0.25 * s]
     };
     if q[0] < 0.0 { q.map(|v| -v) } else { q }
 }
@@ -788,18 +721,10 @@ impl Mask {
         if voxels.is_empty() {
             return Err(mask_err(
                 name,
-                format!(
-                    "empty mask: no voxel of the {} mask is nonzero",
-                    dims_str(&shape)
-                ),
+                format!("empty mask: no voxel of the {} mask is nonzero", dims_str(&shape)),
             ));
         }
-        Ok(Mask {
-            shape,
-            affine: n.affine,
-            pixdim: n.pixdim,
-            voxels,
-        })
+        Ok(Mask { shape, affine: n.affine, pixdim: n.pixdim, voxels })
     }
 
     /// Number of in-mask voxels.
@@ -849,10 +774,7 @@ impl Mask {
         let view4 = if img.dim.len() == 4 {
             img.data.view().into_dimensionality::<Ix4>()
         } else {
-            img.data
-                .view()
-                .insert_axis(Axis(3))
-                .into_dimensionality::<Ix4>()
+            img.data.view().insert_axis(Axis(3)).into_dimensionality::<Ix4>()
         }
         .map_err(|e| mask_err(name, format!("image data are not 3-D/4-D: {e}")))?;
         let mut out = Array2::<f64>::zeros((nt, self.voxels.len()));
@@ -887,17 +809,11 @@ impl Mask {
 }
 
 fn dims_str(d: &[usize]) -> String {
-    d.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join("x")
+    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x")
 }
 
 fn mask_err(name: &str, reason: String) -> IoError {
-    IoError::Mask {
-        name: name.to_string(),
-        reason,
-    }
+    IoError::Mask { name: name.to_string(), reason }
 }
 
 #[cfg(test)]
@@ -908,16 +824,8 @@ mod tests {
     fn quaternion_round_trip_for_rotations() {
         // A rotation about an oblique axis, with a reflection and anisotropic zooms.
         let (a, b) = (0.3f64, -0.7f64);
-        let rz = [
-            [a.cos(), -a.sin(), 0.0],
-            [a.sin(), a.cos(), 0.0],
-            [0.0, 0.0, 1.0],
-        ];
-        let rx = [
-            [1.0, 0.0, 0.0],
-            [0.0, b.cos(), -b.sin()],
-            [0.0, b.sin(), b.cos()],
-        ];
+        let rz = [[a.cos(), -a.sin(), 0.0], [a.sin(), a.cos(), 0.0], [0.0, 0.0, 1.0]];
+        let rx = [[1.0, 0.0, 0.0], [0.0, b.cos(), -b.sin()], [0.0, b.sin(), b.cos()]];
         let mut rot = [[0.0; 3]; 3];
         for i in 0..3 {
             for j in 0..3 {

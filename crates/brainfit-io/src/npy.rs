@@ -291,19 +291,12 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
             format!("({})", parts.join(", "))
         }
     };
-    let dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
-        T::DTYPE,
-        shape_repr
-    );
+    let dict =
+        format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", T::DTYPE, shape_repr);
     // Version 1.0 stores the header length in 2 bytes; fall back to 2.0 (4 bytes) if needed.
     let (version, prefix_len) = {
         let v1_total = padded_len(10 + dict.len() + 1);
-        if v1_total - 10 <= usize::from(u16::MAX) {
-            (1u8, 10usize)
-        } else {
-            (2u8, 12usize)
-        }
+        if v1_total - 10 <= usize::from(u16::MAX) { (1u8, 10usize) } else { (2u8, 12usize) }
     };
     let total = padded_len(prefix_len + dict.len() + 1);
     let header_len = total - prefix_len;
@@ -395,12 +388,9 @@ pub fn parse_npy_header(bytes: &[u8], name: &str) -> Result<NpyHeader> {
         usize::try_from(n)
             .map_err(|_| npy_err(name, format!("header length {n} does not fit this machine")))?
     };
-    let end = start.checked_add(header_len).ok_or_else(|| {
-        npy_err(
-            name,
-            format!("header length {header_len} is impossibly large"),
-        )
-    })?;
+    let end = start
+        .checked_add(header_len)
+        .ok_or_else(|| npy_err(name, format!("header length {header_len} is impossibly large")))?;
     let raw = bytes.get(start..end).ok_or_else(|| {
         npy_err(
             name,
@@ -412,31 +402,20 @@ pub fn parse_npy_header(bytes: &[u8], name: &str) -> Result<NpyHeader> {
     })?;
     let text: String = if utf8 {
         std::str::from_utf8(raw)
-            .map_err(|e| {
-                npy_err(
-                    name,
-                    format!("the version 3.0 header is not valid UTF-8: {e}"),
-                )
-            })?
+            .map_err(|e| npy_err(name, format!("the version 3.0 header is not valid UTF-8: {e}")))?
             .to_string()
     } else {
         // Versions 1.0 and 2.0 use latin-1: every byte is one code point.
         raw.iter().map(|&b| char::from(b)).collect()
     };
 
-    let value = PyParser::new(&text).parse_document().map_err(|e| {
-        npy_err(
-            name,
-            format!("malformed .npy header {:?}: {e}", text.trim_end()),
-        )
-    })?;
+    let value = PyParser::new(&text)
+        .parse_document()
+        .map_err(|e| npy_err(name, format!("malformed .npy header {:?}: {e}", text.trim_end())))?;
     let PyVal::Dict(entries) = value else {
         return Err(npy_err(
             name,
-            format!(
-                "malformed .npy header {:?}: expected a dict",
-                text.trim_end()
-            ),
+            format!("malformed .npy header {:?}: expected a dict", text.trim_end()),
         ));
     };
     let mut descr: Option<&PyVal> = None;
@@ -453,13 +432,7 @@ pub fn parse_npy_header(bytes: &[u8], name: &str) -> Result<NpyHeader> {
         }
     }
     let missing = |key: &str| {
-        npy_err(
-            name,
-            format!(
-                "malformed .npy header {:?}: no '{key}' key",
-                text.trim_end()
-            ),
-        )
+        npy_err(name, format!("malformed .npy header {:?}: no '{key}' key", text.trim_end()))
     };
     let dtype = match descr.ok_or_else(|| missing("descr"))? {
         PyVal::Str(s) => s.clone(),
@@ -523,12 +496,7 @@ pub fn parse_npy_header(bytes: &[u8], name: &str) -> Result<NpyHeader> {
             ));
         }
     };
-    Ok(NpyHeader {
-        dtype,
-        fortran_order,
-        shape,
-        data_offset: end,
-    })
+    Ok(NpyHeader { dtype, fortran_order, shape, data_offset: end })
 }
 
 /// Parses a complete `.npy` file into an array in logical (C) order, converting from
@@ -596,30 +564,15 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
         )?),
         Kind::I2 => {
             let v = decode::<2, i16>(raw, be, i16::from_le_bytes, i16::from_be_bytes);
-            NpyData::I32(build(
-                v.into_iter().map(i32::from).collect(),
-                shape,
-                f,
-                name,
-            )?)
+            NpyData::I32(build(v.into_iter().map(i32::from).collect(), shape, f, name)?)
         }
         Kind::U2 => {
             let v = decode::<2, u16>(raw, be, u16::from_le_bytes, u16::from_be_bytes);
-            NpyData::I32(build(
-                v.into_iter().map(i32::from).collect(),
-                shape,
-                f,
-                name,
-            )?)
+            NpyData::I32(build(v.into_iter().map(i32::from).collect(), shape, f, name)?)
         }
         Kind::U4 => {
             let v = decode::<4, u32>(raw, be, u32::from_le_bytes, u32::from_be_bytes);
-            NpyData::I64(build(
-                v.into_iter().map(i64::from).collect(),
-                shape,
-                f,
-                name,
-            )?)
+            NpyData::I64(build(v.into_iter().map(i64::from).collect(), shape, f, name)?)
         }
         Kind::U8 => {
             let v = decode::<8, u64>(raw, be, u64::from_le_bytes, u64::from_be_bytes);
@@ -637,19 +590,11 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
             }
             NpyData::I64(build(out, shape, f, name)?)
         }
-        Kind::I1 => NpyData::I32(build(
-            raw.iter().map(|&b| i32::from(b as i8)).collect(),
-            shape,
-            f,
-            name,
-        )?),
+        Kind::I1 => {
+            NpyData::I32(build(raw.iter().map(|&b| i32::from(b as i8)).collect(), shape, f, name)?)
+        }
         Kind::U1 => NpyData::U8(build(raw.to_vec(), shape, f, name)?),
-        Kind::B1 => NpyData::Bool(build(
-            raw.iter().map(|&b| b != 0).collect(),
-            shape,
-            f,
-            name,
-        )?),
+        Kind::B1 => NpyData::Bool(build(raw.iter().map(|&b| b != 0).collect(), shape, f, name)?),
     };
     debug_assert_eq!(count, data_len(&data));
     Ok(NpyArray { data })
@@ -688,10 +633,7 @@ pub fn parse_npz(bytes: &[u8], name: &str) -> Result<Vec<(String, NpyArray)>> {
             Ok(n) => n.into_owned(),
             Err(_) => String::from_utf8_lossy(member.name_raw()).into_owned(),
         };
-        let key = member_name
-            .strip_suffix(".npy")
-            .unwrap_or(&member_name)
-            .to_string();
+        let key = member_name.strip_suffix(".npy").unwrap_or(&member_name).to_string();
         // The declared size only sizes the buffer (bounded, in case it lies).
         let cap = usize::try_from(member.size()).unwrap_or(0).min(1 << 26);
         let mut buf = Vec::with_capacity(cap);
@@ -798,11 +740,7 @@ impl Dtype {
                 ));
             }
         };
-        Ok(Dtype {
-            kind,
-            big_endian,
-            code: code.to_string(),
-        })
+        Ok(Dtype { kind, big_endian, code: code.to_string() })
     }
 }
 
@@ -826,10 +764,7 @@ fn decode<const N: usize, T>(
 /// Builds an array of `shape` from elements in file order, returning it in C layout.
 fn build<T: Clone>(v: Vec<T>, shape: &[usize], fortran: bool, name: &str) -> Result<ArrayD<T>> {
     let err = |e: ndarray::ShapeError| {
-        npy_err(
-            name,
-            format!("cannot form an array of shape {}: {e}", shape_str(shape)),
-        )
+        npy_err(name, format!("cannot form an array of shape {}: {e}", shape_str(shape)))
     };
     if fortran && shape.len() > 1 {
         let a = ArrayD::from_shape_vec(IxDyn(shape).f(), v).map_err(err)?;
@@ -857,10 +792,7 @@ fn shape_str(shape: &[usize]) -> String {
 }
 
 fn npy_err(name: &str, reason: String) -> IoError {
-    IoError::Npy {
-        name: name.to_string(),
-        reason,
-    }
+    IoError::Npy { name: name.to_string(), reason }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -885,10 +817,7 @@ struct PyParser<'a> {
 
 impl<'a> PyParser<'a> {
     fn new(text: &'a str) -> Self {
-        PyParser {
-            chars: text.char_indices().peekable(),
-            depth: 0,
-        }
+        PyParser { chars: text.char_indices().peekable(), depth: 0 }
     }
 
     /// Parses one value followed only by whitespace (NumPy pads with spaces and a newline).
@@ -999,9 +928,7 @@ impl<'a> PyParser<'a> {
                 Some((_, ',')) => {}
                 Some((_, c)) if c == close => return Ok(items),
                 Some((i, c)) => {
-                    return Err(format!(
-                        "expected ',' or {close:?} at offset {i}, found {c:?}"
-                    ));
+                    return Err(format!("expected ',' or {close:?} at offset {i}, found {c:?}"));
                 }
                 None => return Err("unexpected end of header inside a tuple/list".to_string()),
             }
@@ -1070,10 +997,7 @@ mod tests {
         assert_eq!(
             v,
             PyVal::Dict(vec![
-                (
-                    PyVal::Str("a".into()),
-                    PyVal::Tuple(vec![PyVal::Int(3), PyVal::Int(4)])
-                ),
+                (PyVal::Str("a".into()), PyVal::Tuple(vec![PyVal::Int(3), PyVal::Int(4)])),
                 (PyVal::Str("b".into()), PyVal::Bool(true)),
                 (PyVal::Str("c".into()), PyVal::Tuple(vec![])),
                 (PyVal::Str("d".into()), PyVal::Tuple(vec![PyVal::Int(5)])),
@@ -1099,11 +1023,7 @@ mod tests {
         assert_eq!(bytes[h.data_offset - 1], b'\n');
         let dict = b"{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }";
         assert_eq!(&bytes[10..10 + dict.len()], dict.as_slice());
-        assert!(
-            bytes[10 + dict.len()..h.data_offset - 1]
-                .iter()
-                .all(|&b| b == b' ')
-        );
+        assert!(bytes[10 + dict.len()..h.data_offset - 1].iter().all(|&b| b == b' '));
         assert_eq!(bytes.len(), h.data_offset + 48);
     }
 

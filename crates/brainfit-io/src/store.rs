@@ -132,11 +132,7 @@ impl Store {
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Store {
         Store {
-            aws_env: Some(Arc::new(
-                vars.into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
-            )),
+            aws_env: Some(Arc::new(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())),
             s3: Arc::new(Mutex::new(HashMap::new())),
             ..self
         }
@@ -150,17 +146,14 @@ impl Store {
         }
         let vars: Vec<(String, String)> = match &self.aws_env {
             Some(v) => v.as_ref().clone(),
-            None => std::env::vars()
-                .filter(|(k, _)| k.starts_with("AWS_"))
-                .collect(),
+            None => std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect(),
         };
-        let store: Arc<dyn ObjectStore> = Arc::new(s3_builder(&vars, bucket).build().map_err(
-            |source| IoError::Store {
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(s3_builder(&vars, bucket).build().map_err(|source| IoError::Store {
                 url: url.to_string(),
                 op: "configure S3 client",
                 source,
-            },
-        )?);
+            })?);
         map.insert(bucket.to_string(), store.clone());
         Ok(store)
     }
@@ -184,11 +177,7 @@ impl Store {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "file" => {
                     let path = file_url_to_object_path(url)?;
-                    Ok((
-                        self.local.clone() as Arc<dyn ObjectStore>,
-                        path,
-                        Kind::FileUrl,
-                    ))
+                    Ok((self.local.clone() as Arc<dyn ObjectStore>, path, Kind::FileUrl))
                 }
                 "memory" => {
                     let rest = rest.strip_prefix("//").unwrap_or(rest);
@@ -235,10 +224,7 @@ impl Store {
             .get_opts(&path, GetOptions::new())
             .await
             .map_err(|e| map_store_err(url, "get", e))?;
-        result
-            .bytes()
-            .await
-            .map_err(|e| map_store_err(url, "get", e))
+        result.bytes().await.map_err(|e| map_store_err(url, "get", e))
     }
 
     /// Reads bytes `range.start..range.end` of an object.
@@ -261,13 +247,11 @@ impl Store {
         }
         let (store, path) = self.resolve(url)?;
         let want = range.end - range.start;
-        let got = match store
-            .get_opts(&path, GetOptions::new().with_range(Some(range.clone())))
-            .await
-        {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
+        let got =
+            match store.get_opts(&path, GetOptions::new().with_range(Some(range.clone()))).await {
+                Ok(r) => r.bytes().await,
+                Err(e) => Err(e),
+            };
         match got {
             Ok(bytes) if bytes.len() as u64 == want => Ok(bytes),
             Ok(bytes) => Err(IoError::Range {
@@ -279,9 +263,9 @@ impl Store {
                     range.start + bytes.len() as u64
                 ),
             }),
-            Err(object_store::Error::NotFound { .. }) => Err(IoError::NotFound {
-                url: url.to_string(),
-            }),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(IoError::NotFound { url: url.to_string() })
+            }
             Err(e) => {
                 // Out-of-range starts surface as generic back-end errors; report them
                 // with the object's real size when we can find it out.
@@ -325,11 +309,7 @@ impl Store {
     pub async fn put_create(&self, url: &str, data: Bytes) -> Result<PutOutcome> {
         let (store, path) = self.resolve(url)?;
         match store
-            .put_opts(
-                &path,
-                PutPayload::from_bytes(data),
-                PutOptions::from(PutMode::Create),
-            )
+            .put_opts(&path, PutPayload::from_bytes(data), PutOptions::from(PutMode::Create))
             .await
         {
             Ok(_) => Ok(PutOutcome::Created),
@@ -400,9 +380,7 @@ fn s3_builder(vars: &[(String, String)], bucket: &str) -> object_store::aws::Ama
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
     let get = |name: &str| {
-        vars.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     };
     let mut builder = AmazonS3Builder::new();
     for (key, value) in vars {
@@ -413,9 +391,7 @@ fn s3_builder(vars: &[(String, String)], bucket: &str) -> object_store::aws::Ama
             builder = builder.with_config(config_key, value);
         }
     }
-    let endpoint = get("AWS_ENDPOINT_URL_S3")
-        .or(get("AWS_ENDPOINT_URL"))
-        .or(get("AWS_ENDPOINT"));
+    let endpoint = get("AWS_ENDPOINT_URL_S3").or(get("AWS_ENDPOINT_URL")).or(get("AWS_ENDPOINT"));
     if let Some(endpoint) = endpoint {
         builder = builder.with_endpoint(endpoint);
         if get("AWS_VIRTUAL_HOSTED_STYLE_REQUEST").is_none() {
@@ -454,25 +430,15 @@ async fn list_below(store: &dyn ObjectStore, prefix: &Path, url: &str) -> Result
 fn relative_key<'a>(prefix: &Path, location: &'a Path) -> &'a str {
     let s: &str = location.as_ref();
     let p: &str = prefix.as_ref();
-    if p.is_empty() {
-        s
-    } else {
-        s.get(p.len() + 1..).unwrap_or("")
-    }
+    if p.is_empty() { s } else { s.get(p.len() + 1..).unwrap_or("") }
 }
 
 /// Maps an object_store error to [`IoError`], turning "not found" into
 /// [`IoError::NotFound`].
 fn map_store_err(url: &str, op: &'static str, e: object_store::Error) -> IoError {
     match e {
-        object_store::Error::NotFound { .. } => IoError::NotFound {
-            url: url.to_string(),
-        },
-        source => IoError::Store {
-            url: url.to_string(),
-            op,
-            source,
-        },
+        object_store::Error::NotFound { .. } => IoError::NotFound { url: url.to_string() },
+        source => IoError::Store { url: url.to_string(), op, source },
     }
 }
 
@@ -497,10 +463,7 @@ fn split_scheme(url: &str) -> Option<(&str, &str)> {
 /// root-anchored local file system.
 fn bare_path_to_object_path(url: &str) -> Result<Path> {
     if url.is_empty() {
-        return Err(IoError::InvalidUrl {
-            url: url.to_string(),
-            reason: "empty path".to_string(),
-        });
+        return Err(IoError::InvalidUrl { url: url.to_string(), reason: "empty path".to_string() });
     }
     let p = std::path::Path::new(url);
     let abs = if p.is_absolute() {
@@ -560,10 +523,8 @@ fn fs_path_to_object_path(url: &str, abs: &std::path::Path) -> Result<Path> {
             },
         }
     }
-    Path::parse(parts.join("/")).map_err(|e| IoError::InvalidUrl {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })
+    Path::parse(parts.join("/"))
+        .map_err(|e| IoError::InvalidUrl { url: url.to_string(), reason: e.to_string() })
 }
 
 /// Key of a `memory://` URL → object path (empty and `.` segments dropped, `..` pops).
@@ -578,19 +539,15 @@ fn key_to_object_path(url: &str, key: &str) -> Result<Path> {
             s => parts.push(s),
         }
     }
-    Path::parse(parts.join("/")).map_err(|e| IoError::InvalidUrl {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })
+    Path::parse(parts.join("/"))
+        .map_err(|e| IoError::InvalidUrl { url: url.to_string(), reason: e.to_string() })
 }
 
 /// Appends the (unencoded) `rel` key below a `file://` prefix URL, percent-encoding each
 /// segment as file URLs require.
 fn file_url_join(prefix_url: &str, rel: &str) -> Result<String> {
-    let mut u = url::Url::parse(prefix_url).map_err(|e| IoError::InvalidUrl {
-        url: prefix_url.to_string(),
-        reason: e.to_string(),
-    })?;
+    let mut u = url::Url::parse(prefix_url)
+        .map_err(|e| IoError::InvalidUrl { url: prefix_url.to_string(), reason: e.to_string() })?;
     {
         let mut segs = u.path_segments_mut().map_err(|_| IoError::InvalidUrl {
             url: prefix_url.to_string(),
@@ -616,11 +573,7 @@ pub fn join_url(base: &str, relative: &str) -> String {
     if rel.is_empty() {
         return base.to_string();
     }
-    if base.ends_with('/') {
-        format!("{base}{rel}")
-    } else {
-        format!("{base}/{rel}")
-    }
+    if base.ends_with('/') { format!("{base}{rel}") } else { format!("{base}/{rel}") }
 }
 
 /// Resolves a path written in a job file against the directory that holds the job file.
@@ -683,10 +636,7 @@ mod tests {
             "s3://lab/jobs/sub01/betas.npy"
         );
         assert_eq!(resolve_relative("/jobs", "/abs/x.npy"), "/abs/x.npy");
-        assert_eq!(
-            resolve_relative("/jobs", "file:///abs/x.npy"),
-            "file:///abs/x.npy"
-        );
+        assert_eq!(resolve_relative("/jobs", "file:///abs/x.npy"), "file:///abs/x.npy");
         assert_eq!(resolve_relative("/jobs", "s3://b/x.npy"), "s3://b/x.npy");
         assert_eq!(resolve_relative("", "x.npy"), "x.npy");
         assert_eq!(resolve_relative("jobs/", "x.npy"), "jobs/x.npy");
@@ -724,28 +674,16 @@ mod tests {
         let (c, _) = s.resolve("s3://second/other").expect("s3");
         assert!(!Arc::ptr_eq(&a, &c));
         let debug = format!("{s:?}");
-        assert!(
-            debug.contains("bucket") && !debug.contains("very-secret"),
-            "{debug}"
-        );
+        assert!(debug.contains("bucket") && !debug.contains("very-secret"), "{debug}");
         // the endpoint variables make a path-style, plain-HTTP client
         let vars = vec![
-            (
-                "AWS_ENDPOINT_URL".to_string(),
-                "http://127.0.0.1:9".to_string(),
-            ),
+            ("AWS_ENDPOINT_URL".to_string(), "http://127.0.0.1:9".to_string()),
             ("AWS_REGION".to_string(), "eu-west-3".to_string()),
         ];
         let b = s3_builder(&vars, "bk");
         use object_store::aws::AmazonS3ConfigKey as K;
-        assert_eq!(
-            b.get_config_value(&K::Endpoint).as_deref(),
-            Some("http://127.0.0.1:9")
-        );
-        assert_eq!(
-            b.get_config_value(&K::VirtualHostedStyleRequest).as_deref(),
-            Some("false")
-        );
+        assert_eq!(b.get_config_value(&K::Endpoint).as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(b.get_config_value(&K::VirtualHostedStyleRequest).as_deref(), Some("false"));
         assert_eq!(b.get_config_value(&K::Region).as_deref(), Some("eu-west-3"));
         assert_eq!(b.get_config_value(&K::Bucket).as_deref(), Some("bk"));
     }

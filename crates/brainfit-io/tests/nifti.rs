@@ -21,9 +21,7 @@ fn load_nifti(dir: &str, name: &str) -> Nifti {
 }
 
 fn load_npy_f64(dir: &str, name: &str) -> ArrayD<f64> {
-    parse_npy(&read(dir, name), name)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_f64()
+    parse_npy(&read(dir, name), name).unwrap_or_else(|e| panic!("{e}")).to_f64()
 }
 
 fn affine_of(a: &ArrayD<f64>) -> [[f64; 4]; 4] {
@@ -59,11 +57,7 @@ fn fixture_img4d_and_mask_match_nilearn() {
         .expect("ints");
     assert_eq!(mask.len(), ijk.shape()[0]);
     for (v, vox) in mask.voxels.iter().enumerate() {
-        let want = [
-            ijk[IxDyn(&[v, 0])],
-            ijk[IxDyn(&[v, 1])],
-            ijk[IxDyn(&[v, 2])],
-        ];
+        let want = [ijk[IxDyn(&[v, 0])], ijk[IxDyn(&[v, 1])], ijk[IxDyn(&[v, 2])]];
         assert_eq!(vox.map(|x| x as i64), want, "voxel {v}");
     }
 
@@ -119,20 +113,13 @@ fn big_endian_gzip_without_xform_uses_base_affine() {
     let img = load_nifti(DATA, "noxform_be.nii.gz");
     assert_eq!(img.dim, vec![4, 3, 2, 2]);
     assert_eq!(img.pixdim, [2.0, 3.0, 4.0]);
-    assert_eq!(
-        img.affine,
-        affine_of(&load_npy_f64(DATA, "noxform_be_affine.npy"))
-    );
+    assert_eq!(img.affine, affine_of(&load_npy_f64(DATA, "noxform_be_affine.npy")));
     assert_eq!(img.data, load_npy_f64(DATA, "noxform_be_data.npy"));
 }
 
 fn test_volume() -> Array3<f32> {
     Array3::from_shape_fn((4, 3, 5), |(i, j, k)| {
-        if (i + j + k) % 7 == 0 {
-            f32::NAN
-        } else {
-            (i * 100 + j * 10 + k) as f32 - 0.25
-        }
+        if (i + j + k) % 7 == 0 { f32::NAN } else { (i * 100 + j * 10 + k) as f32 - 0.25 }
     })
 }
 
@@ -244,16 +231,12 @@ fn header_errors_are_clear() {
 
     let mut b = good.clone();
     b[108..112].copy_from_slice(&100f32.to_le_bytes());
-    let msg = parse_nifti(&b, "off.nii")
-        .expect_err("vox_offset")
-        .to_string();
+    let msg = parse_nifti(&b, "off.nii").expect_err("vox_offset").to_string();
     assert!(msg.starts_with("off.nii: bad vox_offset 100"), "{msg}");
 
     let mut b = good.clone();
     b[108..112].copy_from_slice(&1e9f32.to_le_bytes());
-    let msg = parse_nifti(&b, "far.nii")
-        .expect_err("vox_offset past end")
-        .to_string();
+    let msg = parse_nifti(&b, "far.nii").expect_err("vox_offset past end").to_string();
     assert!(msg.contains("truncated"), "{msg}");
 
     let mut b = good.clone();
@@ -266,14 +249,10 @@ fn header_errors_are_clear() {
     let msg = parse_nifti(&b, "n2.nii").expect_err("nifti2").to_string();
     assert!(msg.contains("NIfTI-2"), "{msg}");
 
-    let msg = parse_nifti(b"hello world", "x.nii")
-        .expect_err("junk")
-        .to_string();
+    let msg = parse_nifti(b"hello world", "x.nii").expect_err("junk").to_string();
     assert!(msg.starts_with("x.nii: not a NIfTI-1 file"), "{msg}");
 
-    let msg = parse_nifti(&[0x1f, 0x8b, 0, 0], "bad.nii.gz")
-        .expect_err("bad gzip")
-        .to_string();
+    let msg = parse_nifti(&[0x1f, 0x8b, 0, 0], "bad.nii.gz").expect_err("bad gzip").to_string();
     assert!(msg.starts_with("bad.nii.gz: gzip"), "{msg}");
 }
 
@@ -320,33 +299,18 @@ fn mask_rules_and_errors() {
     data[IxDyn(&[0, 2, 0])] = 3.0; // any nonzero value is in
     data[IxDyn(&[0, 1, 1])] = f64::NAN; // non-finite is out
     data[IxDyn(&[1, 1, 0])] = f64::INFINITY;
-    let n = Nifti {
-        dim: vec![2, 3, 2],
-        pixdim: [1.0; 3],
-        affine: AFFINE,
-        data,
-    };
+    let n = Nifti { dim: vec![2, 3, 2], pixdim: [1.0; 3], affine: AFFINE, data };
     let mask = Mask::from_nifti(&n, "m.nii").expect("mask");
     assert_eq!(mask.voxels, vec![[0, 2, 0], [1, 0, 1]]); // k fastest, i slowest
     assert!(!mask.is_empty());
 
-    let empty = Nifti {
-        data: ArrayD::zeros(IxDyn(&[2, 3, 2])),
-        ..n.clone()
-    };
-    let msg = Mask::from_nifti(&empty, "e.nii")
-        .expect_err("empty")
-        .to_string();
+    let empty = Nifti { data: ArrayD::zeros(IxDyn(&[2, 3, 2])), ..n.clone() };
+    let msg = Mask::from_nifti(&empty, "e.nii").expect_err("empty").to_string();
     assert!(msg.starts_with("e.nii: empty mask"), "{msg}");
 
-    let four = Nifti {
-        dim: vec![2, 3, 2, 2],
-        data: ArrayD::ones(IxDyn(&[2, 3, 2, 2])),
-        ..n.clone()
-    };
-    let msg = Mask::from_nifti(&four, "4d.nii")
-        .expect_err("4-D")
-        .to_string();
+    let four =
+        Nifti { dim: vec![2, 3, 2, 2], data: ArrayD::ones(IxDyn(&[2, 3, 2, 2])), ..n.clone() };
+    let msg = Mask::from_nifti(&four, "4d.nii").expect_err("4-D").to_string();
     assert!(msg.contains("2x3x2x2"), "{msg}");
 
     // apply: 3-D image counts as one volume; shape and affine must match.
@@ -360,28 +324,16 @@ fn mask_rules_and_errors() {
     assert_eq!(out.shape(), &[1, 2]);
     assert_eq!(out.row(0).to_vec(), vec![20.0, 101.0]);
 
-    let wrong_shape = Nifti {
-        dim: vec![2, 3, 3, 4],
-        data: ArrayD::zeros(IxDyn(&[2, 3, 3, 4])),
-        ..n.clone()
-    };
-    let msg = mask
-        .apply(&wrong_shape, "w.nii")
-        .expect_err("shape")
-        .to_string();
+    let wrong_shape =
+        Nifti { dim: vec![2, 3, 3, 4], data: ArrayD::zeros(IxDyn(&[2, 3, 3, 4])), ..n.clone() };
+    let msg = mask.apply(&wrong_shape, "w.nii").expect_err("shape").to_string();
     assert!(msg.starts_with("w.nii: image shape 2x3x3x4"), "{msg}");
 
     let mut shifted = img3.clone();
     shifted.affine[0][3] += 1.0;
-    let msg = mask
-        .apply(&shifted, "s.nii")
-        .expect_err("affine")
-        .to_string();
+    let msg = mask.apply(&shifted, "s.nii").expect_err("affine").to_string();
     assert!(msg.contains("affine"), "{msg}");
 
     let msg = mask.unmask(&[1.0]).expect_err("length").to_string();
-    assert!(
-        msg.contains("got 1 values but the mask has 2 voxels"),
-        "{msg}"
-    );
+    assert!(msg.contains("got 1 values but the mask has 2 voxels"), "{msg}");
 }

@@ -33,9 +33,7 @@ fn round_trip_every_element_type() {
     let got = parse_npy(&write_npy(&f32a.view()), "f32.npy").expect("f32");
     assert_eq!(got.dtype_name(), "float32");
     assert_eq!(got.shape(), &[2, 3]);
-    let NpyData::F32(a) = &got.data else {
-        panic!("expected F32, got {}", got.dtype_name())
-    };
+    let NpyData::F32(a) = &got.data else { panic!("expected F32, got {}", got.dtype_name()) };
     for (x, y) in a.iter().zip(f32a.iter()) {
         assert!(x == y || (x.is_nan() && y.is_nan()), "{x} vs {y}");
     }
@@ -62,10 +60,7 @@ fn round_trip_every_element_type() {
     let ba = array![true, false, true];
     let got = parse_npy(&write_npy(&ba.view()), "b.npy").expect("bool");
     assert_eq!(got.data, NpyData::Bool(ba.clone().into_dyn()));
-    assert_eq!(
-        got.to_i64("b.npy").expect("bool to i64").as_slice(),
-        Some(&[1i64, 0, 1][..])
-    );
+    assert_eq!(got.to_i64("b.npy").expect("bool to i64").as_slice(), Some(&[1i64, 0, 1][..]));
 }
 
 #[test]
@@ -106,22 +101,13 @@ fn non_contiguous_views_are_written_in_logical_order() {
 fn fortran_order_file_gives_the_logical_array() {
     // numpy: a = np.arange(6, dtype='<i4').reshape(2, 3); np.save(f, np.asfortranarray(a))
     // stores columns first: 0 3 1 4 2 5.
-    let data: Vec<u8> = [0i32, 3, 1, 4, 2, 5]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let bytes = npy_bytes(
-        1,
-        "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }",
-        &data,
-    );
+    let data: Vec<u8> = [0i32, 3, 1, 4, 2, 5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = npy_bytes(1, "{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }", &data);
     let got = parse_npy(&bytes, "f.npy").expect("fortran");
     let want = array![[0i32, 1, 2], [3, 4, 5]].into_dyn();
     assert_eq!(got.data, NpyData::I32(want.clone()));
     // Returned in standard layout so that as_slice() gives C order.
-    let NpyData::I32(a) = got.data else {
-        panic!("expected I32")
-    };
+    let NpyData::I32(a) = got.data else { panic!("expected I32") };
     assert_eq!(a.as_slice(), Some(&[0, 1, 2, 3, 4, 5][..]));
 
     // 3-D Fortran order, big-endian f8.
@@ -135,27 +121,17 @@ fn fortran_order_file_gives_the_logical_array() {
             }
         }
     }
-    let bytes = npy_bytes(
-        1,
-        "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3, 2), }",
-        &data,
-    );
+    let bytes =
+        npy_bytes(1, "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3, 2), }", &data);
     let got = parse_npy(&bytes, "f3.npy").expect("fortran 3-d");
     assert_eq!(got.to_f64(), logical.into_dyn());
 }
 
 #[test]
 fn byte_orders_and_widened_types() {
-    let be: Vec<u8> = [1.5f32, -2.0]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
+    let be: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_be_bytes()).collect();
     let got = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }",
-            &be,
-        ),
+        &npy_bytes(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", &be),
         "be.npy",
     )
     .expect("big-endian f4");
@@ -163,11 +139,7 @@ fn byte_orders_and_widened_types() {
 
     let i2: Vec<u8> = [-300i16, 7].iter().flat_map(|v| v.to_be_bytes()).collect();
     let got = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '>i2', 'fortran_order': False, 'shape': (2,), }",
-            &i2,
-        ),
+        &npy_bytes(1, "{'descr': '>i2', 'fortran_order': False, 'shape': (2,), }", &i2),
         "i2.npy",
     )
     .expect("i2");
@@ -175,37 +147,22 @@ fn byte_orders_and_widened_types() {
 
     let u2: Vec<u8> = [65535u16, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
     let got = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '<u2', 'fortran_order': False, 'shape': (2,), }",
-            &u2,
-        ),
+        &npy_bytes(1, "{'descr': '<u2', 'fortran_order': False, 'shape': (2,), }", &u2),
         "u2.npy",
     )
     .expect("u2");
     assert_eq!(got.data, NpyData::I32(array![65535, 1].into_dyn()));
 
     let got = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '|i1', 'fortran_order': False, 'shape': (2,), }",
-            &[0xff, 5],
-        ),
+        &npy_bytes(1, "{'descr': '|i1', 'fortran_order': False, 'shape': (2,), }", &[0xff, 5]),
         "i1.npy",
     )
     .expect("i1");
     assert_eq!(got.data, NpyData::I32(array![-1, 5].into_dyn()));
 
-    let i8be: Vec<u8> = [-5i64, 1 << 40]
-        .iter()
-        .flat_map(|v| v.to_be_bytes())
-        .collect();
+    let i8be: Vec<u8> = [-5i64, 1 << 40].iter().flat_map(|v| v.to_be_bytes()).collect();
     let got = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }",
-            &i8be,
-        ),
+        &npy_bytes(1, "{'descr': '>i8', 'fortran_order': False, 'shape': (2,), }", &i8be),
         "i8.npy",
     )
     .expect("i8");
@@ -213,11 +170,7 @@ fn byte_orders_and_widened_types() {
 
     let u8big: Vec<u8> = u64::MAX.to_le_bytes().to_vec();
     let err = parse_npy(
-        &npy_bytes(
-            1,
-            "{'descr': '<u8', 'fortran_order': False, 'shape': (1,), }",
-            &u8big,
-        ),
+        &npy_bytes(1, "{'descr': '<u8', 'fortran_order': False, 'shape': (1,), }", &u8big),
         "u8big.npy",
     )
     .expect_err("u64 max does not fit i64");
@@ -265,10 +218,7 @@ fn truncated_file_error_names_the_file_and_sizes() {
     assert!(msg.starts_with("extra.npy: 3 unexpected bytes"), "{msg}");
 
     let err = parse_npy(&bytes[..40], "h.npy").expect_err("truncated header");
-    assert!(
-        err.to_string().contains("h.npy: truncated .npy header"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("h.npy: truncated .npy header"), "{err}");
     let err = parse_npy(&bytes[..7], "v.npy").expect_err("truncated version");
     assert!(err.to_string().starts_with("v.npy: truncated"), "{err}");
 }
@@ -276,10 +226,7 @@ fn truncated_file_error_names_the_file_and_sizes() {
 #[test]
 fn bad_magic_version_and_dtypes_are_rejected() {
     let err = parse_npy(b"PK\x03\x04 not npy", "x.npy").expect_err("magic");
-    assert!(
-        err.to_string().starts_with("x.npy: not a .npy file"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("x.npy: not a .npy file"), "{err}");
     let err = parse_npy(b"", "empty.npy").expect_err("empty");
     assert!(err.to_string().contains("only 0 bytes"), "{err}");
 
@@ -288,11 +235,7 @@ fn bad_magic_version_and_dtypes_are_rejected() {
     let err = parse_npy(&bytes, "v4.npy").expect_err("version");
     assert!(err.to_string().contains("version 4.0"), "{err}");
 
-    let obj = npy_bytes(
-        1,
-        "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
-        &[0; 8],
-    );
+    let obj = npy_bytes(1, "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", &[0; 8]);
     let err = parse_npy(&obj, "o.npy").expect_err("object");
     assert!(err.to_string().contains("object array"), "{err}");
 
@@ -304,11 +247,7 @@ fn bad_magic_version_and_dtypes_are_rejected() {
     let err = parse_npy(&rec, "rec.npy").expect_err("structured");
     assert!(err.to_string().contains("structured"), "{err}");
 
-    let half = npy_bytes(
-        1,
-        "{'descr': '<f2', 'fortran_order': False, 'shape': (1,), }",
-        &[0; 2],
-    );
+    let half = npy_bytes(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (1,), }", &[0; 2]);
     let err = parse_npy(&half, "h.npy").expect_err("f2");
     assert!(err.to_string().contains("float16"), "{err}");
 
@@ -316,11 +255,7 @@ fn bad_magic_version_and_dtypes_are_rejected() {
     let err = parse_npy(&bad, "noshape.npy").expect_err("missing key");
     assert!(err.to_string().contains("'shape'"), "{err}");
 
-    let bad = npy_bytes(
-        1,
-        "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
-        &[],
-    );
+    let bad = npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}", &[]);
     let err = parse_npy(&bad, "neg.npy").expect_err("negative dim");
     assert!(err.to_string().starts_with("neg.npy: "), "{err}");
 }
@@ -328,18 +263,12 @@ fn bad_magic_version_and_dtypes_are_rejected() {
 #[test]
 fn conversions() {
     let f = parse_npy(&write_npy(&array![1.0f64, -3.0, 0.0].view()), "g.npy").expect("parse");
-    assert_eq!(
-        f.to_i64("g.npy").expect("integral").as_slice(),
-        Some(&[1i64, -3, 0][..])
-    );
+    assert_eq!(f.to_i64("g.npy").expect("integral").as_slice(), Some(&[1i64, -3, 0][..]));
     assert_eq!(f.to_f32().as_slice(), Some(&[1.0f32, -3.0, 0.0][..]));
     let f = parse_npy(&write_npy(&array![1.0f32, 2.5].view()), "g.npy").expect("parse");
     let err = f.to_i64("groups.npy").expect_err("non-integral");
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("groups.npy: ") && msg.contains("2.5"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("groups.npy: ") && msg.contains("2.5"), "{msg}");
     let f = parse_npy(&write_npy(&array![f64::NAN].view()), "g.npy").expect("parse");
     assert!(f.to_i64("g.npy").is_err());
     let i = parse_npy(&write_npy(&array![3i32, -4].view()), "i.npy").expect("parse");
@@ -362,14 +291,9 @@ fn zip_archive(members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> V
 fn npz_stored_and_deflated() {
     let conv5 = Array::from_shape_fn((4, 6), |(i, j)| (i * 6 + j) as f32);
     let fc6 = array![[1.0f64, 2.0], [3.0, 4.0]];
-    let members = vec![
-        ("conv5.npy", write_npy(&conv5.view())),
-        ("fc6.npy", write_npy(&fc6.view())),
-    ];
-    for method in [
-        zip::CompressionMethod::Stored,
-        zip::CompressionMethod::Deflated,
-    ] {
+    let members =
+        vec![("conv5.npy", write_npy(&conv5.view())), ("fc6.npy", write_npy(&fc6.view()))];
+    for method in [zip::CompressionMethod::Stored, zip::CompressionMethod::Deflated] {
         let bytes = zip_archive(&members, method);
         let got = parse_npz(&bytes, "layers.npz").expect("npz");
         assert_eq!(got.len(), 2);
@@ -426,29 +350,17 @@ fn numpy_written_files() {
     }
 
     let a = numpy_file("bool_5.npy");
-    assert_eq!(
-        a.data,
-        NpyData::Bool(array![false, true, false, true, false].into_dyn())
-    );
+    assert_eq!(a.data, NpyData::Bool(array![false, true, false, true, false].into_dyn()));
     let a = numpy_file("u1_4.npy");
     assert_eq!(a.data, NpyData::U8(array![0u8, 60, 120, 180].into_dyn()));
     let a = numpy_file("i1_4.npy");
     assert_eq!(a.data, NpyData::I32(array![0, -30, -60, -90].into_dyn()));
     let a = numpy_file("i2_4.npy");
-    assert_eq!(
-        a.data,
-        NpyData::I32(array![0, -1000, -2000, -3000].into_dyn())
-    );
+    assert_eq!(a.data, NpyData::I32(array![0, -1000, -2000, -3000].into_dyn()));
     let a = numpy_file("u2_4.npy");
-    assert_eq!(
-        a.data,
-        NpyData::I32(array![0, 20000, 40000, 60000].into_dyn())
-    );
+    assert_eq!(a.data, NpyData::I32(array![0, 20000, 40000, 60000].into_dyn()));
     let a = numpy_file("u4_3.npy");
-    assert_eq!(
-        a.data,
-        NpyData::I64(array![0i64, 2_000_000_000, 4_000_000_000].into_dyn())
-    );
+    assert_eq!(a.data, NpyData::I64(array![0i64, 2_000_000_000, 4_000_000_000].into_dyn()));
 
     let a = numpy_file("scalar_f8.npy");
     assert_eq!(a.shape(), &[] as &[usize]);

@@ -11,82 +11,37 @@ async fn exercise(store: &Store, root: &str) {
     let c = join_url(root, "summary.json");
     let outside = format!("{}-sibling/x.bin", root.trim_end_matches('/'));
 
-    store
-        .put(&a, Bytes::from_static(b"0123456789"))
-        .await
-        .expect("put a");
-    store
-        .put(&b, Bytes::from_static(b"bb"))
-        .await
-        .expect("put b");
-    store
-        .put(&c, Bytes::from_static(b"{}"))
-        .await
-        .expect("put c");
-    store
-        .put(&outside, Bytes::from_static(b"x"))
-        .await
-        .expect("put outside");
+    store.put(&a, Bytes::from_static(b"0123456789")).await.expect("put a");
+    store.put(&b, Bytes::from_static(b"bb")).await.expect("put b");
+    store.put(&c, Bytes::from_static(b"{}")).await.expect("put c");
+    store.put(&outside, Bytes::from_static(b"x")).await.expect("put outside");
 
-    assert_eq!(
-        store.get(&a).await.expect("get a"),
-        Bytes::from_static(b"0123456789")
-    );
+    assert_eq!(store.get(&a).await.expect("get a"), Bytes::from_static(b"0123456789"));
     assert_eq!(store.size(&a).await.expect("size a"), 10);
-    assert_eq!(
-        store.get_range(&a, 2..5).await.expect("range"),
-        Bytes::from_static(b"234")
-    );
-    assert_eq!(
-        store.get_range(&a, 7..10).await.expect("tail"),
-        Bytes::from_static(b"789")
-    );
-    assert!(
-        store
-            .get_range(&a, 4..4)
-            .await
-            .expect("empty range")
-            .is_empty()
-    );
+    assert_eq!(store.get_range(&a, 2..5).await.expect("range"), Bytes::from_static(b"234"));
+    assert_eq!(store.get_range(&a, 7..10).await.expect("tail"), Bytes::from_static(b"789"));
+    assert!(store.get_range(&a, 4..4).await.expect("empty range").is_empty());
     let err = store.get_range(&a, 8..20).await.expect_err("past end");
     assert!(matches!(err, IoError::Range { .. }), "{err}");
     assert!(err.to_string().contains("only 10 bytes"), "{err}");
-    let err = store
-        .get_range(&a, 12..20)
-        .await
-        .expect_err("start past end");
+    let err = store.get_range(&a, 12..20).await.expect_err("start past end");
     assert!(err.to_string().contains("only 10 bytes"), "{err}");
 
     // Overwrite.
-    store
-        .put(&b, Bytes::from_static(b"new"))
-        .await
-        .expect("overwrite");
-    assert_eq!(
-        store.get(&b).await.expect("get b"),
-        Bytes::from_static(b"new")
-    );
+    store.put(&b, Bytes::from_static(b"new")).await.expect("overwrite");
+    assert_eq!(store.get(&b).await.expect("get b"), Bytes::from_static(b"new"));
 
     // Create-only: first wins, second leaves the data untouched.
     let d = join_url(root, "encoding/conv5/alpha.npy");
     assert_eq!(
-        store
-            .put_create(&d, Bytes::from_static(b"first"))
-            .await
-            .expect("create"),
+        store.put_create(&d, Bytes::from_static(b"first")).await.expect("create"),
         PutOutcome::Created
     );
     assert_eq!(
-        store
-            .put_create(&d, Bytes::from_static(b"second"))
-            .await
-            .expect("create again"),
+        store.put_create(&d, Bytes::from_static(b"second")).await.expect("create again"),
         PutOutcome::AlreadyExists
     );
-    assert_eq!(
-        store.get(&d).await.expect("get d"),
-        Bytes::from_static(b"first")
-    );
+    assert_eq!(store.get(&d).await.expect("get d"), Bytes::from_static(b"first"));
 
     // Listing: recursive, sorted, full URLs, nothing from the sibling prefix.
     let listed = store.list(root).await.expect("list");
@@ -96,49 +51,25 @@ async fn exercise(store: &Store, root: &str) {
     for url in &listed {
         store.get(url).await.expect("listed URLs can be read back");
     }
-    let sub = store
-        .list(&join_url(root, "encoding/conv5/"))
-        .await
-        .expect("list sub");
+    let sub = store.list(&join_url(root, "encoding/conv5/")).await.expect("list sub");
     assert_eq!(sub, vec![d.clone(), a.clone()]);
-    assert!(
-        store
-            .list(&join_url(root, "nothing-here"))
-            .await
-            .expect("list none")
-            .is_empty()
-    );
+    assert!(store.list(&join_url(root, "nothing-here")).await.expect("list none").is_empty());
 
     // Missing object → NotFound naming the URL.
     let missing = join_url(root, "missing.npy");
     let err = store.get(&missing).await.expect_err("missing");
     assert!(matches!(err, IoError::NotFound { .. }));
     assert_eq!(err.to_string(), format!("{missing}: not found"));
-    assert!(matches!(
-        store.size(&missing).await,
-        Err(IoError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.get_range(&missing, 0..4).await,
-        Err(IoError::NotFound { .. })
-    ));
+    assert!(matches!(store.size(&missing).await, Err(IoError::NotFound { .. })));
+    assert!(matches!(store.get_range(&missing, 0..4).await, Err(IoError::NotFound { .. })));
 
     // delete_prefix removes everything below, leaves the sibling, tolerates repeats.
-    store
-        .delete_prefix(&join_url(root, "encoding"))
-        .await
-        .expect("delete encoding");
+    store.delete_prefix(&join_url(root, "encoding")).await.expect("delete encoding");
     assert_eq!(store.list(root).await.expect("list after"), vec![c.clone()]);
     store.delete_prefix(root).await.expect("delete all");
-    store
-        .delete_prefix(root)
-        .await
-        .expect("delete again is fine");
+    store.delete_prefix(root).await.expect("delete again is fine");
     assert!(store.list(root).await.expect("list empty").is_empty());
-    assert_eq!(
-        store.get(&outside).await.expect("sibling kept"),
-        Bytes::from_static(b"x")
-    );
+    assert_eq!(store.get(&outside).await.expect("sibling kept"), Bytes::from_static(b"x"));
 }
 
 #[tokio::test]
@@ -152,24 +83,12 @@ async fn memory_store_contract() {
 async fn memory_stores_are_shared_by_clones_and_separate_by_name() {
     let store = Store::new();
     let clone = store.clone();
-    store
-        .put("memory://m/x", Bytes::from_static(b"1"))
-        .await
-        .expect("put");
-    assert_eq!(
-        clone.get("memory://m/x").await.expect("clone sees it"),
-        Bytes::from_static(b"1")
-    );
-    assert!(matches!(
-        clone.get("memory://n/x").await,
-        Err(IoError::NotFound { .. })
-    ));
+    store.put("memory://m/x", Bytes::from_static(b"1")).await.expect("put");
+    assert_eq!(clone.get("memory://m/x").await.expect("clone sees it"), Bytes::from_static(b"1"));
+    assert!(matches!(clone.get("memory://n/x").await, Err(IoError::NotFound { .. })));
     // A separate Store has its own memory stores.
     assert!(Store::new().get("memory://m/x").await.is_err());
-    assert_eq!(
-        clone.list("memory://m").await.expect("list root"),
-        vec!["memory://m/x"]
-    );
+    assert_eq!(clone.list("memory://m").await.expect("list root"), vec!["memory://m/x"]);
 }
 
 #[tokio::test]
@@ -188,20 +107,11 @@ async fn bare_path_contract_and_directory_creation() {
     // A file written through a bare path is visible through a file:// URL and on disk.
     let store = Store::new();
     let bare = format!("{}/x/y z.npy", dir.path().display());
-    store
-        .put(&bare, Bytes::from_static(b"hi"))
-        .await
-        .expect("put bare");
+    store.put(&bare, Bytes::from_static(b"hi")).await.expect("put bare");
     assert_eq!(std::fs::read(&bare).expect("on disk"), b"hi");
     let url = format!("file://{}/x/y%20z.npy", dir.path().display());
-    assert_eq!(
-        store.get(&url).await.expect("via file url"),
-        Bytes::from_static(b"hi")
-    );
-    let listed = store
-        .list(&format!("file://{}/x", dir.path().display()))
-        .await
-        .expect("list");
+    assert_eq!(store.get(&url).await.expect("via file url"), Bytes::from_static(b"hi"));
+    let listed = store.list(&format!("file://{}/x", dir.path().display())).await.expect("list");
     assert_eq!(listed, vec![url]);
 }
 
@@ -209,11 +119,7 @@ async fn bare_path_contract_and_directory_creation() {
 async fn unsupported_schemes_are_named() {
     let store = Store::new();
     // s3:// is supported (tests/s3.rs at the workspace root runs it against a real server)
-    for url in [
-        "gs://b/x",
-        "az://c/x",
-        "https://example.com/x.npy",
-    ] {
+    for url in ["gs://b/x", "az://c/x", "https://example.com/x.npy"] {
         let err = store.get(url).await.expect_err("unsupported");
         let msg = err.to_string();
         assert!(matches!(err, IoError::UnsupportedScheme { .. }), "{msg}");

@@ -74,10 +74,7 @@ fn is_nifti(url: &str) -> bool {
 }
 
 fn input_err(url: &str, message: impl Into<String>) -> JobError {
-    JobError::Input {
-        url: url.to_string(),
-        message: message.into(),
-    }
+    JobError::Input { url: url.to_string(), message: message.into() }
 }
 
 /// Reads and checks a 3-D mask.
@@ -113,10 +110,8 @@ fn dtype_size(dtype: &str) -> Option<usize> {
 fn check_finite(a: &NpyArray, url: &str) -> Result<()> {
     if a.has_non_finite() {
         let values = a.to_f64();
-        let (pos, v) = values
-            .indexed_iter()
-            .find(|(_, v)| !v.is_finite())
-            .expect("has a non-finite value");
+        let (pos, v) =
+            values.indexed_iter().find(|(_, v)| !v.is_finite()).expect("has a non-finite value");
         return Err(input_err(
             url,
             format!(
@@ -136,17 +131,13 @@ fn to_matrix(a: &NpyArray, url: &str, as_f64: bool) -> Result<Matrix> {
     }
     let cols: usize = shape[1..].iter().product();
     let reshape = |d: ArrayD<f64>| -> Array2<f64> {
-        d.into_shape_with_order((shape[0], cols))
-            .expect("element count is preserved")
+        d.into_shape_with_order((shape[0], cols)).expect("element count is preserved")
     };
     Ok(if as_f64 {
         Matrix::F64(reshape(a.to_f64()))
     } else {
         let d = a.to_f32();
-        Matrix::F32(
-            d.into_shape_with_order((shape[0], cols))
-                .expect("element count is preserved"),
-        )
+        Matrix::F32(d.into_shape_with_order((shape[0], cols)).expect("element count is preserved"))
     })
 }
 
@@ -165,10 +156,7 @@ pub async fn load_brain(store: &Store, subject: &SubjectSpec) -> Result<(Matrix,
             .ok_or_else(|| input_err(url, "4-D NIfTI brain data needs a [data] mask"))?;
         let m = mask.apply(&img, url)?;
         if let Some(((t, v), x)) = m.indexed_iter().find(|(_, x)| !x.is_finite()) {
-            return Err(input_err(
-                url,
-                format!("contains {x} at volume {t}, mask voxel {v}"),
-            ));
+            return Err(input_err(url, format!("contains {x} at volume {t}, mask voxel {v}")));
         }
         Matrix::F32(m.mapv(|x| x as f32))
     } else {
@@ -176,33 +164,27 @@ pub async fn load_brain(store: &Store, subject: &SubjectSpec) -> Result<(Matrix,
         if a.shape().len() != 2 {
             return Err(input_err(
                 url,
-                format!(
-                    "brain data must be 2-D [n_samples, n_voxels], got shape {:?}",
-                    a.shape()
-                ),
+                format!("brain data must be 2-D [n_samples, n_voxels], got shape {:?}", a.shape()),
             ));
         }
         check_finite(&a, url)?;
         to_matrix(&a, url, a.is_f64())?
     };
     let (n, v) = matrix.dim();
-    if let Some(mask) = &mask {
-        if mask.len() != v {
-            return Err(input_err(
-                url,
-                format!(
-                    "has {v} voxel columns but the mask {} has {} voxels",
-                    subject.mask.as_deref().unwrap_or(""),
-                    mask.len()
-                ),
-            ));
-        }
-    }
-    if n < 2 || v == 0 {
+    if let Some(mask) = &mask
+        && mask.len() != v
+    {
         return Err(input_err(
             url,
-            format!("brain data of shape [{n}, {v}] is too small"),
+            format!(
+                "has {v} voxel columns but the mask {} has {} voxels",
+                subject.mask.as_deref().unwrap_or(""),
+                mask.len()
+            ),
         ));
+    }
+    if n < 2 || v == 0 {
+        return Err(input_err(url, format!("brain data of shape [{n}, {v}] is too small")));
     }
     Ok((matrix, mask))
 }
@@ -214,23 +196,13 @@ async fn space_refs(store: &Store, subject: &SubjectSpec) -> Result<Vec<(SpaceRe
         if is_npz(url) {
             let bytes = store.get(url).await?;
             for (key, a) in parse_npz(&bytes, url)? {
-                let r = SpaceRef {
-                    name: format!("{entry}.{key}"),
-                    url: url.clone(),
-                    key: Some(key),
-                };
+                let r =
+                    SpaceRef { name: format!("{entry}.{key}"), url: url.clone(), key: Some(key) };
                 out.push((r, a.shape().to_vec()));
             }
         } else {
             let (shape, _) = npy_shape(store, url).await?;
-            out.push((
-                SpaceRef {
-                    name: entry.clone(),
-                    url: url.clone(),
-                    key: None,
-                },
-                shape,
-            ));
+            out.push((SpaceRef { name: entry.clone(), url: url.clone(), key: None }, shape));
         }
     }
     Ok(out)
@@ -279,10 +251,7 @@ pub async fn load_groups(
     if groups.len() != n_samples {
         return Err(input_err(
             &name,
-            format!(
-                "has {} labels but the brain data has {n_samples} samples",
-                groups.len()
-            ),
+            format!("has {} labels but the brain data has {n_samples} samples", groups.len()),
         ));
     }
     Ok(Some(groups))
@@ -321,18 +290,18 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                     format!("brain data must be 2-D [n_samples, n_voxels], got shape {shape:?}"),
                 ));
             }
-            if let Some(mask) = &mask {
-                if mask.len() != shape[1] {
-                    return Err(input_err(
-                        url,
-                        format!(
-                            "has {} voxel columns but the mask {} has {} voxels",
-                            shape[1],
-                            subject.mask.as_deref().unwrap_or(""),
-                            mask.len()
-                        ),
-                    ));
-                }
+            if let Some(mask) = &mask
+                && mask.len() != shape[1]
+            {
+                return Err(input_err(
+                    url,
+                    format!(
+                        "has {} voxel columns but the mask {} has {} voxels",
+                        shape[1],
+                        subject.mask.as_deref().unwrap_or(""),
+                        mask.len()
+                    ),
+                ));
             }
             (shape[0], shape[1], dtype.ends_with("f8"))
         };
@@ -348,12 +317,12 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             ..
         }) = spec.permutation
         {
-            brainfit_kernels::permutation::Scheme::Block(len)
-                .check(n_samples)
-                .map_err(|e| JobError::Invalid {
+            brainfit_kernels::permutation::Scheme::Block(len).check(n_samples).map_err(|e| {
+                JobError::Invalid {
                     file: spec.source_name.clone(),
                     message: format!("[permutation] {e} ({url})"),
-                })?;
+                }
+            })?;
         }
         let mut spaces = Vec::new();
         for (space, shape) in space_refs(store, subject).await? {
@@ -375,12 +344,7 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             }
             spaces.push((space, p));
         }
-        let inv = SubjectInventory {
-            n_samples,
-            n_voxels,
-            f64_data,
-            spaces,
-        };
+        let inv = SubjectInventory { n_samples, n_voxels, f64_data, spaces };
         check_rsa_inputs(store, spec, subject, &inv).await?;
         subjects.push(inv);
     }
@@ -421,10 +385,7 @@ pub async fn load_rdm(store: &Store, url: &str) -> Result<ndarray::Array1<f64>> 
         }
         _ => Err(input_err(
             url,
-            format!(
-                "an RDM must be square [n, n] or condensed, got shape {:?}",
-                a.shape()
-            ),
+            format!("an RDM must be square [n, n] or condensed, got shape {:?}", a.shape()),
         )),
     }
 }
@@ -434,23 +395,15 @@ pub fn roi_columns(mask: &Mask, roi: &Mask, roi_url: &str) -> Result<Vec<usize>>
     if roi.shape != mask.shape {
         return Err(input_err(
             roi_url,
-            format!(
-                "ROI grid {:?} differs from the brain mask's {:?}",
-                roi.shape, mask.shape
-            ),
+            format!("ROI grid {:?} differs from the brain mask's {:?}", roi.shape, mask.shape),
         ));
     }
     let inside: std::collections::HashSet<[usize; 3]> = roi.voxels.iter().copied().collect();
-    let cols: Vec<usize> = (0..mask.len())
-        .filter(|&c| inside.contains(&mask.voxels[c]))
-        .collect();
+    let cols: Vec<usize> = (0..mask.len()).filter(|&c| inside.contains(&mask.voxels[c])).collect();
     if cols.len() < 2 {
         return Err(input_err(
             roi_url,
-            format!(
-                "the ROI holds {} voxels of the brain mask; at least 2 are needed",
-                cols.len()
-            ),
+            format!("the ROI holds {} voxels of the brain mask; at least 2 are needed", cols.len()),
         ));
     }
     Ok(cols)

@@ -35,10 +35,7 @@ pub fn map_stats(values: ArrayView1<'_, f64>) -> Value {
         .iter()
         .enumerate()
         .filter(|(_, v)| v.is_finite())
-        .fold(
-            (0, f64::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        );
+        .fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
     json!({ "n": values.len(), "n_finite": finite.len(), "mean": mean, "max": max, "argmax": imax })
 }
 
@@ -60,12 +57,7 @@ async fn put_nifti(
 ) -> Result<()> {
     if let Some(mask) = mask {
         let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
-        store
-            .put(
-                url,
-                write_nifti_f32(volume.view(), &mask.affine, true).into(),
-            )
-            .await?;
+        store.put(url, write_nifti_f32(volume.view(), &mask.affine, true).into()).await?;
     }
     Ok(())
 }
@@ -80,12 +72,7 @@ async fn put_map(
     if let Some(mask) = mask {
         let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
         let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
-        store
-            .put(
-                &nii,
-                write_nifti_f32(volume.view(), &mask.affine, true).into(),
-            )
-            .await?;
+        store.put(&nii, write_nifti_f32(volume.view(), &mask.affine, true).into()).await?;
     }
     Ok(())
 }
@@ -108,9 +95,7 @@ async fn put_stats(
 
 /// Number of items of map `m` with `p_fwe < 0.05` (None without permutations).
 fn significant(maps: &MergedMaps, m: usize) -> Option<usize> {
-    maps.p_fwe
-        .as_ref()
-        .map(|pf| pf.row(m).iter().filter(|&&p| p < 0.05).count())
+    maps.p_fwe.as_ref().map(|pf| pf.row(m).iter().filter(|&&p| p < 0.05).count())
 }
 
 /// Concatenates array `name` of the parts of `tasks` (already in range order).
@@ -206,35 +191,19 @@ pub async fn write_outputs(
                 let url = |f: &str| spec.output_url(subject, &format!("searchlight/{name}/{f}"));
                 let on_mask = |row: ArrayView1<'_, f64>| {
                     let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
-                    centres
-                        .iter()
-                        .zip(row)
-                        .for_each(|(&c, &v)| full[c as usize] = v);
+                    centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
                     full
                 };
                 let rho = maps.value.row(m).to_owned();
                 put_npy(store, &url("rho.npy"), rho.view()).await?;
-                store
-                    .put(&url("centres.npy"), write_npy(&centres.view()).into())
-                    .await?;
-                put_nifti(
-                    store,
-                    &url("rho.nii.gz"),
-                    mask.as_ref(),
-                    &on_mask(rho.view()),
-                )
-                .await?;
+                store.put(&url("centres.npy"), write_npy(&centres.view()).into()).await?;
+                put_nifti(store, &url("rho.nii.gz"), mask.as_ref(), &on_mask(rho.view())).await?;
                 if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
                     put_npy(store, &url("p.npy"), p.row(m)).await?;
                     put_npy(store, &url("p_fwe.npy"), pf.row(m)).await?;
                     put_nifti(store, &url("p.nii.gz"), mask.as_ref(), &on_mask(p.row(m))).await?;
-                    put_nifti(
-                        store,
-                        &url("p_fwe.nii.gz"),
-                        mask.as_ref(),
-                        &on_mask(pf.row(m)),
-                    )
-                    .await?;
+                    put_nifti(store, &url("p_fwe.nii.gz"), mask.as_ref(), &on_mask(pf.row(m)))
+                        .await?;
                     put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
                 }
                 searchlight_summary.insert(
@@ -244,36 +213,30 @@ pub async fn write_outputs(
             }
         }
         let mut rsa_rows = Vec::new();
-        if let Some(r) = spec
-            .rsa
-            .as_ref()
-            .filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
+        if let Some(r) =
+            spec.rsa.as_ref().filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
         {
             let brains = brain_rdm_names(spec);
             let mut blocks = Vec::new();
             for (t, p) in tasks.iter().zip(parts) {
-                if let Task::Rsa { subject, perms } = t {
-                    if *subject == si {
-                        if perms[0] == 0 {
-                            for name in &brains {
-                                let (_, v) = p.get(&format!("rdm:{name}"))?;
-                                let url = spec.output_url(
-                                    subject_spec(spec, si),
-                                    &format!("rsa/rdms/{name}.npy"),
-                                );
-                                put_npy(store, &url, ArrayView1::from(v)).await?;
-                            }
+                if let Task::Rsa { subject, perms } = t
+                    && *subject == si
+                {
+                    if perms[0] == 0 {
+                        for name in &brains {
+                            let (_, v) = p.get(&format!("rdm:{name}"))?;
+                            let url = spec.output_url(
+                                subject_spec(spec, si),
+                                &format!("rsa/rdms/{name}.npy"),
+                            );
+                            put_npy(store, &url, ArrayView1::from(v)).await?;
                         }
-                        blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
                     }
+                    blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
                 }
             }
-            let maps = merge_blocks(
-                &blocks,
-                r.compare.len(),
-                brains.len() * models.len(),
-                n_perms,
-            )?;
+            let maps =
+                merge_blocks(&blocks, r.compare.len(), brains.len() * models.len(), n_perms)?;
             let mut csv = String::from(if n_perms.is_some() {
                 "brain,model,method,value,p,p_fwe\n"
             } else {
@@ -294,20 +257,14 @@ pub async fn write_outputs(
                 }
             }
             store
-                .put(
-                    &spec.output_url(subject, "rsa/compare.csv"),
-                    csv.into_bytes().into(),
-                )
+                .put(&spec.output_url(subject, "rsa/compare.csv"), csv.into_bytes().into())
                 .await?;
         }
         let mut s = serde_json::Map::new();
         s.insert("name".into(), json!(subject.name));
         s.insert("n_samples".into(), json!(inv.n_samples));
         s.insert("n_voxels".into(), json!(inv.n_voxels));
-        s.insert(
-            "precision".into(),
-            json!(if inv.f64_data { "f64" } else { "f32" }),
-        );
+        s.insert("precision".into(), json!(if inv.f64_data { "f64" } else { "f32" }));
         if spec.encoding.is_some() {
             s.insert("encoding".into(), Value::Object(encoding_summary));
         }
@@ -360,12 +317,7 @@ pub async fn write_outputs(
         "job": spec.source,
     });
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    store
-        .put(
-            &brainfit_io::join_url(&spec.output, "summary.json"),
-            text.into(),
-        )
-        .await?;
+    store.put(&brainfit_io::join_url(&spec.output, "summary.json"), text.into()).await?;
     Ok(summary)
 }
 
@@ -376,9 +328,5 @@ fn median(values: ArrayView1<'_, f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }

@@ -28,11 +28,7 @@ impl Part {
 
     /// Adds an array (`values.len()` must equal the product of `shape`).
     pub fn push(&mut self, name: &str, shape: Vec<usize>, values: Vec<f64>) {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            values.len(),
-            "part array {name}"
-        );
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "part array {name}");
         self.arrays.push((name.to_string(), shape, values));
     }
 
@@ -47,13 +43,8 @@ impl Part {
 
     /// Serialises the part.
     pub fn encode(&self) -> Vec<u8> {
-        let header = Header {
-            arrays: self
-                .arrays
-                .iter()
-                .map(|(n, s, _)| (n.clone(), s.clone()))
-                .collect(),
-        };
+        let header =
+            Header { arrays: self.arrays.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect() };
         let json = serde_json::to_vec(&header).expect("header serialises");
         let n_values: usize = self.arrays.iter().map(|(_, _, v)| v.len()).sum();
         let mut out = Vec::with_capacity(12 + json.len() + 8 * n_values);
@@ -61,9 +52,7 @@ impl Part {
         out.extend_from_slice(&(json.len() as u32).to_le_bytes());
         out.extend_from_slice(&json);
         for (_, _, values) in &self.arrays {
-            values
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         }
         out
     }
@@ -75,9 +64,7 @@ impl Part {
             return Err(corrupt("not a brainfit partial result"));
         }
         let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        let json = bytes
-            .get(12..12 + len)
-            .ok_or_else(|| corrupt("truncated header"))?;
+        let json = bytes.get(12..12 + len).ok_or_else(|| corrupt("truncated header"))?;
         let header: Header =
             serde_json::from_slice(json).map_err(|e| corrupt(&format!("bad header: {e}")))?;
         let mut data = &bytes[12 + len..];

@@ -49,21 +49,11 @@ impl Task {
     /// A stable, file-name-safe key; partial results are stored under it.
     pub fn key(&self) -> String {
         match self {
-            Task::Encoding {
-                subject,
-                space,
-                voxels,
-            } => {
-                format!(
-                    "s{subject:03}-encoding-{space}-v{:08}-{:08}",
-                    voxels[0], voxels[1]
-                )
+            Task::Encoding { subject, space, voxels } => {
+                format!("s{subject:03}-encoding-{space}-v{:08}-{:08}", voxels[0], voxels[1])
             }
             Task::Searchlight { subject, voxels } => {
-                format!(
-                    "s{subject:03}-searchlight-v{:08}-{:08}",
-                    voxels[0], voxels[1]
-                )
+                format!("s{subject:03}-searchlight-v{:08}-{:08}", voxels[0], voxels[1])
             }
             Task::Rsa { subject, perms } => {
                 format!("s{subject:03}-rsa-p{:08}-{:08}", perms[0], perms[1])
@@ -76,43 +66,21 @@ impl Task {
 
     /// A short description for progress and error messages.
     pub fn describe(&self, spec: &JobSpec) -> String {
-        let subject = |s: usize| {
-            spec.subjects[s]
-                .name
-                .as_ref()
-                .map(|n| format!("{n}: "))
-                .unwrap_or_default()
-        };
+        let subject =
+            |s: usize| spec.subjects[s].name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default();
         match self {
             Task::Searchlight { subject: s, voxels } => {
-                format!(
-                    "{}searchlight centres {}..{}",
-                    subject(*s),
-                    voxels[0],
-                    voxels[1]
-                )
+                format!("{}searchlight centres {}..{}", subject(*s), voxels[0], voxels[1])
             }
-            Task::Rsa { subject: s, perms } => format!(
-                "{}ROI RSA (permutations {}..{})",
-                subject(*s),
-                perms[0],
-                perms[1]
-            ),
-            Task::TimeResolved { perms } => format!(
-                "time-resolved RSA (permutations {}..{})",
-                perms[0], perms[1]
-            ),
-            Task::Encoding {
-                subject,
-                space,
-                voxels,
-            } => format!(
+            Task::Rsa { subject: s, perms } => {
+                format!("{}ROI RSA (permutations {}..{})", subject(*s), perms[0], perms[1])
+            }
+            Task::TimeResolved { perms } => {
+                format!("time-resolved RSA (permutations {}..{})", perms[0], perms[1])
+            }
+            Task::Encoding { subject, space, voxels } => format!(
                 "encoding {}{space} voxels {}..{}",
-                spec.subjects[*subject]
-                    .name
-                    .as_ref()
-                    .map(|n| format!("{n}/"))
-                    .unwrap_or_default(),
+                spec.subjects[*subject].name.as_ref().map(|n| format!("{n}/")).unwrap_or_default(),
                 voxels[0],
                 voxels[1]
             ),
@@ -121,9 +89,7 @@ impl Task {
 }
 
 fn ranges(n: usize, size: usize) -> impl Iterator<Item = [usize; 2]> {
-    (0..n)
-        .step_by(size.max(1))
-        .map(move |s| [s, (s + size).min(n)])
+    (0..n).step_by(size.max(1)).map(move |s| [s, (s + size).min(n)])
 }
 
 /// The tasks of a job, in a fixed order (subject, analysis, space, chunk).
@@ -139,17 +105,10 @@ pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
     for (si, inv) in inventory.subjects.iter().enumerate() {
         if spec.searchlight.is_some() {
             for voxels in ranges(inv.n_voxels, spec.execution.centres_per_task) {
-                tasks.push(Task::Searchlight {
-                    subject: si,
-                    voxels,
-                });
+                tasks.push(Task::Searchlight { subject: si, voxels });
             }
         }
-        if spec
-            .rsa
-            .as_ref()
-            .is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
-        {
+        if spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty()) {
             for &perms in &perm_ranges {
                 tasks.push(Task::Rsa { subject: si, perms });
             }
@@ -157,11 +116,7 @@ pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
         if spec.encoding.is_some() {
             for (space, _) in &inv.spaces {
                 for voxels in ranges(inv.n_voxels, spec.execution.voxels_per_task) {
-                    tasks.push(Task::Encoding {
-                        subject: si,
-                        space: space.name.clone(),
-                        voxels,
-                    });
+                    tasks.push(Task::Encoding { subject: si, space: space.name.clone(), voxels });
                 }
             }
         }
@@ -178,15 +133,10 @@ pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
 /// `[rsa] models` given directly (by name), then one per feature space.
 pub fn model_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) -> Vec<String> {
     let given = spec.rsa.iter().flat_map(|r| r.models.keys().cloned());
-    given
-        .chain(subject.spaces.iter().map(|(s, _)| s.name.clone()))
-        .collect()
+    given.chain(subject.spaces.iter().map(|(s, _)| s.name.clone())).collect()
 }
 
 /// Names of the brain RDMs of a subject's ROI RSA: the `[rsa] brain_rdms`, then the `rois`.
 pub fn brain_rdm_names(spec: &JobSpec) -> Vec<String> {
-    spec.rsa
-        .iter()
-        .flat_map(|r| r.brain_rdms.keys().chain(r.rois.keys()).cloned())
-        .collect()
+    spec.rsa.iter().flat_map(|r| r.brain_rdms.keys().chain(r.rois.keys()).cloned()).collect()
 }

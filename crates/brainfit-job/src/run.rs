@@ -27,31 +27,17 @@ pub struct JobRun {
 
 /// A fresh run id: time-ordered and unique per process.
 pub fn new_run_id() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{}-{:09}-{}",
-        t.as_secs(),
-        t.subsec_nanos(),
-        std::process::id()
-    )
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}-{:09}-{}", t.as_secs(), t.subsec_nanos(), std::process::id())
 }
 
 impl JobRun {
     /// Marks the output incomplete (removes `summary.json`), inspects the inputs and plans.
     pub async fn prepare(store: &Store, spec: JobSpec, id: String) -> Result<JobRun> {
-        store
-            .delete(&join_url(&spec.output, "summary.json"))
-            .await?;
+        store.delete(&join_url(&spec.output, "summary.json")).await?;
         let inventory = inspect(store, &spec).await?;
         let tasks = plan(&spec, &inventory);
-        Ok(JobRun {
-            id,
-            spec,
-            inventory,
-            tasks,
-        })
+        Ok(JobRun { id, spec, inventory, tasks })
     }
 
     /// URL of the directory holding this run's partial results.
@@ -61,22 +47,14 @@ impl JobRun {
 
     /// URL of task `task`'s partial result.
     pub fn part_url(&self, task: usize) -> String {
-        join_url(
-            &self.run_url(),
-            &format!("parts/{}.part", self.tasks[task].key()),
-        )
+        join_url(&self.run_url(), &format!("parts/{}.part", self.tasks[task].key()))
     }
 
     /// Indices of tasks whose partial result already exists (after a restart).
     pub async fn finished_tasks(&self, store: &Store) -> Result<Vec<usize>> {
-        let existing: std::collections::HashSet<String> = store
-            .list(&join_url(&self.run_url(), "parts"))
-            .await?
-            .into_iter()
-            .collect();
-        Ok((0..self.tasks.len())
-            .filter(|&i| existing.contains(&self.part_url(i)))
-            .collect())
+        let existing: std::collections::HashSet<String> =
+            store.list(&join_url(&self.run_url(), "parts")).await?.into_iter().collect();
+        Ok((0..self.tasks.len()).filter(|&i| existing.contains(&self.part_url(i))).collect())
     }
 
     /// Reads every part, writes the outputs (`summary.json` last), removes the parts.
@@ -86,15 +64,8 @@ impl JobRun {
             let url = self.part_url(i);
             parts.push(Part::decode(&store.get(&url).await?, &url)?);
         }
-        let summary = write_outputs(
-            store,
-            &self.spec,
-            &self.inventory,
-            &self.tasks,
-            &parts,
-            info,
-        )
-        .await?;
+        let summary =
+            write_outputs(store, &self.spec, &self.inventory, &self.tasks, &parts, info).await?;
         store.delete_prefix(&self.run_url()).await?;
         Ok(summary)
     }

@@ -186,9 +186,7 @@ pub fn logspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     let div = if num > 1 { (num - 1) as f64 } else { 1.0 };
     let step = (stop - start) / div;
     let mut y: Vec<f64> = if step == 0.0 {
-        (0..num)
-            .map(|i| i as f64 / div * (stop - start) + start)
-            .collect()
+        (0..num).map(|i| i as f64 / div * (stop - start) + start).collect()
     } else {
         (0..num).map(|i| i as f64 * step + start).collect()
     };
@@ -210,14 +208,9 @@ impl JobSpec {
     /// Parses and checks a job file. `name` is used in messages; `base_url` is the directory
     /// relative input paths resolve against.
     pub fn from_toml(text: &str, name: &str, base_url: &str) -> Result<JobSpec> {
-        let file: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
-            file: name.to_string(),
-            message: e.to_string(),
-        })?;
-        let invalid = |message: String| JobError::Invalid {
-            file: name.to_string(),
-            message,
-        };
+        let file: JobFile = toml::from_str(text)
+            .map_err(|e| JobError::Parse { file: name.to_string(), message: e.to_string() })?;
+        let invalid = |message: String| JobError::Invalid { file: name.to_string(), message };
         let resolve = |p: &str| brainfit_io::resolve_relative(base_url, p);
 
         let mut subjects = Vec::new();
@@ -242,9 +235,7 @@ impl JobSpec {
             (None, Some(list)) if !list.is_empty() => {
                 for s in list {
                     let ok = !s.name.is_empty()
-                        && s.name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                        && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                         && s.name != "."
                         && s.name != "..";
                     if !ok {
@@ -253,19 +244,14 @@ impl JobSpec {
                             s.name
                         )));
                     }
-                    if subjects
-                        .iter()
-                        .any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name))
-                    {
+                    if subjects.iter().any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name)) {
                         return Err(invalid(format!("subject {:?} is listed twice", s.name)));
                     }
                     subjects.push(subject(Some(s.name.clone()), &s.data, &s.features));
                 }
             }
             (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "give either [data] or [[subjects]], not both".into(),
-                ));
+                return Err(invalid("give either [data] or [[subjects]], not both".into()));
             }
             _ => return Err(invalid("missing [data] (or [[subjects]])".into())),
         }
@@ -283,9 +269,7 @@ impl JobSpec {
                 let alphas = match &e.alphas {
                     None => logspace(-2.0, 5.0, 15),
                     Some(AlphasFile::List(l)) => l.clone(),
-                    Some(AlphasFile::Logspace {
-                        logspace: (a, b, n),
-                    }) => logspace(*a, *b, *n),
+                    Some(AlphasFile::Logspace { logspace: (a, b, n) }) => logspace(*a, *b, *n),
                 };
                 let score = match e.score.as_deref().unwrap_or("r2") {
                     "r2" => ScoreKind::R2,
@@ -318,35 +302,25 @@ impl JobSpec {
                 let needs_groups = zscore_per_group
                     || cv == CvScheme::LeaveOneGroupOut
                     || inner_cv == CvScheme::LeaveOneGroupOut;
-                if needs_groups {
-                    if let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
+                if needs_groups && let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
+                    return Err(invalid(format!(
+                        "[encoding] uses groups (group cross-validation or per-group z-scoring) but {} has no [data] groups",
+                        s.label()
+                    )));
+                }
+                for (what, cv) in [("cv", cv), ("inner_cv", inner_cv)] {
+                    if let CvScheme::KFold { k } = cv
+                        && k < 2
+                    {
                         return Err(invalid(format!(
-                            "[encoding] uses groups (group cross-validation or per-group z-scoring) but {} has no [data] groups",
-                            s.label()
+                            "[encoding] {what}: kfold needs k >= 2, got {k}"
                         )));
                     }
                 }
-                for (what, cv) in [("cv", cv), ("inner_cv", inner_cv)] {
-                    if let CvScheme::KFold { k } = cv {
-                        if k < 2 {
-                            return Err(invalid(format!(
-                                "[encoding] {what}: kfold needs k >= 2, got {k}"
-                            )));
-                        }
-                    }
-                }
                 if subjects.iter().all(|s| s.features.is_empty()) {
-                    return Err(invalid(
-                        "[encoding] needs at least one [features] space".into(),
-                    ));
+                    return Err(invalid("[encoding] needs at least one [features] space".into()));
                 }
-                Some(EncodingSpec {
-                    ridge,
-                    cv,
-                    inner_cv,
-                    delays,
-                    zscore_per_group,
-                })
+                Some(EncodingSpec { ridge, cv, inner_cv, delays, zscore_per_group })
             }
         };
 
@@ -414,9 +388,7 @@ impl JobSpec {
                     .map(|c| compare_method(c, "rsa"))
                     .collect::<Result<Vec<_>>>()?;
                 if compare.is_empty() {
-                    return Err(invalid(
-                        "[rsa] compare must list at least one method".into(),
-                    ));
+                    return Err(invalid("[rsa] compare must list at least one method".into()));
                 }
                 let rdm = rdm_method(r.rdm.as_deref(), "rsa")?;
                 if rdm == RdmMethod::Crossnobis {
@@ -427,21 +399,9 @@ impl JobSpec {
                     ));
                 }
                 Some(RsaSpec {
-                    brain_rdms: r
-                        .brain_rdms
-                        .iter()
-                        .map(|(k, v)| (k.clone(), resolve(v)))
-                        .collect(),
-                    rois: r
-                        .rois
-                        .iter()
-                        .map(|(k, v)| (k.clone(), resolve(v)))
-                        .collect(),
-                    models: r
-                        .models
-                        .iter()
-                        .map(|(k, v)| (k.clone(), resolve(v)))
-                        .collect(),
+                    brain_rdms: r.brain_rdms.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
+                    rois: r.rois.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
+                    models: r.models.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
                     rdm,
                     compare,
                 })
@@ -504,11 +464,7 @@ impl JobSpec {
                         "[permutation] block_len only applies to scheme = \"block\"".into(),
                     ));
                 }
-                Some(PermutationSpec {
-                    n: p.n,
-                    seed: p.seed,
-                    scheme,
-                })
+                Some(PermutationSpec { n: p.n, seed: p.seed, scheme })
             }
         };
 
@@ -533,9 +489,7 @@ impl JobSpec {
             )?,
         };
 
-        let roi_rsa = rsa
-            .as_ref()
-            .is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
+        let roi_rsa = rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
         if encoding.is_none() && searchlight.is_none() && !roi_rsa && time_resolved.is_none() {
             return Err(invalid(
                 "no analysis requested: add [encoding], [searchlight], [rsa] brain_rdms/rois or [time_resolved]"
@@ -592,10 +546,7 @@ mod tests {
             100000.0,
         ];
         for (got, want) in logspace(-2.0, 5.0, 15).iter().zip(want) {
-            assert!(
-                (got - want).abs() <= 2.0 * f64::EPSILON * want,
-                "{got} vs {want}"
-            );
+            assert!((got - want).abs() <= 2.0 * f64::EPSILON * want, "{got} vs {want}");
         }
         assert_eq!(logspace(1.0, 1.0, 1), vec![10.0]);
     }
@@ -613,12 +564,9 @@ conv = "c.npy"
 
     #[test]
     fn defaults_and_relative_paths() {
-        let s = JobSpec::from_toml(
-            &format!("{BASE}[encoding]\n"),
-            "job.toml",
-            "file:///data/study",
-        )
-        .unwrap();
+        let s =
+            JobSpec::from_toml(&format!("{BASE}[encoding]\n"), "job.toml", "file:///data/study")
+                .unwrap();
         assert_eq!(s.subjects[0].brain, "file:///data/study/b.npy");
         assert_eq!(s.output, "file:///data/study/out");
         let e = s.encoding.unwrap();

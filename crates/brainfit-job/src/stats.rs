@@ -31,9 +31,7 @@ fn get2(part: &Part, name: &str) -> Result<Option<Array2<f64>>> {
         Err(_) => Ok(None),
         Ok((shape, values)) => {
             if shape.len() != 2 {
-                return Err(JobError::Corrupt(format!(
-                    "{name} has shape {shape:?}, expected 2-D"
-                )));
+                return Err(JobError::Corrupt(format!("{name} has shape {shape:?}, expected 2-D")));
             }
             Ok(Some(
                 Array2::from_shape_vec((shape[0], shape[1]), values.to_vec())
@@ -52,11 +50,7 @@ impl MapBlock {
         mut null_of: impl FnMut(u64) -> std::result::Result<Array2<f64>, E>,
     ) -> std::result::Result<MapBlock, E> {
         if perms.is_empty() {
-            return Ok(MapBlock {
-                value,
-                count_ge: None,
-                null_max: None,
-            });
+            return Ok(MapBlock { value, count_ge: None, null_max: None });
         }
         let (maps, _) = value.dim();
         let mut count = Array2::<f64>::zeros(value.dim());
@@ -68,11 +62,7 @@ impl MapBlock {
                 null_max[(m, j)] = accumulate(value.row(m), null.row(m), count.row_mut(m));
             }
         }
-        Ok(MapBlock {
-            value,
-            count_ge: Some(count),
-            null_max: Some(null_max),
-        })
+        Ok(MapBlock { value, count_ge: Some(count), null_max: Some(null_max) })
     }
 
     /// Stores the block in a part.
@@ -88,11 +78,7 @@ impl MapBlock {
     pub fn read(part: &Part) -> Result<MapBlock> {
         let value =
             get2(part, "value")?.ok_or_else(|| JobError::Corrupt("part has no values".into()))?;
-        Ok(MapBlock {
-            value,
-            count_ge: get2(part, "count_ge")?,
-            null_max: get2(part, "null_max")?,
-        })
+        Ok(MapBlock { value, count_ge: get2(part, "count_ge")?, null_max: get2(part, "null_max")? })
     }
 }
 
@@ -139,9 +125,7 @@ pub fn merge_blocks(
         covered[a..b].iter_mut().for_each(|c| *c = true);
         if let Some((count, null_max, seen)) = perm_state.as_mut() {
             let (Some(c), Some(m)) = (&block.count_ge, &block.null_max) else {
-                return Err(JobError::Corrupt(
-                    "a block lacks its permutation counts".into(),
-                ));
+                return Err(JobError::Corrupt("a block lacks its permutation counts".into()));
             };
             let [p0, p1] = *perms;
             if m.dim() != (n_maps, p1 - p0) || p1 > seen.len() {
@@ -164,9 +148,7 @@ pub fn merge_blocks(
         None => (None, None, None),
         Some((count, null_max, seen)) => {
             if let Some(k) = seen.iter().position(|&v| v == 0) {
-                return Err(JobError::Corrupt(format!(
-                    "no task covered permutation {k}"
-                )));
+                return Err(JobError::Corrupt(format!("no task covered permutation {k}")));
             }
             let n = seen.len();
             let mut p = Array2::<f64>::zeros((n_maps, n_items));
@@ -177,18 +159,12 @@ pub fn merge_blocks(
                     count.row(m),
                     n,
                 )));
-                pf.row_mut(m)
-                    .assign(&ndarray::Array1::from(p_fwe(value.row(m), null_max.row(m))));
+                pf.row_mut(m).assign(&ndarray::Array1::from(p_fwe(value.row(m), null_max.row(m))));
             }
             (Some(p), Some(pf), Some(null_max))
         }
     };
-    Ok(MergedMaps {
-        value,
-        p,
-        p_fwe: p_fwe_maps,
-        null_max,
-    })
+    Ok(MergedMaps { value, p, p_fwe: p_fwe_maps, null_max })
 }
 
 #[cfg(test)]
@@ -216,19 +192,11 @@ mod tests {
             (i, p, MapBlock::read(&part).unwrap())
         };
         let whole = merge_blocks(&[block([0, items], [0, n])], maps, items, Some(n)).unwrap();
-        let by_items = merge_blocks(
-            &[block([5, items], [0, n]), block([0, 5], [0, n])],
-            maps,
-            items,
-            Some(n),
-        )
-        .unwrap();
+        let by_items =
+            merge_blocks(&[block([5, items], [0, n]), block([0, 5], [0, n])], maps, items, Some(n))
+                .unwrap();
         let by_perms = merge_blocks(
-            &[
-                block([0, items], [30, n]),
-                block([0, items], [0, 7]),
-                block([0, items], [7, 30]),
-            ],
+            &[block([0, items], [30, n]), block([0, items], [0, 7]), block([0, items], [7, 30])],
             maps,
             items,
             Some(n),

@@ -139,19 +139,13 @@ fn rank_core(x: &[f64], scratch: &mut RankScratch, out: &mut [f64], offset: f64)
     let s = scratch;
     s.keys.clear();
     s.keys.extend(x.iter().map(|&v| order_key(v)));
-    let (kmin, kmax) = s
-        .keys
-        .iter()
-        .fold((u64::MAX, 0u64), |(lo, hi), &k| (lo.min(k), hi.max(k)));
+    let (kmin, kmax) = s.keys.iter().fold((u64::MAX, 0u64), |(lo, hi), &k| (lo.min(k), hi.max(k)));
     let range_bits = u64::BITS - (kmax - kmin).leading_zeros();
     let coarse_bits = range_bits.min(32);
     let coarse_shift = range_bits - coarse_bits;
     s.packed.clear();
     s.packed.extend(
-        s.keys
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| (((k - kmin) >> coarse_shift) << 32) | i as u64),
+        s.keys.iter().enumerate().map(|(i, &k)| (((k - kmin) >> coarse_shift) << 32) | i as u64),
     );
     s.sorted.clear();
     if n < 64 {
@@ -360,11 +354,8 @@ pub(crate) fn tau_a(x: &[f64], y: &[f64]) -> f64 {
     if n < 2 || x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
         return f64::NAN;
     }
-    let mut p: Vec<(u64, u64)> = x
-        .iter()
-        .zip(y)
-        .map(|(&u, &v)| (order_key(u), order_key(v)))
-        .collect();
+    let mut p: Vec<(u64, u64)> =
+        x.iter().zip(y).map(|(&u, &v)| (order_key(u), order_key(v))).collect();
     p.sort_unstable();
     let tot = (n as i128) * (n as i128 - 1) / 2;
     let ties = |keys: &mut dyn Iterator<Item = bool>| -> i128 {
@@ -453,9 +444,7 @@ pub fn permute_condensed(
     let mut seen = vec![false; n];
     for &p in perm {
         if p >= n || std::mem::replace(&mut seen[p], true) {
-            return Err(KernelError::Parameter(format!(
-                "{perm:?} is not a permutation of 0..{n}"
-            )));
+            return Err(KernelError::Parameter(format!("{perm:?} is not a permutation of 0..{n}")));
         }
     }
     let mut out = Array1::<f64>::zeros(v.len());
@@ -540,10 +529,7 @@ mod tests {
         for m in METHODS {
             assert_eq!(CompareMethod::parse(m.as_str()).unwrap(), m);
         }
-        assert!(matches!(
-            CompareMethod::parse("corr"),
-            Err(KernelError::Parameter(_))
-        ));
+        assert!(matches!(CompareMethod::parse("corr"), Err(KernelError::Parameter(_))));
     }
 
     #[test]
@@ -567,15 +553,7 @@ mod tests {
             }
         }
         // Signed zeros tie; infinities rank at the ends; negatives before positives.
-        let x = [
-            0.0,
-            -0.0,
-            f64::INFINITY,
-            -1.5,
-            f64::NEG_INFINITY,
-            2.0,
-            -1e-300,
-        ];
+        let x = [0.0, -0.0, f64::INFINITY, -1.5, f64::NEG_INFINITY, 2.0, -1e-300];
         assert_eq!(
             rank_average(ArrayView1::from(&x)).to_vec(),
             vec![4.5, 4.5, 7.0, 2.0, 1.0, 6.0, 3.0]
@@ -597,20 +575,11 @@ mod tests {
                 "clumped n={n}"
             );
         }
-        let mut big: Vec<f64> = (0..1000)
-            .map(|i| ((i * 7919) % 1000) as f64 - 500.0)
-            .collect();
+        let mut big: Vec<f64> = (0..1000).map(|i| ((i * 7919) % 1000) as f64 - 500.0).collect();
         big[3] = -0.0;
         big[4] = 0.0;
-        assert_eq!(
-            rank_average(ArrayView1::from(&big)).to_vec(),
-            naive_ranks(&big)
-        );
-        assert!(
-            rank_average(ArrayView1::from(&[1.0, f64::NAN, 2.0]))
-                .iter()
-                .all(|v| v.is_nan())
-        );
+        assert_eq!(rank_average(ArrayView1::from(&big)).to_vec(), naive_ranks(&big));
+        assert!(rank_average(ArrayView1::from(&[1.0, f64::NAN, 2.0])).iter().all(|v| v.is_nan()));
     }
 
     #[test]
@@ -620,11 +589,7 @@ mod tests {
             for ties in [false, true] {
                 for with_nan in [false, true] {
                     let draw = |rng: &mut Rng| {
-                        if ties {
-                            rng.below(5) as f64
-                        } else {
-                            rng.normal() + 1.0
-                        }
+                        if ties { rng.below(5) as f64 } else { rng.normal() + 1.0 }
                     };
                     let mut a: Vec<f64> = (0..n).map(|_| draw(&mut rng)).collect();
                     let mut b: Vec<f64> = a.iter().map(|v| v + draw(&mut rng)).collect();
@@ -653,12 +618,8 @@ mod tests {
     #[test]
     fn nan_policy_and_errors() {
         let a = [1.0, 2.0, 3.0, 4.0];
-        let e = compare(
-            ArrayView1::from(&a),
-            ArrayView1::from(&a[..3]),
-            CompareMethod::Spearman,
-        )
-        .unwrap_err();
+        let e = compare(ArrayView1::from(&a), ArrayView1::from(&a[..3]), CompareMethod::Spearman)
+            .unwrap_err();
         assert!(matches!(e, KernelError::Shape(m) if m.contains('4') && m.contains('3')));
         let c = [0.5; 4];
         let z = [0.0; 4];
@@ -695,11 +656,7 @@ mod tests {
             let b: Vec<f64> = (0..len).map(|_| rng.below(4) as f64).collect();
             let mut perm: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut perm);
-            for m in [
-                CompareMethod::Spearman,
-                CompareMethod::Pearson,
-                CompareMethod::Cosine,
-            ] {
+            for m in [CompareMethod::Spearman, CompareMethod::Pearson, CompareMethod::Cosine] {
                 let fa = comparison_features(ArrayView1::from(&a), m).unwrap();
                 let fb = comparison_features(ArrayView1::from(&b), m).unwrap();
                 let c = compare(ArrayView1::from(&a), ArrayView1::from(&b), m).unwrap();
@@ -731,14 +688,8 @@ mod tests {
         assert_eq!(got, square_to_condensed(want_sq.view(), "w").unwrap());
         let id: Vec<usize> = (0..n).collect();
         assert_eq!(permute_condensed(v.view(), n, &id).unwrap(), v);
-        assert!(matches!(
-            permute_condensed(v.view(), 4, &perm[..4]),
-            Err(KernelError::Shape(_))
-        ));
-        assert!(matches!(
-            permute_condensed(v.view(), n, &perm[..4]),
-            Err(KernelError::Shape(_))
-        ));
+        assert!(matches!(permute_condensed(v.view(), 4, &perm[..4]), Err(KernelError::Shape(_))));
+        assert!(matches!(permute_condensed(v.view(), n, &perm[..4]), Err(KernelError::Shape(_))));
         assert!(matches!(
             permute_condensed(v.view(), n, &[0, 0, 1, 2, 3]),
             Err(KernelError::Parameter(_))
@@ -761,12 +712,8 @@ mod tests {
         assert_eq!(rows.len(), 4);
         for (brain, model, method, want) in rows {
             assert_eq!((brain.as_str(), model.as_str()), ("ties_a", "ties_b"));
-            let got = compare(
-                ArrayView1::from(&a),
-                ArrayView1::from(&b),
-                method_of(&method),
-            )
-            .unwrap();
+            let got =
+                compare(ArrayView1::from(&a), ArrayView1::from(&b), method_of(&method)).unwrap();
             assert!((got - want).abs() < 1e-9, "{method}: {got} vs {want}");
         }
     }
@@ -786,10 +733,8 @@ mod tests {
         let names = std::fs::read_to_string(fx::krieg("model_names.txt")).unwrap();
         let mut targets: Vec<(String, Array1<f64>)> =
             vec![("monkey_it".into(), Array1::from(monkey))];
-        for (name, m) in names
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .zip(models.axis_iter(Axis(0)))
+        for (name, m) in
+            names.lines().filter(|l| !l.trim().is_empty()).zip(models.axis_iter(Axis(0)))
         {
             targets.push((name.trim().into(), square_to_condensed(m, name).unwrap()));
         }
@@ -798,16 +743,10 @@ mod tests {
         let human = Array1::from(human);
         for (brain, model, method, want) in rows {
             assert_eq!(brain, "human_it");
-            let (_, t) = targets
-                .iter()
-                .find(|(n, _)| *n == model)
-                .expect("model in the data set");
+            let (_, t) = targets.iter().find(|(n, _)| *n == model).expect("model in the data set");
             let m = method_of(&method);
             let got = compare(human.view(), t.view(), m).unwrap();
-            assert!(
-                (got - want).abs() < 1e-9,
-                "{model} {method}: {got} vs {want}"
-            );
+            assert!((got - want).abs() < 1e-9, "{model} {method}: {got} vs {want}");
             if m.has_features() {
                 let f = comparison_features(human.view(), m).unwrap();
                 let g = comparison_features(t.view(), m).unwrap();

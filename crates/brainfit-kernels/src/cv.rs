@@ -30,20 +30,15 @@ pub struct Fold {
 
 /// Splits `n` samples (with optional per-sample `groups`) into folds.
 pub fn split(scheme: CvScheme, n: usize, groups: Option<&[i64]>) -> Result<Vec<Fold>> {
-    if let Some(g) = groups {
-        if g.len() != n {
-            return Err(KernelError::Shape(format!(
-                "{} group labels for {n} samples",
-                g.len()
-            )));
-        }
+    if let Some(g) = groups
+        && g.len() != n
+    {
+        return Err(KernelError::Shape(format!("{} group labels for {n} samples", g.len())));
     }
     let folds: Vec<Vec<usize>> = match scheme {
         CvScheme::KFold { k } => {
             if k < 2 {
-                return Err(KernelError::CrossValidation(format!(
-                    "kfold needs k >= 2, got {k}"
-                )));
+                return Err(KernelError::CrossValidation(format!("kfold needs k >= 2, got {k}")));
             }
             if k > n {
                 return Err(KernelError::CrossValidation(format!(
@@ -71,10 +66,7 @@ pub fn split(scheme: CvScheme, n: usize, groups: Option<&[i64]>) -> Result<Vec<F
                     labels.len()
                 )));
             }
-            labels
-                .iter()
-                .map(|&l| (0..n).filter(|&i| g[i] == l).collect())
-                .collect()
+            labels.iter().map(|&l| (0..n).filter(|&i| g[i] == l).collect()).collect()
         }
     };
     Ok(folds
@@ -97,13 +89,7 @@ pub fn split_within(
     let sub_groups: Option<Vec<i64>> = groups.map(|g| outer_train.iter().map(|&i| g[i]).collect());
     let folds = split(scheme, outer_train.len(), sub_groups.as_deref())?;
     let map = |v: Vec<usize>| v.into_iter().map(|i| outer_train[i]).collect();
-    Ok(folds
-        .into_iter()
-        .map(|f| Fold {
-            train: map(f.train),
-            test: map(f.test),
-        })
-        .collect())
+    Ok(folds.into_iter().map(|f| Fold { train: map(f.train), test: map(f.test) }).collect())
 }
 
 #[cfg(test)]

@@ -191,11 +191,7 @@ mod lapack {
                 }
             };
             let c_standard = c.is_standard_layout();
-            let mut c_tmp = if c_standard {
-                None
-            } else {
-                Some(Array2::<T>::zeros((m, n)))
-            };
+            let mut c_tmp = if c_standard { None } else { Some(Array2::<T>::zeros((m, n))) };
             let (ta, lda) = blas_layout(&a).expect("standard layout");
             let (tb, ldb) = blas_layout(&b).expect("standard layout");
             {
@@ -261,9 +257,7 @@ mod lapack {
                 return Ok((Array1::zeros(0), Array2::zeros((0, 0))));
             }
             let owned = a.as_standard_layout().into_owned();
-            owned
-                .eigh(UPLO::Lower)
-                .map_err(|e| KernelError::Linalg(format!("dsyevd: {e}")))
+            owned.eigh(UPLO::Lower).map_err(|e| KernelError::Linalg(format!("dsyevd: {e}")))
         }
     }
 }
@@ -282,9 +276,7 @@ mod tests {
 
     fn naive<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Array2<f64> {
         Array2::from_shape_fn((a.nrows(), b.ncols()), |(i, j)| {
-            (0..a.ncols())
-                .map(|k| a[(i, k)].as_f64() * b[(k, j)].as_f64())
-                .sum()
+            (0..a.ncols()).map(|k| a[(i, k)].as_f64() * b[(k, j)].as_f64()).sum()
         })
     }
 

@@ -32,14 +32,13 @@ impl Scheme {
     pub fn check(&self, n: usize) -> Result<()> {
         match self {
             Scheme::Free => Ok(()),
-            Scheme::WithinGroup(g) if g.len() != n => Err(KernelError::Shape(format!(
-                "{} group labels for {n} samples",
-                g.len()
-            ))),
+            Scheme::WithinGroup(g) if g.len() != n => {
+                Err(KernelError::Shape(format!("{} group labels for {n} samples", g.len())))
+            }
             Scheme::WithinGroup(_) => Ok(()),
-            Scheme::Block(0) => Err(KernelError::Parameter(
-                "block length must be at least 1".into(),
-            )),
+            Scheme::Block(0) => {
+                Err(KernelError::Parameter("block length must be at least 1".into()))
+            }
             Scheme::Block(len) if *len >= n => Err(KernelError::Parameter(format!(
                 "block length {len} is not shorter than the data ({n} samples): nothing to permute"
             ))),
@@ -72,10 +71,7 @@ pub fn permutation(n: usize, scheme: &Scheme, seed: u64, k: u64) -> Vec<usize> {
         Scheme::Block(len) => {
             let mut blocks: Vec<usize> = (0..n.div_ceil(*len)).collect();
             rng.shuffle(&mut blocks);
-            blocks
-                .iter()
-                .flat_map(|&b| b * len..((b + 1) * len).min(n))
-                .collect()
+            blocks.iter().flat_map(|&b| b * len..((b + 1) * len).min(n)).collect()
         }
     }
 }
@@ -88,17 +84,14 @@ pub fn accumulate(
     mut count_ge: ArrayViewMut1<'_, f64>,
 ) -> f64 {
     let mut max = f64::NEG_INFINITY;
-    Zip::from(&mut count_ge)
-        .and(&observed)
-        .and(&null)
-        .for_each(|c, &o, &x| {
-            if x >= o {
-                *c += 1.0;
-            }
-            if x > max {
-                max = x;
-            }
-        });
+    Zip::from(&mut count_ge).and(&observed).and(&null).for_each(|c, &o, &x| {
+        if x >= o {
+            *c += 1.0;
+        }
+        if x > max {
+            max = x;
+        }
+    });
     max
 }
 
@@ -111,13 +104,7 @@ pub fn p_values(
     observed
         .iter()
         .zip(count_ge)
-        .map(|(o, c)| {
-            if o.is_nan() {
-                f64::NAN
-            } else {
-                (1.0 + c) / (1.0 + n as f64)
-            }
-        })
+        .map(|(o, c)| if o.is_nan() { f64::NAN } else { (1.0 + c) / (1.0 + n as f64) })
         .collect()
 }
 
@@ -149,10 +136,7 @@ pub fn p_from_full_null(
     for row in null.rows() {
         maxes.push(accumulate(observed, row, counts.row_mut(0)));
     }
-    (
-        p_values(observed, counts.row(0), n),
-        p_fwe(observed, ArrayView1::from(&maxes)),
-    )
+    (p_values(observed, counts.row(0), n), p_fwe(observed, ArrayView1::from(&maxes)))
 }
 
 #[cfg(test)]
@@ -168,11 +152,9 @@ mod tests {
 
     #[test]
     fn permutations_are_pure_functions_of_seed_and_k() {
-        for scheme in [
-            Scheme::Free,
-            Scheme::WithinGroup(vec![0, 0, 1, 1, 1, 2, 2, 0]),
-            Scheme::Block(3),
-        ] {
+        for scheme in
+            [Scheme::Free, Scheme::WithinGroup(vec![0, 0, 1, 1, 1, 2, 2, 0]), Scheme::Block(3)]
+        {
             let a = permutation(8, &scheme, 11, 5);
             assert_eq!(a, permutation(8, &scheme, 11, 5));
             assert!(is_permutation(&a));

@@ -34,13 +34,10 @@ pub fn delay<T: Real>(
     if delays.is_empty() {
         return Err(KernelError::Parameter("delays must not be empty".into()));
     }
-    if let Some(g) = groups {
-        if g.len() != n {
-            return Err(KernelError::Shape(format!(
-                "{} group labels for {n} samples",
-                g.len()
-            )));
-        }
+    if let Some(g) = groups
+        && g.len() != n
+    {
+        return Err(KernelError::Shape(format!("{} group labels for {n} samples", g.len())));
     }
     let mut out = Array2::<T>::zeros((n, p * delays.len()));
     for (start, end) in run_segments(n, groups) {
@@ -49,8 +46,7 @@ pub fn delay<T: Real>(
                 let src = t as i64 - lag;
                 if src >= start as i64 && src < end as i64 {
                     let src = src as usize;
-                    out.slice_mut(ndarray::s![t, d * p..(d + 1) * p])
-                        .assign(&x.row(src));
+                    out.slice_mut(ndarray::s![t, d * p..(d + 1) * p]).assign(&x.row(src));
                 }
             }
         }
@@ -63,10 +59,7 @@ pub fn delay<T: Real>(
 pub fn zscore_per_group<T: Real>(mut x: ArrayViewMut2<'_, T>, groups: &[i64]) -> Result<()> {
     let n = x.nrows();
     if groups.len() != n {
-        return Err(KernelError::Shape(format!(
-            "{} group labels for {n} samples",
-            groups.len()
-        )));
+        return Err(KernelError::Shape(format!("{} group labels for {n} samples", groups.len())));
     }
     let labels: std::collections::BTreeSet<i64> = groups.iter().copied().collect();
     for label in labels {
@@ -74,11 +67,7 @@ pub fn zscore_per_group<T: Real>(mut x: ArrayViewMut2<'_, T>, groups: &[i64]) ->
         for mut col in x.axis_iter_mut(Axis(1)) {
             let m = rows.len() as f64;
             let mean = rows.iter().map(|&i| col[i].as_f64()).sum::<f64>() / m;
-            let var = rows
-                .iter()
-                .map(|&i| (col[i].as_f64() - mean).powi(2))
-                .sum::<f64>()
-                / m;
+            let var = rows.iter().map(|&i| (col[i].as_f64() - mean).powi(2)).sum::<f64>() / m;
             let sd = var.sqrt();
             for &i in &rows {
                 let centred = col[i].as_f64() - mean;

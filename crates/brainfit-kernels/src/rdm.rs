@@ -82,7 +82,7 @@ pub fn condensed_len(n: usize) -> usize {
 fn checked_condensed_len(n: usize) -> Option<usize> {
     match n {
         0 | 1 => Some(0),
-        _ if n % 2 == 0 => (n / 2).checked_mul(n - 1),
+        _ if n.is_multiple_of(2) => (n / 2).checked_mul(n - 1),
         _ => n.checked_mul((n - 1) / 2),
     }
 }
@@ -132,19 +132,14 @@ pub fn n_conditions_from_condensed(len: usize) -> Result<usize> {
 pub fn square_to_condensed(a: ArrayView2<'_, f64>, name: &str) -> Result<Array1<f64>> {
     let (n, m) = a.dim();
     if n != m {
-        return Err(KernelError::Shape(format!(
-            "RDM {name:?} is {n}x{m}, not square"
-        )));
+        return Err(KernelError::Shape(format!("RDM {name:?} is {n}x{m}, not square")));
     }
     if n < 2 {
         return Err(KernelError::Shape(format!(
             "RDM {name:?} is {n}x{n}; an RDM needs at least 2 conditions"
         )));
     }
-    let scale = a
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, |s, v| s.max(v.abs()));
+    let scale = a.iter().filter(|v| v.is_finite()).fold(0.0f64, |s, v| s.max(v.abs()));
     let tol = 1e-10 * scale;
     for i in 0..n {
         let d = a[(i, i)];
@@ -201,11 +196,7 @@ pub fn rdm<T: Real>(patterns: ArrayView2<'_, T>, method: RdmMethod) -> Result<Ar
     let mut ws = RdmWorkspace::new(n);
     ws.load(patterns, None, p);
     let mut out = Array1::<f64>::zeros(condensed_len(n));
-    ws.rdm_into::<Backend>(
-        p,
-        method,
-        out.as_slice_mut().expect("a fresh array is contiguous"),
-    );
+    ws.rdm_into::<Backend>(p, method, out.as_slice_mut().expect("a fresh array is contiguous"));
     Ok(out)
 }
 
@@ -219,14 +210,10 @@ pub(crate) fn check_pattern_set(n: usize, p: usize, method: RdmMethod) -> Result
         ));
     }
     if n < 2 {
-        return Err(KernelError::Shape(format!(
-            "an RDM needs at least 2 conditions, got {n}"
-        )));
+        return Err(KernelError::Shape(format!("an RDM needs at least 2 conditions, got {n}")));
     }
     if p == 0 {
-        return Err(KernelError::Shape(
-            "the condition patterns have no channels".into(),
-        ));
+        return Err(KernelError::Shape("the condition patterns have no channels".into()));
     }
     Ok(())
 }
@@ -369,11 +356,8 @@ impl RdmWorkspace {
                 hi.clear();
                 hi.extend_from_slice(&x[..n]);
                 for row in x.chunks_exact(n) {
-                    for (((s, l), h), &v) in sum
-                        .iter_mut()
-                        .zip(lo.iter_mut())
-                        .zip(hi.iter_mut())
-                        .zip(row)
+                    for (((s, l), h), &v) in
+                        sum.iter_mut().zip(lo.iter_mut()).zip(hi.iter_mut()).zip(row)
                     {
                         *s += v;
                         *l = if v < *l { v } else { *l };
@@ -381,12 +365,8 @@ impl RdmWorkspace {
                     }
                 }
                 let inv_k = 1.0 / k as f64;
-                for (((d, s), l), h) in self
-                    .degenerate
-                    .iter_mut()
-                    .zip(sum.iter_mut())
-                    .zip(lo.iter())
-                    .zip(hi.iter())
+                for (((d, s), l), h) in
+                    self.degenerate.iter_mut().zip(sum.iter_mut()).zip(lo.iter()).zip(hi.iter())
                 {
                     *d = l == h;
                     *s *= inv_k;
@@ -449,9 +429,7 @@ impl RdmWorkspace {
         }
         let x = &self.x[..n * k];
         let xv = if self.channel_major {
-            ArrayView2::from_shape((k, n), x)
-                .expect("buffer holds k*n values")
-                .reversed_axes()
+            ArrayView2::from_shape((k, n), x).expect("buffer holds k*n values").reversed_axes()
         } else {
             ArrayView2::from_shape((n, k), x).expect("buffer holds n*k values")
         };
@@ -630,9 +608,7 @@ pub fn crossnobis<T: Real>(
         )));
     }
     if p == 0 {
-        return Err(KernelError::Shape(
-            "crossnobis: the data have no channels".into(),
-        ));
+        return Err(KernelError::Shape("crossnobis: the data have no channels".into()));
     }
     if let Some(prec) = &precision
         && prec.dim() != (p, p)
@@ -664,12 +640,8 @@ pub fn crossnobis<T: Real>(
     let mut sums = vec![0.0f64; nr * nc * p];
     let mut counts = vec![0usize; nr * nc];
     for (o, row) in data.rows().into_iter().enumerate() {
-        let c = cond_labels
-            .binary_search(&conds[o])
-            .expect("label is present");
-        let r = run_labels
-            .binary_search(&runs[o])
-            .expect("label is present");
+        let c = cond_labels.binary_search(&conds[o]).expect("label is present");
+        let r = run_labels.binary_search(&runs[o]).expect("label is present");
         counts[r * nc + c] += 1;
         let s = &mut sums[(r * nc + c) * p..(r * nc + c + 1) * p];
         for (acc, &v) in s.iter_mut().zip(row.iter()) {
@@ -703,10 +675,7 @@ pub fn crossnobis<T: Real>(
             let inv = 1.0 / n_train as f64;
             tr.iter_mut().for_each(|t| *t *= inv);
             let s = &sums[(k * nc + c) * p..(k * nc + c + 1) * p];
-            test.row_mut(c)
-                .iter_mut()
-                .zip(s)
-                .for_each(|(t, v)| *t = v / n_test);
+            test.row_mut(c).iter_mut().zip(s).for_each(|(t, v)| *t = v / n_test);
         }
         let kernel = match &precision {
             Some(prec) => train.dot(prec).dot(&test.t()),
@@ -746,9 +715,7 @@ pub fn precision_shrinkage_diag(residuals: ArrayView2<'_, f64>) -> Result<Array2
         )));
     }
     if c == 0 {
-        return Err(KernelError::Shape(
-            "precision_shrinkage_diag: no channels".into(),
-        ));
+        return Err(KernelError::Shape("precision_shrinkage_diag: no channels".into()));
     }
     if residuals.iter().any(|v| !v.is_finite()) {
         return Err(KernelError::Parameter(
@@ -864,11 +831,7 @@ pub(crate) mod npy_fixture {
 
     /// Path of a file in `tests/fixtures/rsa/`.
     pub fn rsa(name: &str) -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../tests/fixtures/rsa/"
-        ))
-        .join(name)
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rsa/")).join(name)
     }
 
     /// Path of a file of the shared Kriegeskorte et al. (2008) data set.
@@ -885,24 +848,12 @@ pub(crate) mod npy_fixture {
         assert_eq!(&bytes[..6], b"\x93NUMPY", "{path:?}: not a .npy file");
         let (hlen, start) = match bytes[6] {
             1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-            _ => (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            ),
+            _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         };
         let header = std::str::from_utf8(&bytes[start..start + hlen]).expect("ascii header");
-        assert!(
-            header.contains(&format!("'descr': '{want}'")),
-            "{path:?}: dtype, {header}"
-        );
-        assert!(
-            header.contains("'fortran_order': False"),
-            "{path:?}: C order expected"
-        );
-        let shape_str = header
-            .split("'shape': (")
-            .nth(1)
-            .and_then(|s| s.split(')').next());
+        assert!(header.contains(&format!("'descr': '{want}'")), "{path:?}: dtype, {header}");
+        assert!(header.contains("'fortran_order': False"), "{path:?}: C order expected");
+        let shape_str = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next());
         let shape: Vec<usize> = shape_str
             .expect("shape")
             .split(',')
@@ -913,10 +864,7 @@ pub(crate) mod npy_fixture {
         let body = &bytes[start + hlen..];
         let count: usize = shape.iter().product();
         assert_eq!(body.len(), count * 8, "{path:?}: payload size");
-        let vals = body
-            .chunks_exact(8)
-            .map(|c| c.try_into().expect("8 bytes"))
-            .collect();
+        let vals = body.chunks_exact(8).map(|c| c.try_into().expect("8 bytes")).collect();
         (shape, vals)
     }
 
@@ -942,12 +890,7 @@ pub(crate) mod npy_fixture {
             .map(|l| {
                 let f: Vec<&str> = l.split(',').collect();
                 assert_eq!(f.len(), 4, "{l}");
-                (
-                    f[0].into(),
-                    f[1].into(),
-                    f[2].into(),
-                    f[3].parse().expect("value"),
-                )
+                (f[0].into(), f[1].into(), f[2].into(), f[3].parse().expect("value"))
             })
             .collect()
     }
@@ -998,11 +941,8 @@ mod tests {
         a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
     }
 
-    const METHODS: [RdmMethod; 3] = [
-        RdmMethod::Correlation,
-        RdmMethod::Euclidean,
-        RdmMethod::Cosine,
-    ];
+    const METHODS: [RdmMethod; 3] =
+        [RdmMethod::Correlation, RdmMethod::Euclidean, RdmMethod::Cosine];
 
     #[test]
     fn pair_index_and_condensed_round_trip() {
@@ -1025,10 +965,7 @@ mod tests {
         assert_eq!(condensed_len(0), 0);
         assert!(n_conditions_from_condensed(usize::MAX).is_err());
         // n(n-1) overflows usize here, n(n-1)/2 does not.
-        assert_eq!(
-            condensed_len(1usize << 32),
-            (1usize << 31) * ((1usize << 32) - 1)
-        );
+        assert_eq!(condensed_len(1usize << 32), (1usize << 31) * ((1usize << 32) - 1));
         assert_eq!(condensed_len(1), 0);
         for bad in [0usize, 2, 4, 5, 7, 4185] {
             assert!(
@@ -1077,31 +1014,17 @@ mod tests {
 
     #[test]
     fn methods_parse() {
-        for m in [
-            RdmMethod::Correlation,
-            RdmMethod::Euclidean,
-            RdmMethod::Cosine,
-            RdmMethod::Crossnobis,
-        ] {
+        for m in
+            [RdmMethod::Correlation, RdmMethod::Euclidean, RdmMethod::Cosine, RdmMethod::Crossnobis]
+        {
             assert_eq!(RdmMethod::parse(m.as_str()).unwrap(), m);
         }
-        assert!(matches!(
-            RdmMethod::parse("pearson"),
-            Err(KernelError::Parameter(_))
-        ));
+        assert!(matches!(RdmMethod::parse("pearson"), Err(KernelError::Parameter(_))));
     }
 
     fn check_against_naive<T: Real>(seed: u64) {
         let mut rng = Rng::new(seed);
-        for &(n, p) in &[
-            (2usize, 1usize),
-            (2, 3),
-            (3, 2),
-            (5, 7),
-            (12, 20),
-            (30, 4),
-            (40, 123),
-        ] {
+        for &(n, p) in &[(2usize, 1usize), (2, 3), (3, 2), (5, 7), (12, 20), (30, 4), (40, 123)] {
             // A per-condition offset and a common offset make correlation and euclidean differ.
             let mut x: Array2<T> = rng.normal_array((n, p));
             let offsets: Vec<f64> = (0..n).map(|_| 3.0 * rng.normal()).collect();
@@ -1115,10 +1038,7 @@ mod tests {
                 let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
                 let err = max_abs_diff(got.as_slice().unwrap(), &want);
                 if p == 1 && method == RdmMethod::Correlation {
-                    assert!(
-                        got.iter().all(|v| v.is_nan()),
-                        "one channel: no correlation"
-                    );
+                    assert!(got.iter().all(|v| v.is_nan()), "one channel: no correlation");
                     continue;
                 }
                 assert!(err <= 1e-11 * scale, "{method:?} n={n} p={p}: {err}");
@@ -1169,11 +1089,7 @@ mod tests {
         let r = rdm(layout(&x, channel_major).view(), RdmMethod::Correlation).unwrap();
         for i in 0..5 {
             for j in i + 1..5 {
-                assert_eq!(
-                    r[pair_index(5, i, j)].is_nan(),
-                    i == 1 || j == 1,
-                    "({i},{j})"
-                );
+                assert_eq!(r[pair_index(5, i, j)].is_nan(), i == 1 || j == 1, "({i},{j})");
             }
         }
         // A constant nonzero pattern still has a cosine and a distance.
@@ -1221,15 +1137,9 @@ mod tests {
     #[test]
     fn rdm_rejects_bad_input() {
         let x = Array2::<f64>::zeros((1, 4));
-        assert!(matches!(
-            rdm(x.view(), RdmMethod::Euclidean),
-            Err(KernelError::Shape(_))
-        ));
+        assert!(matches!(rdm(x.view(), RdmMethod::Euclidean), Err(KernelError::Shape(_))));
         let x = Array2::<f64>::zeros((3, 0));
-        assert!(matches!(
-            rdm(x.view(), RdmMethod::Euclidean),
-            Err(KernelError::Shape(_))
-        ));
+        assert!(matches!(rdm(x.view(), RdmMethod::Euclidean), Err(KernelError::Shape(_))));
         let x = Array2::<f64>::zeros((3, 2));
         let e = rdm(x.view(), RdmMethod::Crossnobis).unwrap_err();
         assert!(matches!(e, KernelError::Parameter(m) if m.contains("crossnobis()")));
@@ -1249,10 +1159,7 @@ mod tests {
             let err = max_abs_diff(got.as_slice().unwrap(), &want);
             assert!(err < 1e-12, "{method:?}: {err}");
             let got32 = rdm(x.mapv(|v| v as f32).view(), method).unwrap();
-            assert!(
-                max_abs_diff(got32.as_slice().unwrap(), &want) < 1e-5,
-                "{method:?} f32"
-            );
+            assert!(max_abs_diff(got32.as_slice().unwrap(), &want) < 1e-5, "{method:?} f32");
         }
     }
 
@@ -1314,12 +1221,9 @@ mod tests {
     #[test]
     fn crossnobis_matches_naive() {
         let mut rng = Rng::new(5);
-        for &(nc, nr, p, reps) in &[
-            (2usize, 2usize, 1usize, 1usize),
-            (3, 2, 4, 1),
-            (6, 3, 7, 2),
-            (8, 5, 12, 1),
-        ] {
+        for &(nc, nr, p, reps) in
+            &[(2usize, 2usize, 1usize, 1usize), (3, 2, 4, 1), (6, 3, 7, 2), (8, 5, 12, 1)]
+        {
             let mut conds = Vec::new();
             let mut runs = Vec::new();
             for r in 0..nr {
@@ -1394,9 +1298,7 @@ mod tests {
             }
         }
         let lam = (num / den).clamp(0.0, 1.0);
-        Array2::from_shape_fn((c, c), |(u, v)| {
-            s(u, v) / dof * if u == v { 1.0 } else { 1.0 - lam }
-        })
+        Array2::from_shape_fn((c, c), |(u, v)| s(u, v) / dof * if u == v { 1.0 } else { 1.0 - lam })
     }
 
     #[test]
@@ -1409,9 +1311,7 @@ mod tests {
             let prec = precision_shrinkage_diag(res.view()).unwrap();
             let cov = naive_shrinkage_cov(res.view());
             let id = prec.dot(&cov);
-            let err = (&id - &Array2::<f64>::eye(c))
-                .iter()
-                .fold(0.0f64, |a, v| a.max(v.abs()));
+            let err = (&id - &Array2::<f64>::eye(c)).iter().fold(0.0f64, |a, v| a.max(v.abs()));
             assert!(err < 1e-9, "m={m} c={c}: {err}");
             assert_eq!(prec, prec.t());
         }
@@ -1442,10 +1342,9 @@ mod tests {
         let (_, conds) = fx::i64s(&fx::rsa("cv_conds.npy"));
         let (_, runs) = fx::i64s(&fx::rsa("cv_runs.npy"));
         let prec = fixture_2d("prec_shrinkage_diag.npy");
-        for (pr, file) in [
-            (Some(prec.view()), "rdm_crossnobis.npy"),
-            (None, "rdm_crossnobis_identity.npy"),
-        ] {
+        for (pr, file) in
+            [(Some(prec.view()), "rdm_crossnobis.npy"), (None, "rdm_crossnobis_identity.npy")]
+        {
             let (_, want) = fx::f64s(&fx::rsa(file));
             let got = crossnobis(x.view(), &conds, &runs, pr).unwrap();
             let err = max_abs_diff(got.as_slice().unwrap(), &want);

@@ -47,17 +47,11 @@ impl RidgeSpec {
             return Err(KernelError::Parameter("the alpha grid is empty".into()));
         }
         if let Some(a) = alphas.iter().find(|a| !(a.is_finite() && **a > 0.0)) {
-            return Err(KernelError::Parameter(format!(
-                "alphas must be finite and > 0, got {a}"
-            )));
+            return Err(KernelError::Parameter(format!("alphas must be finite and > 0, got {a}")));
         }
         alphas.sort_by(f64::total_cmp);
         alphas.dedup();
-        Ok(RidgeSpec {
-            alphas,
-            intercept,
-            score,
-        })
+        Ok(RidgeSpec { alphas, intercept, score })
     }
 
     /// The alpha grid, ascending.
@@ -92,9 +86,7 @@ impl<T: Real> FoldBasis<T> {
         intercept: bool,
     ) -> Result<Self> {
         if fold.train.is_empty() || fold.test.is_empty() {
-            return Err(KernelError::CrossValidation(
-                "a fold has an empty part".into(),
-            ));
+            return Err(KernelError::CrossValidation("a fold has an empty part".into()));
         }
         let mut x_train = rows_f64(x, &fold.train);
         let mut x_test = rows_f64(x, &fold.test);
@@ -138,9 +130,7 @@ impl<T: Real> FoldBasis<T> {
         let mean = if self.intercept {
             let mut m = Array1::<f64>::zeros(v);
             for &i in &self.fold.train {
-                m.iter_mut()
-                    .zip(y.row(i))
-                    .for_each(|(m, x)| *m += x.as_f64());
+                m.iter_mut().zip(y.row(i)).for_each(|(m, x)| *m += x.as_f64());
             }
             m / n
         } else {
@@ -204,10 +194,7 @@ impl<T: Real> NestedCv<T> {
                 Ok((refit, inner))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(NestedCv {
-            n_samples: x.nrows(),
-            outer,
-        })
+        Ok(NestedCv { n_samples: x.nrows(), outer })
     }
 
     /// Number of samples the decompositions were made for.
@@ -243,27 +230,18 @@ impl<T: Real> NestedCv<T> {
                 let chosen = self.choose_alphas::<B>(inner, yb, spec);
                 let score = refit_and_score::<B, T>(refit, yb, spec, &chosen);
                 fold_score.slice_mut(s![k, cols.clone()]).assign(&score);
-                fold_alpha_index
-                    .slice_mut(s![k, cols.clone()])
-                    .assign(&Array1::from(chosen));
+                fold_alpha_index.slice_mut(s![k, cols.clone()]).assign(&Array1::from(chosen));
             }
         }
         let alphas = spec.alphas();
-        let score = fold_score
-            .mean_axis(Axis(0))
-            .expect("at least one outer fold");
+        let score = fold_score.mean_axis(Axis(0)).expect("at least one outer fold");
         let alpha = fold_alpha_index
             .columns()
             .into_iter()
             .map(|c| alphas[mode_prefer_larger(c.iter().copied(), alphas.len())])
             .collect();
         let fold_alpha = fold_alpha_index.mapv(|i| alphas[i]);
-        Ok(EncodingResult {
-            score,
-            alpha,
-            fold_score,
-            fold_alpha,
-        })
+        Ok(EncodingResult { score, alpha, fold_score, fold_alpha })
     }
 
     /// Index into the alpha grid minimising the mean inner-fold MSE of each voxel.
@@ -283,7 +261,10 @@ impl<T: Real> NestedCv<T> {
             // test targets around the training mean, in f64, once for all alphas
             let mut centred = Array2::<f64>::zeros((test.len(), v));
             for (mut c, &i) in centred.rows_mut().into_iter().zip(test) {
-                Zip::from(&mut c).and(y.row(i)).and(&mean).for_each(|c, &x, &m| *c = x.as_f64() - m);
+                Zip::from(&mut c)
+                    .and(y.row(i))
+                    .and(&mean)
+                    .for_each(|c, &x, &m| *c = x.as_f64() - m);
             }
             let mut pred = Array2::<T>::zeros((test.len(), v));
             let mut sse = Array1::<f64>::zeros(v);
@@ -367,9 +348,7 @@ mod tests {
     fn solve(mut m: Array2<f64>, mut b: Array1<f64>) -> Array1<f64> {
         let n = b.len();
         for c in 0..n {
-            let p = (c..n)
-                .max_by(|&i, &j| m[(i, c)].abs().total_cmp(&m[(j, c)].abs()))
-                .unwrap();
+            let p = (c..n).max_by(|&i, &j| m[(i, c)].abs().total_cmp(&m[(j, c)].abs())).unwrap();
             for k in 0..n {
                 m.swap((c, k), (p, k));
             }
@@ -433,11 +412,7 @@ mod tests {
                     .iter()
                     .map(|f| {
                         let p = naive_predict(x, y, &f.train, &f.test, alpha, spec.intercept);
-                        f.test
-                            .iter()
-                            .zip(&p)
-                            .map(|(&i, q)| (y[i] - q).powi(2))
-                            .sum::<f64>()
+                        f.test.iter().zip(&p).map(|(&i, q)| (y[i] - q).powi(2)).sum::<f64>()
                             / f.test.len() as f64
                     })
                     .sum::<f64>()
@@ -466,6 +441,7 @@ mod tests {
         (x, y)
     }
 
+    #[allow(clippy::too_many_arguments)] // a test helper: every CV knob is a parameter
     fn check_against_naive(
         n: usize,
         p: usize,
@@ -478,12 +454,8 @@ mod tests {
     ) {
         let mut rng = Rng::new((n * 1000 + p * 10 + v) as u64);
         let (x, y) = planted(&mut rng, n, p, v);
-        let spec = RidgeSpec::new(
-            vec![1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4],
-            intercept,
-            score,
-        )
-        .unwrap();
+        let spec =
+            RidgeSpec::new(vec![1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4], intercept, score).unwrap();
         let outer = match &groups {
             Some(g) => split(CvScheme::LeaveOneGroupOut, n, Some(g)).unwrap(),
             None => split(CvScheme::KFold { k: outer_k }, n, None).unwrap(),
@@ -494,11 +466,7 @@ mod tests {
         for j in 0..v {
             let (s, a) = naive_nested(&x, &y.column(j).to_owned(), &outer, inner, g, &spec);
             for k in 0..outer.len() {
-                assert_eq!(
-                    got.fold_alpha[(k, j)],
-                    a[k],
-                    "alpha, voxel {j} fold {k} ({n}x{p})"
-                );
+                assert_eq!(got.fold_alpha[(k, j)], a[k], "alpha, voxel {j} fold {k} ({n}x{p})");
                 let d = got.fold_score[(k, j)] - s[k];
                 assert!(
                     d.abs() < 1e-8 || (s[k].is_nan() && got.fold_score[(k, j)].is_nan()),
@@ -510,61 +478,21 @@ mod tests {
         let cv32 =
             NestedCv::new::<Backend>(x.mapv(|e| e as f32).view(), &outer, inner, g, intercept)
                 .unwrap();
-        let got32 = cv32
-            .fit::<Backend>(y.mapv(|e| e as f32).view(), &spec)
-            .unwrap();
-        let max_diff = (&got32.score - &got.score)
-            .iter()
-            .fold(0.0f64, |m, d| m.max(d.abs()));
+        let got32 = cv32.fit::<Backend>(y.mapv(|e| e as f32).view(), &spec).unwrap();
+        let max_diff = (&got32.score - &got.score).iter().fold(0.0f64, |m, d| m.max(d.abs()));
         assert!(max_diff < 1e-3, "f32 scores differ by {max_diff}");
     }
 
     #[test]
     fn tall_kfold_matches_normal_equations() {
-        check_against_naive(
-            60,
-            6,
-            5,
-            5,
-            CvScheme::KFold { k: 4 },
-            None,
-            true,
-            ScoreKind::R2,
-        );
-        check_against_naive(
-            47,
-            9,
-            4,
-            3,
-            CvScheme::KFold { k: 5 },
-            None,
-            false,
-            ScoreKind::Pearson,
-        );
+        check_against_naive(60, 6, 5, 5, CvScheme::KFold { k: 4 }, None, true, ScoreKind::R2);
+        check_against_naive(47, 9, 4, 3, CvScheme::KFold { k: 5 }, None, false, ScoreKind::Pearson);
     }
 
     #[test]
     fn wide_uses_dual_form_and_matches() {
-        check_against_naive(
-            30,
-            80,
-            4,
-            5,
-            CvScheme::KFold { k: 3 },
-            None,
-            true,
-            ScoreKind::R2,
-        );
-        check_against_naive(
-            24,
-            24,
-            3,
-            4,
-            CvScheme::KFold { k: 4 },
-            None,
-            true,
-            ScoreKind::Pearson,
-        );
+        check_against_naive(30, 80, 4, 5, CvScheme::KFold { k: 3 }, None, true, ScoreKind::R2);
+        check_against_naive(24, 24, 3, 4, CvScheme::KFold { k: 4 }, None, true, ScoreKind::Pearson);
     }
 
     #[test]
@@ -581,16 +509,7 @@ mod tests {
             ScoreKind::R2,
         );
         // 10 samples, outer 5-fold -> 8 training samples, inner 8-fold -> one-sample folds
-        check_against_naive(
-            10,
-            3,
-            2,
-            5,
-            CvScheme::KFold { k: 8 },
-            None,
-            true,
-            ScoreKind::R2,
-        );
+        check_against_naive(10, 3, 2, 5, CvScheme::KFold { k: 8 }, None, true, ScoreKind::R2);
     }
 
     #[test]
@@ -617,9 +536,7 @@ mod tests {
         let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 5 }, None, true)
             .unwrap();
         let whole = cv.fit::<Backend>(y.view(), &spec).unwrap();
-        let part = cv
-            .fit::<Backend>(y.slice(s![.., VOXEL_BATCH..]), &spec)
-            .unwrap();
+        let part = cv.fit::<Backend>(y.slice(s![.., VOXEL_BATCH..]), &spec).unwrap();
         assert_eq!(whole.score.slice(s![VOXEL_BATCH..]), part.score);
     }
 
@@ -633,9 +550,6 @@ mod tests {
         let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 2 }, None, true)
             .unwrap();
         let spec = RidgeSpec::new(vec![1.0], true, ScoreKind::R2).unwrap();
-        assert!(
-            cv.fit::<Backend>(Array2::<f64>::zeros((9, 2)).view(), &spec)
-                .is_err()
-        );
+        assert!(cv.fit::<Backend>(Array2::<f64>::zeros((9, 2)).view(), &spec).is_err());
     }
 }

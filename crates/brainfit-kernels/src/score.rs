@@ -24,41 +24,24 @@ pub fn score_columns<T: Real>(
     assert_eq!(truth.dim(), pred.dim());
     let n = truth.nrows() as f64;
     let mut out = Array1::<f64>::zeros(truth.ncols());
-    Zip::from(&mut out)
-        .and(truth.columns())
-        .and(pred.columns())
-        .for_each(|o, y, p| {
-            let my = y.iter().map(|v| v.as_f64()).sum::<f64>() / n;
-            let ss_tot: f64 = y.iter().map(|v| (v.as_f64() - my).powi(2)).sum();
-            *o = match kind {
-                ScoreKind::R2 => {
-                    let ss_res: f64 = y
-                        .iter()
-                        .zip(p.iter())
-                        .map(|(v, q)| (v.as_f64() - q).powi(2))
-                        .sum();
-                    if ss_tot > 0.0 {
-                        1.0 - ss_res / ss_tot
-                    } else {
-                        f64::NAN
-                    }
-                }
-                ScoreKind::Pearson => {
-                    let mp = p.sum() / n;
-                    let ss_p: f64 = p.iter().map(|q| (q - mp).powi(2)).sum();
-                    let cross: f64 = y
-                        .iter()
-                        .zip(p.iter())
-                        .map(|(v, q)| (v.as_f64() - my) * (q - mp))
-                        .sum();
-                    if ss_tot > 0.0 && ss_p > 0.0 {
-                        cross / (ss_tot * ss_p).sqrt()
-                    } else {
-                        f64::NAN
-                    }
-                }
-            };
-        });
+    Zip::from(&mut out).and(truth.columns()).and(pred.columns()).for_each(|o, y, p| {
+        let my = y.iter().map(|v| v.as_f64()).sum::<f64>() / n;
+        let ss_tot: f64 = y.iter().map(|v| (v.as_f64() - my).powi(2)).sum();
+        *o = match kind {
+            ScoreKind::R2 => {
+                let ss_res: f64 =
+                    y.iter().zip(p.iter()).map(|(v, q)| (v.as_f64() - q).powi(2)).sum();
+                if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN }
+            }
+            ScoreKind::Pearson => {
+                let mp = p.sum() / n;
+                let ss_p: f64 = p.iter().map(|q| (q - mp).powi(2)).sum();
+                let cross: f64 =
+                    y.iter().zip(p.iter()).map(|(v, q)| (v.as_f64() - my) * (q - mp)).sum();
+                if ss_tot > 0.0 && ss_p > 0.0 { cross / (ss_tot * ss_p).sqrt() } else { f64::NAN }
+            }
+        };
+    });
     out
 }
 

@@ -68,11 +68,7 @@ impl Neighbourhoods {
 
     /// Size of the largest sphere (0 if there is none).
     pub fn max_size(&self) -> usize {
-        self.offsets
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or(0)
+        self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
     }
 }
 
@@ -109,10 +105,7 @@ pub fn spheres(
         .and_then(|v| v.checked_mul(shape[2]))
         .ok_or_else(|| KernelError::Shape(format!("volume {shape:?} is too large")))?;
     if voxels.len() >= u32::MAX as usize {
-        return Err(KernelError::Shape(format!(
-            "{} mask voxels are too many",
-            voxels.len()
-        )));
+        return Err(KernelError::Shape(format!("{} mask voxels are too many", voxels.len())));
     }
     let linear = |v: [usize; 3]| (v[0] * shape[1] + v[1]) * shape[2] + v[2];
     let mut index = vec![u32::MAX; total];
@@ -134,9 +127,8 @@ pub fn spheres(
     // Offsets within the radius, once; in row-major order, so that for a row-major mask order
     // the members come out ascending without sorting.
     let r = radius + 1e-9;
-    let ext: Vec<i64> = (0..3)
-        .map(|d| ((r / voxel_size[d]).floor() as i64).min(shape[d] as i64))
-        .collect();
+    let ext: Vec<i64> =
+        (0..3).map(|d| ((r / voxel_size[d]).floor() as i64).min(shape[d] as i64)).collect();
     let mut offs: Vec<[i64; 3]> = Vec::new();
     for dx in -ext[0]..=ext[0] {
         for dy in -ext[1]..=ext[1] {
@@ -151,11 +143,7 @@ pub fn spheres(
         }
     }
     let dims = shape.map(|s| s as i64);
-    let mut out = Neighbourhoods {
-        centres: Vec::new(),
-        offsets: vec![0],
-        members: Vec::new(),
-    };
+    let mut out = Neighbourhoods { centres: Vec::new(), offsets: vec![0], members: Vec::new() };
     let mut sphere: Vec<usize> = Vec::with_capacity(offs.len());
     for (m, v) in voxels.iter().enumerate() {
         sphere.clear();
@@ -304,11 +292,7 @@ impl<'m> Engine<'m> {
         }
         if self.out.ncols() > 0 {
             let mut g = self.gemm_out.slice_mut(s![..b, ..]);
-            B::gemm(
-                self.batch.slice(s![..b, ..]),
-                self.features.t(),
-                g.view_mut(),
-            );
+            B::gemm(self.batch.slice(s![..b, ..]), self.features.t(), g.view_mut());
             for (i, r) in g.rows().into_iter().enumerate() {
                 if !self.batch_pairwise[i] {
                     self.out.row_mut(self.batch_start + i).assign(&r);
@@ -368,14 +352,8 @@ pub fn searchlight<T: Real, B: LinalgBackend>(
             )));
         }
     }
-    let mut engine = Engine::new(
-        data.nrows(),
-        centre_range.len(),
-        rdm,
-        models_features,
-        models_raw,
-        method,
-    )?;
+    let mut engine =
+        Engine::new(data.nrows(), centre_range.len(), rdm, models_features, models_raw, method)?;
     for c in centre_range {
         let members = hoods.members(c);
         engine.push::<T, B>(data, Some(members), members.len());
@@ -483,9 +461,7 @@ mod tests {
         (0..vox.len())
             .filter(|&m| {
                 let b = vox[m];
-                let d2: f64 = (0..3)
-                    .map(|d| ((a[d] as f64 - b[d] as f64) * vs[d]).powi(2))
-                    .sum();
+                let d2: f64 = (0..3).map(|d| ((a[d] as f64 - b[d] as f64) * vs[d]).powi(2)).sum();
                 d2.sqrt() <= radius + 1e-9
             })
             .collect()
@@ -527,9 +503,8 @@ mod tests {
             }
         }
         // Specific memberships at the volume's edge and for anisotropic voxels.
-        let full: Vec<[usize; 3]> = (0..3)
-            .flat_map(|i| (0..3).flat_map(move |j| (0..3).map(move |k| [i, j, k])))
-            .collect();
+        let full: Vec<[usize; 3]> =
+            (0..3).flat_map(|i| (0..3).flat_map(move |j| (0..3).map(move |k| [i, j, k]))).collect();
         let h = spheres(&full, [3, 3, 3], 2f64.sqrt(), [1.0; 3], 0).unwrap();
         assert_eq!(h.members(0), &[0, 1, 3, 4, 9, 10, 12][..]); // corner: (0,0,0) and 6 neighbours
         assert_eq!(h.members(13).len(), 19); // centre: 1 + 6 + 12
@@ -537,16 +512,9 @@ mod tests {
         // from (1,1,1): z neighbours at 3.5 mm, x/y at 2 mm, xy diagonals at 2.83, xz at 4.03
         // (1,1,1): x/y neighbours at 2 mm, xy diagonals at 2.83 mm, z neighbours at exactly
         // 3.5 mm (kept), xz/yz diagonals at 4.03 mm (not).
-        assert_eq!(
-            h.members(13),
-            &[1, 4, 7, 10, 12, 13, 14, 16, 19, 22, 25][..]
-        );
+        assert_eq!(h.members(13), &[1, 4, 7, 10, 12, 13, 14, 16, 19, 22, 25][..]);
         let h = spheres(&full, [3, 3, 3], 1.0, [1.0; 3], 7).unwrap();
-        assert_eq!(
-            h.centres,
-            vec![13],
-            "only the centre has a full 7-voxel sphere"
-        );
+        assert_eq!(h.centres, vec![13], "only the centre has a full 7-voxel sphere");
         assert_eq!(h.max_size(), 7);
     }
 
@@ -567,10 +535,7 @@ mod tests {
             spheres(&v, [2, 1, 1], 1.0, [1.0, f64::NAN, 1.0], 0),
             Err(KernelError::Parameter(_))
         ));
-        assert!(matches!(
-            spheres(&v, [1, 1, 1], 1.0, [1.0; 3], 0),
-            Err(KernelError::Shape(_))
-        ));
+        assert!(matches!(spheres(&v, [1, 1, 1], 1.0, [1.0; 3], 0), Err(KernelError::Shape(_))));
         assert!(matches!(
             spheres(&[[0, 0, 0], [0, 0, 0]], [1, 1, 1], 1.0, [1.0; 3], 0),
             Err(KernelError::Parameter(_))
@@ -598,11 +563,8 @@ mod tests {
             })
             .collect();
         let data = Array2::from_shape_fn((n, vox.len()), |(c, m)| {
-            let signal = if in_blob[m] {
-                3.0 * if c < n / 2 { cat_a[m] } else { cat_b[m] }
-            } else {
-                0.0
-            };
+            let signal =
+                if in_blob[m] { 3.0 * if c < n / 2 { cat_a[m] } else { cat_b[m] } } else { 0.0 };
             T::from_f64(signal + rng.normal() + 0.5)
         });
         (data, in_blob)
@@ -640,11 +602,7 @@ mod tests {
         (a.is_nan() && b.is_nan()) || (a - b).abs() <= tol
     }
 
-    const RDMS: [RdmMethod; 3] = [
-        RdmMethod::Correlation,
-        RdmMethod::Euclidean,
-        RdmMethod::Cosine,
-    ];
+    const RDMS: [RdmMethod; 3] = [RdmMethod::Correlation, RdmMethod::Euclidean, RdmMethod::Cosine];
     const CMPS: [CompareMethod; 4] = [
         CompareMethod::Spearman,
         CompareMethod::Pearson,
@@ -704,11 +662,7 @@ mod tests {
                         );
                     }
                     if got[(c, 0)].is_finite() {
-                        let acc = if in_blob[hoods.centres[c]] {
-                            &mut blob
-                        } else {
-                            &mut rest
-                        };
+                        let acc = if in_blob[hoods.centres[c]] { &mut blob } else { &mut rest };
                         acc.0 += got[(c, 0)];
                         acc.1 += 1;
                     }
@@ -746,10 +700,7 @@ mod tests {
                 )
                 .unwrap();
                 for (a, b) in vm.iter().zip(got.iter()) {
-                    assert!(
-                        same(*a, *b, 1e-12),
-                        "voxel-major {rdm_m:?} {cmp:?}: {a} vs {b}"
-                    );
+                    assert!(same(*a, *b, 1e-12), "voxel-major {rdm_m:?} {cmp:?}: {a} vs {b}");
                 }
             }
         }
@@ -776,20 +727,14 @@ mod tests {
         let raw = models(n, 5);
         let mut perm: Vec<usize> = (0..n).collect();
         Rng::new(6).shuffle(&mut perm);
-        for cmp in [
-            CompareMethod::Spearman,
-            CompareMethod::Pearson,
-            CompareMethod::Cosine,
-        ] {
+        for cmp in [CompareMethod::Spearman, CompareMethod::Pearson, CompareMethod::Cosine] {
             let feats = features_of(&raw, cmp);
             // Relabelled models: permute features and raw RDMs the same way.
             let mut pf = feats.clone();
             let mut pr = raw.clone();
             for m in 0..raw.nrows() {
-                pf.row_mut(m)
-                    .assign(&permute_condensed(feats.row(m), n, &perm).unwrap());
-                pr.row_mut(m)
-                    .assign(&permute_condensed(raw.row(m), n, &perm).unwrap());
+                pf.row_mut(m).assign(&permute_condensed(feats.row(m), n, &perm).unwrap());
+                pr.row_mut(m).assign(&permute_condensed(raw.row(m), n, &perm).unwrap());
             }
             let got = searchlight::<f64, Faer>(
                 data.view(),
@@ -863,63 +808,22 @@ mod tests {
                   raw: ArrayView2<'_, f64>,
                   c| { searchlight::<f64, Faer>(d, &hoods, r, rdm_m, f, raw, c) };
         let sp = CompareMethod::Spearman;
-        let ok = sl(
-            data.view(),
-            0..3,
-            RdmMethod::Correlation,
-            f.view(),
-            raw.view(),
-            sp,
-        )
-        .unwrap();
-        assert!(
-            ok.iter().all(|v| v.is_nan()),
-            "constant data: undefined correlations"
-        );
-        let e = sl(
-            data.view(),
-            0..3,
-            RdmMethod::Crossnobis,
-            f.view(),
-            raw.view(),
-            sp,
-        )
-        .unwrap_err();
+        let ok = sl(data.view(), 0..3, RdmMethod::Correlation, f.view(), raw.view(), sp).unwrap();
+        assert!(ok.iter().all(|v| v.is_nan()), "constant data: undefined correlations");
+        let e = sl(data.view(), 0..3, RdmMethod::Crossnobis, f.view(), raw.view(), sp).unwrap_err();
         assert!(matches!(e, KernelError::Parameter(m) if m.contains("crossnobis")));
         assert!(matches!(
-            sl(
-                data.view(),
-                0..hoods.len() + 1,
-                RdmMethod::Euclidean,
-                f.view(),
-                raw.view(),
-                sp
-            ),
+            sl(data.view(), 0..hoods.len() + 1, RdmMethod::Euclidean, f.view(), raw.view(), sp),
             Err(KernelError::Parameter(_))
         ));
         #[allow(clippy::reversed_empty_ranges)]
         let backwards = 3..1;
         assert!(
-            sl(
-                data.view(),
-                backwards,
-                RdmMethod::Euclidean,
-                f.view(),
-                raw.view(),
-                sp
-            )
-            .is_err()
+            sl(data.view(), backwards, RdmMethod::Euclidean, f.view(), raw.view(), sp).is_err()
         );
         let narrow = Array2::<f64>::zeros((5, 3));
         assert!(matches!(
-            sl(
-                narrow.view(),
-                0..hoods.len(),
-                RdmMethod::Euclidean,
-                f.view(),
-                raw.view(),
-                sp
-            ),
+            sl(narrow.view(), 0..hoods.len(), RdmMethod::Euclidean, f.view(), raw.view(), sp),
             Err(KernelError::Shape(_))
         ));
         let two = Array2::<f64>::zeros((2, vox.len()));
@@ -927,36 +831,15 @@ mod tests {
             matches!(sl(two.view(), 0..3, RdmMethod::Euclidean, f.view(), raw.view(), sp), Err(KernelError::Shape(m)) if m.contains("3 conditions"))
         );
         assert!(matches!(
-            sl(
-                data.view(),
-                0..3,
-                RdmMethod::Euclidean,
-                f.slice(s![.., ..4]),
-                raw.view(),
-                sp
-            ),
+            sl(data.view(), 0..3, RdmMethod::Euclidean, f.slice(s![.., ..4]), raw.view(), sp),
             Err(KernelError::Shape(_))
         ));
         assert!(matches!(
-            sl(
-                data.view(),
-                0..3,
-                RdmMethod::Euclidean,
-                f.view(),
-                raw.slice(s![.., ..4]),
-                sp
-            ),
+            sl(data.view(), 0..3, RdmMethod::Euclidean, f.view(), raw.slice(s![.., ..4]), sp),
             Err(KernelError::Shape(_))
         ));
         assert!(matches!(
-            sl(
-                data.view(),
-                0..3,
-                RdmMethod::Euclidean,
-                f.slice(s![..2, ..]),
-                raw.view(),
-                sp
-            ),
+            sl(data.view(), 0..3, RdmMethod::Euclidean, f.slice(s![..2, ..]), raw.view(), sp),
             Err(KernelError::Shape(_))
         ));
         // tau-a ignores the features argument
@@ -972,15 +855,8 @@ mod tests {
             )
             .is_ok()
         );
-        let empty_range = sl(
-            data.view(),
-            2..2,
-            RdmMethod::Euclidean,
-            f.view(),
-            raw.view(),
-            sp,
-        )
-        .unwrap();
+        let empty_range =
+            sl(data.view(), 2..2, RdmMethod::Euclidean, f.view(), raw.view(), sp).unwrap();
         assert_eq!(empty_range.dim(), (0, 3));
         assert!(sphere_rdm(data.view(), &[], RdmMethod::Euclidean).is_err());
         assert!(sphere_rdm(data.view(), &[vox.len()], RdmMethod::Euclidean).is_err());
@@ -989,13 +865,8 @@ mod tests {
             "NaN RDM"
         );
         assert!(
-            brain_features(
-                data.view(),
-                &[0, 1],
-                RdmMethod::Euclidean,
-                CompareMethod::KendallTauA
-            )
-            .is_err()
+            brain_features(data.view(), &[0, 1], RdmMethod::Euclidean, CompareMethod::KendallTauA)
+                .is_err()
         );
     }
 

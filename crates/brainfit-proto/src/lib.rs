@@ -84,9 +84,7 @@ pub struct RequireToken {
 impl RequireToken {
     /// Checks for `token`; `None` accepts every request.
     pub fn new(token: Option<&str>) -> Self {
-        RequireToken {
-            expected: token.map(Into::into),
-        }
+        RequireToken { expected: token.map(Into::into) }
     }
 
     /// Whether a token is enforced.
@@ -128,12 +126,10 @@ impl AddToken {
             None => None,
             Some(t) => {
                 let mut v: MetadataValue<_> =
-                    format!("Bearer {t}")
-                        .parse()
-                        .map_err(|_| ProtoError::Config {
-                            url: String::new(),
-                            message: "the token must be printable ASCII".into(),
-                        })?;
+                    format!("Bearer {t}").parse().map_err(|_| ProtoError::Config {
+                        url: String::new(),
+                        message: "the token must be printable ASCII".into(),
+                    })?;
                 v.set_sensitive(true);
                 Some(v)
             }
@@ -194,10 +190,7 @@ pub fn channel(options: &ConnectOptions) -> Result<(Channel, AddToken), ProtoErr
     } else {
         format!("http://{}", options.url)
     };
-    let config = |message: String| ProtoError::Config {
-        url: url.clone(),
-        message,
-    };
+    let config = |message: String| ProtoError::Config { url: url.clone(), message };
     let mut endpoint = Endpoint::from_shared(url.clone())
         .map_err(|e| config(format!("not a valid URL: {e}")))?
         .connect_timeout(Duration::from_secs(5))
@@ -240,15 +233,10 @@ pub fn check_handshake(
     have_token: bool,
 ) -> Result<(), ProtoError> {
     if reply.protocol != PROTOCOL {
-        return Err(ProtoError::Protocol {
-            url: url.to_string(),
-            theirs: reply.protocol,
-        });
+        return Err(ProtoError::Protocol { url: url.to_string(), theirs: reply.protocol });
     }
     if have_token && !reply.auth_required {
-        return Err(ProtoError::Unprotected {
-            url: url.to_string(),
-        });
+        return Err(ProtoError::Unprotected { url: url.to_string() });
     }
     Ok(())
 }
@@ -264,9 +252,7 @@ mod tests {
         let req = add.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let mut wrong = AddToken::new(Some("s3cres")).unwrap();
-        let e = check
-            .call(wrong.call(Request::new(())).unwrap())
-            .unwrap_err();
+        let e = check.call(wrong.call(Request::new(())).unwrap()).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(!e.message().contains("s3cre"), "never echo tokens");
         assert!(check.call(Request::new(())).is_err(), "no token");

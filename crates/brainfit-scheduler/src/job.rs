@@ -56,11 +56,7 @@ impl ScheduledJob {
         for &task in &finished {
             scheduler.mark_done(task);
         }
-        Ok(ScheduledJob {
-            run: Arc::new(run),
-            scheduler,
-            resumed: finished.len(),
-        })
+        Ok(ScheduledJob { run: Arc::new(run), scheduler, resumed: finished.len() })
     }
 
     /// The job's outcome so far, with a failed task described for people.
@@ -94,10 +90,6 @@ pub async fn finish(
     workers: usize,
     compute_seconds: f64,
 ) -> brainfit_job::Result<serde_json::Value> {
-    let info = RunInfo {
-        workers,
-        compute_seconds,
-        backend: Backend::NAME,
-    };
+    let info = RunInfo { workers, compute_seconds, backend: Backend::NAME };
     run.finish(store, &info).await
 }

@@ -32,10 +32,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        SchedulerConfig {
-            lease_timeout: 30_000,
-            max_attempts: 3,
-        }
+        SchedulerConfig { lease_timeout: 30_000, max_attempts: 3 }
     }
 }
 
@@ -127,11 +124,7 @@ impl Scheduler {
             next_worker: 1,
             done: 0,
             retries: 0,
-            state: if n_tasks == 0 {
-                JobState::Succeeded
-            } else {
-                JobState::Running
-            },
+            state: if n_tasks == 0 { JobState::Succeeded } else { JobState::Running },
         }
     }
 
@@ -139,10 +132,10 @@ impl Scheduler {
     /// coordinator restart.
     pub fn mark_done(&mut self, task: usize) {
         if !matches!(self.slots[task], Slot::Done) {
-            if let Slot::Leased { worker, .. } = self.slots[task] {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.leases.remove(&task);
-                }
+            if let Slot::Leased { worker, .. } = self.slots[task]
+                && let Some(w) = self.workers.get_mut(&worker)
+            {
+                w.leases.remove(&task);
             }
             self.slots[task] = Slot::Done;
             self.queue.retain(|&t| t != task);
@@ -157,13 +150,7 @@ impl Scheduler {
     pub fn register(&mut self, now: Millis) -> WorkerId {
         let id = WorkerId(self.next_worker);
         self.next_worker += 1;
-        self.workers.insert(
-            id,
-            Worker {
-                last_seen: now,
-                leases: BTreeSet::new(),
-            },
-        );
+        self.workers.insert(id, Worker { last_seen: now, leases: BTreeSet::new() });
         id
     }
 
@@ -239,14 +226,9 @@ impl Scheduler {
             return Report::Stale;
         }
         if lease.attempt >= self.config.max_attempts {
-            self.state = JobState::Failed {
-                task: lease.task,
-                error: error.to_string(),
-            };
+            self.state = JobState::Failed { task: lease.task, error: error.to_string() };
         } else {
-            self.slots[lease.task] = Slot::Pending {
-                attempts: lease.attempt,
-            };
+            self.slots[lease.task] = Slot::Pending { attempts: lease.attempt };
             self.queue.push_back(lease.task);
             self.retries += 1;
         }
@@ -259,9 +241,7 @@ impl Scheduler {
         if self.state != JobState::Running || !self.take_current(worker, lease) {
             return Report::Stale;
         }
-        self.slots[lease.task] = Slot::Pending {
-            attempts: lease.attempt - 1,
-        };
+        self.slots[lease.task] = Slot::Pending { attempts: lease.attempt - 1 };
         self.queue.push_front(lease.task);
         Report::Accepted
     }
@@ -334,16 +314,8 @@ impl Scheduler {
 
     /// Progress counts.
     pub fn progress(&self) -> Progress {
-        let running = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s, Slot::Leased { .. }))
-            .count();
-        Progress {
-            done: self.done,
-            running,
-            total: self.slots.len(),
-        }
+        let running = self.slots.iter().filter(|s| matches!(s, Slot::Leased { .. })).count();
+        Progress { done: self.done, running, total: self.slots.len() }
     }
 }
 
@@ -352,10 +324,7 @@ mod tests {
     use super::*;
 
     fn config() -> SchedulerConfig {
-        SchedulerConfig {
-            lease_timeout: 100,
-            max_attempts: 3,
-        }
+        SchedulerConfig { lease_timeout: 100, max_attempts: 3 }
     }
 
     #[test]
@@ -375,14 +344,7 @@ mod tests {
             assert_eq!(s.complete(b, l, 3), Report::Accepted);
         }
         assert_eq!(*s.state(), JobState::Succeeded);
-        assert_eq!(
-            s.progress(),
-            Progress {
-                done: 5,
-                running: 0,
-                total: 5
-            }
-        );
+        assert_eq!(s.progress(), Progress { done: 5, running: 0, total: 5 });
     }
 
     #[test]
@@ -395,34 +357,11 @@ mod tests {
         assert_eq!(s.lease(live, 1, 50).unwrap()[0].task, 1);
         assert!(s.heartbeat(live, 150));
         let retry = s.lease(live, 1, 160).unwrap();
-        assert_eq!(
-            retry,
-            vec![Lease {
-                task: 0,
-                attempt: 2
-            }]
-        );
-        assert_eq!(
-            s.complete(dead, l, 170),
-            Report::Stale,
-            "the expired attempt is dropped"
-        );
-        assert!(
-            s.lease(dead, 1, 171).is_none(),
-            "an expired worker must register again"
-        );
+        assert_eq!(retry, vec![Lease { task: 0, attempt: 2 }]);
+        assert_eq!(s.complete(dead, l, 170), Report::Stale, "the expired attempt is dropped");
+        assert!(s.lease(dead, 1, 171).is_none(), "an expired worker must register again");
         assert_eq!(s.complete(live, retry[0], 172), Report::Accepted);
-        assert_eq!(
-            s.complete(
-                live,
-                Lease {
-                    task: 1,
-                    attempt: 1
-                },
-                173
-            ),
-            Report::Accepted
-        );
+        assert_eq!(s.complete(live, Lease { task: 1, attempt: 1 }, 173), Report::Accepted);
         assert_eq!(*s.state(), JobState::Succeeded);
     }
 
@@ -433,34 +372,14 @@ mod tests {
         assert_eq!(s.lease(workers[0], 1, 0).unwrap()[0].task, 0);
         let ok = s.lease(workers[0], 1, 0).unwrap()[0];
         s.complete(workers[0], ok, 0);
-        s.fail(
-            workers[0],
-            Lease {
-                task: 0,
-                attempt: 1,
-            },
-            "bad input",
-            0,
-        );
+        s.fail(workers[0], Lease { task: 0, attempt: 1 }, "bad input", 0);
         for (i, &w) in workers.iter().enumerate().skip(1) {
             assert_eq!(*s.state(), JobState::Running);
             let l = s.lease(w, 1, 0).unwrap()[0];
-            assert_eq!(
-                l,
-                Lease {
-                    task: 0,
-                    attempt: i as u32 + 1
-                }
-            );
+            assert_eq!(l, Lease { task: 0, attempt: i as u32 + 1 });
             s.fail(w, l, "bad input", 0);
         }
-        assert_eq!(
-            *s.state(),
-            JobState::Failed {
-                task: 0,
-                error: "bad input".into()
-            }
-        );
+        assert_eq!(*s.state(), JobState::Failed { task: 0, error: "bad input".into() });
         assert!(s.lease(workers[0], 1, 0).unwrap().is_empty());
     }
 
@@ -469,17 +388,7 @@ mod tests {
         let mut s = Scheduler::new(1, config());
         let w = s.register(0);
         let l = s.lease(w, 1, 0).unwrap()[0];
-        assert_eq!(
-            s.complete(
-                w,
-                Lease {
-                    task: 0,
-                    attempt: 7
-                },
-                1
-            ),
-            Report::Stale
-        );
+        assert_eq!(s.complete(w, Lease { task: 0, attempt: 7 }, 1), Report::Stale);
         assert_eq!(s.complete(w, l, 1), Report::Accepted);
         assert_eq!(s.complete(w, l, 1), Report::Stale);
         assert_eq!(s.fail(w, l, "late", 1), Report::Stale);
@@ -503,24 +412,11 @@ mod tests {
         let w = s.register(0);
         let l = s.lease(w, 1, 0).unwrap()[0];
         s.release(w, l, 1);
-        assert_eq!(
-            s.lease(w, 1, 2).unwrap()[0],
-            Lease {
-                task: 0,
-                attempt: 1
-            }
-        );
+        assert_eq!(s.lease(w, 1, 2).unwrap()[0], Lease { task: 0, attempt: 1 });
         s.mark_done(1);
         s.mark_done(1);
         assert_eq!(s.progress().done, 1);
-        s.complete(
-            w,
-            Lease {
-                task: 0,
-                attempt: 1,
-            },
-            3,
-        );
+        s.complete(w, Lease { task: 0, attempt: 1 }, 3);
         assert_eq!(*s.state(), JobState::Succeeded);
     }
 
@@ -545,10 +441,7 @@ mod tests {
         // the retries come back in order: the failed task first, then a's
         let again = s.lease(b, 3, 160).unwrap();
         assert_eq!(
-            again
-                .iter()
-                .map(|l| (l.task, l.attempt))
-                .collect::<Vec<_>>(),
+            again.iter().map(|l| (l.task, l.attempt)).collect::<Vec<_>>(),
             vec![(2, 2), (0, 2), (1, 2)]
         );
         for l in la {

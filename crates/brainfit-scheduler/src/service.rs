@@ -162,12 +162,7 @@ struct Inner {
 
 /// Work to do once the table's lock is released.
 enum Effect {
-    Merge {
-        id: String,
-        run: Arc<JobRun>,
-        workers: usize,
-        compute_seconds: f64,
-    },
+    Merge { id: String, run: Arc<JobRun>, workers: usize, compute_seconds: f64 },
     Persist(String),
 }
 
@@ -186,10 +181,7 @@ pub struct Coordinator {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 fn job_state(entry: &JobEntry) -> v1::JobState {
@@ -206,10 +198,7 @@ fn job_state(entry: &JobEntry) -> v1::JobState {
 
 /// Whether a job in this state will not change any more.
 pub fn is_final(state: v1::JobState) -> bool {
-    matches!(
-        state,
-        v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled
-    )
+    matches!(state, v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled)
 }
 
 fn status_of(entry: &JobEntry) -> JobStatus {
@@ -217,12 +206,7 @@ fn status_of(entry: &JobEntry) -> JobStatus {
     let (total, done, running, retries) = match &entry.phase {
         Phase::Active(a) => {
             let p = a.job.scheduler.progress();
-            (
-                p.total as u64,
-                p.done as u64,
-                p.running as u64,
-                a.job.scheduler.retries(),
-            )
+            (p.total as u64, p.done as u64, p.running as u64, a.job.scheduler.retries())
         }
         _ => (r.total, r.done, 0, entry.retries),
     };
@@ -249,8 +233,7 @@ fn status_of(entry: &JobEntry) -> JobStatus {
 
 impl Inner {
     fn expire_workers(&mut self, now: Millis, timeout: Millis) {
-        self.workers
-            .retain(|_, w| now.saturating_sub(w.last_seen) <= timeout);
+        self.workers.retain(|_, w| now.saturating_sub(w.last_seen) <= timeout);
     }
 
     /// Settles jobs whose scheduler reached an end: merges to start, records to persist.
@@ -299,10 +282,7 @@ impl Inner {
     fn lease(&mut self, gid: u64, slots: usize, now: Millis, timeout: Millis) -> LeaseReply {
         self.expire_workers(now, timeout);
         let Some(w) = self.workers.get_mut(&gid) else {
-            return LeaseReply {
-                tasks: vec![],
-                unknown_worker: true,
-            };
+            return LeaseReply { tasks: vec![], unknown_worker: true };
         };
         w.last_seen = now;
         let mut tasks = Vec::new();
@@ -319,13 +299,8 @@ impl Inner {
             if tasks.len() >= slots || *scheduler.state() != JobState::Running {
                 continue;
             }
-            let wid = *a
-                .workers
-                .entry(gid)
-                .or_insert_with(|| scheduler.register(now));
-            let leases = scheduler
-                .lease(wid, slots - tasks.len(), now)
-                .unwrap_or_default();
+            let wid = *a.workers.entry(gid).or_insert_with(|| scheduler.register(now));
+            let leases = scheduler.lease(wid, slots - tasks.len(), now).unwrap_or_default();
             if !leases.is_empty() {
                 a.participants.insert(gid);
                 entry.leases += leases.len() as u64;
@@ -336,10 +311,7 @@ impl Inner {
                 attempt: l.attempt,
             }));
         }
-        LeaseReply {
-            tasks,
-            unknown_worker: false,
-        }
+        LeaseReply { tasks, unknown_worker: false }
     }
 }
 
@@ -368,10 +340,7 @@ impl Coordinator {
             store,
             config,
             clock: Instant::now(),
-            inner: Mutex::new(Inner {
-                next_worker: first_worker,
-                ..Inner::default()
-            }),
+            inner: Mutex::new(Inner { next_worker: first_worker, ..Inner::default() }),
             work: Notify::new(),
             changed: watch::channel(0).0,
             persist_lock: tokio::sync::Mutex::new(()),
@@ -383,11 +352,8 @@ impl Coordinator {
                 continue;
             }
             let bytes = coordinator.store.get(&url).await?;
-            let record: JobRecord =
-                serde_json::from_slice(&bytes).map_err(|e| ServiceError::State {
-                    url: url.clone(),
-                    message: e.to_string(),
-                })?;
+            let record: JobRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| ServiceError::State { url: url.clone(), message: e.to_string() })?;
             let phase = if record.state == RecordState::Running {
                 resume.push(record.id.clone());
                 Phase::Preparing
@@ -396,13 +362,7 @@ impl Coordinator {
             };
             coordinator.lock().jobs.insert(
                 record.id.clone(),
-                JobEntry {
-                    record,
-                    phase,
-                    resumed: 0,
-                    leases: 0,
-                    retries: 0,
-                },
+                JobEntry { record, phase, resumed: 0, leases: 0, retries: 0 },
             );
         }
         for id in resume {
@@ -436,12 +396,7 @@ impl Coordinator {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
         for effect in effects {
             match effect {
-                Effect::Merge {
-                    id,
-                    run,
-                    workers,
-                    compute_seconds,
-                } => {
+                Effect::Merge { id, run, workers, compute_seconds } => {
                     tokio::spawn(self.clone().merge(id, run, workers, compute_seconds));
                 }
                 Effect::Persist(id) => {
@@ -581,10 +536,7 @@ impl Coordinator {
         let job = ScheduledJob::prepare(&self.store, spec, id.clone(), self.config.scheduler)
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let record = JobRecord {
-            total: job.run.tasks.len() as u64,
-            ..record
-        };
+        let record = JobRecord { total: job.run.tasks.len() as u64, ..record };
         let bytes = serde_json::to_vec_pretty(&record).expect("records serialise");
         self.store
             .put(&self.record_url(&id), bytes.into())
@@ -634,10 +586,9 @@ impl Coordinator {
                     .jobs
                     .values()
                     .filter_map(|e| match &e.phase {
-                        Phase::Active(a) => a
-                            .workers
-                            .get(&gid)
-                            .map(|&wid| a.job.scheduler.leases_of(wid) as u64),
+                        Phase::Active(a) => {
+                            a.workers.get(&gid).map(|&wid| a.job.scheduler.leases_of(wid) as u64)
+                        }
                         _ => None,
                     })
                     .sum();
@@ -656,10 +607,8 @@ impl Coordinator {
     /// Cancels a running job: no more leases; reports of its running attempts become stale.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<JobStatus, Status> {
         let status = self.with_inner(|inner, _| {
-            let entry = inner
-                .jobs
-                .get_mut(id)
-                .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+            let entry =
+                inner.jobs.get_mut(id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
             match &mut entry.phase {
                 Phase::Active(a) => {
                     a.job.scheduler.cancel();
@@ -724,11 +673,7 @@ impl Coordinator {
             inner.next_worker += 1;
             inner.workers.insert(
                 gid,
-                WorkerEntry {
-                    name: req.name.clone(),
-                    threads: req.threads,
-                    last_seen: now,
-                },
+                WorkerEntry { name: req.name.clone(), threads: req.threads, last_seen: now },
             );
             gid
         });
@@ -763,10 +708,7 @@ impl Coordinator {
     /// A job's definition, for workers: the job file's text and its planned tasks.
     pub fn definition(&self, id: &str) -> Result<JobDefinitionReply, Status> {
         let inner = self.lock();
-        let entry = inner
-            .jobs
-            .get(id)
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        let entry = inner.jobs.get(id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         let run = match &entry.phase {
             Phase::Active(a) => a.job.run.clone(),
             Phase::Merging(run) => run.clone(),
@@ -792,10 +734,7 @@ impl Coordinator {
     /// Applies a task report; `true` when it was for the current attempt.
     async fn report(self: &Arc<Self>, req: TaskReport, kind: ReportKind) -> Result<bool, Status> {
         let task = req.task as usize;
-        let lease = Lease {
-            task,
-            attempt: req.attempt,
-        };
+        let lease = Lease { task, attempt: req.attempt };
         let check_part = self.with_inner(|inner, now| {
             if let Some(w) = inner.workers.get_mut(&req.worker_id) {
                 w.last_seen = now;
@@ -834,10 +773,8 @@ impl Coordinator {
             // its part: the task is done whoever computed it
             if self.store.size(&url).await.is_ok() {
                 self.with_inner(|inner, _| {
-                    if let Some(JobEntry {
-                        phase: Phase::Active(a),
-                        ..
-                    }) = inner.jobs.get_mut(&req.job_id)
+                    if let Some(JobEntry { phase: Phase::Active(a), .. }) =
+                        inner.jobs.get_mut(&req.job_id)
                     {
                         a.job.scheduler.mark_done(task);
                     }
@@ -906,15 +843,11 @@ impl v1::coordinator_server::Coordinator for Api {
     async fn watch(&self, req: Request<JobRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let id = req.into_inner().job_id;
         self.coordinator.job(&id)?;
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            self.coordinator.watch(id),
-        )))
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(self.coordinator.watch(id))))
     }
 
     async fn get_job(&self, req: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
-        Ok(Response::new(
-            self.coordinator.job(&req.into_inner().job_id)?,
-        ))
+        Ok(Response::new(self.coordinator.job(&req.into_inner().job_id)?))
     }
 
     async fn list_jobs(
@@ -925,9 +858,7 @@ impl v1::coordinator_server::Coordinator for Api {
     }
 
     async fn cancel(&self, req: Request<JobRequest>) -> Result<Response<JobStatus>, Status> {
-        Ok(Response::new(
-            self.coordinator.cancel(&req.into_inner().job_id).await?,
-        ))
+        Ok(Response::new(self.coordinator.cancel(&req.into_inner().job_id).await?))
     }
 }
 
@@ -950,18 +881,14 @@ impl v1::workers_server::Workers for Api {
     }
 
     async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
-        Ok(Response::new(
-            self.coordinator.lease(req.into_inner()).await,
-        ))
+        Ok(Response::new(self.coordinator.lease(req.into_inner()).await))
     }
 
     async fn get_job_definition(
         &self,
         req: Request<JobRequest>,
     ) -> Result<Response<JobDefinitionReply>, Status> {
-        Ok(Response::new(
-            self.coordinator.definition(&req.into_inner().job_id)?,
-        ))
+        Ok(Response::new(self.coordinator.definition(&req.into_inner().job_id)?))
     }
 
     async fn complete_task(
@@ -1013,19 +940,15 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     brainfit_proto::install_crypto_provider();
     let check = RequireToken::new(options.token.as_deref());
-    let api = Api {
-        coordinator,
-        auth_required: check.enforced(),
-    };
+    let api = Api { coordinator, auth_required: check.enforced() };
     let clients = CoordinatorServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkersServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true);
+    let mut server =
+        Server::builder().http2_keepalive_interval(Some(Duration::from_secs(20))).tcp_nodelay(true);
     if let Some((cert, key)) = &options.tls {
         server =
             server.tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;

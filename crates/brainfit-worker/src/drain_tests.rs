@@ -30,12 +30,7 @@ impl Fake {
 impl Transport for Fake {
     async fn lease(&self, _slots: usize) -> Result<LeaseReply> {
         self.record("lease".into());
-        Ok(self
-            .replies
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(LeaseReply::Shutdown))
+        Ok(self.replies.lock().unwrap().pop_front().unwrap_or(LeaseReply::Shutdown))
     }
     async fn complete(&self, a: &Assignment) -> Result<()> {
         self.record(format!("complete {}", a.task));
@@ -73,14 +68,7 @@ async fn job(store: &Store, brain: &str) -> Arc<JobRun> {
 
 fn assignments(job: &Arc<JobRun>, tasks: &[usize]) -> LeaseReply {
     LeaseReply::Tasks(
-        tasks
-            .iter()
-            .map(|&task| Assignment {
-                job: job.clone(),
-                task,
-                attempt: 1,
-            })
-            .collect(),
+        tasks.iter().map(|&task| Assignment { job: job.clone(), task, attempt: 1 }).collect(),
     )
 }
 
@@ -96,13 +84,8 @@ async fn run(
         stop,
         stop_after: stop_after.map(String::from),
     };
-    let executor = Arc::new(Executor::new(
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    ));
-    run_worker_until(&fake, executor, store.clone(), stopped)
-        .await
-        .unwrap();
+    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
+    run_worker_until(&fake, executor, store.clone(), stopped).await.unwrap();
     let drained = *fake.stop.borrow();
     (fake.log.into_inner().unwrap(), drained)
 }
@@ -113,34 +96,16 @@ async fn results_are_stored_before_they_are_reported_and_failures_are_reported()
     let good = job(&store, "brain.npy").await;
     let (log, _) = run(
         &store,
-        vec![
-            LeaseReply::Idle,
-            assignments(&good, &[0, 2]),
-            assignments(&good, &[1]),
-        ],
+        vec![LeaseReply::Idle, assignments(&good, &[0, 2]), assignments(&good, &[1])],
         None,
     )
     .await;
-    assert_eq!(
-        log,
-        [
-            "lease",
-            "lease",
-            "complete 0",
-            "complete 2",
-            "lease",
-            "complete 1",
-            "lease"
-        ]
-    );
+    assert_eq!(log, ["lease", "lease", "complete 0", "complete 2", "lease", "complete 1", "lease"]);
     assert_eq!(good.finished_tasks(&store).await.unwrap(), vec![0, 1, 2]);
 
     // the brain data vanishes after planning: the task fails and says so
     store.delete("memory://w/brain.npy").await.unwrap();
-    let bad = Arc::new(JobRun {
-        id: "r2".into(),
-        ..(*good).clone()
-    });
+    let bad = Arc::new(JobRun { id: "r2".into(), ..(*good).clone() });
     let (log, _) = run(&store, vec![assignments(&bad, &[1])], None).await;
     assert_eq!(log, ["lease", "fail 1", "lease"]);
     assert!(bad.finished_tasks(&store).await.unwrap().is_empty());
@@ -151,12 +116,7 @@ async fn a_drained_loop_finishes_its_task_and_hands_back_the_others() {
     let store = Store::new();
     let job = job(&store, "brain.npy").await;
     // the drain starts while task 0 runs: it is finished and reported, 1 and 2 go back
-    let (log, drained) = run(
-        &store,
-        vec![assignments(&job, &[0, 1, 2])],
-        Some("complete 0"),
-    )
-    .await;
+    let (log, drained) = run(&store, vec![assignments(&job, &[0, 1, 2])], Some("complete 0")).await;
     assert!(drained);
     assert_eq!(log, ["lease", "complete 0", "release 1", "release 2"]);
     assert_eq!(job.finished_tasks(&store).await.unwrap(), vec![0]);

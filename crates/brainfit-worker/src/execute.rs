@@ -45,10 +45,7 @@ struct Cache {
 
 impl Cache {
     fn with_capacity(capacity: usize) -> Self {
-        Cache {
-            entries: Mutex::new(VecDeque::new()),
-            capacity,
-        }
+        Cache { entries: Mutex::new(VecDeque::new()), capacity }
     }
 
     fn get_or_build<V: Any + Send + Sync>(
@@ -73,9 +70,7 @@ impl Cache {
             }
         };
         let value = entry.get_or_init(|| {
-            build()
-                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
-                .map_err(|e| e.to_string())
+            build().map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>).map_err(|e| e.to_string())
         });
         match value {
             Ok(v) => Ok(v.clone().downcast::<V>().expect("one type per key")),
@@ -106,11 +101,9 @@ impl Executor {
     /// Computes task `task` of `job` (blocking; call from a blocking thread).
     pub fn execute(&self, job: &JobContext, task: usize) -> Result<Part> {
         match &job.tasks[task] {
-            Task::Encoding {
-                subject,
-                space,
-                voxels,
-            } => self.encoding(job, *subject, space, *voxels),
+            Task::Encoding { subject, space, voxels } => {
+                self.encoding(job, *subject, space, *voxels)
+            }
             Task::Searchlight { subject, voxels } => self.searchlight(job, *subject, *voxels),
             Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms),
             Task::TimeResolved { perms } => self.time_resolved(job, *perms),
@@ -123,11 +116,7 @@ impl Executor {
             self.runtime.block_on(async {
                 let (matrix, mask) = inputs::load_brain(&self.store, subject).await?;
                 let groups = inputs::load_groups(&self.store, subject, matrix.dim().0).await?;
-                Ok(BrainData {
-                    matrix,
-                    mask,
-                    groups,
-                })
+                Ok(BrainData { matrix, mask, groups })
             })
         })
     }
@@ -158,11 +147,7 @@ impl Executor {
         space: &str,
         voxels: [usize; 2],
     ) -> Result<Part> {
-        let spec = job
-            .spec
-            .encoding
-            .as_ref()
-            .expect("encoding tasks exist only with [encoding]");
+        let spec = job.spec.encoding.as_ref().expect("encoding tasks exist only with [encoding]");
         let brain = self.brain(job, si)?;
         let inv = &job.inventory.subjects[si];
         let space_ref = inv
@@ -173,10 +158,7 @@ impl Executor {
             .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
         let groups = brain.groups.as_deref();
         let n = voxels[1] - voxels[0];
-        let perms = job
-            .spec
-            .permutation
-            .map(|p| (p, permutation_scheme(&p, groups)));
+        let perms = job.spec.permutation.map(|p| (p, permutation_scheme(&p, groups)));
         let (block, alpha) = match columns(&brain.matrix, voxels[0], voxels[1]) {
             Matrix::F32(y) => {
                 let cv = self.nested_cv::<f32>(job, si, &space_ref, spec, groups, false)?;
@@ -203,21 +185,18 @@ impl Executor {
         groups: Option<&[i64]>,
         as_f64: bool,
     ) -> Result<Arc<NestedCv<T>>> {
-        self.models
-            .get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
-                let x = self
-                    .runtime
-                    .block_on(inputs::load_space(&self.store, space, as_f64))?;
-                let x = with_precision(x, as_f64);
-                let x: Array2<T> = matrix_as::<T>(x);
-                prepare_and_decompose(x, spec, groups).map_err(|e| {
-                    JobError::Input {
-                        url: space.url.clone(),
-                        message: format!("feature space {}: {e}", space.name),
-                    }
-                    .into()
-                })
+        self.models.get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
+            let x = self.runtime.block_on(inputs::load_space(&self.store, space, as_f64))?;
+            let x = with_precision(x, as_f64);
+            let x: Array2<T> = matrix_as::<T>(x);
+            prepare_and_decompose(x, spec, groups).map_err(|e| {
+                JobError::Input {
+                    url: space.url.clone(),
+                    message: format!("feature space {}: {e}", space.name),
+                }
+                .into()
             })
+        })
     }
 }
 
@@ -226,8 +205,7 @@ fn matrix_as<T: Real>(m: Matrix) -> Array2<T> {
         Matrix::F32(a) => Box::new(a),
         Matrix::F64(a) => Box::new(a),
     };
-    *any.downcast::<Array2<T>>()
-        .expect("precision chosen by the caller")
+    *any.downcast::<Array2<T>>().expect("precision chosen by the caller")
 }
 
 fn prepare_and_decompose<T: Real>(
@@ -238,19 +216,9 @@ fn prepare_and_decompose<T: Real>(
     if spec.zscore_per_group {
         zscore_per_group(x.view_mut(), groups.expect("checked by the spec"))?;
     }
-    let x = if spec.delays == [0] {
-        x
-    } else {
-        delay(x.view(), &spec.delays, groups)?
-    };
+    let x = if spec.delays == [0] { x } else { delay(x.view(), &spec.delays, groups)? };
     let outer = split(spec.cv, x.nrows(), groups)?;
-    NestedCv::new::<Backend>(
-        x.view(),
-        &outer,
-        spec.inner_cv,
-        groups,
-        spec.ridge.intercept,
-    )
+    NestedCv::new::<Backend>(x.view(), &outer, spec.inner_cv, groups, spec.ridge.intercept)
 }
 
 /// The kernels' permutation scheme for a subject.
@@ -278,18 +246,14 @@ fn encode_with_nulls<T: Real>(
         zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
             .map_err(JobError::from)?;
     }
-    let observed = cv
-        .fit::<Backend>(y.view(), &spec.ridge)
-        .map_err(JobError::from)?;
+    let observed = cv.fit::<Backend>(y.view(), &spec.ridge).map_err(JobError::from)?;
     let value = observed.score.clone().insert_axis(Axis(0));
     let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
     let block = MapBlock::compute(value, 0..n_perm, |k| {
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
         let shuffled = y.select(Axis(0), &order);
-        let null = cv
-            .fit::<Backend>(shuffled.view(), &spec.ridge)
-            .map_err(JobError::from)?;
+        let null = cv.fit::<Backend>(shuffled.view(), &spec.ridge).map_err(JobError::from)?;
         Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;
     Ok((block, observed.alpha.to_vec()))

@@ -46,17 +46,11 @@ pub struct GrpcWorkerOptions {
 
 /// Whether an RPC error means "stop" (the coordinator refuses us) rather than "retry".
 fn is_fatal(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unauthenticated | Code::PermissionDenied
-    )
+    matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied)
 }
 
 fn fatal(url: &str, status: &Status) -> WorkerError {
-    WorkerError::Refused(format!(
-        "coordinator {url} refused this worker: {}",
-        status.message()
-    ))
+    WorkerError::Refused(format!("coordinator {url} refused this worker: {}", status.message()))
 }
 
 /// Talks to the coordinator for every task loop of this process.
@@ -104,12 +98,7 @@ impl GrpcTransport {
             if *stop.borrow() {
                 return Ok(None);
             }
-            match transport
-                .client
-                .clone()
-                .handshake(HandshakeRequest {})
-                .await
-            {
+            match transport.client.clone().handshake(HandshakeRequest {}).await {
                 Ok(reply) => {
                     check_handshake(&transport.url, reply.get_ref(), have_token)
                         .map_err(|e| WorkerError::Transport(e.to_string()))?;
@@ -160,10 +149,7 @@ impl GrpcTransport {
         let reply = self
             .client
             .clone()
-            .register(RegisterRequest {
-                name: self.name.clone(),
-                threads: self.threads,
-            })
+            .register(RegisterRequest { name: self.name.clone(), threads: self.threads })
             .await
             .map_err(|s| {
                 if is_fatal(&s) {
@@ -176,14 +162,10 @@ impl GrpcTransport {
         if self.have_token && !reply.auth_required {
             // e.g. restarted without its token
             return Err(WorkerError::Refused(
-                brainfit_proto::ProtoError::Unprotected {
-                    url: self.url.clone(),
-                }
-                .to_string(),
+                brainfit_proto::ProtoError::Unprotected { url: self.url.clone() }.to_string(),
             ));
         }
-        self.heartbeat_ms
-            .store(reply.heartbeat_ms.max(10), Ordering::SeqCst);
+        self.heartbeat_ms.store(reply.heartbeat_ms.max(10), Ordering::SeqCst);
         self.worker_id.store(reply.worker_id, Ordering::SeqCst);
         tracing::info!(worker = reply.worker_id, coordinator = %self.url, "registered");
         Ok(())
@@ -204,9 +186,7 @@ impl GrpcTransport {
             let reply = self
                 .client
                 .clone()
-                .get_job_definition(JobRequest {
-                    job_id: job_id.to_string(),
-                })
+                .get_job_definition(JobRequest { job_id: job_id.to_string() })
                 .await;
             match reply {
                 Ok(r) => break r.into_inner(),
@@ -219,10 +199,7 @@ impl GrpcTransport {
                     tokio::time::sleep(Duration::from_millis(250 * tries)).await;
                 }
                 Err(s) => {
-                    return Err(WorkerError::Transport(format!(
-                        "job {job_id}: {}",
-                        s.message()
-                    )));
+                    return Err(WorkerError::Transport(format!("job {job_id}: {}", s.message())));
                 }
             }
         };
@@ -241,12 +218,7 @@ impl GrpcTransport {
                     .into(),
             ));
         }
-        let job = Arc::new(JobContext {
-            id: def.run_id,
-            spec,
-            inventory,
-            tasks,
-        });
+        let job = Arc::new(JobContext { id: def.run_id, spec, inventory, tasks });
         let mut jobs = self.jobs.lock().expect("jobs lock");
         if jobs.len() >= MAX_CACHED_JOBS {
             jobs.clear();
@@ -258,8 +230,7 @@ impl GrpcTransport {
     /// Sends a report until it is delivered (its part is stored, or its failure matters): a
     /// coordinator back from a restart still learns of it. Stale reports are fine.
     async fn report(&self, what: &'static str, a: &Assignment, error: String) -> Result<()> {
-        self.report_ids(what, &a.job.id, a.task as u64, a.attempt, error)
-            .await
+        self.report_ids(what, &a.job.id, a.task as u64, a.attempt, error).await
     }
 
     async fn report_ids(
@@ -320,15 +291,7 @@ impl GrpcTransport {
                 r = stop.wait_for(|s| *s) => { let _ = r; return; }
             }
             let id = self.worker_id.load(Ordering::SeqCst);
-            match self
-                .client
-                .clone()
-                .lease(LeaseRequest {
-                    worker_id: id,
-                    free_slots: 0,
-                })
-                .await
-            {
+            match self.client.clone().lease(LeaseRequest { worker_id: id, free_slots: 0 }).await {
                 Ok(r) if r.get_ref().unknown_worker => {
                     if let Err(e) = self.register(id).await {
                         tracing::debug!("heartbeat: {e}");
@@ -347,10 +310,7 @@ impl Transport for GrpcTransport {
         let reply = match self
             .client
             .clone()
-            .lease(LeaseRequest {
-                worker_id: id,
-                free_slots: slots as u32,
-            })
+            .lease(LeaseRequest { worker_id: id, free_slots: slots as u32 })
             .await
         {
             Ok(r) => r.into_inner(),
@@ -373,11 +333,9 @@ impl Transport for GrpcTransport {
         let mut assignments = Vec::with_capacity(reply.tasks.len());
         for t in reply.tasks {
             match self.job(&t.job_id).await {
-                Ok(job) if (t.task as usize) < job.tasks.len() => assignments.push(Assignment {
-                    job,
-                    task: t.task as usize,
-                    attempt: t.attempt,
-                }),
+                Ok(job) if (t.task as usize) < job.tasks.len() => {
+                    assignments.push(Assignment { job, task: t.task as usize, attempt: t.attempt })
+                }
                 other => {
                     let why = match other {
                         Err(e) => e.to_string(),
@@ -385,16 +343,11 @@ impl Transport for GrpcTransport {
                     };
                     tracing::warn!(job = %t.job_id, task = t.task, "cannot take the task: {why}");
                     // never hold a task while heartbeating: report it failed (retried elsewhere)
-                    self.report_ids("fail", &t.job_id, t.task, t.attempt, why)
-                        .await?;
+                    self.report_ids("fail", &t.job_id, t.task, t.attempt, why).await?;
                 }
             }
         }
-        Ok(if assignments.is_empty() {
-            LeaseReply::Idle
-        } else {
-            LeaseReply::Tasks(assignments)
-        })
+        Ok(if assignments.is_empty() { LeaseReply::Idle } else { LeaseReply::Tasks(assignments) })
     }
 
     async fn complete(&self, a: &Assignment) -> Result<()> {
@@ -435,10 +388,7 @@ pub async fn run_grpc_worker(
         return Ok(());
     };
     let transport = Arc::new(transport);
-    let executor = Arc::new(Executor::new(
-        store.clone(),
-        tokio::runtime::Handle::current(),
-    ));
+    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
     let (beat_stop, beat_stopped) = watch::channel(false);
     let heartbeat = {
         let t = transport.clone();
@@ -446,12 +396,8 @@ pub async fn run_grpc_worker(
     };
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..options.threads.max(1) {
-        let (t, executor, store, halted) = (
-            transport.clone(),
-            executor.clone(),
-            store.clone(),
-            halted.clone(),
-        );
+        let (t, executor, store, halted) =
+            (transport.clone(), executor.clone(), store.clone(), halted.clone());
         loops.spawn(async move { run_worker_until(&*t, executor, store, halted).await });
     }
     let mut result = Ok(());

@@ -63,13 +63,9 @@ impl Models {
 }
 
 fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Scheme, usize)> {
-    job.spec.permutation.map(|p| {
-        (
-            p.seed,
-            permutation_scheme(&p, brain.and_then(|b| b.groups.as_deref())),
-            p.n,
-        )
-    })
+    job.spec
+        .permutation
+        .map(|p| (p.seed, permutation_scheme(&p, brain.and_then(|b| b.groups.as_deref())), p.n))
 }
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
@@ -104,10 +100,7 @@ fn with_nulls(
         }
         let (_, all) = batch.as_ref().expect("just computed");
         let j = (k - start) as usize;
-        Ok(all
-            .slice(s![.., j * n_models..(j + 1) * n_models])
-            .t()
-            .to_owned())
+        Ok(all.slice(s![.., j * n_models..(j + 1) * n_models]).t().to_owned())
     })
 }
 
@@ -178,63 +171,53 @@ impl Executor {
         si: usize,
         method: RdmMethod,
     ) -> Result<Arc<Models>> {
-        self.cached(
-            format!("{}/{si}/models/{}", job.id, method.as_str()),
-            || {
-                let inv = &job.inventory.subjects[si];
-                let mut rows: Vec<Array1<f64>> = Vec::new();
-                if let Some(r) = &job.spec.rsa {
-                    for url in r.models.values() {
-                        rows.push(self.block_on(load_rdm(self.store(), url))?);
-                    }
+        self.cached(format!("{}/{si}/models/{}", job.id, method.as_str()), || {
+            let inv = &job.inventory.subjects[si];
+            let mut rows: Vec<Array1<f64>> = Vec::new();
+            if let Some(r) = &job.spec.rsa {
+                for url in r.models.values() {
+                    rows.push(self.block_on(load_rdm(self.store(), url))?);
                 }
-                for (space, _) in &inv.spaces {
-                    let x = self.block_on(inputs::load_space(self.store(), space, true))?;
-                    let Matrix::F64(x) = x else {
-                        unreachable!("loaded as f64")
-                    };
-                    rows.push(rdm(x.view(), method).map_err(|e| JobError::Input {
-                        url: space.url.clone(),
-                        message: format!("model RDM of feature space {}: {e}", space.name),
-                    })?);
+            }
+            for (space, _) in &inv.spaces {
+                let x = self.block_on(inputs::load_space(self.store(), space, true))?;
+                let Matrix::F64(x) = x else { unreachable!("loaded as f64") };
+                rows.push(rdm(x.view(), method).map_err(|e| JobError::Input {
+                    url: space.url.clone(),
+                    message: format!("model RDM of feature space {}: {e}", space.name),
+                })?);
+            }
+            let n_pairs = rows.first().map_or(0, |r| r.len());
+            let names = model_names(&job.spec, inv);
+            let n_conditions = n_conditions_from_condensed(n_pairs).map_err(JobError::from)?;
+            let mut raw = Array2::<f64>::zeros((rows.len(), n_pairs));
+            for (i, r) in rows.iter().enumerate() {
+                if r.len() != n_pairs {
+                    return Err(JobError::Corrupt(format!(
+                        "model {} has {} pairs, expected {n_pairs}",
+                        names[i],
+                        r.len()
+                    ))
+                    .into());
                 }
-                let n_pairs = rows.first().map_or(0, |r| r.len());
-                let names = model_names(&job.spec, inv);
-                let n_conditions = n_conditions_from_condensed(n_pairs).map_err(JobError::from)?;
-                let mut raw = Array2::<f64>::zeros((rows.len(), n_pairs));
-                for (i, r) in rows.iter().enumerate() {
-                    if r.len() != n_pairs {
-                        return Err(JobError::Corrupt(format!(
-                            "model {} has {} pairs, expected {n_pairs}",
-                            names[i],
-                            r.len()
-                        ))
-                        .into());
-                    }
-                    raw.row_mut(i).assign(r);
-                }
-                Ok(Models { raw, n_conditions })
-            },
-        )
+                raw.row_mut(i).assign(r);
+            }
+            Ok(Models { raw, n_conditions })
+        })
     }
 
     /// A subject's searchlight spheres, built once per process.
     fn hoods(&self, job: &JobContext, si: usize, brain: &BrainData) -> Result<Arc<Neighbourhoods>> {
-        let sl = job
-            .spec
-            .searchlight
-            .as_ref()
-            .expect("searchlight tasks exist only with [searchlight]");
+        let sl =
+            job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
         self.cached(format!("{}/{si}/spheres", job.id), || {
             let mask = brain.mask.as_ref().expect("checked by the spec");
             let (radius, size) = match sl.radius {
                 Radius::Voxels(r) => (r, [1.0; 3]),
                 Radius::Millimetres(r) => (r, mask.pixdim),
             };
-            Ok(
-                spheres(&mask.voxels, mask.shape, radius, size, sl.min_voxels)
-                    .map_err(JobError::from)?,
-            )
+            Ok(spheres(&mask.voxels, mask.shape, radius, size, sl.min_voxels)
+                .map_err(JobError::from)?)
         })
     }
 
@@ -245,11 +228,8 @@ impl Executor {
         si: usize,
         voxels: [usize; 2],
     ) -> Result<Part> {
-        let sl = job
-            .spec
-            .searchlight
-            .as_ref()
-            .expect("searchlight tasks exist only with [searchlight]");
+        let sl =
+            job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
         let brain = self.brain(job, si)?;
         let hoods = self.hoods(job, si, &brain)?;
         let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
@@ -265,30 +245,18 @@ impl Executor {
         let block = match (&features, &brain.matrix) {
             (Some(_), Matrix::F32(y)) if n_perm > 0 => {
                 let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
-                with_nulls(
-                    &models,
-                    features.as_ref(),
-                    0..n_perm,
-                    scheme.as_ref(),
-                    |f, r| centres.compare(f, r, sl.compare),
-                )?
+                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
+                    centres.compare(f, r, sl.compare)
+                })?
             }
             (Some(_), Matrix::F64(y)) if n_perm > 0 => {
                 let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
-                with_nulls(
-                    &models,
-                    features.as_ref(),
-                    0..n_perm,
-                    scheme.as_ref(),
-                    |f, r| centres.compare(f, r, sl.compare),
-                )?
+                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
+                    centres.compare(f, r, sl.compare)
+                })?
             }
-            (_, matrix) => with_nulls(
-                &models,
-                features.as_ref(),
-                0..n_perm,
-                scheme.as_ref(),
-                |f, r| {
+            (_, matrix) => {
+                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
                     let out = match matrix {
                         Matrix::F32(y) => searchlight::<f32, Backend>(
                             y.view(),
@@ -310,8 +278,8 @@ impl Executor {
                         ),
                     };
                     Ok(out.map_err(JobError::from)?)
-                },
-            )?,
+                })?
+            }
         };
         let mut part = Part::new();
         block.write(&mut part);
@@ -325,11 +293,7 @@ impl Executor {
 
     /// ROI-level RSA: every brain RDM × model × comparison method.
     pub(crate) fn roi_rsa(&self, job: &JobContext, si: usize, perms: [usize; 2]) -> Result<Part> {
-        let r = job
-            .spec
-            .rsa
-            .as_ref()
-            .expect("rsa tasks exist only with [rsa]");
+        let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
         let subject = &job.spec.subjects[si];
         let brain = self.brain(job, si)?;
         let mut brains: Vec<Array1<f64>> = Vec::new();
@@ -360,12 +324,7 @@ impl Executor {
         let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
             .compare
             .iter()
-            .map(|&m| {
-                brains
-                    .iter()
-                    .map(|b| comparison_features(b.view(), m).ok())
-                    .collect()
-            })
+            .map(|&m| brains.iter().map(|b| comparison_features(b.view(), m).ok()).collect())
             .collect();
         let model_features: Vec<Option<Array2<f64>>> =
             r.compare.iter().map(|&m| models.features(m)).collect();
@@ -414,9 +373,7 @@ impl Executor {
             .time_resolved
             .as_ref()
             .expect("time-resolved tasks exist only with [time_resolved]");
-        let bytes = self
-            .block_on(self.store().get(&t.data))
-            .map_err(JobError::from)?;
+        let bytes = self.block_on(self.store().get(&t.data)).map_err(JobError::from)?;
         let a = brainfit_io::parse_npy(&bytes, &t.data).map_err(JobError::from)?;
         if a.has_non_finite() {
             return Err(JobError::Input {
@@ -426,36 +383,27 @@ impl Executor {
             .into());
         }
         let data: Array3<f64> =
-            a.to_f64()
-                .into_dimensionality::<Ix3>()
-                .map_err(|_| JobError::Input {
-                    url: t.data.clone(),
-                    message: format!(
-                        "expected [n_times, n_conditions, n_channels], got {:?}",
-                        a.shape()
-                    ),
-                })?;
+            a.to_f64().into_dimensionality::<Ix3>().map_err(|_| JobError::Input {
+                url: t.data.clone(),
+                message: format!(
+                    "expected [n_times, n_conditions, n_channels], got {:?}",
+                    a.shape()
+                ),
+            })?;
         let models = self.models(job, 0, t.rdm)?;
         let features = models.features(t.compare);
         let brain = self.brain(job, 0).ok();
         let scheme = scheme_for(job, brain.as_deref());
-        let block =
-            with_nulls(
-                &models,
-                features.as_ref(),
-                perms[0] as u64..perms[1] as u64,
-                scheme.as_ref(),
-                |f, r| {
-                    Ok(time_resolved::<f64, Backend>(
-                        data.view(),
-                        t.rdm,
-                        f.view(),
-                        r.view(),
-                        t.compare,
-                    )
+        let block = with_nulls(
+            &models,
+            features.as_ref(),
+            perms[0] as u64..perms[1] as u64,
+            scheme.as_ref(),
+            |f, r| {
+                Ok(time_resolved::<f64, Backend>(data.view(), t.rdm, f.view(), r.view(), t.compare)
                     .map_err(JobError::from)?)
-                },
-            )?;
+            },
+        )?;
         let mut part = Part::new();
         block.write(&mut part);
         Ok(part)

@@ -23,19 +23,10 @@ async fn study(store: &Store, base: &str) {
     let brain: Array2<f32> = rng.normal_array((20, 1300));
     let a: Array2<f32> = rng.normal_array((20, 3));
     store
-        .put(
-            &join_url(base, "brain.npy"),
-            brainfit_io::write_npy(&brain.view()).into(),
-        )
+        .put(&join_url(base, "brain.npy"), brainfit_io::write_npy(&brain.view()).into())
         .await
         .unwrap();
-    store
-        .put(
-            &join_url(base, "a.npy"),
-            brainfit_io::write_npy(&a.view()).into(),
-        )
-        .await
-        .unwrap();
+    store.put(&join_url(base, "a.npy"), brainfit_io::write_npy(&a.view()).into()).await.unwrap();
 }
 
 async fn coordinator(store: &Store, lease_timeout: Millis) -> Arc<Coordinator> {
@@ -64,19 +55,11 @@ async fn setup(lease_timeout: Millis) -> (Store, Arc<Coordinator>, String) {
 }
 
 fn worker(c: &Arc<Coordinator>, name: &str) -> u64 {
-    c.register(RegisterRequest {
-        name: name.into(),
-        threads: 1,
-    })
-    .worker_id
+    c.register(RegisterRequest { name: name.into(), threads: 1 }).worker_id
 }
 
 async fn lease(c: &Arc<Coordinator>, w: u64, slots: u32) -> LeaseReply {
-    c.lease(LeaseRequest {
-        worker_id: w,
-        free_slots: slots,
-    })
-    .await
+    c.lease(LeaseRequest { worker_id: w, free_slots: slots }).await
 }
 
 fn report(w: u64, l: &TaskLease) -> TaskReport {
@@ -103,14 +86,9 @@ fn run_of(def: &JobDefinitionReply) -> JobRun {
 async fn store_part(store: &Store, run: &JobRun, task: usize) {
     let executor = brainfit_worker::Executor::new(store.clone(), tokio::runtime::Handle::current());
     let job = Arc::new(run.clone());
-    let part = tokio::task::spawn_blocking(move || executor.execute(&job, task))
-        .await
-        .unwrap()
-        .unwrap();
-    store
-        .put_create(&run.part_url(task), part.encode().into())
-        .await
-        .unwrap();
+    let part =
+        tokio::task::spawn_blocking(move || executor.execute(&job, task)).await.unwrap().unwrap();
+    store.put_create(&run.part_url(task), part.encode().into()).await.unwrap();
 }
 
 async fn wait_for(c: &Arc<Coordinator>, id: &str, what: impl Fn(&JobStatus) -> bool) -> JobStatus {
@@ -120,10 +98,7 @@ async fn wait_for(c: &Arc<Coordinator>, id: &str, what: impl Fn(&JobStatus) -> b
         if what(&s) {
             return s;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "timed out; last status {s:?}"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "timed out; last status {s:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -135,10 +110,7 @@ async fn a_job_runs_to_success_through_leases_and_reports() {
     let a = lease(&c, w1, 2).await;
     let b = lease(&c, w2, 5).await;
     assert_eq!(
-        a.tasks
-            .iter()
-            .map(|t| (t.task, t.attempt))
-            .collect::<Vec<_>>(),
+        a.tasks.iter().map(|t| (t.task, t.attempt)).collect::<Vec<_>>(),
         vec![(0, 1), (1, 1)],
         "plan order"
     );
@@ -152,37 +124,20 @@ async fn a_job_runs_to_success_through_leases_and_reports() {
     let run = run_of(&def);
     assert_eq!(run.id, id, "the job id is the run id");
     assert_eq!(run.tasks.len(), 3);
-    for (w, l) in a
-        .tasks
-        .iter()
-        .map(|l| (w1, l))
-        .chain(b.tasks.iter().map(|l| (w2, l)))
-    {
+    for (w, l) in a.tasks.iter().map(|l| (w1, l)).chain(b.tasks.iter().map(|l| (w2, l))) {
         store_part(&store, &run, l.task as usize).await;
         assert!(c.complete(report(w, l)).await.unwrap());
-        assert!(
-            !c.complete(report(w, l)).await.unwrap(),
-            "a duplicate is stale"
-        );
+        assert!(!c.complete(report(w, l)).await.unwrap(), "a duplicate is stale");
     }
     let done = wait_for(&c, &id, |s| s.state() == v1::JobState::Succeeded).await;
-    assert_eq!(
-        (done.done, done.total, done.leases, done.retries),
-        (3, 3, 3, 0)
-    );
+    assert_eq!((done.done, done.total, done.leases, done.retries), (3, 3, 3, 0));
     let summary: serde_json::Value = serde_json::from_str(&done.summary_json).unwrap();
     assert_eq!(summary["workers"], 2);
-    let score = store
-        .get("memory://svc/study/out/encoding/a/score.npy")
-        .await
-        .unwrap();
+    let score = store.get("memory://svc/study/out/encoding/a/score.npy").await.unwrap();
     let score = brainfit_io::parse_npy(&score, "score").unwrap().to_f64();
     assert_eq!(score.len(), 1300, "every task's part is merged");
     // persisted as succeeded; parts removed
-    let record = store
-        .get(&format!("memory://svc/state/jobs/{id}.json"))
-        .await
-        .unwrap();
+    let record = store.get(&format!("memory://svc/state/jobs/{id}.json")).await.unwrap();
     let record: JobRecord = serde_json::from_slice(&record).unwrap();
     assert_eq!(record.state, RecordState::Succeeded);
     assert!(store.list(&run.run_url()).await.unwrap().is_empty());
@@ -202,13 +157,7 @@ async fn a_silent_worker_loses_its_lease_and_its_late_report_is_stale() {
         assert!(lease(&c, live, 0).await.tasks.is_empty());
     }
     let retry = lease(&c, live, 1).await.tasks;
-    assert_eq!(
-        retry
-            .iter()
-            .map(|t| (t.task, t.attempt))
-            .collect::<Vec<_>>(),
-        vec![(lost.task, 2)]
-    );
+    assert_eq!(retry.iter().map(|t| (t.task, t.attempt)).collect::<Vec<_>>(), vec![(lost.task, 2)]);
     assert_eq!(c.job(&id).unwrap().retries, 1);
     // the dead worker comes back: its report is stale (it never stored a part) and it must
     // register again
@@ -228,11 +177,7 @@ async fn a_stale_report_whose_part_is_stored_marks_the_task_done() {
     // e.g. a worker leased the task from the coordinator before it restarted
     let (store, c, id) = setup(30_000).await;
     let run = run_of(&c.definition(&id).unwrap());
-    let unknown = TaskLease {
-        job_id: id.clone(),
-        task: 2,
-        attempt: 1,
-    };
+    let unknown = TaskLease { job_id: id.clone(), task: 2, attempt: 1 };
     assert!(!c.complete(report(12345, &unknown)).await.unwrap());
     assert_eq!(c.job(&id).unwrap().done, 0, "no part: not done");
     store_part(&store, &run, 2).await;
@@ -241,14 +186,8 @@ async fn a_stale_report_whose_part_is_stored_marks_the_task_done() {
     let w = worker(&c, "w");
     let rest = lease(&c, w, 5).await.tasks;
     assert_eq!(rest.iter().map(|t| t.task).collect::<Vec<_>>(), vec![0, 1]);
-    let bad = TaskReport {
-        task: 99,
-        ..report(w, &rest[0])
-    };
-    assert_eq!(
-        c.complete(bad).await.unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    let bad = TaskReport { task: 99, ..report(w, &rest[0]) };
+    assert_eq!(c.complete(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,15 +197,8 @@ async fn a_task_failing_on_every_worker_fails_the_job_with_its_error() {
         let w = worker(&c, &format!("w{i}"));
         // the first worker takes every task (and keeps 1 and 2); then only task 0 is pending
         let l = lease(&c, w, 3).await.tasks.remove(0);
-        assert_eq!(
-            (l.task, l.attempt),
-            (0, i + 1),
-            "the failed task goes to the next worker"
-        );
-        let failed = TaskReport {
-            error: "a.npy: NaN at [3, 1]".into(),
-            ..report(w, &l)
-        };
+        assert_eq!((l.task, l.attempt), (0, i + 1), "the failed task goes to the next worker");
+        let failed = TaskReport { error: "a.npy: NaN at [3, 1]".into(), ..report(w, &l) };
         assert!(c.fail(failed).await.unwrap());
     }
     let s = wait_for(&c, &id, |s| is_final(s.state())).await;
@@ -288,10 +220,7 @@ async fn cancelling_stops_leasing_and_survives_a_restart() {
     assert_eq!(s.state(), v1::JobState::Cancelled);
     assert!(lease(&c, w, 3).await.tasks.is_empty());
     assert!(!c.complete(report(w, &l)).await.unwrap());
-    assert_eq!(
-        c.cancel(&id).await.unwrap_err().code(),
-        tonic::Code::FailedPrecondition
-    );
+    assert_eq!(c.cancel(&id).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
     drop(c);
     let again = coordinator(&store, 30_000).await;
     assert_eq!(again.job(&id).unwrap().state(), v1::JobState::Cancelled);
@@ -316,10 +245,7 @@ async fn a_restarted_coordinator_resumes_without_redoing_finished_tasks() {
     assert!(lease(&c, w, 3).await.unknown_worker);
     let w = worker(&c, "w again");
     let rest = lease(&c, w, 3).await.tasks;
-    assert_eq!(
-        rest.iter().map(|t| (t.task, t.attempt)).collect::<Vec<_>>(),
-        vec![(2, 1)]
-    );
+    assert_eq!(rest.iter().map(|t| (t.task, t.attempt)).collect::<Vec<_>>(), vec![(2, 1)]);
     let def = c.definition(&id).unwrap();
     assert_eq!(def.run_id, run.id, "same run id, same part URLs");
     store_part(&store, &run, 2).await;
@@ -335,10 +261,7 @@ async fn a_waiting_lease_returns_as_soon_as_a_task_is_handed_back() {
     let all = lease(&c, w1, 3).await.tasks;
     let started = Instant::now();
     assert!(lease(&c, w2, 1).await.tasks.is_empty());
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "an idle lease waits"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "an idle lease waits");
     let c2 = c.clone();
     let waiting = tokio::spawn(async move { lease(&c2, w2, 1).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -358,16 +281,10 @@ async fn bad_jobs_are_refused_with_the_reason() {
     let store = Store::new();
     study(&store, "memory://svc/study").await;
     let c = coordinator(&store, 30_000).await;
-    let e = c
-        .submit(submit_request(&JOB.replace("[encoding]", "[encodin]")))
-        .await
-        .unwrap_err();
+    let e = c.submit(submit_request(&JOB.replace("[encoding]", "[encodin]"))).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("encodin"), "{}", e.message());
-    let e = c
-        .submit(submit_request(&JOB.replace("a.npy", "missing.npy")))
-        .await
-        .unwrap_err();
+    let e = c.submit(submit_request(&JOB.replace("a.npy", "missing.npy"))).await.unwrap_err();
     assert!(e.message().contains("missing.npy"), "{}", e.message());
     assert!(c.list().jobs.is_empty());
     assert_eq!(c.job("nope").unwrap_err().code(), tonic::Code::NotFound);
