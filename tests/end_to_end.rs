@@ -3,9 +3,7 @@
 
 mod common;
 
-use brainfit_client::{RunOptions, run_job};
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
-use brainfit_job::JobSpec;
 use common::write_study;
 use ndarray::{Array2, Array3};
 
@@ -27,42 +25,16 @@ inner_cv = { kind = "kfold", k = 3 }
 voxels_per_task = 512
 "#;
 
-async fn run(
-    store: &Store,
-    base: &str,
-    job: &str,
-    workers: usize,
-) -> Result<serde_json::Value, String> {
-    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(store, spec, RunOptions { workers, on_progress: None })
-        .await
-        .map(|r| r.summary)
-        .map_err(|e| e.to_string())
-}
-
-async fn outputs(store: &Store, base: &str) -> Vec<(String, Vec<u8>)> {
-    let prefix = join_url(base, "out");
-    let mut out = Vec::new();
-    for url in store.list(&prefix).await.unwrap() {
-        if url.ends_with("summary.json") {
-            continue; // holds timings and the worker count
-        }
-        out.push((url.clone(), store.get(&url).await.unwrap().to_vec()));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_run_is_identical_for_1_and_4_workers() {
     let store = Store::new();
     let base = "memory://e2e/study";
     write_study(&store, base, None).await;
-    let summary = run(&store, base, JOB, 1).await.unwrap();
-    let one = outputs(&store, base).await;
-    run(&store, base, JOB, 4).await.unwrap();
-    let four = outputs(&store, base).await;
-    let names: Vec<&str> =
-        one.iter().map(|(u, _)| u.strip_prefix("memory://e2e/study/out/").unwrap()).collect();
+    let summary = common::run_embedded(&store, base, JOB, 1).await.unwrap();
+    let one = common::outputs(&store, &join_url(base, "out")).await;
+    common::run_embedded(&store, base, JOB, 4).await.unwrap();
+    let four = common::outputs(&store, &join_url(base, "out")).await;
+    let names: Vec<&str> = one.iter().map(|(u, _)| u.as_str()).collect();
     assert_eq!(
         names,
         vec![
@@ -93,14 +65,14 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
     let store = Store::new();
     let base = "memory://bad/study";
     write_study(&store, base, None).await;
-    run(&store, base, JOB, 2).await.unwrap();
+    common::run_embedded(&store, base, JOB, 2).await.unwrap();
     let summary = join_url(base, "out/summary.json");
     assert!(store.get(&summary).await.is_ok());
 
     let expect_err = |job: String, needle: &'static str, also: &'static str| {
         let store = store.clone();
         async move {
-            let err = run(&store, base, &job, 2).await.unwrap_err();
+            let err = common::run_embedded(&store, base, &job, 2).await.unwrap_err();
             assert!(
                 err.contains(needle) && err.contains(also),
                 "error {err:?} should name {needle:?} and {also:?}"

@@ -2,9 +2,9 @@
 //! as the matrix nilearn's `apply_mask` made from it (tests/fixtures/nifti, made by
 //! scripts/python/make_fixtures.py).
 
-use brainfit_client::{RunOptions, run_job};
+mod common;
+
 use brainfit_io::{Store, join_url, parse_npy};
-use brainfit_job::JobSpec;
 use brainfit_kernels::rdm::{RdmMethod, rdm};
 use ndarray::{Array2, Ix2};
 
@@ -45,8 +45,7 @@ async fn run_with_model(store: &Store, base: &str, brain: &str) -> String {
     let job = format!(
         "name = \"nifti\"\noutput = \"out-{brain}\"\n[data]\nbrain = \"{brain}\"\nmask = \"mask.nii.gz\"\n[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\nmodels = {{ nilearn = \"model.npy\" }}\ncompare = [\"pearson\"]\n"
     );
-    let spec = JobSpec::from_toml(&job, "job.toml", base).unwrap();
-    run_job(store, spec, RunOptions { workers: 1, on_progress: None }).await.unwrap();
+    common::run_embedded(store, base, &job, 1).await.unwrap();
     let url = join_url(base, &format!("out-{brain}/rsa/compare.csv"));
     String::from_utf8(store.get(&url).await.unwrap().to_vec()).unwrap()
 }

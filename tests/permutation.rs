@@ -2,9 +2,9 @@
 //! permutations, bit-identical results across workers and task sizes, the family-wise error
 //! rate under the null, and clear errors for invalid schemes.
 
-use brainfit_client::{RunOptions, run_job};
+mod common;
+
 use brainfit_io::{Store, join_url, parse_npy, write_npy};
-use brainfit_job::JobSpec;
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
@@ -56,14 +56,6 @@ voxels_per_task = {voxels_per_task}
     )
 }
 
-async fn run(store: &Store, base: &str, job: &str, workers: usize) -> Result<(), String> {
-    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(store, spec, RunOptions { workers, on_progress: None })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 async fn read(store: &Store, base: &str, file: &str) -> Array1<f64> {
     let url = join_url(base, &format!("out/encoding/x/{file}"));
     parse_npy(&store.get(&url).await.unwrap(), &url)
@@ -81,7 +73,7 @@ async fn encoding_p_values_match_a_brute_force_refit() {
     for scheme in
         ["scheme = \"free\"", "scheme = \"within-group\"", "scheme = \"block\"\nblock_len = 5"]
     {
-        run(&store, base, &job(scheme, 4096), 2).await.unwrap();
+        common::run_embedded(&store, base, &job(scheme, 4096), 2).await.unwrap();
         let (p, p_fwe) = (read(&store, base, "p.npy").await, read(&store, base, "p_fwe.npy").await);
         // brute force: every permutation refits from scratch, decompositions included
         let kernel_scheme = match scheme {
@@ -119,7 +111,9 @@ async fn p_values_are_bit_identical_across_workers_and_task_sizes() {
     write_encoding_study(&store, base, 2, 0.5).await;
     let mut seen = Vec::new();
     for (workers, per_task) in [(1, 4096), (4, 512), (3, 1024)] {
-        run(&store, base, &job("scheme = \"free\"", per_task), workers).await.unwrap();
+        common::run_embedded(&store, base, &job("scheme = \"free\"", per_task), workers)
+            .await
+            .unwrap();
         let mut files = Vec::new();
         for f in ["score.npy", "p.npy", "p_fwe.npy", "null_max.npy"] {
             files.push(store.get(&join_url(base, &format!("out/encoding/x/{f}"))).await.unwrap());
@@ -135,15 +129,24 @@ async fn invalid_schemes_are_clear_errors() {
     let base = "memory://perm/bad";
     write_encoding_study(&store, base, 3, 0.0).await;
     let err =
-        run(&store, base, &job("scheme = \"block\"\nblock_len = 36", 4096), 1).await.unwrap_err();
+        common::run_embedded(&store, base, &job("scheme = \"block\"\nblock_len = 36", 4096), 1)
+            .await
+            .unwrap_err();
     assert!(err.contains("block length 36") && err.contains("36 samples"), "{err}");
-    let err = run(&store, base, &job("scheme = \"sideways\"", 4096), 1).await.unwrap_err();
-    assert!(err.contains("sideways"), "{err}");
-    let no_groups = job("scheme = \"within-group\"", 4096).replace("groups = \"runs.npy\"\n", "");
-    let err = run(&store, base, &no_groups, 1).await.unwrap_err();
-    assert!(err.contains("within-group") && err.contains("groups"), "{err}");
-    let err = run(&store, base, &job("scheme = \"free\"", 4096).replace("n = 19", "n = 0"), 1)
+    let err = common::run_embedded(&store, base, &job("scheme = \"sideways\"", 4096), 1)
         .await
         .unwrap_err();
+    assert!(err.contains("sideways"), "{err}");
+    let no_groups = job("scheme = \"within-group\"", 4096).replace("groups = \"runs.npy\"\n", "");
+    let err = common::run_embedded(&store, base, &no_groups, 1).await.unwrap_err();
+    assert!(err.contains("within-group") && err.contains("groups"), "{err}");
+    let err = common::run_embedded(
+        &store,
+        base,
+        &job("scheme = \"free\"", 4096).replace("n = 19", "n = 0"),
+        1,
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("at least 1"), "{err}");
 }

@@ -2,9 +2,9 @@
 //! searchlight and time-resolved RSA against brute force, condition-label permutations against
 //! a brute-force loop, the family-wise error rate under the null, and clear input errors.
 
-use brainfit_client::{RunOptions, run_job};
+mod common;
+
 use brainfit_io::{Store, join_url, parse_npy, write_npy};
-use brainfit_job::JobSpec;
 use brainfit_kernels::compare::{CompareMethod, compare, permute_condensed};
 use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
 use brainfit_kernels::rdm::{RdmMethod, rdm, square_to_condensed};
@@ -25,19 +25,6 @@ async fn put<T: brainfit_io::NpyElement, D: ndarray::Dimension>(
     a: &ndarray::Array<T, D>,
 ) {
     store.put(&url, write_npy(&a.view()).into()).await.unwrap();
-}
-
-async fn run(
-    store: &Store,
-    base: &str,
-    job: &str,
-    workers: usize,
-) -> Result<serde_json::Value, String> {
-    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
-    run_job(store, spec, RunOptions { workers, on_progress: None })
-        .await
-        .map(|r| r.summary)
-        .map_err(|e| e.to_string())
 }
 
 async fn text(store: &Store, url: String) -> String {
@@ -94,7 +81,7 @@ async fn roi_rsa_on_real_rdms_matches_rsatoolbox() {
     let store = Store::new();
     let base = "memory://rsa/real";
     write_real(&store, base).await;
-    run(&store, base, &real_job(""), 2).await.unwrap();
+    common::run_embedded(&store, base, &real_job(""), 2).await.unwrap();
     let csv = text(&store, join_url(base, "out/rsa/compare.csv")).await;
     assert!(csv.starts_with("brain,model,method,value\n"));
     let got = parse_csv(&csv);
@@ -122,7 +109,7 @@ async fn roi_permutation_p_values_match_a_brute_force_loop() {
     let models = write_real(&store, base).await;
     let job =
         real_job("[permutation]\nn = 40\nseed = 3\n[execution]\npermutations_per_task = 15\n");
-    run(&store, base, &job, 2).await.unwrap();
+    common::run_embedded(&store, base, &job, 2).await.unwrap();
     let rows = parse_csv(&text(&store, join_url(base, "out/rsa/compare.csv")).await);
     let human = shared("human_it_rdm.npy").to_f64().into_dimensionality::<Ix1>().unwrap();
     for method in [CompareMethod::Spearman, CompareMethod::KendallTauA] {
@@ -233,7 +220,7 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
     let base = "memory://rsa/sl";
     let (data, voxels, model) = write_volume_study(&store, base).await;
     // the [rsa] table only supplies models here: no brain RDMs, so no ROI comparisons
-    run(&store, base, SEARCHLIGHT_JOB, 3).await.unwrap();
+    common::run_embedded(&store, base, SEARCHLIGHT_JOB, 3).await.unwrap();
     let dir = |f: &str| join_url(base, &format!("out/searchlight/category/{f}"));
     let rho = vector(&store, dir("rho.npy")).await;
     let centres = parse_npy(&store.get(&dir("centres.npy")).await.unwrap(), "centres")
@@ -295,7 +282,7 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
     assert!(far > 0.05, "noise far from the blob is not significant");
     // bit-identical with one worker and other task sizes
     let before: Vec<_> = output_bytes(&store, &dir).await;
-    run(
+    common::run_embedded(
         &store,
         base,
         &SEARCHLIGHT_JOB.replace("centres_per_task = 100", "centres_per_task = 37"),
@@ -334,7 +321,7 @@ async fn time_resolved_rsa_peaks_where_the_structure_is() {
     put(&store, join_url(base, "parity.npy"), &model).await;
     put(&store, join_url(base, "brain.npy"), &Array2::<f64>::zeros((n, 3))).await;
     let job = "name = \"meg\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n[rsa]\nmodels = { parity = \"parity.npy\" }\n[time_resolved]\ndata = \"meg.npy\"\n[permutation]\nn = 50\n";
-    run(&store, base, job, 2).await.unwrap();
+    common::run_embedded(&store, base, job, 2).await.unwrap();
     let rho = vector(&store, join_url(base, "out/time_resolved/parity/rho.npy")).await;
     let p_fwe = vector(&store, join_url(base, "out/time_resolved/parity/p_fwe.npy")).await;
     let m = square_to_condensed(model.view(), "parity").unwrap();
@@ -389,7 +376,7 @@ async fn family_wise_error_rate_under_the_null_is_controlled() {
             "name = \"null\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\nmask = \"mask.nii.gz\"\n[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\nmodels = {{ {} }}\n[permutation]\nn = 99\nseed = {seed}\n",
             models.trim_end_matches(", ")
         );
-        run(&store, &base, &job, 1).await.unwrap();
+        common::run_embedded(&store, &base, &job, 1).await.unwrap();
         let rows = parse_csv(&text(&store, join_url(&base, "out/rsa/compare.csv")).await);
         assert_eq!(rows.len(), 6);
         if rows.iter().any(|r| r[5].parse::<f64>().unwrap() < 0.05) {
@@ -413,7 +400,9 @@ async fn mismatched_conditions_and_tiny_rdms_are_clear_errors() {
         Array2::from_shape_fn((10, 10), |(a, b)| if a == b { 0.0 } else { 1.0 + (a + b) as f64 });
     put(&store, join_url(base, "small.npy"), &small).await;
     let err =
-        run(&store, base, &real_job("").replace("animacy.npy", "small.npy"), 1).await.unwrap_err();
+        common::run_embedded(&store, base, &real_job("").replace("animacy.npy", "small.npy"), 1)
+            .await
+            .unwrap_err();
     assert!(
         err.contains("small.npy") && err.contains("10 conditions") && err.contains("92"),
         "{err}"
@@ -422,11 +411,13 @@ async fn mismatched_conditions_and_tiny_rdms_are_clear_errors() {
         Array2::from_shape_fn((92, 92), |(a, b)| if a == b { 0.0 } else { (a * 3 + b) as f64 });
     put(&store, join_url(base, "asym.npy"), &asym).await;
     let err =
-        run(&store, base, &real_job("").replace("animacy.npy", "asym.npy"), 1).await.unwrap_err();
+        common::run_embedded(&store, base, &real_job("").replace("animacy.npy", "asym.npy"), 1)
+            .await
+            .unwrap_err();
     assert!(err.contains("asym.npy") && err.contains("symmetric"), "{err}");
     put(&store, join_url(base, "two.npy"), &Array2::<f64>::zeros((2, 4))).await;
     let job = "name = \"t\"\noutput = \"o\"\n[data]\nbrain = \"two.npy\"\n[rsa]\nbrain_rdms = { b = \"two_rdm.npy\" }\n";
     put(&store, join_url(base, "two_rdm.npy"), &Array1::from(vec![1.0])).await;
-    let err = run(&store, base, job, 1).await.unwrap_err();
+    let err = common::run_embedded(&store, base, job, 1).await.unwrap_err();
     assert!(err.contains("at least 3 conditions"), "{err}");
 }

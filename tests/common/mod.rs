@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test file uses some of these
 
+use brainfit_client::{RunOptions, run_job};
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
+use brainfit_job::JobSpec;
 use brainfit_kernels::rng::Rng;
 use ndarray::{Array1, Array2, Array3};
 use std::process::Child;
@@ -128,4 +130,19 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs a job file's text embedded, relative paths resolving against `base`; the summary, or
+/// the error's message.
+pub async fn run_embedded(
+    store: &Store,
+    base: &str,
+    job: &str,
+    workers: usize,
+) -> Result<serde_json::Value, String> {
+    let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
+    run_job(store, spec, RunOptions { workers, on_progress: None })
+        .await
+        .map(|r| r.summary)
+        .map_err(|e| e.to_string())
 }
