@@ -421,3 +421,36 @@ async fn mismatched_conditions_and_tiny_rdms_are_clear_errors() {
     let err = common::run_embedded(&store, base, job, 1).await.unwrap_err();
     assert!(err.contains("at least 3 conditions"), "{err}");
 }
+
+/// A searchlight nobody tuned on: rsatoolbox's volume searchlight (spheres truncated at the
+/// mask, correlation RDMs, Spearman) on a ragged mask. rsatoolbox keeps distances < 2, which is
+/// brainfit's radius 1.9 (<=).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searchlight_matches_rsatoolbox() {
+    let store = Store::new();
+    let base = "memory://rsa/rsatoolbox-searchlight";
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa");
+    for (from, to) in [
+        ("searchlight_mask.nii.gz", "mask.nii.gz"),
+        ("searchlight_data.npy", "brain.npy"),
+        ("searchlight_model.npy", "model.npy"),
+    ] {
+        store
+            .put(&join_url(base, to), std::fs::read(format!("{fixtures}/{from}")).unwrap().into())
+            .await
+            .unwrap();
+    }
+    let job = "name = \"sl\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\nmask = \"mask.nii.gz\"\n[rsa]\nmodels = { m = \"model.npy\" }\n[searchlight]\nradius = 1.9\nmin_voxels = 4\n";
+    common::run_embedded(&store, base, job, 2).await.unwrap();
+    let read = |f: &str| parse_npy(&std::fs::read(format!("{fixtures}/{f}")).unwrap(), f).unwrap();
+    let want_centres = read("searchlight_centres.npy").to_i64("centres").unwrap();
+    let want_rho = read("searchlight_rho.npy").to_f64();
+    let centres_url = join_url(base, "out/searchlight/m/centres.npy");
+    let centres =
+        parse_npy(&store.get(&centres_url).await.unwrap(), "c").unwrap().to_i64("c").unwrap();
+    let rho = vector(&store, join_url(base, "out/searchlight/m/rho.npy")).await;
+    assert_eq!(centres, want_centres);
+    for (i, (g, w)) in rho.iter().zip(want_rho.iter()).enumerate() {
+        assert!((g - w).abs() < 1e-9, "centre {}: brainfit {g} vs rsatoolbox {w}", centres[i]);
+    }
+}

@@ -482,8 +482,44 @@ def fixture_nifti():
     log(f"nifti: n_vox in mask={int(mask.sum())}/{mask.size}")
 
 
+def fixture_searchlight():
+    """rsatoolbox's volume searchlight on a small ragged mask: spheres truncated at the mask
+    (truncate_at_boundary=True), correlation RDMs per sphere, Spearman against one model.
+    rsatoolbox keeps voxels at distance < radius; brainfit's radius is <= r, so rsatoolbox's
+    radius 2 is brainfit's radius 1.9 (squared distances 0..3 either way)."""
+    import nibabel as nib
+    from rsatoolbox.util.searchlight import get_volume_searchlight, get_searchlight_RDMs
+    from rsatoolbox.rdm import RDMs, compare
+
+    out = FIX / "rsa"
+    rng = np.random.default_rng(31)
+    shape = (7, 6, 5)
+    mask = (rng.random(shape) < 0.7).astype(np.uint8)
+    n_cond = 12
+    data_vol = rng.standard_normal((n_cond, int(np.prod(shape))))
+    model_patterns = rng.standard_normal((n_cond, 4))
+    flat_mask = np.flatnonzero(mask.reshape(-1))
+    centers, neighbors = get_volume_searchlight(mask, radius=2, threshold=0.0, truncate_at_boundary=True)
+    sl = get_searchlight_RDMs(data_vol, centers, neighbors, np.arange(n_cond), method="correlation", verbose=False)
+    model = pdist(model_patterns, "sqeuclidean")
+    model_rdm = RDMs(model[None, :])
+    sizes = np.array([len(n) for n in neighbors])
+    keep = sizes >= 4
+    rho = compare(sl, model_rdm, method="spearman")[:, 0]
+    centre_index = np.searchsorted(flat_mask, np.asarray(centers))
+    assert np.all(flat_mask[centre_index] == centers)
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), out / "searchlight_mask.nii.gz")
+    save(out / "searchlight_data.npy", data_vol[:, flat_mask])  # [conditions, mask voxels], nilearn order
+    save(out / "searchlight_model.npy", model)
+    save(out / "searchlight_centres.npy", centre_index[keep], np.int64)
+    save(out / "searchlight_rho.npy", rho[keep])
+    log(f"searchlight: {keep.sum()} of {len(centers)} centres with >= 4 voxels")
+
+
 def main():
-    which = sys.argv[1:] or ["ridge", "rsa", "nifti"]
+    which = sys.argv[1:] or ["ridge", "rsa", "nifti", "searchlight"]
+    if "searchlight" in which:
+        fixture_searchlight()
     if "ridge" in which:
         fixture_ridge()
     if "rsa" in which:
