@@ -47,6 +47,8 @@ pub struct Demo {
     pub planted: Vec<Planted>,
     /// Number of mask voxels.
     pub n_voxels: usize,
+    /// Mask voxel coordinates, in mask (nilearn) order.
+    pub voxels: Vec<[usize; 3]>,
 }
 
 fn within(v: [usize; 3], c: [usize; 3], r: f64) -> bool {
@@ -167,7 +169,7 @@ centres_per_task = 1024
 "#
     .to_string();
     store.put(&join_url(out, "job.toml"), job.clone().into_bytes().into()).await?;
-    Ok(Demo { job, planted, n_voxels: voxels.len() })
+    Ok(Demo { job, planted, n_voxels: voxels.len(), voxels })
 }
 
 /// How well a score map recovers a planted sphere.
@@ -224,12 +226,7 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         all &= found;
         lines.push(format!("  {text} -> {}", if found { "recovered" } else { "NOT recovered" }));
     };
-    let mask_voxels = {
-        let url = join_url(output, "../inputs/mask.nii.gz");
-        let url = url.replace("/results/../", "/");
-        let mask = brainfit_io::parse_nifti(&store.get(&url).await?, &url)?;
-        brainfit_io::Mask::from_nifti(&mask, &url)?.voxels
-    };
+    let mask_voxels = &study.voxels;
     for planted in &study.planted {
         let name = planted.space;
         // encoding
