@@ -266,7 +266,10 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
             found,
             format!(
                 "searchlight {name:<7} best centre {} (rho {:.3}); {sig_near} of {} FWE-significant centres near the sphere",
-                best.map_or("none".to_string(), |i| format!("{:?}", mask_voxels[centres[i] as usize])),
+                best.map_or("none".to_string(), |i| format!(
+                    "{:?}",
+                    mask_voxels[centres[i] as usize]
+                )),
                 best.map_or(f64::NAN, |i| rho[i]),
                 sig.len()
             ),
