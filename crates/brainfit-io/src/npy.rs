@@ -533,11 +533,29 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
             ),
         ));
     }
-    let raw = &bytes[header.data_offset..];
+    let data = decode_body(
+        &bytes[header.data_offset..],
+        &dtype,
+        &header.shape,
+        header.fortran_order,
+        name,
+    )?;
+    debug_assert_eq!(count, data_len(&data));
+    Ok(NpyArray { data })
+}
+
+/// Decodes the data of an array (`raw` holds exactly its elements) of the given dtype and
+/// shape, in logical (C) order.
+fn decode_body(
+    raw: &[u8],
+    dtype: &Dtype,
+    shape: &[usize],
+    fortran: bool,
+    name: &str,
+) -> Result<NpyData> {
     let be = dtype.big_endian;
-    let shape = &header.shape;
-    let f = header.fortran_order;
-    let data = match dtype.kind {
+    let f = fortran;
+    Ok(match dtype.kind {
         Kind::F4 => NpyData::F32(build(
             decode::<4, f32>(raw, be, f32::from_le_bytes, f32::from_be_bytes),
             shape,
@@ -595,9 +613,54 @@ pub fn parse_npy(bytes: &[u8], name: &str) -> Result<NpyArray> {
         }
         Kind::U1 => NpyData::U8(build(raw.to_vec(), shape, f, name)?),
         Kind::B1 => NpyData::Bool(build(raw.iter().map(|&b| b != 0).collect(), shape, f, name)?),
-    };
-    debug_assert_eq!(count, data_len(&data));
-    Ok(NpyArray { data })
+    })
+}
+
+/// Columns `columns` of a 2-D `.npy` whose header is `header`, from the raw bytes of exactly
+/// those columns: `[n_rows, k]` row after row for a C-order file, column after column for a
+/// Fortran-order one (as [`column_ranges`] lists them).
+pub fn decode_columns(header: &NpyHeader, raw: &[u8], k: usize, name: &str) -> Result<NpyArray> {
+    let dtype = Dtype::parse(&header.dtype, name)?;
+    let shape = [header.shape[0], k];
+    let want = shape[0] * k * header.item_size(name)?;
+    if raw.len() != want {
+        return Err(npy_err(
+            name,
+            format!("expected {want} bytes for {} columns, got {}", k, raw.len()),
+        ));
+    }
+    Ok(NpyArray { data: decode_body(raw, &dtype, &shape, header.fortran_order, name)? })
+}
+
+/// Byte ranges holding columns `start..end` of a 2-D `.npy` (`[n_rows, n_cols]`): one range
+/// for a Fortran-order file, one per row for a C-order file.
+pub fn column_ranges(
+    header: &NpyHeader,
+    start: usize,
+    end: usize,
+    name: &str,
+) -> Result<Vec<std::ops::Range<u64>>> {
+    if header.shape.len() != 2 {
+        return Err(npy_err(
+            name,
+            format!("expected a 2-D array, got shape {}", shape_str(&header.shape)),
+        ));
+    }
+    let (rows, cols) = (header.shape[0] as u64, header.shape[1] as u64);
+    if start > end || end as u64 > cols {
+        return Err(npy_err(
+            name,
+            format!("columns {start}..{end} are outside its {cols} columns"),
+        ));
+    }
+    let item = header.item_size(name)? as u64;
+    let off = header.data_offset as u64;
+    let (s, e) = (start as u64, end as u64);
+    Ok(if header.fortran_order {
+        vec![off + s * rows * item..off + e * rows * item]
+    } else {
+        (0..rows).map(|r| off + (r * cols + s) * item..off + (r * cols + e) * item).collect()
+    })
 }
 
 fn data_len(d: &NpyData) -> usize {

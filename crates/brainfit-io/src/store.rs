@@ -360,6 +360,39 @@ impl Store {
         Ok(())
     }
 
+    /// Columns `columns` of a 2-D `.npy` (`[n_rows, n_cols]`, e.g. a voxel chunk of a brain
+    /// matrix) read with range requests instead of a whole download: one request for a
+    /// Fortran-order file, one per row for a C-order file (up to 32 in flight). Returns the
+    /// `[n_rows, k]` array and the number of requests made.
+    pub async fn get_npy_columns(
+        &self,
+        url: &str,
+        columns: Range<usize>,
+    ) -> Result<(crate::NpyArray, usize)> {
+        let size = self.size(url).await?;
+        let head = self.get_range(url, 0..size.min(65_536)).await?;
+        let header = crate::parse_npy_header(&head, url)?;
+        let need = header.data_offset as u64 + header.data_len(url)? as u64;
+        if size < need {
+            return Err(IoError::Npy {
+                name: url.to_string(),
+                reason: format!(
+                    "truncated .npy: header says {:?} {} ({need} bytes with the header) but the object has {size} bytes",
+                    header.shape, header.dtype
+                ),
+            });
+        }
+        let ranges = crate::npy::column_ranges(&header, columns.start, columns.end, url)?;
+        let requests = ranges.len();
+        let chunks: Vec<Bytes> =
+            futures::stream::iter(ranges.into_iter().map(|r| self.get_range(url, r)))
+                .buffered(32)
+                .try_collect()
+                .await?;
+        let raw: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        Ok((crate::npy::decode_columns(&header, &raw, columns.end - columns.start, url)?, requests))
+    }
+
     /// Deletes one object; a missing object is fine.
     pub async fn delete(&self, url: &str) -> Result<()> {
         let (store, path) = self.resolve(url)?;

@@ -142,3 +142,31 @@ fn store_futures_are_send() {
     assert_send(store.delete_prefix("memory://a"));
     assert_send(store.size("memory://a/b"));
 }
+
+/// A voxel chunk of a brain matrix comes from range requests: one per row in C order, one in
+/// Fortran order; both give exactly the columns a whole read gives.
+#[tokio::test]
+async fn npy_column_chunks_use_range_requests() {
+    use brainfit_io::{parse_npy, write_npy};
+    let store = Store::new();
+    let c_order = ndarray::Array2::from_shape_fn((7, 13), |(i, j)| (i * 100 + j) as f32);
+    store.put("memory://chunks/c.npy", write_npy(&c_order.view()).into()).await.unwrap();
+    let (chunk, requests) = store.get_npy_columns("memory://chunks/c.npy", 3..9).await.unwrap();
+    assert_eq!(requests, 7);
+    assert_eq!(chunk.to_f64(), c_order.slice(ndarray::s![.., 3..9]).mapv(f64::from).into_dyn());
+    // Fortran order (made by numpy): one request
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/npy/be_f4_fortran_3x2.npy");
+    let bytes = std::fs::read(path).unwrap();
+    let whole = parse_npy(&bytes, path).unwrap().to_f64();
+    store.put("memory://chunks/f.npy", bytes.into()).await.unwrap();
+    let (chunk, requests) = store.get_npy_columns("memory://chunks/f.npy", 1..2).await.unwrap();
+    assert_eq!(requests, 1);
+    assert_eq!(chunk.to_f64(), whole.slice(ndarray::s![.., 1..2]).into_dyn());
+    // out of range and truncated files are clear errors naming the object
+    let err = store.get_npy_columns("memory://chunks/c.npy", 10..14).await.unwrap_err().to_string();
+    assert!(err.contains("c.npy") && err.contains("outside"), "{err}");
+    let full = store.get("memory://chunks/c.npy").await.unwrap();
+    store.put("memory://chunks/t.npy", full.slice(..full.len() - 4)).await.unwrap();
+    let err = store.get_npy_columns("memory://chunks/t.npy", 0..2).await.unwrap_err().to_string();
+    assert!(err.contains("t.npy") && err.contains("truncated"), "{err}");
+}

@@ -490,3 +490,32 @@ pub(crate) async fn check_rsa_inputs(
     }
     Ok(())
 }
+
+/// Voxel columns `[start, end)` of a subject's brain data, checked for NaN/Inf. A `.npy` is
+/// read with range requests (one per sample row in C order, one in all in Fortran order), so
+/// a task holds only its chunk; a NIfTI image (compressed, not range-addressable) is read
+/// whole and masked.
+pub async fn load_brain_columns(
+    store: &Store,
+    subject: &SubjectSpec,
+    start: usize,
+    end: usize,
+    as_f64: bool,
+) -> Result<Matrix> {
+    let url = &subject.brain;
+    if is_nifti(url) {
+        let (m, _) = load_brain(store, subject).await?;
+        return Ok(columns(&m, start, end));
+    }
+    let (a, _requests) = store.get_npy_columns(url, start..end).await?;
+    if a.has_non_finite() {
+        let values = a.to_f64();
+        let (pos, v) =
+            values.indexed_iter().find(|(_, v)| !v.is_finite()).expect("has a non-finite value");
+        return Err(input_err(
+            url,
+            format!("contains {v} at sample {}, voxel {}", pos[0], start + pos[1]),
+        ));
+    }
+    to_matrix(&a, url, as_f64)
+}

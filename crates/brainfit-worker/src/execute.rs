@@ -7,7 +7,7 @@
 
 use crate::{JobContext, Result};
 use brainfit_io::{Mask, Store};
-use brainfit_job::inputs::{self, Matrix, columns, with_precision};
+use brainfit_job::inputs::{self, Matrix, with_precision};
 use brainfit_job::spec::{EncodingSpec, PermutationScheme, PermutationSpec, SubjectSpec};
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, Task};
@@ -121,6 +121,15 @@ impl Executor {
         })
     }
 
+    /// A subject's group labels, read once per process.
+    fn groups(&self, job: &JobContext, si: usize) -> Result<Arc<Option<Vec<i64>>>> {
+        let subject = &job.spec.subjects[si];
+        let n = job.inventory.subjects[si].n_samples;
+        self.cached(format!("{}/{si}/groups", job.id), || {
+            Ok(self.block_on(inputs::load_groups(self.store(), subject, n))?)
+        })
+    }
+
     /// A value built once per process under `key` (decompositions, spheres, model RDMs).
     pub(crate) fn cached<V: Any + Send + Sync>(
         &self,
@@ -148,18 +157,27 @@ impl Executor {
         voxels: [usize; 2],
     ) -> Result<Part> {
         let spec = job.spec.encoding.as_ref().expect("encoding tasks exist only with [encoding]");
-        let brain = self.brain(job, si)?;
         let inv = &job.inventory.subjects[si];
+        let groups = self.groups(job, si)?;
+        let groups = groups.as_deref();
+        // only this task's voxels are read (range requests for a .npy)
+        let subject = &job.spec.subjects[si];
+        let y = self.block_on(inputs::load_brain_columns(
+            self.store(),
+            subject,
+            voxels[0],
+            voxels[1],
+            inv.f64_data,
+        ))?;
         let space_ref = inv
             .spaces
             .iter()
             .find(|(s, _)| s.name == space)
             .map(|(s, _)| s.clone())
             .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
-        let groups = brain.groups.as_deref();
         let n = voxels[1] - voxels[0];
         let perms = job.spec.permutation.map(|p| (p, permutation_scheme(&p, groups)));
-        let (block, alpha) = match columns(&brain.matrix, voxels[0], voxels[1]) {
+        let (block, alpha) = match y {
             Matrix::F32(y) => {
                 let cv = self.nested_cv::<f32>(job, si, &space_ref, spec, groups, false)?;
                 encode_with_nulls(&cv, y, spec, groups, perms)?
