@@ -18,23 +18,7 @@ const TOKEN: &str = "s3cret-test-token";
 /// 480 samples × 6144 voxels, spaces of 200 and 230 features: 24 tasks of ~0.1 s each.
 const SIZE: StudySize = StudySize { samples: 480, runs: 4, voxels: 6144, a: 200, b: 230 };
 
-const JOB: &str = r#"
-name = "dist"
-output = "out"
-[data]
-brain = "brain.npy"
-mask = "mask.nii.gz"
-groups = "runs.npy"
-[features]
-a = "a.npy"
-b = "b.npy"
-[encoding]
-alphas = { logspace = [-1, 3, 5] }
-cv = { kind = "group" }
-inner_cv = { kind = "kfold", k = 3 }
-[execution]
-voxels_per_task = 512
-"#;
+const JOB: &str = common::ENCODING_JOB;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_brainfit")

@@ -7,23 +7,7 @@ use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
 use common::write_study;
 use ndarray::{Array2, Array3};
 
-const JOB: &str = r#"
-name = "tiny"
-output = "out"
-[data]
-brain = "brain.npy"
-mask = "mask.nii.gz"
-groups = "runs.npy"
-[features]
-a = "a.npy"
-b = "b.npy"
-[encoding]
-alphas = { logspace = [-1, 3, 5] }
-cv = { kind = "group" }
-inner_cv = { kind = "kfold", k = 3 }
-[execution]
-voxels_per_task = 512
-"#;
+const JOB: &str = common::ENCODING_JOB;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_run_is_identical_for_1_and_4_workers() {

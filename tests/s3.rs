@@ -148,21 +148,7 @@ async fn s3_round_trip_with_range_reads_listing_and_create_only_puts() {
     assert!(e.to_string().contains(url), "{e}");
 }
 
-const JOB: &str = r#"
-name = "s3job"
-output = "out"
-[data]
-brain = "brain.npy"
-mask = "mask.nii.gz"
-groups = "runs.npy"
-[features]
-a = "a.npy"
-b = "b.npy"
-[encoding]
-alphas = { logspace = [-1, 3, 5] }
-cv = { kind = "group" }
-inner_cv = { kind = "kfold", k = 3 }
-"#;
+const JOB: &str = common::ENCODING_JOB;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_read_and_write_s3_embedded_and_distributed() {

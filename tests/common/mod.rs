@@ -146,3 +146,23 @@ pub async fn run_embedded(
         .map(|r| r.summary)
         .map_err(|e| e.to_string())
 }
+
+/// The encoding job over a study written by [`write_study`] / [`write_sized_study`]: spaces
+/// `a` and `b`, leave-one-run-out outer CV, 512 voxels per task.
+pub const ENCODING_JOB: &str = r#"
+name = "tiny"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+[features]
+a = "a.npy"
+b = "b.npy"
+[encoding]
+alphas = { logspace = [-1, 3, 5] }
+cv = { kind = "group" }
+inner_cv = { kind = "kfold", k = 3 }
+[execution]
+voxels_per_task = 512
+"#;
