@@ -18,6 +18,18 @@ pub enum Matrix {
     F64(Array2<f64>),
 }
 
+/// Evaluates `$body` with `$data` bound to the matrix's array, whatever its precision: one
+/// generic code path instead of an `f32` and an `f64` copy.
+#[macro_export]
+macro_rules! with_matrix {
+    ($matrix:expr, |$data:ident| $body:expr) => {
+        match $matrix {
+            $crate::inputs::Matrix::F32($data) => $body,
+            $crate::inputs::Matrix::F64($data) => $body,
+        }
+    };
+}
+
 impl Matrix {
     /// `(rows, columns)`.
     pub fn dim(&self) -> (usize, usize) {

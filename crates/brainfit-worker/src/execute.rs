@@ -10,7 +10,7 @@ use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, with_precision};
 use brainfit_job::spec::{EncodingSpec, PermutationScheme, PermutationSpec, SubjectSpec};
 use brainfit_job::stats::MapBlock;
-use brainfit_job::{JobError, Part, Task};
+use brainfit_job::{JobError, Part, Task, with_matrix};
 use brainfit_kernels::Real;
 use brainfit_kernels::cv::split;
 use brainfit_kernels::linalg::Backend;
@@ -177,16 +177,10 @@ impl Executor {
             .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
         let n = voxels[1] - voxels[0];
         let perms = job.spec.permutation.map(|p| (p, permutation_scheme(&p, groups)));
-        let (block, alpha) = match y {
-            Matrix::F32(y) => {
-                let cv = self.nested_cv::<f32>(job, si, &space_ref, spec, groups, false)?;
-                encode_with_nulls(&cv, y, spec, groups, perms)?
-            }
-            Matrix::F64(y) => {
-                let cv = self.nested_cv::<f64>(job, si, &space_ref, spec, groups, true)?;
-                encode_with_nulls(&cv, y, spec, groups, perms)?
-            }
-        };
+        let (block, alpha) = with_matrix!(y, |y| {
+            let cv = self.nested_cv(job, si, &space_ref, spec, groups, inv.f64_data)?;
+            encode_with_nulls(&cv, y, spec, groups, perms)?
+        });
         let mut part = Part::new();
         block.write(&mut part);
         part.push("alpha", vec![n], alpha);

@@ -12,7 +12,7 @@ use brainfit_job::inputs::{self, Matrix, load_rdm, roi_columns};
 use brainfit_job::plan::{brain_rdm_names, model_names};
 use brainfit_job::spec::Radius;
 use brainfit_job::stats::MapBlock;
-use brainfit_job::{JobError, Part};
+use brainfit_job::{JobError, Part, with_matrix};
 use brainfit_kernels::compare::{CompareMethod, compare, comparison_features, permute_condensed};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::linalg::LinalgBackend;
@@ -242,45 +242,27 @@ impl Executor {
         // is ranked once for the observed value and every permutation: the nulls are then
         // matrix products against the relabelled models. Centres whose RDM holds NaN go
         // pairwise. Otherwise the kernels' batched searchlight engine does it all.
-        let block = match (&features, &brain.matrix) {
-            (Some(_), Matrix::F32(y)) if n_perm > 0 => {
+        let block = with_matrix!(&brain.matrix, |y| {
+            if features.is_some() && n_perm > 0 {
                 let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
                 with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
                     centres.compare(f, r, sl.compare)
                 })?
-            }
-            (Some(_), Matrix::F64(y)) if n_perm > 0 => {
-                let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
+            } else {
                 with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
-                    centres.compare(f, r, sl.compare)
-                })?
-            }
-            (_, matrix) => {
-                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
-                    let out = match matrix {
-                        Matrix::F32(y) => searchlight::<f32, Backend>(
-                            y.view(),
-                            &hoods,
-                            c0..c1,
-                            sl.rdm,
-                            f.view(),
-                            r.view(),
-                            sl.compare,
-                        ),
-                        Matrix::F64(y) => searchlight::<f64, Backend>(
-                            y.view(),
-                            &hoods,
-                            c0..c1,
-                            sl.rdm,
-                            f.view(),
-                            r.view(),
-                            sl.compare,
-                        ),
-                    };
+                    let out = searchlight::<_, Backend>(
+                        y.view(),
+                        &hoods,
+                        c0..c1,
+                        sl.rdm,
+                        f.view(),
+                        r.view(),
+                        sl.compare,
+                    );
                     Ok(out.map_err(JobError::from)?)
                 })?
             }
-        };
+        });
         let mut part = Part::new();
         block.write(&mut part);
         part.push(
@@ -307,10 +289,7 @@ impl Executor {
                 message: "[rsa] rois need a [data] mask".into(),
             })?;
             let cols = roi_columns(mask, &roi, url)?;
-            let d = match &brain.matrix {
-                Matrix::F32(y) => rdm(y.select(Axis(1), &cols).view(), r.rdm),
-                Matrix::F64(y) => rdm(y.select(Axis(1), &cols).view(), r.rdm),
-            };
+            let d = with_matrix!(&brain.matrix, |y| rdm(y.select(Axis(1), &cols).view(), r.rdm));
             brains.push(d.map_err(|e| JobError::Input {
                 url: url.clone(),
                 message: format!("ROI RDM: {e}"),
