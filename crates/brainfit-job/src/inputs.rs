@@ -80,7 +80,8 @@ fn is_npz(url: &str) -> bool {
     url.to_ascii_lowercase().ends_with(".npz")
 }
 
-fn is_nifti(url: &str) -> bool {
+/// Whether a URL names a NIfTI image (by extension).
+pub fn is_nifti(url: &str) -> bool {
     let u = url.to_ascii_lowercase();
     u.ends_with(".nii") || u.ends_with(".nii.gz")
 }
@@ -503,10 +504,10 @@ pub(crate) async fn check_rsa_inputs(
     Ok(())
 }
 
-/// Voxel columns `[start, end)` of a subject's brain data, checked for NaN/Inf. A `.npy` is
-/// read with range requests (one per sample row in C order, one in all in Fortran order), so
-/// a task holds only its chunk; a NIfTI image (compressed, not range-addressable) is read
-/// whole and masked.
+/// Voxel columns `[start, end)` of a subject's `.npy` brain data, checked for NaN/Inf, read
+/// with range requests (one per sample row in C order, one in all in Fortran order) so that a
+/// task holds only its chunk. (A NIfTI image is compressed, not range-addressable: load it
+/// whole once with [`load_brain`].)
 pub async fn load_brain_columns(
     store: &Store,
     subject: &SubjectSpec,
@@ -515,10 +516,6 @@ pub async fn load_brain_columns(
     as_f64: bool,
 ) -> Result<Matrix> {
     let url = &subject.brain;
-    if is_nifti(url) {
-        let (m, _) = load_brain(store, subject).await?;
-        return Ok(columns(&m, start, end));
-    }
     let (a, _requests) = store.get_npy_columns(url, start..end).await?;
     if a.has_non_finite() {
         let values = a.to_f64();

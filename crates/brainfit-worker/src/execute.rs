@@ -160,15 +160,20 @@ impl Executor {
         let inv = &job.inventory.subjects[si];
         let groups = self.groups(job, si)?;
         let groups = groups.as_deref();
-        // only this task's voxels are read (range requests for a .npy)
+        // only this task's voxels are read from a .npy (range requests); a NIfTI image is
+        // read once per process
         let subject = &job.spec.subjects[si];
-        let y = self.block_on(inputs::load_brain_columns(
-            self.store(),
-            subject,
-            voxels[0],
-            voxels[1],
-            inv.f64_data,
-        ))?;
+        let y = if inputs::is_nifti(&subject.brain) {
+            inputs::columns(&self.brain(job, si)?.matrix, voxels[0], voxels[1])
+        } else {
+            self.block_on(inputs::load_brain_columns(
+                self.store(),
+                subject,
+                voxels[0],
+                voxels[1],
+                inv.f64_data,
+            ))?
+        };
         let space_ref = inv
             .spaces
             .iter()
