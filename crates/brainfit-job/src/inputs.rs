@@ -120,20 +120,23 @@ fn dtype_size(dtype: &str) -> Option<usize> {
     dtype.get(2..).and_then(|s| s.parse().ok())
 }
 
-fn check_finite(a: &NpyArray, url: &str) -> Result<()> {
-    if a.has_non_finite() {
-        let values = a.to_f64();
-        let (pos, v) =
-            values.indexed_iter().find(|(_, v)| !v.is_finite()).expect("has a non-finite value");
-        return Err(input_err(
-            url,
-            format!(
-                "contains {v} at index {:?}; remove or impute non-finite values first",
-                pos.slice()
-            ),
-        ));
+/// Index and value of the first NaN or Inf of an array, if any.
+fn first_non_finite(a: &NpyArray) -> Option<(Vec<usize>, f64)> {
+    if !a.has_non_finite() {
+        return None;
     }
-    Ok(())
+    let values = a.to_f64();
+    values.indexed_iter().find(|(_, v)| !v.is_finite()).map(|(pos, v)| (pos.slice().to_vec(), *v))
+}
+
+fn check_finite(a: &NpyArray, url: &str) -> Result<()> {
+    match first_non_finite(a) {
+        None => Ok(()),
+        Some((pos, v)) => Err(input_err(
+            url,
+            format!("contains {v} at index {pos:?}; remove or impute non-finite values first"),
+        )),
+    }
 }
 
 /// Flattens trailing dimensions: `[n, ...]` -> `[n, prod(...)]`.
@@ -443,11 +446,14 @@ pub(crate) async fn check_rsa_inputs(
         if !r.rois.is_empty() && subject.mask.is_none() {
             return Err(input_err(&subject.brain, "[rsa] rois need a [data] mask"));
         }
+        let mask = match (&r.rois.is_empty(), &subject.mask) {
+            (false, Some(m)) => Some(load_mask(store, m).await?),
+            _ => None,
+        };
         for (name, url) in &r.rois {
             let roi = load_mask(store, url).await?;
-            let mask = load_mask(store, subject.mask.as_deref().expect("checked above")).await?;
-            roi_columns(&mask, &roi, url)
-                .map_err(|e| input_err(url, format!("ROI {name}: {e}")))?;
+            let mask = mask.as_ref().expect("checked above");
+            roi_columns(mask, &roi, url).map_err(|e| input_err(url, format!("ROI {name}: {e}")))?;
         }
     }
     for url in files {
@@ -517,10 +523,7 @@ pub async fn load_brain_columns(
 ) -> Result<Matrix> {
     let url = &subject.brain;
     let (a, _requests) = store.get_npy_columns(url, start..end).await?;
-    if a.has_non_finite() {
-        let values = a.to_f64();
-        let (pos, v) =
-            values.indexed_iter().find(|(_, v)| !v.is_finite()).expect("has a non-finite value");
+    if let Some((pos, v)) = first_non_finite(&a) {
         return Err(input_err(
             url,
             format!("contains {v} at sample {}, voxel {}", pos[0], start + pos[1]),

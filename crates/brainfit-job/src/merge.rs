@@ -44,10 +44,6 @@ async fn put_npy(store: &Store, url: &str, values: ArrayView1<'_, f64>) -> Resul
     Ok(())
 }
 
-fn subject_spec(spec: &JobSpec, si: usize) -> &crate::spec::SubjectSpec {
-    &spec.subjects[si]
-}
-
 /// A NIfTI map of per-mask-voxel values (skipped without a mask).
 async fn put_nifti(
     store: &Store,
@@ -69,12 +65,8 @@ async fn put_map(
     values: &Array1<f64>,
 ) -> Result<()> {
     put_npy(store, url_npy, values.view()).await?;
-    if let Some(mask) = mask {
-        let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
-        let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
-        store.put(&nii, write_nifti_f32(volume.view(), &mask.affine, true).into()).await?;
-    }
-    Ok(())
+    let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
+    put_nifti(store, &nii, mask, values).await
 }
 
 /// Writes `p`, `p_fwe` (with NIfTI versions) and `null_max` of map `m`, if permutations ran.
@@ -219,16 +211,13 @@ pub async fn write_outputs(
             let brains = brain_rdm_names(spec);
             let mut blocks = Vec::new();
             for (t, p) in tasks.iter().zip(parts) {
-                if let Task::Rsa { subject, perms } = t
-                    && *subject == si
+                if let Task::Rsa { subject: task_subject, perms } = t
+                    && *task_subject == si
                 {
                     if perms[0] == 0 {
                         for name in &brains {
                             let (_, v) = p.get(&format!("rdm:{name}"))?;
-                            let url = spec.output_url(
-                                subject_spec(spec, si),
-                                &format!("rsa/rdms/{name}.npy"),
-                            );
+                            let url = spec.output_url(subject, &format!("rsa/rdms/{name}.npy"));
                             put_npy(store, &url, ArrayView1::from(v)).await?;
                         }
                     }

@@ -542,41 +542,35 @@ fn lane_all_finite(xs: &[f64]) -> bool {
     s == 0.0
 }
 
-/// Sum with 8 independent accumulators: vectorisable, and more accurate than a serial sum
-/// (a serial f64 sum is bound by the latency of one addition per element).
+/// Sum of `f(x)` with 8 independent accumulators: vectorisable, and more accurate than a
+/// serial sum (a serial f64 sum is bound by the latency of one addition per element).
 #[inline]
-pub(crate) fn lane_sum(xs: &[f64]) -> f64 {
+fn lane_sum_of(xs: &[f64], f: impl Fn(f64) -> f64) -> f64 {
     let mut acc = [0.0f64; 8];
     let chunks = xs.chunks_exact(8);
     let rest = chunks.remainder();
     for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
         }
     }
     let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for v in rest {
-        s += v;
+    for &v in rest {
+        s += f(v);
     }
     s
 }
 
-/// Sum of squares with 8 independent accumulators (see [`lane_sum`]).
+/// Sum with 8 independent accumulators (see [`lane_sum_of`]).
+#[inline]
+pub(crate) fn lane_sum(xs: &[f64]) -> f64 {
+    lane_sum_of(xs, |v| v)
+}
+
+/// Sum of squares with 8 independent accumulators (see [`lane_sum_of`]).
 #[inline]
 pub(crate) fn lane_sum_sq(xs: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = xs.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v * v;
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for v in rest {
-        s += v * v;
-    }
-    s
+    lane_sum_of(xs, |v| v * v)
 }
 
 /// Cross-validated Mahalanobis ("crossnobis") RDM, exactly as rsatoolbox's

@@ -113,11 +113,9 @@ impl Executor {
     pub(crate) fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
         let subject: &SubjectSpec = &job.spec.subjects[si];
         self.brains.get_or_build(format!("{}/{si}", job.id), || {
-            self.runtime.block_on(async {
-                let (matrix, mask) = inputs::load_brain(&self.store, subject).await?;
-                let groups = inputs::load_groups(&self.store, subject, matrix.dim().0).await?;
-                Ok(BrainData { matrix, mask, groups })
-            })
+            let (matrix, mask) = self.runtime.block_on(inputs::load_brain(&self.store, subject))?;
+            let groups = self.groups(job, si)?.as_ref().clone();
+            Ok(BrainData { matrix, mask, groups })
         })
     }
 
