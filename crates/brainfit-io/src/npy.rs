@@ -634,6 +634,7 @@ pub fn decode_columns(header: &NpyHeader, raw: &[u8], k: usize, name: &str) -> R
 
 /// Byte ranges holding columns `start..end` of a 2-D `.npy` (`[n_rows, n_cols]`): one range
 /// for a Fortran-order file, one per row for a C-order file.
+#[allow(clippy::single_range_in_vec_init)] // a list of byte ranges, here of one
 pub fn column_ranges(
     header: &NpyHeader,
     start: usize,
