@@ -1,6 +1,8 @@
-//! S3 through a real S3-compatible server: `moto_server` (from `.venv-test`, made by
-//! `scripts/python/setup_venv.sh`) started on 127.0.0.1 by each test. A test that cannot start
-//! its server fails; nothing here is skipped.
+//! S3 through a real S3-compatible server: `moto_server` (from `.venv-test`) started on
+//! 127.0.0.1 by each test. When the venv is missing, the first test to need it creates it with
+//! `scripts/python/setup_venv.sh test` (Python 3 and the package registry), under a file lock so
+//! that parallel tests wait for one installation. A test that cannot start its server fails
+//! with the reason; nothing here is skipped.
 
 mod common;
 
@@ -23,14 +25,7 @@ struct Moto {
 
 impl Moto {
     fn start(bucket: &str) -> Moto {
-        let exe = std::env::var_os("MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/moto_server")
-        });
-        assert!(
-            exe.is_file(),
-            "{} not found: run scripts/python/setup_venv.sh (or set MOTO_SERVER)",
-            exe.display()
-        );
+        let exe = moto_server();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = tempfile::tempdir().unwrap();
         let log_path = log.path().join("moto.log");
@@ -80,6 +75,36 @@ impl Moto {
     fn store(&self) -> Store {
         Store::new().with_aws_env(self.env())
     }
+}
+
+/// The `moto_server` executable: `$MOTO_SERVER`, or the project's `.venv-test`, set up on first
+/// use. The set-up runs under an exclusive lock on `.venv-test.lock`, so tests in parallel (and
+/// test binaries running at once) install once and then all find the server.
+fn moto_server() -> PathBuf {
+    if let Some(exe) = std::env::var_os("MOTO_SERVER") {
+        return PathBuf::from(exe);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = root.join(".venv-test/bin/moto_server");
+    let lock = std::fs::File::create(root.join(".venv-test.lock")).expect("create .venv-test.lock");
+    lock.lock().expect("lock .venv-test.lock");
+    if !exe.is_file() {
+        let out = Command::new("bash")
+            .arg(root.join("scripts/python/setup_venv.sh"))
+            .arg("test")
+            .output()
+            .expect("run scripts/python/setup_venv.sh (needs bash)");
+        assert!(
+            out.status.success() && exe.is_file(),
+            "{} is missing and `scripts/python/setup_venv.sh test` could not make it (it needs \
+             python3 with venv and access to the Python package registry; or set MOTO_SERVER \
+             to a moto_server executable):\n{}{}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    exe // the lock is released when `lock` drops
 }
 
 /// A bodiless HTTP/1.1 request; the response's status code, or `None` if nothing answered.

@@ -30,7 +30,7 @@ from scipy.stats import rankdata
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "brainfit"
-SHARED = ROOT.parent / "shared" / "data" / "kriegeskorte2008"
+KRIEG = ROOT / "tests" / "data" / "kriegeskorte2008"
 
 
 def run_brainfit(job: Path) -> float:
@@ -88,7 +88,7 @@ def numpy_searchlight_features(data, members, batch=256):
 
 
 def case_searchlight(work: Path, n_centres: int, n_perm: int):
-    models = np.load(SHARED / "model_rdms.npy")
+    models = np.load(KRIEG / "model_rdms.npy")
     model = models[0][np.triu_indices(92, 1)]  # animacy
     rng = np.random.default_rng(0)
     mask = box_mask(n_centres)

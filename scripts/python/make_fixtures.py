@@ -29,7 +29,7 @@ from scipy.spatial.distance import pdist, squareform  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
-KRIEG = Path(os.environ.get("KRIEG_DIR", ROOT.parent / "shared" / "data" / "kriegeskorte2008"))
+KRIEG = Path(os.environ.get("KRIEG_DIR", ROOT / "tests" / "data" / "kriegeskorte2008"))
 
 ALPHAS = np.logspace(-2, 4, 7)
 

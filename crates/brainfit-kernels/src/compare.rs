@@ -720,12 +720,7 @@ mod tests {
 
     #[test]
     fn compare_matches_rsatoolbox_on_real_data() {
-        let human_path = fx::krieg("human_it_rdm.npy");
-        if !human_path.exists() {
-            eprintln!("SKIPPED: {human_path:?} not found (shared Kriegeskorte 2008 data)");
-            return;
-        }
-        let (_, human) = fx::f64s(&human_path);
+        let (_, human) = fx::f64s(&fx::krieg("human_it_rdm.npy"));
         let (_, monkey) = fx::f64s(&fx::krieg("monkey_it_rdm.npy"));
         let (shape, models) = fx::f64s(&fx::krieg("model_rdms.npy"));
         let models =

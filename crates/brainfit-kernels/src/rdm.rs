@@ -828,13 +828,10 @@ pub(crate) mod npy_fixture {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rsa/")).join(name)
     }
 
-    /// Path of a file of the shared Kriegeskorte et al. (2008) data set.
+    /// Path of a file of the Kriegeskorte et al. (2008) data set in `tests/data/`.
     pub fn krieg(name: &str) -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/data/kriegeskorte2008/"
-        ))
-        .join(name)
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/kriegeskorte2008/"))
+            .join(name)
     }
 
     fn read_raw(path: &std::path::Path, want: &str) -> (Vec<usize>, Vec<[u8; 8]>) {
