@@ -74,6 +74,34 @@ fn dir_url(dir: &Path) -> Result<String> {
     Ok(format!("file://{}", abs.display()))
 }
 
+/// The file that marks a directory as made by `brainfit demo` (and so safe to replace).
+const DEMO_MARKER: &str = ".brainfit-demo";
+
+/// Checks that `demo` may write into `out`: it does not exist, is empty, or holds an earlier
+/// demo (which is then replaced, and said so). Anything else is refused: a typo in `--out`
+/// must not overwrite a lab's files.
+fn claim_demo_dir(out: &Path) -> Result<()> {
+    let Ok(mut entries) = std::fs::read_dir(out) else {
+        if out.exists() {
+            bail!("{}: exists and is not a directory; choose another --out", out.display());
+        }
+        eprintln!("brainfit demo: writing a synthetic study to {}", out.display());
+        return Ok(());
+    };
+    if out.join(DEMO_MARKER).is_file() {
+        eprintln!("brainfit demo: replacing the earlier demo in {}", out.display());
+    } else if entries.next().is_some() {
+        bail!(
+            "{}: exists and was not made by `brainfit demo` (no {DEMO_MARKER} in it); \
+             refusing to write into it: choose another --out, or remove it",
+            out.display()
+        );
+    } else {
+        eprintln!("brainfit demo: writing a synthetic study to {} (empty)", out.display());
+    }
+    Ok(())
+}
+
 /// Reads a job file (path or URL) and checks it; relative inputs resolve against its directory.
 async fn load_job(store: &Store, job: &str) -> Result<JobSpec> {
     let url = if job.contains("://") {
@@ -120,20 +148,55 @@ async fn run(store: &Store, spec: JobSpec, workers: usize) -> Result<brainfit_cl
     result.with_context(|| format!("the run failed; nothing complete was written to {output}"))
 }
 
+/// `"1 task"`, `"3 tasks"`.
+fn count(n: impl std::fmt::Display, noun: &str) -> String {
+    let n = n.to_string();
+    if n == "1" { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// A map's peak as `voxel [i, j, k] (x, y, z mm)`, or its map index without a mask.
+fn peak(stats: &serde_json::Value) -> String {
+    let coords = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().map(|c| c.to_string()).collect()
+    };
+    match stats.get("peak") {
+        Some(p) => {
+            let mm: Vec<String> = p["mm"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{:.1}", c.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            format!("voxel [{}] ({} mm)", coords(&p["voxel"]).join(", "), mm.join(", "))
+        }
+        None => format!("item {}", stats["argmax"]),
+    }
+}
+
 fn print_summary(report: &brainfit_client::RunReport, output: &str) {
     let s = &report.summary;
     println!(
-        "brainfit: job {} finished in {:.1} s ({} tasks, {} workers, {} backend)",
+        "brainfit: job {} finished in {:.1} s ({}, {}, {} backend)",
         s["name"].as_str().unwrap_or("?"),
         report.seconds,
-        report.tasks,
-        s["workers"],
+        count(report.tasks, "task"),
+        count(&s["workers"], "worker"),
         s["linalg_backend"].as_str().unwrap_or("?")
     );
-    for subject in s["subjects"].as_array().into_iter().flatten() {
-        let name = subject["name"].as_str().map(|n| format!("{n}: ")).unwrap_or_default();
+    let perm = &s["permutation"];
+    if let Some(n) = perm["n"].as_u64() {
         println!(
-            "  {name}{} samples x {} voxels ({})",
+            "  {} ({} scheme); the smallest possible p is 1/{} = {:.2e}",
+            count(n, "permutation"),
+            perm["scheme"].as_str().unwrap_or("?"),
+            n + 1,
+            perm["smallest_p"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    for subject in s["subjects"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} samples x {} voxels ({})",
+            subject["name"].as_str().unwrap_or("?"),
             subject["n_samples"],
             subject["n_voxels"],
             subject["precision"].as_str().unwrap_or("?")
@@ -142,34 +205,38 @@ fn print_summary(report: &brainfit_client::RunReport, output: &str) {
             for (space, e) in enc {
                 let sc = &e["score"];
                 println!(
-                    "    encoding {space:<16} {:>5} features  mean score {:>7.4}  max {:>7.4} (voxel {})  median alpha {}",
+                    "    encoding {space:<16} {:>5} features  mean score {:>7.4}  max {:>7.4} at {}  median alpha {:.3e}",
                     e["n_features"],
                     sc["mean"].as_f64().unwrap_or(f64::NAN),
                     sc["max"].as_f64().unwrap_or(f64::NAN),
-                    sc["argmax"],
-                    e["alpha_median"]
+                    peak(sc),
+                    e["alpha_median"].as_f64().unwrap_or(f64::NAN)
                 );
             }
         }
         for (model, sl) in subject["searchlight"].as_object().into_iter().flatten() {
             println!(
-                "    searchlight {model:<15} max rho {:>7.4} ({} centres, {} FWE-significant)",
+                "    searchlight {model:<15} max rho {:>7.4} at {} ({}, {} FWE-significant)",
                 sl["rho"]["max"].as_f64().unwrap_or(f64::NAN),
-                sl["rho"]["n"],
+                peak(&sl["rho"]),
+                count(&sl["rho"]["n"], "centre"),
                 sl["significant_fwe_05"]
             );
         }
         if let Some(rows) = subject["rsa"].as_array() {
-            println!("    ROI RSA: {} comparisons in rsa/compare.csv", rows.len());
+            println!("    ROI RSA: {} in rsa/compare.csv", count(rows.len(), "comparison"));
         }
     }
     for (model, t) in s["time_resolved"].as_object().into_iter().flatten() {
         println!(
-            "  time-resolved {model:<13} max rho {:>7.4} ({} time points, {} FWE-significant)",
+            "  time-resolved {model:<13} max rho {:>7.4} ({}, {} FWE-significant)",
             t["rho"]["max"].as_f64().unwrap_or(f64::NAN),
-            t["rho"]["n"],
+            count(&t["rho"]["n"], "time point"),
             t["significant_fwe_05"]
         );
+    }
+    for warning in s["warnings"].as_array().into_iter().flatten() {
+        println!("  warning: {}", warning.as_str().unwrap_or("?"));
     }
     println!("  results: {output}");
 }
@@ -214,6 +281,10 @@ async fn async_main() -> Result<()> {
             let tasks = brainfit_job::plan(&spec, &inventory);
             println!("{job}: valid");
             for (subject, inv) in spec.subjects.iter().zip(&inventory.subjects) {
+                if subject.brain.is_none() {
+                    println!("  no brain data: {} conditions (given RDMs)", inv.n_samples);
+                    continue;
+                }
                 println!(
                     "  {}: {} samples x {} voxels ({})",
                     subject.label(),
@@ -225,11 +296,31 @@ async fn async_main() -> Result<()> {
                     println!("    feature space {:<16} {p} features", space.name);
                 }
             }
-            println!("  {} tasks; results would go to {}", tasks.len(), spec.output);
+            if let Some(p) = &spec.permutation {
+                let why = match (p.scheme_by_default, p.scheme) {
+                    (true, brainfit_job::spec::PermutationScheme::WithinGroup) => {
+                        ", the default: the data have groups (runs)"
+                    }
+                    (true, _) => ", the default: the data have no groups",
+                    (false, _) => "",
+                };
+                println!(
+                    "  {} (seed {}), scheme {}{why}",
+                    count(p.n, "permutation"),
+                    p.seed,
+                    p.scheme.describe()
+                );
+            }
+            println!("  {}; results would go to {}", count(tasks.len(), "task"), spec.output);
+            for warning in &inventory.warnings {
+                println!("  warning: {warning}");
+            }
         }
         Command::Demo { out, workers } => {
+            claim_demo_dir(&out)?;
             let out_url = dir_url(&out)?;
-            eprintln!("brainfit demo: writing a synthetic study to {}", out.display());
+            std::fs::write(out.join(DEMO_MARKER), "made by `brainfit demo`\n")
+                .with_context(|| format!("cannot write {}", out.join(DEMO_MARKER).display()))?;
             let study = demo::generate(&store, &out_url).await?;
             let spec =
                 JobSpec::from_toml(&study.job, &format!("{}/job.toml", out.display()), &out_url)?;

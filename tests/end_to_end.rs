@@ -71,6 +71,15 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
     let short: Array2<f32> = Array2::zeros((40, 3));
     store.put(&join_url(base, "short.npy"), write_npy(&short.view()).into()).await.unwrap();
     expect_err(JOB.replace("b.npy", "short.npy"), "short.npy", "48").await;
+    // group labels and brain data disagree: the message names both files
+    let fewer_rows: Array2<f32> = Array2::ones((40, 120));
+    store.put(&join_url(base, "fewer.npy"), write_npy(&fewer_rows.view()).into()).await.unwrap();
+    expect_err(
+        JOB.replace("brain.npy", "fewer.npy"),
+        "runs.npy: has 48 labels",
+        "fewer.npy) has 40 samples",
+    )
+    .await;
     // NaN in the brain data
     let mut nan_brain: Array2<f32> = Array2::ones((48, 120));
     nan_brain[(3, 7)] = f32::NAN;
@@ -113,6 +122,29 @@ fn cli_runs_a_job_on_disk_and_validate_checks_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("48 samples x 120 voxels") && text.contains("2 tasks"), "{text}");
+    // validate names the permutation scheme in force and warns about the job's inference
+    let delayed = format!(
+        "{}[permutation]\nn = 9\n",
+        JOB.replace("[encoding]", "[encoding]\ndelays = [1, 2]")
+    );
+    std::fs::write(dir.path().join("delayed.toml"), delayed).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["validate", "delayed.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(
+            "9 permutations (seed 0), scheme within-group, the default: the data have groups"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: [encoding] delays = [1, 2]") && text.contains("whole-groups"),
+        "{text}"
+    );
     let out = std::process::Command::new(bin)
         .args(["run", "job.toml", "--workers", "2"])
         .current_dir(dir.path())

@@ -119,21 +119,23 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
         handles.push(tokio::spawn(async move { run_worker(&transport, executor, store).await }));
     }
     let compute_started = Instant::now();
-    loop {
-        let (state, progress) = {
-            let s = shared.scheduler.lock().expect("scheduler lock");
-            (s.state().clone(), s.progress())
-        };
+    // workers return once the job has ended; until then, report progress every 100 ms
+    let report_progress = || {
         if let Some(cb) = &options.on_progress {
-            cb(progress);
+            cb(shared.scheduler.lock().expect("scheduler lock").progress());
         }
-        if state != JobState::Running {
-            break;
+    };
+    let mut workers_done = std::pin::pin!(futures::future::join_all(handles));
+    let results = loop {
+        report_progress();
+        tokio::select! {
+            results = &mut workers_done => break results,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for h in handles {
-        h.await.map_err(|e| WorkerError::Panic(e.to_string()))??;
+    };
+    report_progress();
+    for r in results {
+        r.map_err(|e| WorkerError::Panic(e.to_string()))??;
     }
     let compute_seconds = compute_started.elapsed().as_secs_f64();
     let state = shared.scheduler.lock().expect("scheduler lock").state().clone();

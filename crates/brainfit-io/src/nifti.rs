@@ -727,6 +727,14 @@ impl Mask {
         Ok(Mask { shape, affine: n.affine, pixdim: n.pixdim, voxels })
     }
 
+    /// World (scanner, usually mm) coordinates of in-mask voxel `c`: the affine applied to
+    /// its `[i, j, k]`.
+    pub fn world(&self, c: usize) -> [f64; 3] {
+        let ijk = self.voxels[c].map(|x| x as f64);
+        let a = &self.affine;
+        std::array::from_fn(|r| a[r][0] * ijk[0] + a[r][1] * ijk[1] + a[r][2] * ijk[2] + a[r][3])
+    }
+
     /// Number of in-mask voxels.
     pub fn len(&self) -> usize {
         self.voxels.len()

@@ -61,6 +61,13 @@ fn fixture_img4d_and_mask_match_nilearn() {
         assert_eq!(vox.map(|x| x as i64), want, "voxel {v}");
     }
 
+    // world coordinates: the affine times [i, j, k, 1], one matrix-vector product per voxel
+    for (v, vox) in mask.voxels.iter().enumerate() {
+        let h = [vox[0] as f64, vox[1] as f64, vox[2] as f64, 1.0];
+        let want: Vec<f64> = (0..3).map(|r| (0..4).map(|c| affine[r][c] * h[c]).sum()).collect();
+        assert_eq!(mask.world(v).to_vec(), want, "voxel {v}");
+    }
+
     let masked = mask.apply(&img, "img4d.nii.gz").expect("apply");
     let want = parse_npy(&read(FIXTURES, "masked.npy"), "masked.npy").expect("masked");
     assert_eq!(want.dtype_name(), "float32");

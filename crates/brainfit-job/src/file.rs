@@ -173,10 +173,13 @@ pub struct PermutationFile {
     /// Seed; permutation k is a pure function of (seed, k).
     #[serde(default)]
     pub seed: u64,
-    /// `"free"`, `"within-group"` or `"block"`.
+    /// `"within-group"`, `"whole-groups"`, `"block"` or `"free"`; default: `"within-group"`
+    /// when the data have groups, else `"free"`.
     pub scheme: Option<String>,
     /// Block length in samples (scheme `"block"`).
     pub block_len: Option<usize>,
+    /// Opt-in to `scheme = "free"` although the data have groups (runs).
+    pub free_across_groups: Option<bool>,
 }
 
 /// `[execution]`: task sizes. Results never depend on these.

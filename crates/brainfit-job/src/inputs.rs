@@ -74,6 +74,11 @@ pub struct SubjectInventory {
 pub struct Inventory {
     /// One entry per subject, in job order.
     pub subjects: Vec<SubjectInventory>,
+    /// What a user should know before trusting the results (the job file's own warnings,
+    /// [`JobSpec::warnings`], and those that depend on the data, e.g. too few distinct
+    /// permutations).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 fn is_npz(url: &str) -> bool {
@@ -163,7 +168,7 @@ pub async fn load_brain(store: &Store, subject: &SubjectSpec) -> Result<(Matrix,
         Some(m) => Some(load_mask(store, m).await?),
         None => None,
     };
-    let url = &subject.brain;
+    let url = subject.brain_url()?;
     let bytes = store.get(url).await?;
     let matrix = if is_nifti(url) {
         let img = parse_nifti(&bytes, url)?;
@@ -267,18 +272,116 @@ pub async fn load_groups(
     if groups.len() != n_samples {
         return Err(input_err(
             &name,
-            format!("has {} labels but the brain data has {n_samples} samples", groups.len()),
+            format!(
+                "has {} labels but the brain data ({}) has {n_samples} samples",
+                groups.len(),
+                subject.brain.as_deref().unwrap_or("none")
+            ),
         ));
     }
     Ok(Some(groups))
+}
+
+/// A subject without `[data]` (given brain RDMs, MEG data): the number of conditions comes from
+/// the first given RDM, else the time-resolved data, else the feature spaces; everything
+/// else is checked as for a subject with brain data.
+async fn inspect_without_brain(
+    store: &Store,
+    spec: &JobSpec,
+    subject: &SubjectSpec,
+) -> Result<SubjectInventory> {
+    let first_given: Option<String> = spec
+        .rsa
+        .iter()
+        .flat_map(|r| r.brain_rdms.values().chain(r.models.values()))
+        .next()
+        .cloned();
+    let n_samples = match first_given {
+        Some(url) => rdm_conditions(store, &url).await?,
+        None => match &spec.time_resolved {
+            Some(t) => {
+                let (shape, _) = npy_shape(store, &t.data).await?;
+                *shape.get(1).ok_or_else(|| {
+                    input_err(&t.data, "expected [n_times, n_conditions, n_channels]")
+                })?
+            }
+            None => space_refs(store, subject).await?.first().map_or(0, |(_, shape)| shape[0]),
+        },
+    };
+    let mut spaces = Vec::new();
+    for (space, shape) in space_refs(store, subject).await? {
+        if shape.first() != Some(&n_samples) {
+            return Err(input_err(
+                &space.url,
+                format!(
+                    "feature space {} has shape {shape:?}: its first dimension must be the {n_samples} conditions of the given RDMs",
+                    space.name
+                ),
+            ));
+        }
+        spaces.push((space, shape[1..].iter().product()));
+    }
+    let inv = SubjectInventory { n_samples, n_voxels: 0, f64_data: true, spaces };
+    check_rsa_inputs(store, spec, subject, &inv).await?;
+    Ok(inv)
+}
+
+/// `"<subject>: "` for a named subject of a sweep, empty for a single-subject job.
+pub fn subject_prefix(subject: &SubjectSpec) -> String {
+    subject.name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default()
+}
+
+/// Per-run z-scoring uses each run's mean and standard deviation. When a test fold holds part
+/// of a run, those statistics include test rows and leak into the training rows; so every
+/// outer and inner fold must hold whole runs.
+fn check_folds_keep_runs_whole(
+    e: &crate::spec::EncodingSpec,
+    groups: &[i64],
+) -> std::result::Result<(), String> {
+    use brainfit_kernels::cv::split;
+    // a run split by a fold has rows on both sides of it
+    let splits_a_run = |test: &[usize], labels: &[i64]| {
+        let mut in_test = vec![false; labels.len()];
+        test.iter().for_each(|&i| in_test[i] = true);
+        let mut sides: std::collections::BTreeMap<i64, [bool; 2]> = Default::default();
+        for (&label, &t) in labels.iter().zip(&in_test) {
+            sides.entry(label).or_default()[usize::from(t)] = true;
+        }
+        sides.into_iter().find(|(_, [train, test])| *train && *test).map(|(label, _)| label)
+    };
+    let message = |what: &str, run: i64| {
+        format!(
+            "[encoding] zscore = \"per-group\" with {what} folds that split run {run}: the run's z-scoring statistics would include test rows (a leak into the training rows). Use {what} = {{ kind = \"group\" }}, or kfold with folds on run boundaries, or zscore = \"none\""
+        )
+    };
+    let outer =
+        split(e.cv, groups.len(), Some(groups)).map_err(|err| format!("[encoding] cv: {err}"))?;
+    for fold in &outer {
+        if let Some(run) = splits_a_run(&fold.test, groups) {
+            return Err(message("cv", run));
+        }
+        let train_groups: Vec<i64> = fold.train.iter().map(|&i| groups[i]).collect();
+        let inner = split(e.inner_cv, train_groups.len(), Some(&train_groups))
+            .map_err(|err| format!("[encoding] inner_cv: {err}"))?;
+        for inner_fold in &inner {
+            if let Some(run) = splits_a_run(&inner_fold.test, &train_groups) {
+                return Err(message("inner_cv", run));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads shapes (and small inputs) of every subject and checks that they fit together,
 /// without computing anything. This is what `brainfit validate` runs.
 pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
     let mut subjects = Vec::new();
+    let mut warnings = spec.warnings();
     for subject in &spec.subjects {
-        let url = &subject.brain;
+        let Some(url) = &subject.brain else {
+            subjects.push(inspect_without_brain(store, spec, subject).await?);
+            continue;
+        };
         let mask = match &subject.mask {
             Some(m) => Some(load_mask(store, m).await?),
             None => None,
@@ -327,18 +430,28 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                 format!("brain data of shape [{n_samples}, {n_voxels}] is too small"),
             ));
         }
-        load_groups(store, subject, n_samples).await?;
-        if let Some(crate::spec::PermutationSpec {
-            scheme: crate::spec::PermutationScheme::Block { len },
-            ..
-        }) = spec.permutation
+        let groups = load_groups(store, subject, n_samples).await?;
+        let invalid = |message: String| JobError::Invalid {
+            file: spec.source_name.clone(),
+            message: format!("{message} ({})", subject.label()),
+        };
+        if let Some(p) = &spec.permutation {
+            let scheme = p.scheme(groups.as_deref());
+            scheme.check(n_samples).map_err(|e| invalid(format!("[permutation] {e}")))?;
+            let distinct = scheme.distinct_permutations(n_samples);
+            if distinct < 1000 {
+                warnings.push(format!(
+                    "{}[permutation] scheme = \"{}\" has only {distinct} distinct permutations here: p-values cannot resolve below about 1/{distinct}",
+                    subject_prefix(subject),
+                    p.scheme.describe()
+                ));
+            }
+        }
+        if let Some(e) = &spec.encoding
+            && e.zscore_per_group
         {
-            brainfit_kernels::permutation::Scheme::Block(len).check(n_samples).map_err(|e| {
-                JobError::Invalid {
-                    file: spec.source_name.clone(),
-                    message: format!("[permutation] {e} ({url})"),
-                }
-            })?;
+            check_folds_keep_runs_whole(e, groups.as_deref().expect("checked by the spec"))
+                .map_err(invalid)?;
         }
         let mut spaces = Vec::new();
         for (space, shape) in space_refs(store, subject).await? {
@@ -364,7 +477,8 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
         check_rsa_inputs(store, spec, subject, &inv).await?;
         subjects.push(inv);
     }
-    Ok(Inventory { subjects })
+    warnings.dedup();
+    Ok(Inventory { subjects, warnings })
 }
 
 /// Columns `[start, end)` of a matrix, as an owned matrix of the same precision.
@@ -444,7 +558,7 @@ pub(crate) async fn check_rsa_inputs(
         files.extend(r.models.values());
         files.extend(r.brain_rdms.values());
         if !r.rois.is_empty() && subject.mask.is_none() {
-            return Err(input_err(&subject.brain, "[rsa] rois need a [data] mask"));
+            return Err(input_err(subject.brain_url()?, "[rsa] rois need a [data] mask"));
         }
         let mask = match (&r.rois.is_empty(), &subject.mask) {
             (false, Some(m)) => Some(load_mask(store, m).await?),
@@ -468,7 +582,7 @@ pub(crate) async fn check_rsa_inputs(
     if spec.rsa.is_some() || spec.searchlight.is_some() || spec.time_resolved.is_some() {
         if n < 3 {
             return Err(input_err(
-                &subject.brain,
+                subject.brain.as_deref().unwrap_or(&spec.source_name),
                 format!("RSA needs at least 3 conditions, got {n}"),
             ));
         }
@@ -521,7 +635,7 @@ pub async fn load_brain_columns(
     end: usize,
     as_f64: bool,
 ) -> Result<Matrix> {
-    let url = &subject.brain;
+    let url = subject.brain_url()?;
     let (a, _requests) = store.get_npy_columns(url, start..end).await?;
     if let Some((pos, v)) = first_non_finite(&a) {
         return Err(input_err(

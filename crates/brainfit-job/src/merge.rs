@@ -4,7 +4,7 @@
 //! written last and is the marker of a complete run (it is removed when a run starts), so a
 //! failed run never leaves a result that looks complete.
 
-use crate::inputs::{Inventory, load_mask};
+use crate::inputs::{Inventory, load_mask, subject_prefix};
 use crate::plan::{Task, brain_rdm_names, model_names};
 use crate::spec::JobSpec;
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
@@ -37,6 +37,44 @@ pub fn map_stats(values: ArrayView1<'_, f64>) -> Value {
         .filter(|(_, v)| v.is_finite())
         .fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
     json!({ "n": values.len(), "n_finite": finite.len(), "mean": mean, "max": max, "argmax": imax })
+}
+
+/// Where mask voxel `voxel` lies: `{"voxel": [i, j, k], "mm": [x, y, z]}` (world coordinates
+/// through the mask's affine); `None` without a mask.
+fn location(mask: Option<&Mask>, voxel: usize) -> Option<Value> {
+    mask.map(|m| json!({ "voxel": m.voxels[voxel], "mm": m.world(voxel) }))
+}
+
+/// [`map_stats`] plus the peak's location, `map_item_voxel` mapping a map index to its mask
+/// voxel (the identity for voxel maps, the centre for searchlight maps).
+fn map_stats_located(
+    values: ArrayView1<'_, f64>,
+    mask: Option<&Mask>,
+    map_item_voxel: impl Fn(usize) -> usize,
+) -> Value {
+    let mut stats = map_stats(values);
+    let peak = stats.get("argmax").and_then(Value::as_u64);
+    if let Some(place) = peak.and_then(|i| location(mask, map_item_voxel(i as usize))) {
+        stats["peak"] = place;
+    }
+    stats
+}
+
+/// A warning when the median chosen alpha sits at the lowest or highest alpha of the grid:
+/// the grid probably does not reach the best regularisation for most voxels.
+fn alpha_edge_warning(space: &str, median: Option<f64>, grid: &[f64]) -> Option<String> {
+    let (median, lowest, highest) = (median?, *grid.first()?, *grid.last()?);
+    if grid.len() < 2 {
+        return None;
+    }
+    let edge = if median <= lowest {
+        format!("the lowest alpha of the grid ({lowest:e}); extend it downwards")
+    } else if median >= highest {
+        format!("the highest alpha of the grid ({highest:e}); extend it upwards")
+    } else {
+        return None;
+    };
+    Some(format!("encoding {space}: the median chosen alpha is {edge}"))
 }
 
 async fn put_npy(store: &Store, url: &str, values: ArrayView1<'_, f64>) -> Result<()> {
@@ -116,6 +154,7 @@ pub async fn write_outputs(
     info: &RunInfo,
 ) -> Result<Value> {
     let mut subjects_summary = Vec::new();
+    let mut warnings = inventory.warnings.clone();
     for (si, (subject, inv)) in spec.subjects.iter().zip(&inventory.subjects).enumerate() {
         let mask = match &subject.mask {
             Some(url) => Some(load_mask(store, url).await?),
@@ -147,12 +186,16 @@ pub async fn write_outputs(
                 put_map(store, &url("score.npy"), mask.as_ref(), &score).await?;
                 put_npy(store, &url("alpha.npy"), alpha.view()).await?;
                 put_stats(store, &url, mask.as_ref(), &maps, 0).await?;
+                let alpha_median = median(alpha.view());
+                let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
+                let edge = alpha_edge_warning(&space.name, alpha_median, grid);
+                warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
                 encoding_summary.insert(
                     space.name.clone(),
                     json!({
                         "n_features": p,
-                        "score": map_stats(score.view()),
-                        "alpha_median": median(alpha.view()),
+                        "score": map_stats_located(score.view(), mask.as_ref(), |v| v),
+                        "alpha_median": alpha_median,
                         "significant_fwe_05": significant(&maps, 0),
                     }),
                 );
@@ -200,7 +243,12 @@ pub async fn write_outputs(
                 }
                 searchlight_summary.insert(
                     name.clone(),
-                    json!({ "rdm": sl.rdm.as_str(), "compare": sl.compare.as_str(), "rho": map_stats(rho.view()), "significant_fwe_05": significant(&maps, m) }),
+                    json!({
+                        "rdm": sl.rdm.as_str(),
+                        "compare": sl.compare.as_str(),
+                        "rho": map_stats_located(rho.view(), mask.as_ref(), |i| centres[i] as usize),
+                        "significant_fwe_05": significant(&maps, m),
+                    }),
                 );
             }
         }
@@ -237,11 +285,15 @@ pub async fn write_outputs(
                         let item = b * models.len() + j;
                         let value = maps.value[(mi, item)];
                         csv.push_str(&format!("{brain},{model},{},{value:?}", method.as_str()));
+                        let mut row = json!({ "brain": brain, "model": model, "method": method.as_str(), "value": value });
                         if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
-                            csv.push_str(&format!(",{:?},{:?}", p[(mi, item)], pf[(mi, item)]));
+                            let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
+                            csv.push_str(&format!(",{p:?},{pf:?}"));
+                            row["p"] = json!(p);
+                            row["p_fwe"] = json!(pf);
                         }
                         csv.push('\n');
-                        rsa_rows.push(json!({ "brain": brain, "model": model, "method": method.as_str(), "value": value }));
+                        rsa_rows.push(row);
                     }
                 }
             }
@@ -250,7 +302,8 @@ pub async fn write_outputs(
                 .await?;
         }
         let mut s = serde_json::Map::new();
-        s.insert("name".into(), json!(subject.name));
+        // a single-subject job's subject is named by the job
+        s.insert("name".into(), json!(subject.name.as_deref().unwrap_or(&spec.name)));
         s.insert("n_samples".into(), json!(inv.n_samples));
         s.insert("n_voxels".into(), json!(inv.n_voxels));
         s.insert("precision".into(), json!(if inv.f64_data { "f64" } else { "f32" }));
@@ -290,7 +343,12 @@ pub async fn write_outputs(
             }
             time_resolved_summary.insert(
                 name.clone(),
-                json!({ "rdm": t.rdm.as_str(), "compare": t.compare.as_str(), "rho": map_stats(maps.value.row(m)), "significant_fwe_05": significant(&maps, m) }),
+                json!({
+                    "rdm": t.rdm.as_str(),
+                    "compare": t.compare.as_str(),
+                    "rho": map_stats(maps.value.row(m)),
+                    "significant_fwe_05": significant(&maps, m),
+                }),
             );
         }
     }
@@ -303,6 +361,13 @@ pub async fn write_outputs(
         "compute_seconds": info.compute_seconds,
         "subjects": subjects_summary,
         "time_resolved": time_resolved_summary,
+        "permutation": spec.permutation.map(|p| json!({
+            "n": p.n,
+            "seed": p.seed,
+            "scheme": p.scheme.describe(),
+            "smallest_p": 1.0 / (p.n as f64 + 1.0),
+        })),
+        "warnings": warnings,
         "job": spec.source,
     });
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");

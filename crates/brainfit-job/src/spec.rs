@@ -8,6 +8,7 @@ use crate::file::{AlphasFile, CvFile, DataFile, GroupsFile, JobFile};
 use crate::{JobError, Result};
 use brainfit_kernels::compare::CompareMethod;
 use brainfit_kernels::cv::CvScheme;
+use brainfit_kernels::permutation::Scheme;
 use brainfit_kernels::rdm::RdmMethod;
 use brainfit_kernels::ridge::{RidgeSpec, VOXEL_BATCH};
 use brainfit_kernels::score::ScoreKind;
@@ -45,8 +46,9 @@ pub struct JobSpec {
 pub struct SubjectSpec {
     /// Output subdirectory (`None` for a single-subject job: outputs at the root).
     pub name: Option<String>,
-    /// Brain data URL.
-    pub brain: String,
+    /// Brain data URL (`None` for a job that needs no brain patterns: `[rsa] brain_rdms` and
+    /// `[time_resolved]` only).
+    pub brain: Option<String>,
     /// Mask URL.
     pub mask: Option<String>,
     /// Group labels.
@@ -62,6 +64,14 @@ impl SubjectSpec {
             Some(n) => format!("{n}/{relative}"),
             None => relative.to_string(),
         }
+    }
+
+    /// The brain data URL, or an error for a subject without `[data]` (the spec allows that
+    /// only for analyses that need no brain patterns).
+    pub fn brain_url(&self) -> crate::Result<&str> {
+        self.brain.as_deref().ok_or_else(|| {
+            crate::JobError::Corrupt(format!("{} has no [data] brain", self.label()))
+        })
     }
 
     /// Name for messages.
@@ -142,18 +152,38 @@ pub struct TimeResolvedSpec {
     pub compare: CompareMethod,
 }
 
-/// How labels are permuted.
+/// How labels are permuted (the kernels' [`Scheme`] without the group labels, which come
+/// with each subject's data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PermutationScheme {
-    /// Any permutation.
+    /// Any permutation (with groups only by the explicit opt-in `free_across_groups`).
     Free,
-    /// Only within each group (run).
+    /// Only within each group (run): the default when the data have groups.
     WithinGroup,
-    /// Contiguous blocks of `len` samples permuted as units.
+    /// Whole groups of equal size as units: exact for time series.
+    WholeGroups,
+    /// Contiguous blocks of `len` samples as units, within each run.
     Block {
         /// Block length in samples.
         len: usize,
     },
+}
+
+impl PermutationScheme {
+    /// The scheme as the job file names it, e.g. `"within-group"` or `"block (block_len 10)"`.
+    pub fn describe(&self) -> String {
+        match self {
+            PermutationScheme::Free => "free".into(),
+            PermutationScheme::WithinGroup => "within-group".into(),
+            PermutationScheme::WholeGroups => "whole-groups".into(),
+            PermutationScheme::Block { len } => format!("block (block_len {len})"),
+        }
+    }
+
+    /// Whether single rows move independently (which destroys autocorrelation).
+    pub fn is_row_level(&self) -> bool {
+        matches!(self, PermutationScheme::Free | PermutationScheme::WithinGroup)
+    }
 }
 
 /// Checked `[permutation]`.
@@ -165,6 +195,24 @@ pub struct PermutationSpec {
     pub seed: u64,
     /// Scheme.
     pub scheme: PermutationScheme,
+    /// Whether the scheme was chosen by default (not written in the job file).
+    pub scheme_by_default: bool,
+}
+
+impl PermutationSpec {
+    /// The kernels' scheme for a subject with group labels `groups` (present wherever the
+    /// scheme needs them: the spec checked that).
+    pub fn scheme(&self, groups: Option<&[i64]>) -> Scheme {
+        let labels = || groups.expect("checked by the spec").to_vec();
+        match self.scheme {
+            PermutationScheme::Free => Scheme::Free,
+            PermutationScheme::WithinGroup => Scheme::WithinGroup(labels()),
+            PermutationScheme::WholeGroups => Scheme::WholeGroups(labels()),
+            PermutationScheme::Block { len } => {
+                Scheme::Block { len, groups: groups.map(<[i64]>::to_vec) }
+            }
+        }
+    }
 }
 
 /// Task sizes.
@@ -196,6 +244,74 @@ pub fn logspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     y.into_iter().map(|e| 10f64.powf(e)).collect()
 }
 
+/// Checks `[permutation]` against the subjects' groups: with groups the default is
+/// `within-group`, and `free` needs the explicit opt-in `free_across_groups = true`.
+fn parse_permutation(
+    p: &crate::file::PermutationFile,
+    subjects: &[SubjectSpec],
+) -> std::result::Result<PermutationSpec, String> {
+    if p.n == 0 {
+        return Err("[permutation] n must be at least 1".into());
+    }
+    let without_groups = subjects.iter().find(|s| s.groups.is_none());
+    let with_groups = subjects.iter().find(|s| s.groups.is_some());
+    let needs_groups = |name: &str| match without_groups {
+        Some(s) => Err(format!(
+            "[permutation] scheme = \"{name}\" needs [data] groups, and {} has none",
+            s.label()
+        )),
+        None => Ok(()),
+    };
+    let scheme = match p.scheme.as_deref() {
+        None => match (with_groups, without_groups) {
+            (Some(_), None) => PermutationScheme::WithinGroup,
+            (None, _) => PermutationScheme::Free,
+            (Some(a), Some(b)) => {
+                return Err(format!(
+                    "[permutation] {} has groups and {} has none, so no default scheme fits both: set scheme explicitly",
+                    a.label(),
+                    b.label()
+                ));
+            }
+        },
+        Some("free") => {
+            if let Some(s) = with_groups
+                && p.free_across_groups != Some(true)
+            {
+                return Err(format!(
+                    "[permutation] scheme = \"free\" would permute across the runs of {}'s [data] groups: a permuted run then mixes rows (run means, scales, per-run preprocessing) of every run, which the observed data never had, and p-values are wrong (many times too many false positives in tests). Use scheme = \"within-group\" (the default with groups), or set free_across_groups = true if rows really are exchangeable across runs",
+                    s.label()
+                ));
+            }
+            PermutationScheme::Free
+        }
+        Some("within-group") => {
+            needs_groups("within-group")?;
+            PermutationScheme::WithinGroup
+        }
+        Some("whole-groups") => {
+            needs_groups("whole-groups")?;
+            PermutationScheme::WholeGroups
+        }
+        Some("block") => match p.block_len {
+            Some(len) if len >= 1 => PermutationScheme::Block { len },
+            _ => return Err("[permutation] scheme = \"block\" needs block_len >= 1".into()),
+        },
+        Some(other) => {
+            return Err(format!(
+                "[permutation] scheme = {other:?}: use \"within-group\", \"whole-groups\", \"block\" or \"free\""
+            ));
+        }
+    };
+    if p.block_len.is_some() && !matches!(scheme, PermutationScheme::Block { .. }) {
+        return Err("[permutation] block_len only applies to scheme = \"block\"".into());
+    }
+    if p.free_across_groups.is_some() && scheme != PermutationScheme::Free {
+        return Err("[permutation] free_across_groups only applies to scheme = \"free\"".into());
+    }
+    Ok(PermutationSpec { n: p.n, seed: p.seed, scheme, scheme_by_default: p.scheme.is_none() })
+}
+
 fn parse_cv(cv: Option<CvFile>, default: CvScheme) -> CvScheme {
     match cv {
         None => default,
@@ -217,7 +333,7 @@ impl JobSpec {
         let subject =
             |n: Option<String>, d: &DataFile, extra: &BTreeMap<String, String>| SubjectSpec {
                 name: n,
-                brain: resolve(&d.brain),
+                brain: Some(resolve(&d.brain)),
                 mask: d.mask.as_deref().map(resolve),
                 groups: d.groups.as_ref().map(|g| match g {
                     GroupsFile::Url(u) => GroupsSpec::Url(resolve(u)),
@@ -253,7 +369,27 @@ impl JobSpec {
             (Some(_), Some(_)) => {
                 return Err(invalid("give either [data] or [[subjects]], not both".into()));
             }
-            _ => return Err(invalid("missing [data] (or [[subjects]])".into())),
+            (None, Some(_)) => return Err(invalid("[[subjects]] lists no subject".into())),
+            (None, None) => {
+                // given RDMs and MEG data need no brain patterns
+                let needs_brain = [
+                    (file.encoding.is_some(), "[encoding]"),
+                    (file.searchlight.is_some(), "[searchlight]"),
+                    (file.rsa.as_ref().is_some_and(|r| !r.rois.is_empty()), "[rsa] rois"),
+                ];
+                if let Some((_, what)) = needs_brain.iter().find(|(needed, _)| *needed) {
+                    return Err(invalid(format!(
+                        "missing [data] (or [[subjects]]): {what} needs brain data"
+                    )));
+                }
+                subjects.push(SubjectSpec {
+                    name: None,
+                    brain: None,
+                    mask: None,
+                    groups: None,
+                    features: file.features.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
+                });
+            }
         }
         for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
             if space.is_empty() || space.contains('/') {
@@ -430,42 +566,7 @@ impl JobSpec {
 
         let permutation = match &file.permutation {
             None => None,
-            Some(p) => {
-                if p.n == 0 {
-                    return Err(invalid("[permutation] n must be at least 1".into()));
-                }
-                let scheme = match p.scheme.as_deref().unwrap_or("free") {
-                    "free" => PermutationScheme::Free,
-                    "within-group" => {
-                        if let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
-                            return Err(invalid(format!(
-                                "[permutation] scheme = \"within-group\" needs [data] groups, and {} has none",
-                                s.label()
-                            )));
-                        }
-                        PermutationScheme::WithinGroup
-                    }
-                    "block" => match p.block_len {
-                        Some(len) if len >= 1 => PermutationScheme::Block { len },
-                        _ => {
-                            return Err(invalid(
-                                "[permutation] scheme = \"block\" needs block_len >= 1".into(),
-                            ));
-                        }
-                    },
-                    other => {
-                        return Err(invalid(format!(
-                            "[permutation] scheme = {other:?}: use \"free\", \"within-group\" or \"block\""
-                        )));
-                    }
-                };
-                if p.block_len.is_some() && !matches!(scheme, PermutationScheme::Block { .. }) {
-                    return Err(invalid(
-                        "[permutation] block_len only applies to scheme = \"block\"".into(),
-                    ));
-                }
-                Some(PermutationSpec { n: p.n, seed: p.seed, scheme })
-            }
+            Some(p) => Some(parse_permutation(p, &subjects).map_err(invalid)?),
         };
 
         let ex = file.execution.as_ref();
@@ -512,6 +613,31 @@ impl JobSpec {
             source: text.to_string(),
             source_name: name.to_string(),
         })
+    }
+
+    /// What a user should know about this job file before trusting its p-values: choices that
+    /// are allowed but make permutation inference approximate or invalid on some data.
+    /// `brainfit validate` prints them and `summary.json` records them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Some(p) = &self.permutation else { return out };
+        if p.scheme == PermutationScheme::Free && self.subjects.iter().any(|s| s.groups.is_some()) {
+            out.push("[permutation] scheme = \"free\" with free_across_groups: the runs are ignored, so p-values are valid only if rows are exchangeable across runs (no run offsets, scales, drifts or per-run preprocessing that differ between runs)".into());
+        }
+        if let PermutationScheme::Block { len } = p.scheme {
+            out.push(format!("[permutation] scheme = \"block\" is approximate: blocks of {len} keep autocorrelation only inside each block, and the null is exact only if blocks are exchangeable within a run; with runs of equal length, \"whole-groups\" is exact"));
+        }
+        if let Some(e) = &self.encoding
+            && e.delays != [0]
+            && p.scheme.is_row_level()
+        {
+            out.push(format!(
+                "[encoding] delays = {:?} mean time-series data, whose autocorrelation a row-level permutation (scheme = \"{}\") destroys: p-values come out too small. Use scheme = \"whole-groups\" (exact; runs of equal length) or \"block\" with block_len longer than the autocorrelation (approximate)",
+                e.delays,
+                p.scheme.describe()
+            ));
+        }
+        out
     }
 
     /// Absolute URL of an output path of a subject.
@@ -567,7 +693,7 @@ conv = "c.npy"
         let s =
             JobSpec::from_toml(&format!("{BASE}[encoding]\n"), "job.toml", "file:///data/study")
                 .unwrap();
-        assert_eq!(s.subjects[0].brain, "file:///data/study/b.npy");
+        assert_eq!(s.subjects[0].brain.as_deref(), Some("file:///data/study/b.npy"));
         assert_eq!(s.output, "file:///data/study/out");
         let e = s.encoding.unwrap();
         assert_eq!(e.cv, CvScheme::KFold { k: 5 });
@@ -610,5 +736,72 @@ conv = "c.npy"
         .unwrap_err()
         .to_string();
         assert!(e.contains("within-group"), "{e}");
+    }
+
+    fn parse(text: &str) -> std::result::Result<JobSpec, String> {
+        JobSpec::from_toml(text, "j.toml", "file:///d").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_permutation_scheme_follows_the_runs() {
+        let no_groups = BASE.replace("groups = [0, 0, 1, 1]\n", "");
+        let scheme = |base: &str, extra: &str| {
+            parse(&format!("{base}[encoding]\n[permutation]\nn = 9\n{extra}"))
+                .map(|s| s.permutation.unwrap())
+        };
+        // defaults: within-group with runs, free without
+        let with = scheme(BASE, "").unwrap();
+        assert_eq!((with.scheme, with.scheme_by_default), (PermutationScheme::WithinGroup, true));
+        assert_eq!(scheme(&no_groups, "").unwrap().scheme, PermutationScheme::Free);
+        // free across runs only by opt-in, which is then a warning
+        let e = scheme(BASE, "scheme = \"free\"\n").unwrap_err();
+        assert!(e.contains("free_across_groups = true") && e.contains("within-group"), "{e}");
+        let opted = scheme(BASE, "scheme = \"free\"\nfree_across_groups = true\n").unwrap();
+        assert_eq!(opted.scheme, PermutationScheme::Free);
+        let spec = parse(&format!(
+            "{BASE}[encoding]\n[permutation]\nn = 9\nscheme = \"free\"\nfree_across_groups = true\n"
+        ))
+        .unwrap();
+        assert!(spec.warnings().iter().any(|w| w.contains("exchangeable across runs")));
+        assert!(scheme(&no_groups, "scheme = \"free\"\n").is_ok());
+        let e = scheme(BASE, "free_across_groups = true\n").unwrap_err();
+        assert!(e.contains("only applies"), "{e}");
+        let e = scheme(&no_groups, "scheme = \"whole-groups\"\n").unwrap_err();
+        assert!(e.contains("needs [data] groups"), "{e}");
+        // delays with a row-level scheme warn and name the valid choices; whole-groups does not
+        let delayed = |extra: &str| {
+            parse(&format!("{BASE}[encoding]\ndelays = [1, 2]\n[permutation]\nn = 9\n{extra}"))
+                .unwrap()
+                .warnings()
+        };
+        let w = delayed("");
+        assert!(w.len() == 1 && w[0].contains("whole-groups") && w[0].contains("block"), "{w:?}");
+        assert!(delayed("scheme = \"whole-groups\"\n").is_empty());
+        let w = delayed("scheme = \"block\"\nblock_len = 2\n");
+        assert!(w.len() == 1 && w[0].contains("approximate"), "{w:?}");
+        assert!(
+            parse(&format!("{BASE}[encoding]\n[permutation]\nn = 9\n"))
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn data_is_optional_only_without_brain_patterns() {
+        let rdms = "name = \"t\"\noutput = \"out\"\n[rsa]\nbrain_rdms = { it = \"it.npy\" }\nmodels = { m = \"m.npy\" }\n";
+        let spec = parse(rdms).unwrap();
+        assert_eq!(spec.subjects.len(), 1);
+        assert!(spec.subjects[0].brain.is_none());
+        let meg = "name = \"t\"\noutput = \"out\"\n[time_resolved]\ndata = \"meg.npy\"\n";
+        assert!(parse(meg).is_ok());
+        for (table, what) in [
+            ("[encoding]\n[features]\nx = \"x.npy\"\n", "[encoding]"),
+            ("[searchlight]\nradius = 2\n", "[searchlight]"),
+            ("[rsa]\nrois = { a = \"a.nii.gz\" }\n", "[rsa] rois"),
+        ] {
+            let e = parse(&format!("name = \"t\"\noutput = \"out\"\n{table}")).unwrap_err();
+            assert!(e.contains("missing [data]") && e.contains(what), "{e}");
+        }
     }
 }

@@ -12,68 +12,155 @@
 //! NaN statistics (e.g. a constant voxel) never count as exceeding and never become a map's
 //! maximum; a NaN observed value gets a NaN p-value.
 
+use crate::preprocess::run_segments;
 use crate::rng::Rng;
 use crate::{KernelError, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
 
-/// How sample (condition) labels may be permuted.
+/// How sample (condition) labels may be permuted: the exchangeability structure of the data.
+///
+/// A permutation test is exact when the permuted data are distributed as the observed data
+/// under the null. With runs, rows are exchangeable only within a run (run means, scales and
+/// per-run preprocessing differ), so [`Scheme::WithinGroup`] is the scheme for independent
+/// trials; autocorrelated time series are exchangeable only as whole runs
+/// ([`Scheme::WholeGroups`]), or approximately as blocks within runs ([`Scheme::Block`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scheme {
     /// Any permutation.
     Free,
     /// Only within each group: `groups[i]` is sample i's group (run).
     WithinGroup(Vec<i64>),
-    /// Contiguous blocks of `len` samples permuted as units (the last block may be shorter).
-    Block(usize),
+    /// Contiguous blocks of `len` samples permuted as units within each run (each maximal
+    /// stretch of one group label), or over the whole series without groups. A run's last
+    /// block may be shorter; no block ever crosses a run boundary.
+    Block {
+        /// Block length in samples.
+        len: usize,
+        /// Group label per sample, if the data have runs.
+        groups: Option<Vec<i64>>,
+    },
+    /// Whole groups (runs) of equal size permuted as units: the rows of one group move, in
+    /// their order, to the positions of another. Keeps every within-run structure
+    /// (autocorrelation, preprocessing) intact.
+    WholeGroups(Vec<i64>),
 }
 
 impl Scheme {
     /// Checks the scheme against the number of samples.
     pub fn check(&self, n: usize) -> Result<()> {
-        match self {
-            Scheme::Free => Ok(()),
-            Scheme::WithinGroup(g) if g.len() != n => {
+        let labels_for = |g: &[i64]| {
+            if g.len() == n {
+                Ok(())
+            } else {
                 Err(KernelError::Shape(format!("{} group labels for {n} samples", g.len())))
             }
-            Scheme::WithinGroup(_) => Ok(()),
-            Scheme::Block(0) => {
+        };
+        match self {
+            Scheme::Free => Ok(()),
+            Scheme::WithinGroup(g) => labels_for(g),
+            Scheme::Block { len: 0, .. } => {
                 Err(KernelError::Parameter("block length must be at least 1".into()))
             }
-            Scheme::Block(len) if *len >= n => Err(KernelError::Parameter(format!(
-                "block length {len} is not shorter than the data ({n} samples): nothing to permute"
-            ))),
-            Scheme::Block(_) => Ok(()),
+            Scheme::Block { len, groups } => {
+                if let Some(g) = groups {
+                    labels_for(g)?;
+                }
+                let longest = run_segments(n, groups.as_deref())
+                    .iter()
+                    .map(|(start, end)| end - start)
+                    .max()
+                    .unwrap_or(0);
+                if *len >= longest {
+                    let what = if groups.is_some() { "longest run" } else { "data" };
+                    return Err(KernelError::Parameter(format!(
+                        "block length {len} is not shorter than the {what} ({longest} samples): nothing to permute"
+                    )));
+                }
+                Ok(())
+            }
+            Scheme::WholeGroups(g) => {
+                labels_for(g)?;
+                let sizes = group_positions(g);
+                if sizes.len() < 2 {
+                    return Err(KernelError::Parameter(
+                        "whole-group permutation needs at least 2 groups".into(),
+                    ));
+                }
+                let (first_label, first) = (sizes[0].0, sizes[0].1.len());
+                if let Some((label, rows)) = sizes.iter().find(|(_, rows)| rows.len() != first) {
+                    return Err(KernelError::Parameter(format!(
+                        "whole-group permutation needs groups of equal size: group {first_label} has {first} samples, group {label} has {}",
+                        rows.len()
+                    )));
+                }
+                Ok(())
+            }
         }
     }
+
+    /// Number of distinct permutations the scheme can draw, saturating at `u64::MAX` (for
+    /// warnings: p-values cannot resolve below its reciprocal).
+    pub fn distinct_permutations(&self, n: usize) -> u64 {
+        let factorial = |m: usize| (2..=m as u64).try_fold(1u64, |f, i| f.checked_mul(i));
+        let product = |sizes: Vec<usize>| {
+            sizes.into_iter().try_fold(1u64, |acc, m| factorial(m).and_then(|f| acc.checked_mul(f)))
+        };
+        let count = match self {
+            Scheme::Free => factorial(n),
+            Scheme::WithinGroup(g) => {
+                product(group_positions(g).iter().map(|(_, rows)| rows.len()).collect())
+            }
+            Scheme::Block { len, groups } => product(
+                run_segments(n, groups.as_deref())
+                    .iter()
+                    .map(|(s, e)| (e - s).div_ceil(*len))
+                    .collect(),
+            ),
+            Scheme::WholeGroups(g) => factorial(group_positions(g).len()),
+        };
+        count.unwrap_or(u64::MAX)
+    }
+}
+
+/// Each group label (ascending) with its sample positions (ascending).
+fn group_positions(groups: &[i64]) -> Vec<(i64, Vec<usize>)> {
+    let mut by_label: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    groups.iter().enumerate().for_each(|(i, &g)| by_label.entry(g).or_default().push(i));
+    by_label.into_iter().collect()
 }
 
 /// Permutation `k` of `n` labels under `scheme`: `perm[i]` is the sample that takes position
 /// `i`. A pure function of `(n, scheme, seed, k)`.
 pub fn permutation(n: usize, scheme: &Scheme, seed: u64, k: u64) -> Vec<usize> {
     let mut rng = Rng::stream(seed, k);
+    let mut p: Vec<usize> = (0..n).collect();
     match scheme {
-        Scheme::Free => {
-            let mut p: Vec<usize> = (0..n).collect();
-            rng.shuffle(&mut p);
-            p
-        }
+        Scheme::Free => rng.shuffle(&mut p),
         Scheme::WithinGroup(groups) => {
-            let mut p: Vec<usize> = (0..n).collect();
-            let labels: std::collections::BTreeSet<i64> = groups.iter().copied().collect();
-            for label in labels {
-                let slots: Vec<usize> = (0..n).filter(|&i| groups[i] == label).collect();
+            for (_, slots) in group_positions(groups) {
                 let mut members = slots.clone();
                 rng.shuffle(&mut members);
                 slots.iter().zip(members).for_each(|(&s, m)| p[s] = m);
             }
-            p
         }
-        Scheme::Block(len) => {
-            let mut blocks: Vec<usize> = (0..n.div_ceil(*len)).collect();
-            rng.shuffle(&mut blocks);
-            blocks.iter().flat_map(|&b| b * len..((b + 1) * len).min(n)).collect()
+        Scheme::Block { len, groups } => {
+            for (start, end) in run_segments(n, groups.as_deref()) {
+                let mut blocks: Vec<usize> = (start..end).step_by(*len).collect();
+                rng.shuffle(&mut blocks);
+                let moved = blocks.iter().flat_map(|&b| b..(b + len).min(end));
+                p[start..end].iter_mut().zip(moved).for_each(|(slot, m)| *slot = m);
+            }
+        }
+        Scheme::WholeGroups(groups) => {
+            let positions = group_positions(groups);
+            let mut sources: Vec<usize> = (0..positions.len()).collect();
+            rng.shuffle(&mut sources);
+            for ((_, slots), &source) in positions.iter().zip(&sources) {
+                slots.iter().zip(&positions[source].1).for_each(|(&s, &m)| p[s] = m);
+            }
         }
     }
+    p
 }
 
 /// Adds one permutation's null map to the counts: `count_ge[v] += null[v] >= observed[v]`,
@@ -152,9 +239,13 @@ mod tests {
 
     #[test]
     fn permutations_are_pure_functions_of_seed_and_k() {
-        for scheme in
-            [Scheme::Free, Scheme::WithinGroup(vec![0, 0, 1, 1, 1, 2, 2, 0]), Scheme::Block(3)]
-        {
+        for scheme in [
+            Scheme::Free,
+            Scheme::WithinGroup(vec![0, 0, 1, 1, 1, 2, 2, 0]),
+            Scheme::Block { len: 3, groups: None },
+            Scheme::Block { len: 1, groups: Some(vec![0, 0, 0, 0, 1, 1, 1, 1]) },
+            Scheme::WholeGroups(vec![0, 0, 1, 1, 2, 2, 3, 3]),
+        ] {
             let a = permutation(8, &scheme, 11, 5);
             assert_eq!(a, permutation(8, &scheme, 11, 5));
             assert!(is_permutation(&a));
@@ -171,7 +262,7 @@ mod tests {
         for k in 0..50 {
             let p = permutation(8, &Scheme::WithinGroup(g.clone()), 3, k);
             assert!((0..8).all(|i| g[p[i]] == g[i]));
-            let b = permutation(10, &Scheme::Block(4), 3, k);
+            let b = permutation(10, &Scheme::Block { len: 4, groups: None }, 3, k);
             assert!(is_permutation(&b));
             // each block [0..4), [4..8), [8..10) appears contiguous and in order
             let starts: Vec<usize> = b.iter().copied().filter(|&x| x % 4 == 0).collect();
@@ -184,10 +275,72 @@ mod tests {
     }
 
     #[test]
+    fn blocks_never_cross_runs() {
+        // runs of 7, 5 and 8 samples (labels need not be sorted), blocks of 3
+        let groups: Vec<i64> = [vec![4; 7], vec![1; 5], vec![9; 8]].concat();
+        let runs = run_segments(20, Some(&groups));
+        let scheme = Scheme::Block { len: 3, groups: Some(groups.clone()) };
+        let mut moved = false;
+        for k in 0..100 {
+            let p = permutation(20, &scheme, 7, k);
+            assert!(is_permutation(&p));
+            for &(start, end) in &runs {
+                // every position of a run holds a sample of the same run ...
+                assert!(p[start..end].iter().all(|&m| (start..end).contains(&m)), "{p:?}");
+                // ... and the run is a concatenation of its own blocks, each kept in order
+                let mut i = start;
+                while i < end {
+                    let b = p[i];
+                    assert_eq!((b - start) % 3, 0, "a block starts at a block boundary: {p:?}");
+                    let len = 3.min(end - b);
+                    assert_eq!(&p[i..i + len], &(b..b + len).collect::<Vec<_>>()[..]);
+                    i += len;
+                }
+            }
+            moved |= p != (0..20).collect::<Vec<_>>();
+        }
+        assert!(moved);
+    }
+
+    #[test]
+    fn whole_groups_move_as_units_in_order() {
+        let groups: Vec<i64> = vec![2, 2, 2, 0, 0, 0, 5, 5, 5, 7, 7, 7];
+        let scheme = Scheme::WholeGroups(groups.clone());
+        let mut seen = std::collections::HashSet::new();
+        for k in 0..200 {
+            let p = permutation(12, &scheme, 1, k);
+            assert!(is_permutation(&p));
+            for run in 0..4 {
+                let source = p[3 * run];
+                assert_eq!(source % 3, 0);
+                assert_eq!(&p[3 * run..3 * run + 3], &[source, source + 1, source + 2]);
+            }
+            seen.insert(p);
+        }
+        assert_eq!(seen.len(), 24, "all 4! orders of the runs are drawn");
+        assert_eq!(scheme.distinct_permutations(12), 24);
+    }
+
+    #[test]
+    fn distinct_permutation_counts() {
+        assert_eq!(Scheme::Free.distinct_permutations(5), 120);
+        assert_eq!(Scheme::Free.distinct_permutations(100), u64::MAX);
+        assert_eq!(Scheme::WithinGroup(vec![0, 0, 1, 1, 1]).distinct_permutations(5), 12);
+        let block = Scheme::Block { len: 2, groups: Some(vec![0, 0, 0, 0, 0, 1, 1, 1, 1]) };
+        assert_eq!(block.distinct_permutations(9), 6 * 2); // 3 blocks in run 0, 2 in run 1
+    }
+
+    #[test]
     fn invalid_schemes_are_errors() {
-        assert!(Scheme::Block(10).check(10).is_err());
-        assert!(Scheme::Block(0).check(10).is_err());
+        let block = |len, groups| Scheme::Block { len, groups };
+        assert!(block(10, None).check(10).is_err());
+        assert!(block(0, None).check(10).is_err());
+        assert!(block(5, Some(vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1])).check(10).is_err());
+        assert!(block(4, Some(vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 1])).check(10).is_ok());
         assert!(Scheme::WithinGroup(vec![0; 3]).check(4).is_err());
+        let unequal = Scheme::WholeGroups(vec![0, 0, 0, 1, 1]).check(5).unwrap_err();
+        assert!(unequal.to_string().contains("group 0 has 3 samples, group 1 has 2"), "{unequal}");
+        assert!(Scheme::WholeGroups(vec![3; 4]).check(4).is_err());
         assert!(Scheme::Free.check(4).is_ok());
     }
 

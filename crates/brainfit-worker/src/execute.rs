@@ -8,7 +8,7 @@
 use crate::{JobContext, Result};
 use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, with_precision};
-use brainfit_job::spec::{EncodingSpec, PermutationScheme, PermutationSpec, SubjectSpec};
+use brainfit_job::spec::{EncodingSpec, PermutationSpec, SubjectSpec};
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, Task, with_matrix};
 use brainfit_kernels::Real;
@@ -161,7 +161,7 @@ impl Executor {
         // only this task's voxels are read from a .npy (range requests); a NIfTI image is
         // read once per process
         let subject = &job.spec.subjects[si];
-        let y = if inputs::is_nifti(&subject.brain) {
+        let y = if inputs::is_nifti(subject.brain_url()?) {
             inputs::columns(&self.brain(job, si)?.matrix, voxels[0], voxels[1])
         } else {
             self.block_on(inputs::load_brain_columns(
@@ -179,7 +179,7 @@ impl Executor {
             .map(|(s, _)| s.clone())
             .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
         let n = voxels[1] - voxels[0];
-        let perms = job.spec.permutation.map(|p| (p, permutation_scheme(&p, groups)));
+        let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
         let (block, alpha) = with_matrix!(y, |y| {
             let cv = self.nested_cv(job, si, &space_ref, spec, groups, inv.f64_data)?;
             encode_with_nulls(&cv, y, spec, groups, perms)?
@@ -223,7 +223,9 @@ fn matrix_as<T: Real>(m: Matrix) -> Array2<T> {
     *any.downcast::<Array2<T>>().expect("precision chosen by the caller")
 }
 
-fn prepare_and_decompose<T: Real>(
+/// Per-run preprocessing of the features (z-scoring, FIR delays), then the nested CV's
+/// decompositions.
+pub fn prepare_and_decompose<T: Real>(
     mut x: Array2<T>,
     spec: &EncodingSpec,
     groups: Option<&[i64]>,
@@ -236,38 +238,34 @@ fn prepare_and_decompose<T: Real>(
     NestedCv::new::<Backend>(x.view(), &outer, spec.inner_cv, groups, spec.ridge.intercept)
 }
 
-/// The kernels' permutation scheme for a subject.
-pub fn permutation_scheme(p: &PermutationSpec, groups: Option<&[i64]>) -> Scheme {
-    match p.scheme {
-        PermutationScheme::Free => Scheme::Free,
-        PermutationScheme::WithinGroup => {
-            Scheme::WithinGroup(groups.expect("checked by the spec").to_vec())
-        }
-        PermutationScheme::Block { len } => Scheme::Block(len),
-    }
-}
-
 /// Observed scores of a voxel chunk and, with permutations, their null counts and maxima.
-/// A permutation re-pairs stimuli and responses (`y`'s rows) and re-runs the whole nested CV,
-/// alpha selection included; X's decompositions are reused because X does not change.
-fn encode_with_nulls<T: Real>(
+///
+/// A permutation re-pairs stimuli and responses (`y`'s rows, as loaded) and then applies the
+/// same per-run preprocessing the observed data get (z-scoring), so the null sees exactly what
+/// the observed data saw, before re-running the whole nested CV, alpha selection included.
+/// X's decompositions are reused: X does not change, so that reuse is exact.
+pub fn encode_with_nulls<T: Real>(
     cv: &NestedCv<T>,
-    mut y: Array2<T>,
+    y: Array2<T>,
     spec: &EncodingSpec,
     groups: Option<&[i64]>,
     perms: Option<(PermutationSpec, Scheme)>,
 ) -> Result<(MapBlock, Vec<f64>)> {
-    if spec.zscore_per_group {
-        zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
-            .map_err(JobError::from)?;
-    }
-    let observed = cv.fit::<Backend>(y.view(), &spec.ridge).map_err(JobError::from)?;
+    let preprocess = |mut y: Array2<T>| -> Result<Array2<T>> {
+        if spec.zscore_per_group {
+            zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
+                .map_err(JobError::from)?;
+        }
+        Ok(y)
+    };
+    let observed =
+        cv.fit::<Backend>(preprocess(y.clone())?.view(), &spec.ridge).map_err(JobError::from)?;
     let value = observed.score.clone().insert_axis(Axis(0));
     let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
     let block = MapBlock::compute(value, 0..n_perm, |k| {
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
-        let shuffled = y.select(Axis(0), &order);
+        let shuffled = preprocess(y.select(Axis(0), &order))?;
         let null = cv.fit::<Backend>(shuffled.view(), &spec.ridge).map_err(JobError::from)?;
         Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;

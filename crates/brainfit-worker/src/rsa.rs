@@ -6,7 +6,7 @@
 //! features, brain RDMs are ranked once and a batch of permutations is one matrix product
 //! against the stacked relabelled models.
 
-use crate::execute::{BrainData, Executor, permutation_scheme};
+use crate::execute::{BrainData, Executor};
 use crate::{JobContext, Result};
 use brainfit_job::inputs::{self, Matrix, load_rdm, roi_columns};
 use brainfit_job::plan::{brain_rdm_names, model_names};
@@ -63,9 +63,7 @@ impl Models {
 }
 
 fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Scheme, usize)> {
-    job.spec
-        .permutation
-        .map(|p| (p.seed, permutation_scheme(&p, brain.and_then(|b| b.groups.as_deref())), p.n))
+    job.spec.permutation.map(|p| (p.seed, p.scheme(brain.and_then(|b| b.groups.as_deref())), p.n))
 }
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
@@ -277,15 +275,20 @@ impl Executor {
     pub(crate) fn roi_rsa(&self, job: &JobContext, si: usize, perms: [usize; 2]) -> Result<Part> {
         let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
         let subject = &job.spec.subjects[si];
-        let brain = self.brain(job, si)?;
+        // brain patterns are read only when there are ROIs (given RDMs need none)
+        let brain = match subject.brain {
+            Some(_) => Some(self.brain(job, si)?),
+            None => None,
+        };
         let mut brains: Vec<Array1<f64>> = Vec::new();
         for url in r.brain_rdms.values() {
             brains.push(self.block_on(load_rdm(self.store(), url))?);
         }
         for url in r.rois.values() {
             let roi = self.block_on(inputs::load_mask(self.store(), url))?;
+            let brain = brain.as_ref().expect("the spec requires [data] for rois");
             let mask = brain.mask.as_ref().ok_or_else(|| JobError::Input {
-                url: subject.brain.clone(),
+                url: subject.brain_url().unwrap_or_default().to_string(),
                 message: "[rsa] rois need a [data] mask".into(),
             })?;
             let cols = roi_columns(mask, &roi, url)?;
@@ -297,7 +300,7 @@ impl Executor {
         }
         let models = self.models(job, si, r.rdm)?;
         let names = brain_rdm_names(&job.spec);
-        let scheme = scheme_for(job, Some(&brain));
+        let scheme = scheme_for(job, brain.as_deref());
         // Per method: the brains' and models' comparison features where they exist (then a
         // comparison is a dot product and a relabelling only re-indexes the model's features).
         let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
@@ -371,7 +374,10 @@ impl Executor {
             })?;
         let models = self.models(job, 0, t.rdm)?;
         let features = models.features(t.compare);
-        let brain = self.brain(job, 0).ok();
+        let brain = match job.spec.subjects[0].brain {
+            Some(_) => Some(self.brain(job, 0)?),
+            None => None,
+        };
         let scheme = scheme_for(job, brain.as_deref());
         let block = with_nulls(
             &models,

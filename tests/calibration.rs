@@ -1,0 +1,489 @@
+//! Calibration of every permutation test brainfit runs, on null data with the structure real
+//! data have: runs with their own offsets and scales, per-run preprocessing, FIR delays and
+//! autocorrelated (AR(1)) noise.
+//!
+//! A p-value is right only if, under the null, `p <= alpha` happens with probability `alpha`.
+//! Each configuration here runs real jobs (embedded, in memory) on many independent null data
+//! sets, each with its own data and its own permutation seed, and checks that the rate of
+//! `p <= 0.05` over all map items and the rate of `p_fwe <= 0.05` over data sets lie within
+//! a binomial 99% bound of 0.05. With 19 permutations, `p <= 0.05` means that no permutation
+//! reached the observed value, which under an exact test happens with probability exactly
+//! 1/20 = 0.05 (with 999 permutations the same event is `p <= 0.05` at 50 exceedances).
+//! With 500 data sets the family-wise bound is 0.05 ± 0.025, so a doubled rate (0.10) fails.
+//!
+//! Each configuration also plants an effect and checks it is found, and two configurations
+//! that are known to be invalid (row-level permutations of autocorrelated time series; free
+//! permutations across runs of run-structured RSA data) must fail the same bound: the test can
+//! fail. `cargo test --test calibration -- --nocapture` prints the table in the README.
+
+use brainfit_io::{Store, join_url, parse_npy, write_nifti_f32, write_npy};
+use brainfit_kernels::rng::Rng;
+use ndarray::{Array1, Array2, Array3, Axis};
+
+mod common;
+
+/// Permutations per data set: `p <= 0.05` has probability exactly 1/20 under a valid null.
+const N_PERM: usize = 19;
+/// Null data sets per configuration.
+const N_SETS: usize = 500;
+const ALPHA: f64 = 0.05;
+
+/// Counts of `p <= 0.05` over map items and of `p_fwe <= 0.05` over data sets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rates {
+    items: usize,
+    item_hits: usize,
+    sets: usize,
+    fwe_hits: usize,
+}
+
+impl Rates {
+    fn add(&mut self, p: &[f64], p_fwe: &[f64]) {
+        self.items += p.len();
+        self.item_hits += p.iter().filter(|&&v| v <= ALPHA + 1e-12).count();
+        self.sets += 1;
+        self.fwe_hits += usize::from(p_fwe.iter().any(|&v| v <= ALPHA + 1e-12));
+    }
+
+    fn item_rate(&self) -> f64 {
+        self.item_hits as f64 / self.items as f64
+    }
+
+    fn fwe_rate(&self) -> f64 {
+        self.fwe_hits as f64 / self.sets as f64
+    }
+
+    /// Whether both rates lie within the binomial 99% bound of 0.05 (normal approximation:
+    /// `0.05 ± 2.576 sqrt(0.05 · 0.95 / trials)`).
+    fn calibrated(&self) -> bool {
+        within(self.item_rate(), self.items) && within(self.fwe_rate(), self.sets)
+    }
+
+    fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {:.4} ({} items) | {:.3} ({} sets) | ±{:.4} / ±{:.3} |",
+            self.item_rate(),
+            self.items,
+            self.fwe_rate(),
+            self.sets,
+            half_width(self.items),
+            half_width(self.sets)
+        )
+    }
+}
+
+fn half_width(trials: usize) -> f64 {
+    2.576 * (ALPHA * (1.0 - ALPHA) / trials as f64).sqrt()
+}
+
+fn within(rate: f64, trials: usize) -> bool {
+    (rate - ALPHA).abs() <= half_width(trials)
+}
+
+/// The run structure of a null data set.
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    runs: usize,
+    per_run: usize,
+    /// Per-run, per-column offsets (standard deviation 3) and per-run scales (0.5 to 2).
+    offsets: bool,
+    /// AR(1) coefficient of the noise within each run (0 = independent rows).
+    ar: f64,
+}
+
+impl Runs {
+    fn n(&self) -> usize {
+        self.runs * self.per_run
+    }
+
+    fn labels(&self) -> Array1<i64> {
+        (0..self.n()).map(|t| (t / self.per_run) as i64).collect()
+    }
+
+    /// Noise `[n, columns]` with this structure.
+    fn noise(&self, rng: &mut Rng, columns: usize) -> Array2<f64> {
+        let mut out = Array2::<f64>::zeros((self.n(), columns));
+        let innovation = (1.0 - self.ar * self.ar).sqrt();
+        for r in 0..self.runs {
+            let scale = if self.offsets { 0.5 + 1.5 * rng.uniform() } else { 1.0 };
+            for c in 0..columns {
+                let offset = if self.offsets { 3.0 * rng.normal() } else { 0.0 };
+                let mut e = rng.normal();
+                for t in 0..self.per_run {
+                    if t > 0 {
+                        e = self.ar * e + innovation * rng.normal();
+                    }
+                    out[(r * self.per_run + t, c)] = offset + scale * e;
+                }
+            }
+        }
+        out
+    }
+}
+
+async fn put<T: brainfit_io::NpyElement, D: ndarray::Dimension>(
+    store: &Store,
+    base: &str,
+    name: &str,
+    a: &ndarray::Array<T, D>,
+) {
+    store.put(&join_url(base, name), write_npy(&a.view()).into()).await.unwrap();
+}
+
+async fn vector(store: &Store, url: &str) -> Vec<f64> {
+    let bytes = store.get(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    parse_npy(&bytes, url).unwrap().to_f64().iter().copied().collect()
+}
+
+/// An encoding configuration: data structure, preprocessing, score and scheme.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    runs: Runs,
+    groups: bool,
+    zscore: bool,
+    delays: &'static str,
+    score: &'static str,
+    /// `scheme = ...` line, or "" for the default.
+    scheme: &'static str,
+}
+
+const VOXELS: usize = 10;
+const FEATURES: usize = 5;
+
+impl Encoding {
+    fn job(&self, seed: usize, n_perm: usize) -> String {
+        let (groups, cv) = if self.groups {
+            ("groups = \"runs.npy\"", "{ kind = \"group\" }")
+        } else {
+            ("", "{ kind = \"kfold\", k = 5 }")
+        };
+        format!(
+            r#"
+name = "calibration"
+output = "out"
+[data]
+brain = "brain.npy"
+{groups}
+[features]
+x = "x.npy"
+[encoding]
+alphas = [1, 10, 100, 1000]
+cv = {cv}
+inner_cv = {cv}
+score = "{score}"
+zscore = "{zscore}"
+delays = {delays}
+[permutation]
+n = {n_perm}
+seed = {seed}
+{scheme}
+"#,
+            score = self.score,
+            zscore = if self.zscore { "per-group" } else { "none" },
+            delays = self.delays,
+            scheme = self.scheme,
+        )
+    }
+
+    /// Runs data set `i` (null, or with voxels 0..3 driven by the features) and returns
+    /// (p, p_fwe) over the voxels.
+    async fn run(&self, store: &Store, i: usize, planted: bool) -> (Vec<f64>, Vec<f64>) {
+        let base = "memory://calibration/encoding";
+        let mut rng = Rng::new(1_000_003 * i as u64 + u64::from(planted));
+        let x: Array2<f64> = rng.normal_array((self.runs.n(), FEATURES));
+        let mut y = self.runs.noise(&mut rng, VOXELS);
+        if planted {
+            // unit-norm weights: each planted voxel gets signal variance 36 (noise: 0.25 to 4,
+            // run offsets: 9)
+            let mut w: Array2<f64> = rng.normal_array((FEATURES, 3));
+            for mut column in w.columns_mut() {
+                let norm = column.dot(&column).sqrt();
+                column /= norm;
+            }
+            // what the job's delays see: x at lag 1 (or lag 0 without delays)
+            let lagged = if self.delays == "[0]" {
+                x.clone()
+            } else {
+                let mut l = Array2::<f64>::zeros(x.dim());
+                for t in 0..x.nrows() {
+                    if t % self.runs.per_run > 0 {
+                        l.row_mut(t).assign(&x.row(t - 1));
+                    }
+                }
+                l
+            };
+            y.slice_mut(ndarray::s![.., ..3]).scaled_add(6.0, &lagged.dot(&w));
+        }
+        put(store, base, "x.npy", &x).await;
+        put(store, base, "brain.npy", &y).await;
+        put(store, base, "runs.npy", &self.runs.labels()).await;
+        // a planted effect is looked for as a user would, with 99 permutations (19 random
+        // whole-run orders out of 720 may include the observed order itself)
+        let n_perm = if planted { 99 } else { N_PERM };
+        common::run_embedded(store, base, &self.job(i, n_perm), 1).await.unwrap();
+        let out = join_url(base, "out/encoding/x");
+        (
+            vector(store, &format!("{out}/p.npy")).await,
+            vector(store, &format!("{out}/p_fwe.npy")).await,
+        )
+    }
+
+    async fn rates(&self) -> Rates {
+        let store = Store::new();
+        let mut rates = Rates::default();
+        for i in 0..N_SETS {
+            let (p, p_fwe) = self.run(&store, i, false).await;
+            rates.add(&p, &p_fwe);
+        }
+        rates
+    }
+
+    async fn finds_planted_effect(&self) -> bool {
+        let (_, p_fwe) = self.run(&Store::new(), 0, true).await;
+        let found = p_fwe[..3].iter().all(|&p| p <= ALPHA + 1e-12);
+        if !found {
+            println!("planted effect: p_fwe {p_fwe:?}");
+        }
+        found
+    }
+}
+
+/// Independent trials (betas) in 6 runs of 20, with run offsets and scales.
+const BETAS: Runs = Runs { runs: 6, per_run: 20, offsets: true, ar: 0.0 };
+/// Time series: 6 runs of 20 volumes, run offsets and scales, AR(1) noise with φ = 0.9.
+const SERIES: Runs = Runs { runs: 6, per_run: 20, offsets: true, ar: 0.9 };
+/// No runs at all: independent rows.
+const PLAIN: Runs = Runs { runs: 1, per_run: 120, offsets: false, ar: 0.0 };
+
+fn encoding_configs(scheme: &'static str, runs: Runs, delays: &[&'static str]) -> Vec<Encoding> {
+    let mut out = Vec::new();
+    for score in ["r2", "pearson"] {
+        for zscore in [false, true] {
+            for &d in delays {
+                out.push(Encoding { runs, groups: true, zscore, delays: d, score, scheme });
+            }
+        }
+    }
+    out
+}
+
+async fn check_all(name: &str, configs: Vec<Encoding>) {
+    let mut failures = Vec::new();
+    for c in configs {
+        let rates = c.rates().await;
+        let label = format!(
+            "{name}: {} scheme, zscore {}, delays {}, {}",
+            if c.scheme.is_empty() { "default" } else { c.scheme },
+            if c.zscore { "per-group" } else { "none" },
+            c.delays,
+            c.score
+        );
+        println!("{}", rates.row(&label));
+        if !rates.calibrated() {
+            failures.push(format!("{label}: {rates:?}"));
+        }
+        if !c.finds_planted_effect().await {
+            failures.push(format!("{label}: the planted effect was not found"));
+        }
+    }
+    assert!(failures.is_empty(), "miscalibrated:\n{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_on_independent_trials_in_runs_is_calibrated_by_default() {
+    // the default scheme with groups is within-group
+    check_all("betas in runs", encoding_configs("", BETAS, &["[0]"])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_on_time_series_is_calibrated_with_whole_run_permutations() {
+    let configs = encoding_configs("scheme = \"whole-groups\"", SERIES, &["[0]", "[1, 2, 3]"]);
+    check_all("AR(1) time series", configs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoding_without_runs_is_calibrated_with_free_permutations() {
+    let configs = ["r2", "pearson"].map(|score| Encoding {
+        runs: PLAIN,
+        groups: false,
+        zscore: false,
+        delays: "[0]",
+        score,
+        scheme: "",
+    });
+    check_all("no runs", configs.to_vec()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_permutations_of_autocorrelated_time_series_fail_the_same_bound() {
+    // what brainfit warns about: delays with a row-level scheme on AR(1) noise
+    let c = Encoding {
+        runs: SERIES,
+        groups: true,
+        zscore: false,
+        delays: "[1, 2, 3]",
+        score: "r2",
+        scheme: "scheme = \"within-group\"",
+    };
+    let rates = c.rates().await;
+    println!("{}", rates.row("AR(1) time series, within-group (warned), delays [1, 2, 3], r2"));
+    assert!(
+        rates.item_rate() > ALPHA + half_width(rates.items),
+        "the calibration bound must catch an invalid null: {rates:?}"
+    );
+}
+
+/// RSA on conditions in runs: brain patterns and the model's activations both carry per-run
+/// offsets (as betas estimated run by run do), independent of each other.
+struct Rsa {
+    scheme: &'static str,
+}
+
+const CONDITIONS: Runs = Runs { runs: 6, per_run: 10, offsets: true, ar: 0.0 };
+/// A 6×6×6 volume, every voxel in the mask; searchlight spheres of radius 1.
+const SIDE: usize = 6;
+const MEG_TIMES: usize = 10;
+
+impl Rsa {
+    fn job(&self, seed: usize) -> String {
+        format!(
+            r#"
+name = "calibration"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+[features]
+model = "model.npy"
+[searchlight]
+radius = 1.0
+min_voxels = 4
+[rsa]
+rois = {{ left = "left.nii.gz", right = "right.nii.gz" }}
+[time_resolved]
+data = "meg.npy"
+[permutation]
+n = {N_PERM}
+seed = {seed}
+{}
+"#,
+            self.scheme
+        )
+    }
+
+    /// Runs data set `i`; the (p, p_fwe) of searchlight (8 centres whose spheres do not
+    /// overlap, and the whole map's p_fwe), ROI RSA and time-resolved RSA.
+    async fn run(&self, store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 3] {
+        let base = "memory://calibration/rsa";
+        let mut rng = Rng::new(7_000_001 * i as u64 + u64::from(planted));
+        let n = CONDITIONS.n();
+        let model = CONDITIONS.noise(&mut rng, 5);
+        let mut brain = CONDITIONS.noise(&mut rng, SIDE * SIDE * SIDE);
+        let mut meg = Array3::<f64>::zeros((MEG_TIMES, n, 8));
+        for mut t in meg.axis_iter_mut(Axis(0)) {
+            t.assign(&CONDITIONS.noise(&mut rng, 8));
+        }
+        if planted {
+            let w: Array2<f64> = rng.normal_array((5, brain.ncols()));
+            brain.scaled_add(1.0, &model.dot(&w));
+            let w: Array2<f64> = rng.normal_array((5, 8));
+            meg.index_axis_mut(Axis(0), 0).scaled_add(1.0, &model.dot(&w));
+        }
+        let affine = [
+            [2.0, 0.0, 0.0, 0.0],
+            [0.0, 2.0, 0.0, 0.0],
+            [0.0, 0.0, 2.0, 0.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let mask = Array3::<f32>::ones((SIDE, SIDE, SIDE));
+        let half = |left: bool| {
+            Array3::from_shape_fn((SIDE, SIDE, SIDE), |(x, _, _)| {
+                f32::from(u8::from((x < SIDE / 2) == left))
+            })
+        };
+        for (name, volume) in
+            [("mask.nii.gz", mask), ("left.nii.gz", half(true)), ("right.nii.gz", half(false))]
+        {
+            store
+                .put(&join_url(base, name), write_nifti_f32(volume.view(), &affine, false).into())
+                .await
+                .unwrap();
+        }
+        put(store, base, "brain.npy", &brain).await;
+        put(store, base, "model.npy", &model).await;
+        put(store, base, "meg.npy", &meg).await;
+        put(store, base, "runs.npy", &CONDITIONS.labels()).await;
+        common::run_embedded(store, base, &self.job(i), 1).await.unwrap();
+
+        let out = |f: &str| join_url(base, &format!("out/{f}"));
+        let sl_p = vector(store, &out("searchlight/model/p.npy")).await;
+        let sl_fwe = vector(store, &out("searchlight/model/p_fwe.npy")).await;
+        // centres at (1|4, 1|4, 1|4): radius-1 spheres 3 voxels apart never share a voxel;
+        // every voxel is a centre, in mask order
+        let spaced: Vec<f64> = [1, 4]
+            .iter()
+            .flat_map(|&a| [1, 4].map(move |b| (a, b)))
+            .flat_map(|(a, b)| [1, 4].map(move |c| (a * SIDE + b) * SIDE + c))
+            .map(|v| sl_p[v])
+            .collect();
+        let csv =
+            String::from_utf8(store.get(&out("rsa/compare.csv")).await.unwrap().to_vec()).unwrap();
+        let (mut roi_p, mut roi_fwe) = (Vec::new(), Vec::new());
+        for line in csv.lines().skip(1) {
+            let fields: Vec<&str> = line.split(',').collect();
+            roi_p.push(fields[4].parse().unwrap());
+            roi_fwe.push(fields[5].parse().unwrap());
+        }
+        let tr_p = vector(store, &out("time_resolved/model/p.npy")).await;
+        let tr_fwe = vector(store, &out("time_resolved/model/p_fwe.npy")).await;
+        [(spaced, sl_fwe), (roi_p, roi_fwe), (tr_p, tr_fwe)]
+    }
+
+    async fn rates(&self) -> [Rates; 3] {
+        let store = Store::new();
+        let mut rates = [Rates::default(); 3];
+        for i in 0..N_SETS {
+            for (r, (p, p_fwe)) in rates.iter_mut().zip(self.run(&store, i, false).await) {
+                r.add(&p, &p_fwe);
+            }
+        }
+        rates
+    }
+}
+
+const RSA_ANALYSES: [&str; 3] = ["searchlight", "ROI RSA", "time-resolved RSA"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_on_conditions_in_runs_is_calibrated_by_default() {
+    let rsa = Rsa { scheme: "" };
+    let rates = rsa.rates().await;
+    let mut failures = Vec::new();
+    for (name, r) in RSA_ANALYSES.iter().zip(&rates) {
+        println!(
+            "{}",
+            r.row(&format!("{name}, conditions in runs: default (within-group) scheme"))
+        );
+        if !r.calibrated() {
+            failures.push(format!("{name}: {r:?}"));
+        }
+    }
+    let planted = rsa.run(&Store::new(), 0, true).await;
+    for (name, (_, p_fwe)) in RSA_ANALYSES.iter().zip(&planted) {
+        if !p_fwe.iter().any(|&p| p <= ALPHA + 1e-12) {
+            failures.push(format!("{name}: the planted effect was not found"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
+    let rsa = Rsa { scheme: "scheme = \"free\"\nfree_across_groups = true" };
+    let rates = rsa.rates().await;
+    for (name, r) in RSA_ANALYSES.iter().zip(&rates) {
+        println!("{}", r.row(&format!("{name}, conditions in runs: free across runs (warned)")));
+    }
+    // ROI RSA: both RDMs share the run structure, which a free permutation destroys
+    assert!(rates[1].fwe_rate() > ALPHA + half_width(rates[1].sets), "{:?}", rates[1]);
+}
