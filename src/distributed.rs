@@ -63,6 +63,10 @@ pub struct CoordinatorArgs {
     /// A task that failed this many times fails its job.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+    /// URL prefixes (comma-separated) that every input and output of a submitted job must lie
+    /// under, e.g. file:///data/lab,s3://lab-bucket; required reading for shared deployments.
+    #[arg(long, env = "BRAINFIT_ALLOWED_ROOTS", value_delimiter = ',')]
+    allowed_roots: Vec<String>,
 }
 
 /// `brainfit worker`.
@@ -73,6 +77,10 @@ pub struct WorkerArgs {
     /// Tasks computed at the same time (default: one per CPU core).
     #[arg(long)]
     threads: Option<usize>,
+    /// URL prefixes (comma-separated) that every input and output of a job must lie under;
+    /// jobs outside them are refused.
+    #[arg(long, env = "BRAINFIT_ALLOWED_ROOTS", value_delimiter = ',')]
+    allowed_roots: Vec<String>,
 }
 
 /// `brainfit submit`.
@@ -193,6 +201,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         lease_timeout: args.lease_timeout_ms.max(1),
         max_attempts: args.max_attempts.max(1),
     };
+    config.allowed_roots = args.allowed_roots.clone();
     let coordinator = Coordinator::start(Store::new(), config)
         .await
         .with_context(|| format!("cannot load the job table at {state_url}"))?;
@@ -234,6 +243,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         connect: connect_options(&args.remote)?,
         threads: args.threads.unwrap_or_else(super::default_workers).max(1),
         name: worker_name(),
+        allowed_roots: args.allowed_roots.clone(),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -32,6 +32,9 @@ enum Command {
         /// Number of in-process workers (default: one per CPU core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Remove the output's lock left by a run that died (only when no run is using it).
+        #[arg(long)]
+        break_lock: bool,
     },
     /// Check a job file and the shapes of all its inputs, without computing.
     Validate {
@@ -266,11 +269,21 @@ async fn async_main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if std::env::args().any(|a| a == "--token" || a.starts_with("--token=")) {
+        eprintln!(
+            "brainfit: warning: --token on the command line is visible to every user of this machine (ps); set BRAINFIT_TOKEN instead"
+        );
+    }
     let cli = Cli::parse();
     let store = Store::new();
     match cli.command {
-        Command::Run { job, workers } => {
+        Command::Run { job, workers, break_lock } => {
             let spec = load_job(&store, &job).await?;
+            if break_lock {
+                let lock = brainfit_job::JobRun::lock_url(&spec);
+                store.delete(&lock).await?;
+                eprintln!("brainfit: removed the output's lock {lock}");
+            }
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
             print_summary(&report, &output);

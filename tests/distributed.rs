@@ -404,6 +404,34 @@ fn failing_and_cancelled_jobs_end_with_their_exit_status() {
 }
 
 #[test]
+fn jobs_outside_the_allowed_roots_are_refused_at_submit() {
+    let dir = study_dir(JOB);
+    let root = file_url(dir.path());
+    let (_coordinator, addr) = coordinator(
+        &dir.path().join("coord"),
+        "127.0.0.1:0",
+        Some(TOKEN),
+        &["--allowed-roots", &root],
+    );
+    let url = format!("http://{addr}");
+    let escaping = [
+        JOB.replace("output = \"out\"", "output = \"../escaped\""),
+        JOB.replace("\"a.npy\"", "\"/etc/passwd\""),
+    ];
+    for (i, job) in escaping.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, job).unwrap();
+        let out = client(&["submit", file.to_str().unwrap()], &url, Some(TOKEN));
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("outside the allowed roots"), "{}", text(&out));
+    }
+    assert!(!dir.path().parent().unwrap().join("escaped").exists());
+    // inside the root: accepted
+    let out = client(&["submit", dir.path().join("job.toml").to_str().unwrap()], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
 fn tls_with_a_private_ca() {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();

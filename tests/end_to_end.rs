@@ -80,7 +80,9 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
         "fewer.npy) has 40 samples",
     )
     .await;
-    // NaN in the brain data
+    // errors found while checking the inputs leave the earlier complete run alone
+    assert!(store.get(&summary).await.is_ok(), "an invalid job removed the previous summary");
+    // NaN in the brain data (found by a task, after the inputs were checked)
     let mut nan_brain: Array2<f32> = Array2::ones((48, 120));
     nan_brain[(3, 7)] = f32::NAN;
     store.put(&join_url(base, "nan.npy"), write_npy(&nan_brain.view()).into()).await.unwrap();
@@ -102,7 +104,7 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
         .await
         .unwrap();
     expect_err(JOB.replace("mask.nii.gz", "empty.nii.gz"), "empty.nii.gz", "empty").await;
-    // every failed run removed the earlier summary: nothing looks complete
+    // the run that started and failed (NaN) removed the earlier summary: nothing looks complete
     assert!(store.get(&summary).await.is_err());
 }
 

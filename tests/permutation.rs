@@ -163,5 +163,5 @@ async fn invalid_schemes_are_clear_errors() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("at least 1"), "{err}");
+    assert!(err.contains("n must be 1 to 1000000, got 0"), "{err}");
 }

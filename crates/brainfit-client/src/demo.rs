@@ -291,14 +291,17 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         );
     }
     // ROI RSA: each ROI prefers its own feature space, significantly
-    let csv = String::from_utf8_lossy(&store.get(&join_url(output, "rsa/compare.csv")).await?)
-        .to_string();
+    let csv_url = join_url(output, "rsa/compare.csv");
+    let bytes = store.get(&csv_url).await?;
+    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(bytes.as_ref())
+        .records()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| brainfit_job::JobError::Corrupt(format!("{csv_url}: {e}")))?;
     for planted in &study.planted {
         let roi = format!("{}_roi", planted.space);
-        let rows: Vec<Vec<&str>> = csv
-            .lines()
-            .skip(1)
-            .map(|l| l.split(',').collect())
+        let rows: Vec<Vec<&str>> = records
+            .iter()
+            .map(|r| r.iter().collect())
             .filter(|r: &Vec<&str>| r[0] == roi && r[2] == "spearman")
             .collect();
         let value = |r: &Vec<&str>| r[3].parse::<f64>().unwrap_or(f64::NAN);

@@ -109,6 +109,29 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
     )
     .await?;
     let shared = Arc::new(Shared { scheduler: Mutex::new(scheduler), job: job.clone(), started });
+    match compute_and_merge(store, &shared, &options).await {
+        Ok(summary) => Ok(RunReport {
+            summary,
+            tasks: job.tasks.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        Err(e) => {
+            // whatever went wrong, the parts go and the output is free again
+            if let Err(cleanup) = job.abandon(store).await {
+                tracing::warn!(run = %job.id, "cannot remove the parts and lock of a failed run: {cleanup}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs a prepared job's tasks on `options.workers` in-process workers, then merges.
+async fn compute_and_merge(
+    store: &Store,
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+) -> Result<serde_json::Value> {
+    let job = shared.job.clone();
     let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
     let workers = options.workers.max(1);
     let mut handles = Vec::new();
@@ -140,11 +163,9 @@ pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Resul
     let compute_seconds = compute_started.elapsed().as_secs_f64();
     let state = shared.scheduler.lock().expect("scheduler lock").state().clone();
     match job::outcome(&job, &state) {
-        Outcome::Succeeded => {}
-        Outcome::Failed { task, error } => return Err(ClientError::TaskFailed { task, error }),
-        Outcome::Cancelled => return Err(ClientError::Cancelled),
+        Outcome::Succeeded => Ok(job::finish(&job, store, workers, compute_seconds).await?),
+        Outcome::Failed { task, error } => Err(ClientError::TaskFailed { task, error }),
+        Outcome::Cancelled => Err(ClientError::Cancelled),
         Outcome::Running => unreachable!("the loop above exits only when the job has ended"),
     }
-    let summary = job::finish(&job, store, workers, compute_seconds).await?;
-    Ok(RunReport { summary, tasks: job.tasks.len(), seconds: started.elapsed().as_secs_f64() })
 }

@@ -23,8 +23,36 @@ pub mod npy;
 pub mod store;
 
 pub use error::{IoError, Result};
+
+/// Default of [`max_array_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_ARRAY_BYTES: usize = 4 << 30;
+
+/// The most bytes one input array may take once decoded (as float64): the memory budget that
+/// sizes from file headers are checked against before anything is allocated or decompressed.
+/// `BRAINFIT_MAX_ARRAY_BYTES` sets it (bytes); default [`DEFAULT_MAX_ARRAY_BYTES`].
+pub fn max_array_bytes() -> usize {
+    std::env::var("BRAINFIT_MAX_ARRAY_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_ARRAY_BYTES)
+}
+
+/// Checks that `count` values fit [`max_array_bytes`] as float64.
+pub(crate) fn check_budget(count: usize, what: &str) -> std::result::Result<(), String> {
+    let budget = max_array_bytes();
+    match count.checked_mul(8) {
+        Some(bytes) if bytes <= budget => Ok(()),
+        _ => Err(format!(
+            "{what} declares {count} values ({:.1} GB as float64), above the memory budget of {:.1} GB (BRAINFIT_MAX_ARRAY_BYTES)",
+            count as f64 * 8.0 / 1e9,
+            budget as f64 / 1e9
+        )),
+    }
+}
 pub use nifti::{Mask, Nifti, parse_nifti, try_write_nifti_f32, write_nifti_f32};
 pub use npy::{
     NpyArray, NpyData, NpyElement, NpyHeader, parse_npy, parse_npy_header, parse_npz, write_npy,
 };
-pub use store::{PutOutcome, Store, join_url, parent_url, resolve_relative};
+pub use store::{
+    PutOutcome, Store, canonical_url, is_within, join_url, parent_url, resolve_relative,
+};

@@ -173,14 +173,55 @@ impl Fields<'_> {
 /// See the module documentation for the affine and scaling rules.
 pub fn parse_nifti(bytes: &[u8], name: &str) -> Result<Nifti> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut raw = Vec::new();
-        flate2::read::MultiGzDecoder::new(bytes)
-            .read_to_end(&mut raw)
-            .map_err(|e| nifti_err(name, format!("gzip data cannot be decompressed: {e}")))?;
+        // Decompress the header first, then only as many bytes as it says the image needs
+        // (a small .nii.gz cannot inflate to gigabytes before its header is checked).
+        let gz_err =
+            |e: std::io::Error| nifti_err(name, format!("gzip data cannot be decompressed: {e}"));
+        let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
+        let mut raw = Vec::with_capacity(HDR_SIZE);
+        (&mut decoder).take(HDR_SIZE as u64).read_to_end(&mut raw).map_err(gz_err)?;
+        if let Some(end) = declared_end(&raw, name)? {
+            let rest = end.saturating_sub(raw.len()) as u64;
+            decoder.take(rest).read_to_end(&mut raw).map_err(gz_err)?;
+        }
         parse_raw(&raw, name)
     } else {
         parse_raw(bytes, name)
     }
+}
+
+/// Where a NIfTI-1 image's data end (`vox_offset` + dims × datatype size), read from its
+/// header alone and checked against the memory budget; `None` when the header is too short
+/// or malformed to say ([`parse_raw`] then reports exactly what is wrong).
+fn declared_end(b: &[u8], name: &str) -> Result<Option<usize>> {
+    if b.len() < HDR_SIZE {
+        return Ok(None);
+    }
+    let big_endian = match i32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+        n if n == HDR_SIZE as i32 => false,
+        _ if i32::from_be_bytes([b[0], b[1], b[2], b[3]]) == HDR_SIZE as i32 => true,
+        _ => return Ok(None),
+    };
+    let h = Fields { b, big_endian };
+    let ndim = h.i16(40);
+    if !(3..=4).contains(&ndim) {
+        return Ok(None);
+    }
+    let mut count = 1usize;
+    for i in 1..=(ndim as usize) {
+        let d = h.i16(40 + 2 * i);
+        if d < 1 {
+            return Ok(None);
+        }
+        count = count.saturating_mul(d as usize);
+    }
+    let Ok(datatype) = DataType::from_code(h.i16(70)) else { return Ok(None) };
+    let offset = h.f32(108);
+    if !(offset.is_finite() && offset >= VOX_OFFSET as f32) {
+        return Ok(None);
+    }
+    crate::check_budget(count, "the image header").map_err(|m| nifti_err(name, m))?;
+    Ok(Some((offset as usize).saturating_add(count.saturating_mul(datatype.size()))))
 }
 
 fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
@@ -203,10 +244,8 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     } else {
         return Err(nifti_err(
             name,
-            format!(
-                "not a NIfTI-1 file: the first four bytes (sizeof_hdr) read {size_le} \
-                 (little-endian) / {size_be} (big-endian), expected 348"
-            ),
+            "not a NIfTI-1 file: its first four bytes (sizeof_hdr) do not read 348 in either byte order"
+                .to_string(),
         ));
     };
     if b.len() < HDR_SIZE {
@@ -229,10 +268,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
     if !magic.starts_with(b"n+1") {
         return Err(nifti_err(
             name,
-            format!(
-                "not a NIfTI-1 file: magic is {:?}, expected \"n+1\"",
-                String::from_utf8_lossy(magic)
-            ),
+            "not a NIfTI-1 file: the magic at byte 344 is not \"n+1\"".to_string(),
         ));
     }
 
@@ -344,6 +380,7 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
             ),
         ));
     }
+    crate::check_budget(count, "the image header").map_err(|m| nifti_err(name, m))?;
     let raw = &b[offset..offset + nbytes];
     let mut values = decode(raw, datatype, big_endian);
     if let Some((slope, inter)) = scaling {

@@ -215,11 +215,28 @@ impl Store {
         }
     }
 
+    /// [`Store::resolve`] for reading: a local path must be a regular file. A FIFO would block
+    /// a reader forever and a device could stream without end, so both are refused up front.
+    fn resolve_for_reading(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let (store, path, kind) = self.resolve_kind(url)?;
+        if matches!(kind, Kind::Bare | Kind::FileUrl)
+            && let Ok(meta) = std::fs::metadata(format!("/{path}"))
+            && !meta.is_file()
+        {
+            return Err(IoError::InvalidUrl {
+                url: url.to_string(),
+                reason: "not a regular file (a directory, FIFO, socket or device); brainfit reads only regular files".to_string(),
+            });
+        }
+        Ok((store, path))
+    }
+
     /// Reads a whole object.
     ///
-    /// A missing object gives [`IoError::NotFound`] naming `url`.
+    /// A missing object gives [`IoError::NotFound`] naming `url`; a local path that is not a
+    /// regular file gives [`IoError::InvalidUrl`].
     pub async fn get(&self, url: &str) -> Result<Bytes> {
-        let (store, path) = self.resolve(url)?;
+        let (store, path) = self.resolve_for_reading(url)?;
         let result = store
             .get_opts(&path, GetOptions::new())
             .await
@@ -245,7 +262,7 @@ impl Store {
         if range.start == range.end {
             return Ok(Bytes::new());
         }
-        let (store, path) = self.resolve(url)?;
+        let (store, path) = self.resolve_for_reading(url)?;
         let want = range.end - range.start;
         let got =
             match store.get_opts(&path, GetOptions::new().with_range(Some(range.clone()))).await {
@@ -284,7 +301,7 @@ impl Store {
 
     /// Size of an object in bytes (a HEAD request).
     pub async fn size(&self, url: &str) -> Result<u64> {
-        let (store, path) = self.resolve(url)?;
+        let (store, path) = self.resolve_for_reading(url)?;
         let result = store
             .get_opts(&path, GetOptions::new().with_head(true))
             .await
@@ -621,6 +638,37 @@ pub fn resolve_relative(base_dir_url: &str, path: &str) -> String {
     join_url(base_dir_url, path)
 }
 
+/// The URL `url` names once resolved: `.` and `..` applied lexically, relative paths made
+/// absolute, one form per scheme (`file:///abs/path`, `memory://name/key`, `s3://bucket/key`).
+/// What access checks compare; no store is contacted.
+pub fn canonical_url(url: &str) -> Result<String> {
+    match split_scheme(url) {
+        None => Ok(format!("file:///{}", bare_path_to_object_path(url)?)),
+        Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
+            "file" => Ok(format!("file:///{}", file_url_to_object_path(url)?)),
+            s @ ("memory" | "s3") => {
+                let rest = rest.strip_prefix("//").unwrap_or(rest);
+                let (name, key) = rest.split_once('/').unwrap_or((rest, ""));
+                Ok(format!("{s}://{name}/{}", key_to_object_path(url, key)?))
+            }
+            _ => Err(IoError::UnsupportedScheme {
+                url: url.to_string(),
+                scheme: scheme.to_string(),
+                supported: SUPPORTED_SCHEMES,
+            }),
+        },
+    }
+}
+
+/// Whether `url` lies at or below `root` once both are resolved ([`canonical_url`]):
+/// `file:///data/lab/../etc` is not below `file:///data/lab`. (Symbolic links on a local
+/// file system are not followed: a link inside a root may still point outside it.)
+pub fn is_within(url: &str, root: &str) -> Result<bool> {
+    let (url, root) = (canonical_url(url)?, canonical_url(root)?);
+    let root = root.trim_end_matches('/');
+    Ok(url == root || url.starts_with(&format!("{root}/")))
+}
+
 /// The directory part of a URL or path: everything before the last `/` (keeping a root
 /// `/` and the `scheme://` part). `parent_url("s3://b/jobs/a.toml")` is `"s3://b/jobs"`;
 /// `parent_url("job.toml")` is `""` (the current directory).
@@ -645,6 +693,20 @@ pub fn parent_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_contain_only_what_resolves_below_them() {
+        assert!(is_within("file:///data/lab/sub01/betas.npy", "file:///data/lab").unwrap());
+        assert!(is_within("file:///data/lab", "file:///data/lab/").unwrap());
+        assert!(is_within("/data/lab/x.npy", "file:///data/lab").unwrap());
+        assert!(!is_within("file:///data/lab/../../etc/shadow", "file:///data/lab").unwrap());
+        assert!(!is_within("file:///data/labmates/x.npy", "file:///data/lab").unwrap());
+        assert!(is_within("s3://lab/a/./b/../c.npy", "s3://lab/a").unwrap());
+        assert!(!is_within("s3://lab/a/../../other/c.npy", "s3://lab/a").unwrap());
+        assert!(!is_within("s3://other/a/c.npy", "s3://lab").unwrap());
+        assert!(!is_within("memory://m/a", "file:///").unwrap());
+        assert!(is_within("gs://b/x", "file:///").is_err());
+    }
 
     #[test]
     fn join_url_handles_slashes_and_forms() {

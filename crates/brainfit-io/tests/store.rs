@@ -170,3 +170,28 @@ async fn npy_column_chunks_use_range_requests() {
     let err = store.get_npy_columns("memory://chunks/t.npy", 0..2).await.unwrap_err().to_string();
     assert!(err.contains("t.npy") && err.contains("truncated"), "{err}");
 }
+
+#[tokio::test]
+async fn fifos_and_directories_are_refused_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("brain.npy");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let store = Store::new();
+    for url in [
+        format!("file://{}", fifo.display()),
+        fifo.display().to_string(),
+        format!("file://{}", dir.path().display()),
+    ] {
+        // a FIFO would block a read forever: the refusal must come before any read
+        let e = tokio::time::timeout(std::time::Duration::from_secs(10), store.get(&url))
+            .await
+            .expect("refused at once, not blocked")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("not a regular file") && e.to_string().contains(&url),
+            "{e}"
+        );
+        assert!(store.size(&url).await.unwrap_err().to_string().contains("not a regular file"));
+    }
+}

@@ -217,14 +217,26 @@ async fn space_refs(store: &Store, subject: &SubjectSpec) -> Result<Vec<(SpaceRe
         if is_npz(url) {
             let bytes = store.get(url).await?;
             for (key, a) in parse_npz(&bytes, url)? {
-                let r =
-                    SpaceRef { name: format!("{entry}.{key}"), url: url.clone(), key: Some(key) };
+                let name = format!("{entry}.{key}");
+                crate::spec::check_name("feature space (.npz member)", &name)
+                    .map_err(|e| input_err(url, e))?;
+                let r = SpaceRef { name, url: url.clone(), key: Some(key) };
                 out.push((r, a.shape().to_vec()));
             }
         } else {
             let (shape, _) = npy_shape(store, url).await?;
             out.push((SpaceRef { name: entry.clone(), url: url.clone(), key: None }, shape));
         }
+    }
+    // an entry "net.fc6" and the member fc6 of an entry "net" would write to one directory
+    let mut names: Vec<&str> = out.iter().map(|(s, _)| s.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        let url = out.iter().find(|(s, _)| s.name == w[0]).map(|(s, _)| s.url.clone());
+        return Err(input_err(
+            &url.unwrap_or_default(),
+            format!("two feature spaces are named {:?} (an entry and an .npz member)", w[0]),
+        ));
     }
     Ok(out)
 }
@@ -447,6 +459,18 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                 ));
             }
         }
+        if let Some(e) = &spec.encoding {
+            let longest = brainfit_kernels::preprocess::run_segments(n_samples, groups.as_deref())
+                .iter()
+                .map(|(start, end)| end - start)
+                .max()
+                .unwrap_or(0);
+            if let Some(d) = e.delays.iter().find(|d| d.unsigned_abs() as usize >= longest) {
+                return Err(invalid(format!(
+                    "[encoding] delay {d} is not shorter than the longest run ({longest} samples): its features would be all zeros"
+                )));
+            }
+        }
         if let Some(e) = &spec.encoding
             && e.zscore_per_group
         {
@@ -478,7 +502,18 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
         subjects.push(inv);
     }
     warnings.dedup();
-    Ok(Inventory { subjects, warnings })
+    let inventory = Inventory { subjects, warnings };
+    let n_tasks = crate::plan::task_count(spec, &inventory);
+    if n_tasks > crate::plan::MAX_TASKS {
+        return Err(JobError::Invalid {
+            file: spec.source_name.clone(),
+            message: format!(
+                "the job would plan {n_tasks} tasks (at most {}): raise [execution] voxels_per_task, centres_per_task or permutations_per_task, or lower [permutation] n",
+                crate::plan::MAX_TASKS
+            ),
+        });
+    }
+    Ok(inventory)
 }
 
 /// Columns `[start, end)` of a matrix, as an owned matrix of the same precision.

@@ -46,7 +46,19 @@ pub enum JobError {
         /// What is wrong.
         message: String,
     },
-    /// A partial result cannot be read back.
+    /// Another run holds the output directory.
+    #[error(
+        "{output} is in use by {holder}: two runs into one output would mix their results. Wait for it, choose another output, or, if that run is dead, remove {lock} (brainfit run --break-lock)"
+    )]
+    Locked {
+        /// The output prefix.
+        output: String,
+        /// Who holds it, from the lock object.
+        holder: String,
+        /// The lock object's URL.
+        lock: String,
+    },
+    /// A partial result or cached input is unusable.
     #[error("corrupt partial result: {0}")]
     Corrupt(String),
     /// Reading or writing an object failed.

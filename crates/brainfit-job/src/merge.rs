@@ -110,15 +110,15 @@ async fn put_map(
 /// Writes `p`, `p_fwe` (with NIfTI versions) and `null_max` of map `m`, if permutations ran.
 async fn put_stats(
     store: &Store,
-    url: &impl Fn(&str) -> String,
+    url: &impl Fn(&str) -> Result<String>,
     mask: Option<&Mask>,
     maps: &MergedMaps,
     m: usize,
 ) -> Result<()> {
     if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-        put_map(store, &url("p.npy"), mask, &p.row(m).to_owned()).await?;
-        put_map(store, &url("p_fwe.npy"), mask, &pf.row(m).to_owned()).await?;
-        put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+        put_map(store, &url("p.npy")?, mask, &p.row(m).to_owned()).await?;
+        put_map(store, &url("p_fwe.npy")?, mask, &pf.row(m).to_owned()).await?;
+        put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
     }
     Ok(())
 }
@@ -181,10 +181,10 @@ pub async fn write_outputs(
                 let maps = merge_blocks(&blocks, 1, inv.n_voxels, n_perms)?;
                 let alpha = concat(&mine, "alpha", inv.n_voxels)?;
                 let dir = format!("encoding/{}", space.name);
-                let url = |f: &str| spec.output_url(subject, &format!("{dir}/{f}"));
+                let url = |f: &str| spec.output_url(Some(subject), &format!("{dir}/{f}"));
                 let score = maps.value.row(0).to_owned();
-                put_map(store, &url("score.npy"), mask.as_ref(), &score).await?;
-                put_npy(store, &url("alpha.npy"), alpha.view()).await?;
+                put_map(store, &url("score.npy")?, mask.as_ref(), &score).await?;
+                put_npy(store, &url("alpha.npy")?, alpha.view()).await?;
                 put_stats(store, &url, mask.as_ref(), &maps, 0).await?;
                 let alpha_median = median(alpha.view());
                 let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
@@ -223,23 +223,24 @@ pub async fn write_outputs(
             let maps = merge_blocks(&blocks, models.len(), centres.len(), n_perms)?;
             let centres = Array1::from(centres);
             for (m, name) in models.iter().enumerate() {
-                let url = |f: &str| spec.output_url(subject, &format!("searchlight/{name}/{f}"));
+                let url =
+                    |f: &str| spec.output_url(Some(subject), &format!("searchlight/{name}/{f}"));
                 let on_mask = |row: ArrayView1<'_, f64>| {
                     let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
                     centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
                     full
                 };
                 let rho = maps.value.row(m).to_owned();
-                put_npy(store, &url("rho.npy"), rho.view()).await?;
-                store.put(&url("centres.npy"), write_npy(&centres.view()).into()).await?;
-                put_nifti(store, &url("rho.nii.gz"), mask.as_ref(), &on_mask(rho.view())).await?;
+                put_npy(store, &url("rho.npy")?, rho.view()).await?;
+                store.put(&url("centres.npy")?, write_npy(&centres.view()).into()).await?;
+                put_nifti(store, &url("rho.nii.gz")?, mask.as_ref(), &on_mask(rho.view())).await?;
                 if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                    put_npy(store, &url("p.npy"), p.row(m)).await?;
-                    put_npy(store, &url("p_fwe.npy"), pf.row(m)).await?;
-                    put_nifti(store, &url("p.nii.gz"), mask.as_ref(), &on_mask(p.row(m))).await?;
-                    put_nifti(store, &url("p_fwe.nii.gz"), mask.as_ref(), &on_mask(pf.row(m)))
+                    put_npy(store, &url("p.npy")?, p.row(m)).await?;
+                    put_npy(store, &url("p_fwe.npy")?, pf.row(m)).await?;
+                    put_nifti(store, &url("p.nii.gz")?, mask.as_ref(), &on_mask(p.row(m))).await?;
+                    put_nifti(store, &url("p_fwe.nii.gz")?, mask.as_ref(), &on_mask(pf.row(m)))
                         .await?;
-                    put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+                    put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
                 }
                 searchlight_summary.insert(
                     name.clone(),
@@ -265,7 +266,8 @@ pub async fn write_outputs(
                     if perms[0] == 0 {
                         for name in &brains {
                             let (_, v) = p.get(&format!("rdm:{name}"))?;
-                            let url = spec.output_url(subject, &format!("rsa/rdms/{name}.npy"));
+                            let url =
+                                spec.output_url(Some(subject), &format!("rsa/rdms/{name}.npy"))?;
                             put_npy(store, &url, ArrayView1::from(v)).await?;
                         }
                     }
@@ -274,32 +276,39 @@ pub async fn write_outputs(
             }
             let maps =
                 merge_blocks(&blocks, r.compare.len(), brains.len() * models.len(), n_perms)?;
-            let mut csv = String::from(if n_perms.is_some() {
-                "brain,model,method,value,p,p_fwe\n"
-            } else {
-                "brain,model,method,value\n"
-            });
+            // values in Rust's shortest round-trip form; fields quoted by the csv crate where
+            // needed (names are checked anyway)
+            let mut csv = csv::Writer::from_writer(Vec::new());
+            let mut header = vec!["brain", "model", "method", "value"];
+            if n_perms.is_some() {
+                header.extend(["p", "p_fwe"]);
+            }
+            csv.write_record(&header).map_err(csv_err)?;
             for (b, brain) in brains.iter().enumerate() {
                 for (j, model) in models.iter().enumerate() {
                     for (mi, method) in r.compare.iter().enumerate() {
                         let item = b * models.len() + j;
                         let value = maps.value[(mi, item)];
-                        csv.push_str(&format!("{brain},{model},{},{value:?}", method.as_str()));
+                        let mut record = vec![
+                            brain.clone(),
+                            model.clone(),
+                            method.as_str().into(),
+                            format!("{value:?}"),
+                        ];
                         let mut row = json!({ "brain": brain, "model": model, "method": method.as_str(), "value": value });
                         if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
                             let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
-                            csv.push_str(&format!(",{p:?},{pf:?}"));
+                            record.extend([format!("{p:?}"), format!("{pf:?}")]);
                             row["p"] = json!(p);
                             row["p_fwe"] = json!(pf);
                         }
-                        csv.push('\n');
+                        csv.write_record(&record).map_err(csv_err)?;
                         rsa_rows.push(row);
                     }
                 }
             }
-            store
-                .put(&spec.output_url(subject, "rsa/compare.csv"), csv.into_bytes().into())
-                .await?;
+            let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+            store.put(&spec.output_url(Some(subject), "rsa/compare.csv")?, csv.into()).await?;
         }
         let mut s = serde_json::Map::new();
         // a single-subject job's subject is named by the job
@@ -333,13 +342,12 @@ pub async fn write_outputs(
         }
         let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
         for (m, name) in models.iter().enumerate() {
-            let url =
-                |f: &str| brainfit_io::join_url(&spec.output, &format!("time_resolved/{name}/{f}"));
-            put_npy(store, &url("rho.npy"), maps.value.row(m)).await?;
+            let url = |f: &str| spec.output_url(None, &format!("time_resolved/{name}/{f}"));
+            put_npy(store, &url("rho.npy")?, maps.value.row(m)).await?;
             if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                put_npy(store, &url("p.npy"), p.row(m)).await?;
-                put_npy(store, &url("p_fwe.npy"), pf.row(m)).await?;
-                put_npy(store, &url("null_max.npy"), nm.row(m)).await?;
+                put_npy(store, &url("p.npy")?, p.row(m)).await?;
+                put_npy(store, &url("p_fwe.npy")?, pf.row(m)).await?;
+                put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
             }
             time_resolved_summary.insert(
                 name.clone(),
@@ -371,8 +379,12 @@ pub async fn write_outputs(
         "job": spec.source,
     });
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    store.put(&brainfit_io::join_url(&spec.output, "summary.json"), text.into()).await?;
+    store.put(&spec.output_url(None, "summary.json")?, text.into()).await?;
     Ok(summary)
+}
+
+fn csv_err(e: csv::Error) -> JobError {
+    JobError::Corrupt(format!("writing rsa/compare.csv: {e}"))
 }
 
 fn median(values: ArrayView1<'_, f64>) -> Option<f64> {

@@ -92,6 +92,36 @@ fn ranges(n: usize, size: usize) -> impl Iterator<Item = [usize; 2]> {
     (0..n).step_by(size.max(1)).map(move |s| [s, (s + size).min(n)])
 }
 
+/// Most tasks a job may plan: each is a part object and a scheduler entry.
+pub const MAX_TASKS: usize = 100_000;
+
+/// How many tasks [`plan`] makes, computed without making them (to refuse a job before
+/// allocating its plan).
+pub fn task_count(spec: &JobSpec, inventory: &Inventory) -> usize {
+    let chunks = |n: usize, size: usize| n.div_ceil(size.max(1));
+    let perm_tasks =
+        spec.permutation.map_or(1, |p| chunks(p.n, spec.execution.permutations_per_task));
+    let roi_rsa = spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
+    let per_subject: usize = inventory
+        .subjects
+        .iter()
+        .map(|inv| {
+            let searchlight = if spec.searchlight.is_some() {
+                chunks(inv.n_voxels, spec.execution.centres_per_task)
+            } else {
+                0
+            };
+            let encoding = if spec.encoding.is_some() {
+                inv.spaces.len() * chunks(inv.n_voxels, spec.execution.voxels_per_task)
+            } else {
+                0
+            };
+            searchlight + usize::from(roi_rsa) * perm_tasks + encoding
+        })
+        .sum();
+    per_subject + usize::from(spec.time_resolved.is_some()) * perm_tasks
+}
+
 /// The tasks of a job, in a fixed order (subject, analysis, space, chunk).
 pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
     let mut tasks = Vec::new();

@@ -9,8 +9,8 @@ use crate::inputs::{Inventory, inspect};
 use crate::merge::{RunInfo, write_outputs};
 use crate::plan::{Task, plan};
 use crate::spec::JobSpec;
-use crate::{Part, Result};
-use brainfit_io::{Store, join_url};
+use crate::{JobError, Part, Result};
+use brainfit_io::{PutOutcome, Store, join_url};
 
 /// A prepared run of a job.
 #[derive(Debug, Clone)]
@@ -32,12 +32,64 @@ pub fn new_run_id() -> String {
 }
 
 impl JobRun {
-    /// Marks the output incomplete (removes `summary.json`), inspects the inputs and plans.
+    /// Inspects the inputs, plans, and only then marks the output incomplete (removes
+    /// `summary.json`): a job whose inputs are wrong leaves an earlier complete run alone.
+    ///
+    /// The output directory is taken exclusively first: a create-only lock object
+    /// (`output/.brainfit/lock.json`, naming the run, host, process and start time) makes a
+    /// second run into the same output fail with a message saying who holds it, instead of
+    /// mixing two runs' results. The same run id (a restarted coordinator) takes it again.
     pub async fn prepare(store: &Store, spec: JobSpec, id: String) -> Result<JobRun> {
-        store.delete(&join_url(&spec.output, "summary.json")).await?;
         let inventory = inspect(store, &spec).await?;
         let tasks = plan(&spec, &inventory);
-        Ok(JobRun { id, spec, inventory, tasks })
+        debug_assert_eq!(tasks.len(), crate::plan::task_count(&spec, &inventory));
+        let run = JobRun { id, spec, inventory, tasks };
+        run.lock_output(store).await?;
+        store.delete(&run.spec.output_url(None, "summary.json")?).await?;
+        Ok(run)
+    }
+
+    /// URL of the output directory's lock object.
+    pub fn lock_url(spec: &JobSpec) -> String {
+        join_url(&spec.output, ".brainfit/lock.json")
+    }
+
+    async fn lock_output(&self, store: &Store) -> Result<()> {
+        let url = Self::lock_url(&self.spec);
+        let since =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let holder = serde_json::json!({
+            "run": self.id,
+            "job": self.spec.name,
+            "host": std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(),
+            "pid": std::process::id(),
+            "started_unix": since.as_secs(),
+        });
+        let body = serde_json::to_vec_pretty(&holder).expect("a JSON value serialises");
+        if store.put_create(&url, body.into()).await? == PutOutcome::Created {
+            return Ok(());
+        }
+        let existing = store.get(&url).await?;
+        let held: serde_json::Value = serde_json::from_slice(&existing).unwrap_or_default();
+        if held["run"] == self.id.as_str() {
+            return Ok(()); // the same run, resumed
+        }
+        Err(JobError::Locked {
+            output: self.spec.output.clone(),
+            holder: format!(
+                "run {} of job {} on host {} (pid {}, started at unix time {})",
+                held["run"], held["job"], held["host"], held["pid"], held["started_unix"]
+            ),
+            lock: url,
+        })
+    }
+
+    /// Ends a run that will not finish (failed or cancelled): removes its partial results and
+    /// releases the output directory.
+    pub async fn abandon(&self, store: &Store) -> Result<()> {
+        store.delete_prefix(&self.run_url()).await?;
+        store.delete(&Self::lock_url(&self.spec)).await?;
+        Ok(())
     }
 
     /// URL of the directory holding this run's partial results.
@@ -66,7 +118,7 @@ impl JobRun {
         }
         let summary =
             write_outputs(store, &self.spec, &self.inventory, &self.tasks, &parts, info).await?;
-        store.delete_prefix(&self.run_url()).await?;
+        self.abandon(store).await?; // parts and lock: the outputs are complete
         Ok(summary)
     }
 }

@@ -244,14 +244,43 @@ pub fn logspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     y.into_iter().map(|e| 10f64.powf(e)).collect()
 }
 
+/// Most alphas a grid may hold.
+pub const MAX_ALPHAS: usize = 1_000;
+/// Most FIR delays.
+pub const MAX_DELAYS: usize = 100;
+/// Most permutations a job may ask for (p resolves to 1e-6 at most).
+pub const MAX_PERMUTATIONS: usize = 1_000_000;
+
+/// Longest name a job file may give a subject, feature space, ROI, model or brain RDM.
+pub const MAX_NAME_BYTES: usize = 100;
+
+/// Checks a name from the job file (or an `.npz` member) that becomes a path component and a
+/// CSV field: 1 to [`MAX_NAME_BYTES`] bytes of `[A-Za-z0-9._-]`, and not `.` or `..`.
+pub fn check_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"._-".contains(&b);
+    if !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.bytes().all(allowed)
+        && name != "."
+        && name != ".."
+    {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(40).collect();
+    let more = if name.chars().count() > 40 { "…" } else { "" };
+    Err(format!(
+        "{what} name {shown:?}{more} must be 1 to {MAX_NAME_BYTES} letters, digits, '.', '_' or '-', and not '.' or '..' (names become output paths)"
+    ))
+}
+
 /// Checks `[permutation]` against the subjects' groups: with groups the default is
 /// `within-group`, and `free` needs the explicit opt-in `free_across_groups = true`.
 fn parse_permutation(
     p: &crate::file::PermutationFile,
     subjects: &[SubjectSpec],
 ) -> std::result::Result<PermutationSpec, String> {
-    if p.n == 0 {
-        return Err("[permutation] n must be at least 1".into());
+    if p.n == 0 || p.n > MAX_PERMUTATIONS {
+        return Err(format!("[permutation] n must be 1 to {MAX_PERMUTATIONS}, got {}", p.n));
     }
     let without_groups = subjects.iter().find(|s| s.groups.is_none());
     let with_groups = subjects.iter().find(|s| s.groups.is_some());
@@ -350,16 +379,7 @@ impl JobSpec {
             (Some(d), None) => subjects.push(subject(None, d, &BTreeMap::new())),
             (None, Some(list)) if !list.is_empty() => {
                 for s in list {
-                    let ok = !s.name.is_empty()
-                        && s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                        && s.name != "."
-                        && s.name != "..";
-                    if !ok {
-                        return Err(invalid(format!(
-                            "subject name {:?} must be letters, digits, '-', '_' or '.'",
-                            s.name
-                        )));
-                    }
+                    check_name("[[subjects]] name", &s.name).map_err(invalid)?;
                     if subjects.iter().any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name)) {
                         return Err(invalid(format!("subject {:?} is listed twice", s.name)));
                     }
@@ -392,11 +412,7 @@ impl JobSpec {
             }
         }
         for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
-            if space.is_empty() || space.contains('/') {
-                return Err(invalid(format!(
-                    "feature space name {space:?} must be non-empty, without '/'"
-                )));
-            }
+            check_name("[features]", space).map_err(invalid)?;
         }
 
         let encoding = match &file.encoding {
@@ -404,8 +420,15 @@ impl JobSpec {
             Some(e) => {
                 let alphas = match &e.alphas {
                     None => logspace(-2.0, 5.0, 15),
-                    Some(AlphasFile::List(l)) => l.clone(),
-                    Some(AlphasFile::Logspace { logspace: (a, b, n) }) => logspace(*a, *b, *n),
+                    Some(AlphasFile::List(l)) if l.len() <= MAX_ALPHAS => l.clone(),
+                    Some(AlphasFile::Logspace { logspace: (a, b, n) }) if *n <= MAX_ALPHAS => {
+                        logspace(*a, *b, *n)
+                    }
+                    Some(_) => {
+                        return Err(invalid(format!(
+                            "[encoding] alphas: at most {MAX_ALPHAS} values (each is scored for every voxel and fold)"
+                        )));
+                    }
                 };
                 let score = match e.score.as_deref().unwrap_or("r2") {
                     "r2" => ScoreKind::R2,
@@ -428,6 +451,9 @@ impl JobSpec {
                     }
                 };
                 let delays = e.delays.clone().unwrap_or_else(|| vec![0]);
+                if delays.len() > MAX_DELAYS {
+                    return Err(invalid(format!("[encoding] delays: at most {MAX_DELAYS} delays")));
+                }
                 if delays.is_empty() {
                     return Err(invalid(
                         "[encoding] delays must not be empty (use [0] for none)".into(),
@@ -533,6 +559,19 @@ impl JobSpec {
                          observation); the kernel exists in brainfit-kernels (rdm::crossnobis)"
                             .into(),
                     ));
+                }
+                for (table, names) in
+                    [("brain_rdms", &r.brain_rdms), ("rois", &r.rois), ("models", &r.models)]
+                {
+                    for name in names.keys() {
+                        check_name(&format!("[rsa] {table}"), name).map_err(invalid)?;
+                    }
+                }
+                // brain RDMs and ROIs share rsa/rdms/<name>.npy and the brain column of the CSV
+                if let Some(name) = r.rois.keys().find(|n| r.brain_rdms.contains_key(*n)) {
+                    return Err(invalid(format!(
+                        "[rsa] {name:?} is both a brain_rdms and a rois entry: their RDMs would share rsa/rdms/{name}.npy"
+                    )));
                 }
                 Some(RsaSpec {
                     brain_rdms: r.brain_rdms.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
@@ -640,9 +679,65 @@ impl JobSpec {
         out
     }
 
-    /// Absolute URL of an output path of a subject.
-    pub fn output_url(&self, subject: &SubjectSpec, relative: &str) -> String {
-        brainfit_io::join_url(&self.output, &subject.output_path(relative))
+    /// Every URL the job reads or writes: each subject's inputs, the given RDMs and MEG data,
+    /// and the output prefix.
+    pub fn urls(&self) -> Vec<&str> {
+        let mut urls = vec![self.output.as_str()];
+        for s in &self.subjects {
+            urls.extend(s.brain.as_deref());
+            urls.extend(s.mask.as_deref());
+            if let Some(GroupsSpec::Url(u)) = &s.groups {
+                urls.push(u);
+            }
+            urls.extend(s.features.values().map(String::as_str));
+        }
+        if let Some(r) = &self.rsa {
+            urls.extend(
+                r.brain_rdms
+                    .values()
+                    .chain(r.rois.values())
+                    .chain(r.models.values())
+                    .map(String::as_str),
+            );
+        }
+        urls.extend(self.time_resolved.as_ref().map(|t| t.data.as_str()));
+        urls
+    }
+
+    /// Checks that every URL of the job lies under one of `roots` (none given: no check), so a
+    /// submitted job cannot read or write outside the lab's data.
+    pub fn check_roots(&self, roots: &[String]) -> Result<()> {
+        if roots.is_empty() {
+            return Ok(());
+        }
+        for url in self.urls() {
+            let inside = roots.iter().any(|r| brainfit_io::is_within(url, r).unwrap_or(false));
+            if !inside {
+                return Err(JobError::Invalid {
+                    file: self.source_name.clone(),
+                    message: format!(
+                        "{url} is outside the allowed roots of this deployment ({})",
+                        roots.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The URL of output `relative` (`/`-separated) of `subject` (`None`: at the job's output
+    /// root). The only way outputs are named: every component must pass [`check_name`], so no
+    /// output can land outside `output`, whatever the job file's names.
+    pub fn output_url(&self, subject: Option<&SubjectSpec>, relative: &str) -> Result<String> {
+        let path = match subject {
+            Some(s) => s.output_path(relative),
+            None => relative.to_string(),
+        };
+        for component in path.split('/') {
+            check_name("output path component", component)
+                .map_err(|e| JobError::Invalid { file: self.source_name.clone(), message: e })?;
+        }
+        Ok(brainfit_io::join_url(&self.output, &path))
     }
 }
 
@@ -714,7 +809,7 @@ conv = "c.npy"
         assert!(err("[encoding]\nscore = \"r3\"\n").contains("r3"));
         assert!(err("[encoding]\nalphas = [1.0, -2.0]\n").contains("> 0"));
         assert!(err("").contains("no analysis"));
-        assert!(err("[encoding]\n[permutation]\nn = 0\n").contains("at least 1"));
+        assert!(err("[encoding]\n[permutation]\nn = 0\n").contains("must be 1 to"));
         assert!(
             err("[encoding]\n[permutation]\nn = 5\nscheme = \"block\"\n").contains("block_len")
         );

@@ -48,6 +48,18 @@ pub enum ServiceError {
     /// Reading or writing the state directory failed.
     #[error(transparent)]
     Io(#[from] brainfit_io::IoError),
+    /// Another coordinator holds the state directory.
+    #[error(
+        "{state} is in use by the coordinator {holder}: two coordinators on one job table would run and overwrite each other's jobs. Stop it, use another --state, or, if it is dead, remove {lock}"
+    )]
+    StateLocked {
+        /// The state URL.
+        state: String,
+        /// Who holds it (host, pid, start time).
+        holder: String,
+        /// The lock object's URL.
+        lock: String,
+    },
     /// A persisted job record cannot be read.
     #[error("{url}: not a brainfit job record: {message}")]
     State {
@@ -70,6 +82,8 @@ pub struct CoordinatorConfig {
     pub scheduler: SchedulerConfig,
     /// Longest a lease request with free slots waits for work before answering "nothing".
     pub long_poll: Duration,
+    /// URL prefixes every input and output of a submitted job must lie under (empty: any).
+    pub allowed_roots: Vec<String>,
 }
 
 impl CoordinatorConfig {
@@ -79,6 +93,7 @@ impl CoordinatorConfig {
             state_url: state_url.into(),
             scheduler: SchedulerConfig::default(),
             long_poll: Duration::from_secs(1),
+            allowed_roots: Vec::new(),
         }
     }
 
@@ -162,8 +177,15 @@ struct Inner {
 
 /// Work to do once the table's lock is released.
 enum Effect {
-    Merge { id: String, run: Arc<JobRun>, workers: usize, compute_seconds: f64 },
+    Merge {
+        id: String,
+        run: Arc<JobRun>,
+        workers: usize,
+        compute_seconds: f64,
+    },
     Persist(String),
+    /// A failed or cancelled run: remove its parts and release its output.
+    Abandon(Arc<JobRun>),
 }
 
 /// The coordinator: the job table and the handlers of every RPC.
@@ -264,11 +286,13 @@ impl Inner {
                     tracing::warn!(job = %id, "task {task} failed on every attempt: {error}");
                     entry.record.state = RecordState::Failed;
                     entry.record.error = Some(format!("task {task} failed: {error}"));
+                    effects.push(Effect::Abandon(a.job.run.clone()));
                     entry.phase = Phase::Ended;
                     effects.push(Effect::Persist(id.clone()));
                 }
                 Outcome::Cancelled => {
                     entry.record.state = RecordState::Cancelled;
+                    effects.push(Effect::Abandon(a.job.run.clone()));
                     entry.phase = Phase::Ended;
                     effects.push(Effect::Persist(id.clone()));
                 }
@@ -345,6 +369,7 @@ impl Coordinator {
             changed: watch::channel(0).0,
             persist_lock: tokio::sync::Mutex::new(()),
         });
+        coordinator.lock_state().await?;
         let mut resume = Vec::new();
         let jobs_url = join_url(&coordinator.config.state_url, "jobs");
         for url in coordinator.store.list(&jobs_url).await? {
@@ -403,9 +428,51 @@ impl Coordinator {
                     let me = self.clone();
                     tokio::spawn(async move { me.persist(&id).await });
                 }
+                Effect::Abandon(run) => {
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = run.abandon(&store).await {
+                            tracing::warn!(run = %run.id, "cannot remove the parts and lock of an ended run: {e}");
+                        }
+                    });
+                }
             }
         }
         result
+    }
+
+    /// Takes the state directory with a create-only lock object naming this process. A lock
+    /// of a process of this host that no longer runs (a killed coordinator being restarted) is
+    /// taken over; any other is refused, naming its holder.
+    async fn lock_state(&self) -> Result<(), ServiceError> {
+        let url = join_url(&self.config.state_url, "coordinator.lock.json");
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+        let me = serde_json::json!({ "host": host, "pid": std::process::id(), "started_unix": unix_now() });
+        let body = serde_json::to_vec_pretty(&me).expect("a JSON value serialises");
+        if self.store.put_create(&url, body.clone().into()).await?
+            == brainfit_io::PutOutcome::Created
+        {
+            return Ok(());
+        }
+        let held: serde_json::Value =
+            serde_json::from_slice(&self.store.get(&url).await?).unwrap_or_default();
+        let dead_here = held["host"] == host.as_str()
+            && held["pid"]
+                .as_u64()
+                .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if dead_here {
+            tracing::warn!(lock = %url, "taking over the state lock of a coordinator that no longer runs (pid {})", held["pid"]);
+            self.store.put(&url, body.into()).await?;
+            return Ok(());
+        }
+        Err(ServiceError::StateLocked {
+            state: self.config.state_url.clone(),
+            holder: format!(
+                "on host {} (pid {}, started at unix time {})",
+                held["host"], held["pid"], held["started_unix"]
+            ),
+            lock: url,
+        })
     }
 
     /// Writes job `id`'s current record.
@@ -432,10 +499,13 @@ impl Coordinator {
                 }
                 Err(e) => Err(e),
             };
+        let mut cancelled_run = None;
         let persist = self.with_inner(|inner, _| {
             let entry = inner.jobs.get_mut(&id)?;
             if !matches!(entry.phase, Phase::Preparing) {
-                return None; // cancelled meanwhile
+                // cancelled meanwhile
+                cancelled_run = prepared.as_ref().ok().map(|job| job.run.clone());
+                return None;
             }
             match prepared {
                 Ok(job) => {
@@ -457,6 +527,11 @@ impl Coordinator {
                 }
             }
         });
+        if let Some(run) = cancelled_run
+            && let Err(e) = run.abandon(&self.store).await
+        {
+            tracing::warn!(job = %id, "cannot remove the parts and lock of a cancelled run: {e}");
+        }
         self.work.notify_waiters();
         if persist.is_some() {
             self.persist(&id).await;
@@ -477,6 +552,8 @@ impl Coordinator {
                     Err(e) => {
                         entry.record.state = RecordState::Failed;
                         entry.record.error = Some(format!("merging the results failed: {e}"));
+                        let (run, store) = (run.clone(), self.store.clone());
+                        tokio::spawn(async move { run.abandon(&store).await });
                     }
                 }
                 entry.phase = Phase::Ended;
@@ -518,6 +595,8 @@ impl Coordinator {
     pub async fn submit(self: &Arc<Self>, req: SubmitRequest) -> Result<JobStatus, Status> {
         let spec = JobSpec::from_toml(&req.job_toml, &req.source_name, &req.base_url)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        spec.check_roots(&self.config.allowed_roots)
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
         let id = new_run_id();
         let record = JobRecord {
             id: id.clone(),
@@ -538,10 +617,10 @@ impl Coordinator {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let record = JobRecord { total: job.run.tasks.len() as u64, ..record };
         let bytes = serde_json::to_vec_pretty(&record).expect("records serialise");
-        self.store
-            .put(&self.record_url(&id), bytes.into())
-            .await
-            .map_err(|e| Status::internal(format!("cannot persist the job: {e}")))?;
+        if let Err(e) = self.store.put(&self.record_url(&id), bytes.into()).await {
+            let _ = job.run.abandon(&self.store).await; // not submitted: free its output
+            return Err(Status::internal(format!("cannot persist the job: {e}")));
+        }
         tracing::info!(job = %id, name = %record.name, tasks = job.run.tasks.len(), "submitted");
         let status = self.with_inner(|inner, _| {
             let entry = JobEntry {
@@ -606,6 +685,7 @@ impl Coordinator {
 
     /// Cancels a running job: no more leases; reports of its running attempts become stale.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<JobStatus, Status> {
+        let mut ended_run = None;
         let status = self.with_inner(|inner, _| {
             let entry =
                 inner.jobs.get_mut(id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
@@ -615,8 +695,9 @@ impl Coordinator {
                     let p = a.job.scheduler.progress();
                     entry.record.done = p.done as u64;
                     entry.retries = a.job.scheduler.retries();
+                    ended_run = Some(a.job.run.clone());
                 }
-                Phase::Preparing => {}
+                Phase::Preparing => {} // the preparation abandons the run when it sees this
                 Phase::Merging(_) | Phase::Ended => {
                     return Err(Status::failed_precondition(format!(
                         "job {id} is {}: nothing to cancel",
@@ -629,6 +710,12 @@ impl Coordinator {
             Ok(status_of(entry))
         })?;
         tracing::info!(job = %id, "cancelled");
+        // its parts go and its output is free before the reply: a resubmission may follow
+        if let Some(run) = ended_run
+            && let Err(e) = run.abandon(&self.store).await
+        {
+            tracing::warn!(job = %id, "cannot remove the parts and lock of a cancelled run: {e}");
+        }
         self.persist(id).await;
         Ok(status)
     }

@@ -42,6 +42,9 @@ pub struct GrpcWorkerOptions {
     pub threads: usize,
     /// What this worker calls itself (host/pid), for status listings.
     pub name: String,
+    /// URL prefixes every input and output of a job must lie under (empty: any); a job
+    /// outside them is refused even if the coordinator accepted it.
+    pub allowed_roots: Vec<String>,
 }
 
 /// Whether an RPC error means "stop" (the coordinator refuses us) rather than "retry".
@@ -59,6 +62,7 @@ pub struct GrpcTransport {
     url: String,
     name: String,
     threads: u32,
+    allowed_roots: Vec<String>,
     have_token: bool,
     worker_id: AtomicU64,
     heartbeat_ms: AtomicU64,
@@ -87,6 +91,7 @@ impl GrpcTransport {
             url: options.connect.url.clone(),
             name: options.name.clone(),
             threads: options.threads as u32,
+            allowed_roots: options.allowed_roots.clone(),
             have_token,
             worker_id: AtomicU64::new(0),
             heartbeat_ms: AtomicU64::new(1000),
@@ -206,6 +211,7 @@ impl GrpcTransport {
         let corrupt =
             |what: &str, e: String| WorkerError::Transport(format!("job {job_id}: {what}: {e}"));
         let spec = JobSpec::from_toml(&def.job_toml, &def.source_name, &def.base_url)?;
+        spec.check_roots(&self.allowed_roots)?;
         let inventory = serde_json::from_slice(&def.inventory_json)
             .map_err(|e| corrupt("inventory", e.to_string()))?;
         let tasks: Vec<brainfit_job::Task> =

@@ -29,7 +29,11 @@ async fn study(store: &Store, base: &str) {
     store.put(&join_url(base, "a.npy"), brainfit_io::write_npy(&a.view()).into()).await.unwrap();
 }
 
+/// A coordinator on the shared state: each call stands for a new coordinator process, the one
+/// before it dead (in-process, both have this pid, so the state lock it left is removed here,
+/// as an operator would after a crash).
 async fn coordinator(store: &Store, lease_timeout: Millis) -> Arc<Coordinator> {
+    store.delete("memory://svc/state/coordinator.lock.json").await.unwrap();
     let mut config = CoordinatorConfig::new("memory://svc/state");
     config.scheduler.lease_timeout = lease_timeout;
     config.long_poll = Duration::from_millis(300);
@@ -288,4 +292,17 @@ async fn bad_jobs_are_refused_with_the_reason() {
     assert!(e.message().contains("missing.npy"), "{}", e.message());
     assert!(c.list().jobs.is_empty());
     assert_eq!(c.job("nope").unwrap_err().code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_second_coordinator_on_one_state_is_refused() {
+    let store = Store::new();
+    let _first = coordinator(&store, 30_000).await;
+    let second = Coordinator::start(store.clone(), CoordinatorConfig::new("memory://svc/state"))
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(second.contains("is in use by the coordinator on host"), "{second}");
+    assert!(second.contains(&format!("pid {}", std::process::id())), "{second}");
 }
