@@ -202,7 +202,50 @@ async fn an_output_in_use_is_refused_and_released_when_a_run_ends() {
     let mut nan = Array2::<f32>::ones((48, 120));
     nan[(0, 0)] = f32::NAN;
     std::fs::write(dir.path().join("brain.npy"), write_npy(&nan.view())).unwrap();
-    assert!(!run(&[]).status.success());
+    let out = run(&[]);
+    assert!(!out.status.success());
+    // a wrong input fails the same way every time: one attempt, no retries
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("task failed").count(), 1, "{stderr}");
+    assert!(stderr.contains("NaN"), "{stderr}");
     assert!(!lock.exists(), "a failed run releases the lock");
     assert!(walk(&dir.path().join("out/.brainfit")).is_empty(), "a failed run removes its parts");
+}
+
+/// A `.npy` of `shape` with dtype `descr` and zeroed data (for dtypes brainfit cannot write).
+fn raw_npy(descr: &str, shape: (usize, usize), item: usize) -> Vec<u8> {
+    let header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {}), }}",
+        shape.0, shape.1
+    );
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&((header.len() + pad + 1) as u16).to_le_bytes());
+    npy.extend_from_slice(header.as_bytes());
+    npy.extend(std::iter::repeat_n(b' ', pad));
+    npy.push(b'\n');
+    npy.extend(std::iter::repeat_n(0u8, shape.0 * shape.1 * item));
+    npy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_headers_and_the_job_file_tell_is_refused_before_any_task() {
+    // float16 features: refused from the header, not three times inside tasks
+    let (err, _) = refused(
+        &JOB.replace("\"b.npy\"", "\"half.npy\""),
+        &[("half.npy", raw_npy("<f2", (48, 3), 2))],
+    )
+    .await;
+    assert!(err.contains("half.npy") && err.contains("float16"), "{err}");
+    // a CV that cannot be made
+    let (err, _) = refused(
+        &JOB.replace("cv = { kind = \"group\" }", "cv = { kind = \"kfold\", k = 60 }"),
+        &[],
+    )
+    .await;
+    assert!(err.contains("[encoding] cv") && err.contains("k = 60"), "{err}");
+    let one_run =
+        JOB.replace("groups = \"runs.npy\"", &format!("groups = [{}]", vec!["7"; 48].join(", ")));
+    let (err, _) = refused(&one_run, &[]).await;
+    assert!(err.contains("at least 2 groups"), "{err}");
 }

@@ -8,7 +8,9 @@ use brainfit_io::Store;
 use brainfit_job::run::new_run_id;
 use brainfit_job::{JobRun, JobSpec};
 use brainfit_scheduler::job::{self, Outcome, ScheduledJob};
-use brainfit_scheduler::{JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId};
+use brainfit_scheduler::{
+    Failure, JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId,
+};
 use brainfit_worker::{Assignment, Executor, LeaseReply, Transport, WorkerError, run_worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,10 +85,21 @@ impl Transport for InProcess {
         Ok(())
     }
 
-    async fn fail(&self, a: &Assignment, error: String) -> brainfit_worker::Result<()> {
+    async fn fail(
+        &self,
+        a: &Assignment,
+        error: String,
+        permanent: bool,
+    ) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
         let lease = Lease { task: a.task, attempt: a.attempt };
-        self.shared.scheduler.lock().expect("scheduler lock").fail(self.worker, lease, &error, now);
+        let failure = Failure { error, permanent };
+        self.shared.scheduler.lock().expect("scheduler lock").fail(
+            self.worker,
+            lease,
+            &failure,
+            now,
+        );
         Ok(())
     }
 

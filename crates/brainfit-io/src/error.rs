@@ -121,3 +121,11 @@ pub enum IoError {
         reason: String,
     },
 }
+
+impl IoError {
+    /// Whether trying again may succeed: storage and local I/O failures (network, throttling,
+    /// a full disk being cleared). Format errors, missing objects and bad URLs stay as they are.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IoError::Store { .. } | IoError::Io { .. })
+    }
+}

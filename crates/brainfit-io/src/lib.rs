@@ -51,7 +51,8 @@ pub(crate) fn check_budget(count: usize, what: &str) -> std::result::Result<(), 
 }
 pub use nifti::{Mask, Nifti, parse_nifti, try_write_nifti_f32, write_nifti_f32};
 pub use npy::{
-    NpyArray, NpyData, NpyElement, NpyHeader, parse_npy, parse_npy_header, parse_npz, write_npy,
+    NpyArray, NpyData, NpyElement, NpyHeader, check_npy_dtype, npz_headers, parse_npy,
+    parse_npy_header, parse_npz, write_npy,
 };
 pub use store::{
     PutOutcome, Store, canonical_url, is_within, join_url, parent_url, resolve_relative,

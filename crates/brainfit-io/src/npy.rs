@@ -685,11 +685,37 @@ fn data_len(d: &NpyData) -> usize {
 /// the largest header [`parse_npy_header`] accepts.
 const NPZ_HEADER_PROBE: u64 = 12 + MAX_HEADER_LEN as u64;
 
+/// Checks that a header's dtype is one brainfit decodes (float32/float64, integers, bool),
+/// with the same message [`parse_npy`] gives: lets a shape check from the header alone
+/// (`brainfit validate`, the coordinator at submit) refuse float16 or object arrays.
+pub fn check_npy_dtype(header: &NpyHeader, name: &str) -> Result<()> {
+    Dtype::parse(&header.dtype, name).map(|_| ())
+}
+
 /// Parses an `.npz` archive (as written by `np.savez` or `np.savez_compressed`) into
 /// `(key, array)` pairs in archive order; the key is the member name without its `.npy`
 /// suffix. Errors in a member name it as `name[key]`. Each member inflates only as far as its
 /// header says its data reach, after a check against [`crate::max_array_bytes`].
 pub fn parse_npz(bytes: &[u8], name: &str) -> Result<Vec<(String, NpyArray)>> {
+    npz_members(bytes, name, true).map(|members| {
+        members.into_iter().map(|(key, _, array)| (key, array.expect("decoded"))).collect()
+    })
+}
+
+/// The `.npy` headers of an `.npz` archive's members, `(key, header)` in archive order, with
+/// their dtypes and sizes checked: only the headers are inflated, no array is decoded (what a
+/// coordinator needs to check a job's shapes).
+pub fn npz_headers(bytes: &[u8], name: &str) -> Result<Vec<(String, NpyHeader)>> {
+    npz_members(bytes, name, false)
+        .map(|members| members.into_iter().map(|(key, header, _)| (key, header)).collect())
+}
+
+/// Every member's key and header, and with `decode` its array.
+fn npz_members(
+    bytes: &[u8],
+    name: &str,
+    decode: bool,
+) -> Result<Vec<(String, NpyHeader, Option<NpyArray>)>> {
     let mut archive =
         zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| IoError::Npz {
             name: name.to_string(),
@@ -720,13 +746,18 @@ pub fn parse_npz(bytes: &[u8], name: &str) -> Result<Vec<(String, NpyArray)>> {
         let mut buf = Vec::new();
         (&mut member).take(NPZ_HEADER_PROBE).read_to_end(&mut buf).map_err(inflate_err)?;
         let header = parse_npy_header(&buf, &member_label)?;
+        check_npy_dtype(&header, &member_label)?;
         let count = header.element_count(&member_label)?;
         crate::check_budget(count, "the .npy header").map_err(|m| npy_err(&member_label, m))?;
-        let end = header.data_offset.saturating_add(header.data_len(&member_label)?);
-        let rest = (end + 1).saturating_sub(buf.len()) as u64;
-        (&mut member).take(rest).read_to_end(&mut buf).map_err(inflate_err)?;
-        let arr = parse_npy(&buf, &member_label)?;
-        out.push((key, arr));
+        let array = if decode {
+            let end = header.data_offset.saturating_add(header.data_len(&member_label)?);
+            let rest = (end + 1).saturating_sub(buf.len()) as u64;
+            (&mut member).take(rest).read_to_end(&mut buf).map_err(inflate_err)?;
+            Some(parse_npy(&buf, &member_label)?)
+        } else {
+            None
+        };
+        out.push((key, header, array));
     }
     Ok(out)
 }

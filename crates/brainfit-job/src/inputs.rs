@@ -107,6 +107,7 @@ async fn npy_shape(store: &Store, url: &str) -> Result<(Vec<usize>, String)> {
     let size = store.size(url).await?;
     let head = store.get_range(url, 0..size.min(65_536)).await?;
     let h = parse_npy_header(&head, url)?;
+    brainfit_io::check_npy_dtype(&h, url)?;
     let need = h.data_offset as u64
         + h.shape.iter().product::<usize>() as u64 * dtype_size(&h.dtype).unwrap_or(0) as u64;
     if size < need {
@@ -216,12 +217,13 @@ async fn space_refs(store: &Store, subject: &SubjectSpec) -> Result<Vec<(SpaceRe
     for (entry, url) in &subject.features {
         if is_npz(url) {
             let bytes = store.get(url).await?;
-            for (key, a) in parse_npz(&bytes, url)? {
+            // headers only: a coordinator never decodes a user's arrays
+            for (key, header) in brainfit_io::npz_headers(&bytes, url)? {
                 let name = format!("{entry}.{key}");
                 crate::spec::check_name("feature space (.npz member)", &name)
                     .map_err(|e| input_err(url, e))?;
                 let r = SpaceRef { name, url: url.clone(), key: Some(key) };
-                out.push((r, a.shape().to_vec()));
+                out.push((r, header.shape));
             }
         } else {
             let (shape, _) = npy_shape(store, url).await?;
@@ -341,6 +343,29 @@ async fn inspect_without_brain(
 /// `"<subject>: "` for a named subject of a sweep, empty for a single-subject job.
 pub fn subject_prefix(subject: &SubjectSpec) -> String {
     subject.name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default()
+}
+
+/// Makes the outer folds and, in each outer training part, the inner folds, as the workers
+/// will: a CV that cannot be made (k larger than the data, one group for group CV) is an error
+/// now, not in every task.
+fn check_cv_feasible(
+    e: &crate::spec::EncodingSpec,
+    n: usize,
+    groups: Option<&[i64]>,
+) -> std::result::Result<(), String> {
+    use brainfit_kernels::cv::split;
+    let outer = split(e.cv, n, groups).map_err(|err| format!("[encoding] cv: {err}"))?;
+    for fold in &outer {
+        let train_groups: Option<Vec<i64>> =
+            groups.map(|g| fold.train.iter().map(|&i| g[i]).collect());
+        split(e.inner_cv, fold.train.len(), train_groups.as_deref()).map_err(|err| {
+            format!(
+                "[encoding] inner_cv (on an outer training part of {} samples): {err}",
+                fold.train.len()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Per-run z-scoring uses each run's mean and standard deviation. When a test fold holds part
@@ -470,6 +495,9 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                     "[encoding] delay {d} is not shorter than the longest run ({longest} samples): its features would be all zeros"
                 )));
             }
+        }
+        if let Some(e) = &spec.encoding {
+            check_cv_feasible(e, n_samples, groups.as_deref()).map_err(invalid)?;
         }
         if let Some(e) = &spec.encoding
             && e.zscore_per_group

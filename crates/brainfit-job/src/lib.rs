@@ -19,6 +19,18 @@ pub use plan::{Task, plan};
 pub use run::JobRun;
 pub use spec::JobSpec;
 
+impl JobError {
+    /// Whether trying again may succeed (storage failures, a part being written); wrong
+    /// inputs, job files and parameters fail the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Io(e) => e.is_transient(),
+            JobError::Corrupt(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Errors of the job model.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -49,6 +49,23 @@ pub struct Lease {
     pub attempt: u32,
 }
 
+/// Why a task attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong, for people.
+    pub error: String,
+    /// Whether another attempt would fail alike (a wrong input, a bug): then the job fails
+    /// without retries. Storage and network failures are not permanent.
+    pub permanent: bool,
+}
+
+impl Failure {
+    /// A failure another attempt may not repeat (retried up to `max_attempts`).
+    pub fn transient(error: impl Into<String>) -> Self {
+        Failure { error: error.into(), permanent: false }
+    }
+}
+
 /// What became of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
@@ -218,14 +235,22 @@ impl Scheduler {
         Report::Accepted
     }
 
-    /// The task of `lease` failed with `error`: retried elsewhere, or the job fails once the
-    /// task has failed `max_attempts` times.
-    pub fn fail(&mut self, worker: WorkerId, lease: Lease, error: &str, now: Millis) -> Report {
+    /// The task of `lease` failed: retried elsewhere, or the job fails at once when the
+    /// failure is permanent (another attempt would fail alike), or once the task has failed
+    /// `max_attempts` times.
+    pub fn fail(
+        &mut self,
+        worker: WorkerId,
+        lease: Lease,
+        failure: &Failure,
+        now: Millis,
+    ) -> Report {
         self.heartbeat(worker, now);
         if self.state != JobState::Running || !self.take_current(worker, lease) {
             return Report::Stale;
         }
-        if lease.attempt >= self.config.max_attempts {
+        let error = &failure.error;
+        if failure.permanent || lease.attempt >= self.config.max_attempts {
             self.state = JobState::Failed { task: lease.task, error: error.to_string() };
         } else {
             self.slots[lease.task] = Slot::Pending { attempts: lease.attempt };
@@ -372,12 +397,12 @@ mod tests {
         assert_eq!(s.lease(workers[0], 1, 0).unwrap()[0].task, 0);
         let ok = s.lease(workers[0], 1, 0).unwrap()[0];
         s.complete(workers[0], ok, 0);
-        s.fail(workers[0], Lease { task: 0, attempt: 1 }, "bad input", 0);
+        s.fail(workers[0], Lease { task: 0, attempt: 1 }, &Failure::transient("bad input"), 0);
         for (i, &w) in workers.iter().enumerate().skip(1) {
             assert_eq!(*s.state(), JobState::Running);
             let l = s.lease(w, 1, 0).unwrap()[0];
             assert_eq!(l, Lease { task: 0, attempt: i as u32 + 1 });
-            s.fail(w, l, "bad input", 0);
+            s.fail(w, l, &Failure::transient("bad input"), 0);
         }
         assert_eq!(*s.state(), JobState::Failed { task: 0, error: "bad input".into() });
         assert!(s.lease(workers[0], 1, 0).unwrap().is_empty());
@@ -391,7 +416,7 @@ mod tests {
         assert_eq!(s.complete(w, Lease { task: 0, attempt: 7 }, 1), Report::Stale);
         assert_eq!(s.complete(w, l, 1), Report::Accepted);
         assert_eq!(s.complete(w, l, 1), Report::Stale);
-        assert_eq!(s.fail(w, l, "late", 1), Report::Stale);
+        assert_eq!(s.fail(w, l, &Failure::transient("late"), 1), Report::Stale);
         assert_eq!(*s.state(), JobState::Succeeded);
     }
 
@@ -429,7 +454,7 @@ mod tests {
         let la = s.lease(a, 2, 0).unwrap();
         assert_eq!((s.leases_of(a), s.leases_of(b)), (2, 0));
         let lb = s.lease(b, 1, 0).unwrap()[0];
-        s.fail(b, lb, "flaky", 10);
+        s.fail(b, lb, &Failure::transient("flaky"), 10);
         assert_eq!(s.retries(), 1, "a failed attempt that is retried");
         assert_eq!(s.leases_of(b), 0);
         // a goes silent: both its leases are lost and queued again
@@ -486,5 +511,19 @@ mod tests {
     #[test]
     fn empty_plan_is_already_done() {
         assert_eq!(*Scheduler::new(0, config()).state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_permanent_failure_fails_the_job_without_retries() {
+        let mut s = Scheduler::new(2, SchedulerConfig { lease_timeout: 1000, max_attempts: 3 });
+        let w = s.register(0);
+        let l = s.lease(w, 1, 0).unwrap()[0];
+        let failure = Failure { error: "brain.npy: contains NaN".into(), permanent: true };
+        assert_eq!(s.fail(w, l, &failure, 0), Report::Accepted);
+        assert_eq!(
+            *s.state(),
+            JobState::Failed { task: l.task, error: "brain.npy: contains NaN".into() }
+        );
+        assert_eq!(s.retries(), 0);
     }
 }

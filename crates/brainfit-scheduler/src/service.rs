@@ -20,7 +20,7 @@
 //!   before a restart) is stale; if the task's part exists anyway the task is marked done.
 
 use crate::job::{self, Outcome, ScheduledJob};
-use crate::{JobState, Lease, Millis, Report, SchedulerConfig, WorkerId};
+use crate::{Failure, JobState, Lease, Millis, Report, SchedulerConfig, WorkerId};
 use brainfit_io::{Store, join_url};
 use brainfit_job::run::new_run_id;
 use brainfit_job::{JobRun, JobSpec};
@@ -842,7 +842,11 @@ impl Coordinator {
             let report = match a.workers.get(&req.worker_id) {
                 Some(&wid) => match kind {
                     ReportKind::Complete => scheduler.complete(wid, lease, now),
-                    ReportKind::Fail => scheduler.fail(wid, lease, &req.error, now),
+                    ReportKind::Fail => {
+                        let failure =
+                            Failure { error: req.error.clone(), permanent: req.permanent };
+                        scheduler.fail(wid, lease, &failure, now)
+                    }
                     ReportKind::Release => scheduler.release(wid, lease, now),
                 },
                 None => Report::Stale,

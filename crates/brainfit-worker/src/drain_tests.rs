@@ -36,7 +36,7 @@ impl Transport for Fake {
         self.record(format!("complete {}", a.task));
         Ok(())
     }
-    async fn fail(&self, a: &Assignment, _error: String) -> Result<()> {
+    async fn fail(&self, a: &Assignment, _error: String, _permanent: bool) -> Result<()> {
         self.record(format!("fail {}", a.task));
         Ok(())
     }

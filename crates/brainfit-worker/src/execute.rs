@@ -5,7 +5,7 @@
 //! per-fold eigendecompositions. Entries are built once even when several workers ask at the
 //! same time, and the cache keeps only the most recent few so memory stays bounded.
 
-use crate::{JobContext, Result};
+use crate::{JobContext, Result, WorkerError};
 use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, with_precision};
 use brainfit_job::spec::{EncodingSpec, PermutationSpec, SubjectSpec};
@@ -34,7 +34,8 @@ pub struct BrainData {
     pub groups: Option<Vec<i64>>,
 }
 
-type Entry = Arc<OnceLock<std::result::Result<Arc<dyn Any + Send + Sync>, String>>>;
+/// A value built once, or the error building it gave (its message, and whether transient).
+type Entry = Arc<OnceLock<std::result::Result<Arc<dyn Any + Send + Sync>, (String, bool)>>>;
 
 /// A small most-recently-used cache of built values, each built once.
 #[derive(Default)]
@@ -63,18 +64,27 @@ impl Cache {
                 }
                 None => {
                     let e: Entry = Arc::new(OnceLock::new());
-                    entries.push_front((key, e.clone()));
+                    entries.push_front((key.clone(), e.clone()));
                     entries.truncate(self.capacity);
                     e
                 }
             }
         };
         let value = entry.get_or_init(|| {
-            build().map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>).map_err(|e| e.to_string())
+            build()
+                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
+                .map_err(|e| (e.to_string(), e.is_transient()))
         });
         match value {
             Ok(v) => Ok(v.clone().downcast::<V>().expect("one type per key")),
-            Err(e) => Err(JobError::Corrupt(format!("cached input failed earlier: {e}")).into()),
+            Err((message, transient)) => {
+                if *transient {
+                    // not kept: the next attempt builds it again
+                    let mut entries = self.entries.lock().expect("cache lock");
+                    entries.retain(|(k, e)| *k != key || !Arc::ptr_eq(e, &entry));
+                }
+                Err(WorkerError::Cached { message: message.clone(), transient: *transient })
+            }
         }
     }
 }

@@ -235,8 +235,14 @@ impl GrpcTransport {
 
     /// Sends a report until it is delivered (its part is stored, or its failure matters): a
     /// coordinator back from a restart still learns of it. Stale reports are fine.
-    async fn report(&self, what: &'static str, a: &Assignment, error: String) -> Result<()> {
-        self.report_ids(what, &a.job.id, a.task as u64, a.attempt, error).await
+    async fn report(
+        &self,
+        what: &'static str,
+        a: &Assignment,
+        error: String,
+        permanent: bool,
+    ) -> Result<()> {
+        self.report_ids(what, &a.job.id, a.task as u64, a.attempt, error, permanent).await
     }
 
     async fn report_ids(
@@ -246,6 +252,7 @@ impl GrpcTransport {
         task: u64,
         attempt: u32,
         error: String,
+        permanent: bool,
     ) -> Result<()> {
         let mut delay = Duration::from_millis(100);
         loop {
@@ -255,6 +262,7 @@ impl GrpcTransport {
                 task,
                 attempt,
                 error: error.clone(),
+                permanent,
             };
             let mut client = self.client.clone();
             let reply = match what {
@@ -349,7 +357,7 @@ impl Transport for GrpcTransport {
                     };
                     tracing::warn!(job = %t.job_id, task = t.task, "cannot take the task: {why}");
                     // never hold a task while heartbeating: report it failed (retried elsewhere)
-                    self.report_ids("fail", &t.job_id, t.task, t.attempt, why).await?;
+                    self.report_ids("fail", &t.job_id, t.task, t.attempt, why, false).await?;
                 }
             }
         }
@@ -357,15 +365,15 @@ impl Transport for GrpcTransport {
     }
 
     async fn complete(&self, a: &Assignment) -> Result<()> {
-        self.report("complete", a, String::new()).await
+        self.report("complete", a, String::new(), false).await
     }
 
-    async fn fail(&self, a: &Assignment, error: String) -> Result<()> {
-        self.report("fail", a, error).await
+    async fn fail(&self, a: &Assignment, error: String, permanent: bool) -> Result<()> {
+        self.report("fail", a, error, permanent).await
     }
 
     async fn release(&self, a: &Assignment) -> Result<()> {
-        self.report("release", a, String::new()).await
+        self.report("release", a, String::new(), false).await
     }
 }
 

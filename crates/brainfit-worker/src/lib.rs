@@ -37,6 +37,28 @@ pub enum WorkerError {
     /// A compute thread panicked (a bug): reported as the task's failure.
     #[error("task panicked: {0}")]
     Panic(String),
+    /// Building a cached input failed earlier in this process (the same error again).
+    #[error("{message}")]
+    Cached {
+        /// The original error's message.
+        message: String,
+        /// Whether the original error was transient.
+        transient: bool,
+    },
+}
+
+impl WorkerError {
+    /// Whether another attempt may succeed: storage and transport failures. An input that is
+    /// wrong, or a panic (a bug), fails every attempt alike, so its task is not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WorkerError::Job(e) => e.is_transient(),
+            WorkerError::Io(e) => e.is_transient(),
+            WorkerError::Transport(_) => true,
+            WorkerError::Refused(_) | WorkerError::Panic(_) => false,
+            WorkerError::Cached { transient, .. } => *transient,
+        }
+    }
 }
 
 /// Result alias of the worker crate.
@@ -74,7 +96,12 @@ pub trait Transport: Send + Sync {
     /// Reports that an assignment's result is stored.
     fn complete(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
     /// Reports that an assignment failed.
-    fn fail(&self, a: &Assignment, error: String) -> impl Future<Output = Result<()>> + Send;
+    fn fail(
+        &self,
+        a: &Assignment,
+        error: String,
+        permanent: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Hands an assignment back unstarted (a draining worker); it is not counted as an attempt.
     fn release(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
 }
@@ -126,8 +153,14 @@ pub async fn run_worker_until<T: Transport>(
                     match run_one(&a, &executor, &store).await {
                         Ok(()) => transport.complete(&a).await?,
                         Err(e) => {
-                            tracing::warn!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, "task failed: {e}");
-                            transport.fail(&a, e.to_string()).await?
+                            let permanent = !e.is_transient();
+                            tracing::warn!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, permanent, "task failed: {e}");
+                            if !permanent {
+                                // back off before the retry is queued
+                                let wait = 250 * u64::from(a.attempt).min(8);
+                                tokio::time::sleep(Duration::from_millis(wait)).await;
+                            }
+                            transport.fail(&a, e.to_string(), permanent).await?
                         }
                     }
                 }

@@ -73,6 +73,7 @@ fn report(w: u64, l: &TaskLease) -> TaskReport {
         task: l.task,
         attempt: l.attempt,
         error: String::new(),
+        permanent: false,
     }
 }
 
