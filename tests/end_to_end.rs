@@ -173,3 +173,28 @@ fn cli_runs_a_job_on_disk_and_validate_checks_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.npy"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npz_members_are_feature_spaces() {
+    use std::io::Write;
+    let store = Store::new();
+    let base = "memory://e2e/npz";
+    write_study(&store, base, None).await;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, width) in [("fc6.npy", 3), ("fc7.npy", 5)] {
+        zip.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        let x: Array2<f32> =
+            brainfit_kernels::rng::Rng::new(width as u64).normal_array((48, width));
+        zip.write_all(&write_npy(&x.view())).unwrap();
+    }
+    let npz = zip.finish().unwrap().into_inner();
+    store.put(&join_url(base, "net.npz"), npz.into()).await.unwrap();
+    let summary =
+        common::run_embedded(&store, base, &JOB.replace("b = \"b.npy\"", "net = \"net.npz\""), 2)
+            .await
+            .unwrap();
+    let encoding = &summary["subjects"][0]["encoding"];
+    assert_eq!(encoding["net.fc6"]["n_features"], 3, "{encoding}");
+    assert_eq!(encoding["net.fc7"]["n_features"], 5, "{encoding}");
+    assert!(store.get(&join_url(base, "out/encoding/net.fc7/score.npy")).await.is_ok());
+}
