@@ -161,14 +161,21 @@ async fn connect(remote: &Remote) -> Result<Client> {
     let options = connect_options(remote)?;
     let (channel, auth) = brainfit_proto::channel(&options)?;
     let have_token = auth.has_token();
-    let mut client = CoordinatorClient::with_interceptor(channel, auth)
+    let mut client = CoordinatorClient::with_interceptor(channel, auth.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let hello = client
-        .handshake(HandshakeRequest {})
-        .await
-        .map_err(|s| rpc_error(&remote.coordinator, s))?;
+    // the handshake goes out without the token; it is sent only to a coordinator that
+    // requires one
+    let hello = match client.handshake(HandshakeRequest {}).await {
+        Err(s) if brainfit_proto::needs_token(&s, &auth) => {
+            auth.arm();
+            client.handshake(HandshakeRequest {}).await
+        }
+        other => other,
+    }
+    .map_err(|s| rpc_error(&remote.coordinator, s))?;
     brainfit_proto::check_handshake(&remote.coordinator, hello.get_ref(), have_token)?;
+    auth.arm();
     Ok(client)
 }
 

@@ -336,10 +336,15 @@ async fn row_permutations_of_autocorrelated_time_series_fail_the_same_bound() {
 /// RSA on conditions in runs: brain patterns and the model's activations both carry per-run
 /// offsets (as betas estimated run by run do), independent of each other.
 struct Rsa {
+    /// The conditions' structure (with runs, the job gives `groups`).
+    conditions: Runs,
     scheme: &'static str,
 }
 
+/// 60 conditions in 6 runs, with run offsets in brain patterns and activations alike.
 const CONDITIONS: Runs = Runs { runs: 6, per_run: 10, offsets: true, ar: 0.0 };
+/// 60 conditions without runs.
+const PLAIN_CONDITIONS: Runs = Runs { runs: 1, per_run: 60, offsets: false, ar: 0.0 };
 /// A 6×6×6 volume, every voxel in the mask; searchlight spheres of radius 1.
 const SIDE: usize = 6;
 const MEG_TIMES: usize = 10;
@@ -353,7 +358,7 @@ output = "out"
 [data]
 brain = "brain.npy"
 mask = "mask.nii.gz"
-groups = "runs.npy"
+{groups}
 [features]
 model = "model.npy"
 [searchlight]
@@ -366,9 +371,10 @@ data = "meg.npy"
 [permutation]
 n = {N_PERM}
 seed = {seed}
-{}
+{scheme}
 "#,
-            self.scheme
+            groups = if self.conditions.runs > 1 { "groups = \"runs.npy\"" } else { "" },
+            scheme = self.scheme
         )
     }
 
@@ -377,12 +383,12 @@ seed = {seed}
     async fn run(&self, store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 3] {
         let base = "memory://calibration/rsa";
         let mut rng = Rng::new(7_000_001 * i as u64 + u64::from(planted));
-        let n = CONDITIONS.n();
-        let model = CONDITIONS.noise(&mut rng, 5);
-        let mut brain = CONDITIONS.noise(&mut rng, SIDE * SIDE * SIDE);
+        let n = self.conditions.n();
+        let model = self.conditions.noise(&mut rng, 5);
+        let mut brain = self.conditions.noise(&mut rng, SIDE * SIDE * SIDE);
         let mut meg = Array3::<f64>::zeros((MEG_TIMES, n, 8));
         for mut t in meg.axis_iter_mut(Axis(0)) {
-            t.assign(&CONDITIONS.noise(&mut rng, 8));
+            t.assign(&self.conditions.noise(&mut rng, 8));
         }
         if planted {
             let w: Array2<f64> = rng.normal_array((5, brain.ncols()));
@@ -413,7 +419,7 @@ seed = {seed}
         put(store, base, "brain.npy", &brain).await;
         put(store, base, "model.npy", &model).await;
         put(store, base, "meg.npy", &meg).await;
-        put(store, base, "runs.npy", &CONDITIONS.labels()).await;
+        put(store, base, "runs.npy", &self.conditions.labels()).await;
         common::run_embedded(store, base, &self.job(i), 1).await.unwrap();
 
         let out = |f: &str| join_url(base, &format!("out/{f}"));
@@ -454,16 +460,11 @@ seed = {seed}
 
 const RSA_ANALYSES: [&str; 3] = ["searchlight", "ROI RSA", "time-resolved RSA"];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rsa_on_conditions_in_runs_is_calibrated_by_default() {
-    let rsa = Rsa { scheme: "" };
+async fn check_rsa(rsa: Rsa, design: &str) {
     let rates = rsa.rates().await;
     let mut failures = Vec::new();
     for (name, r) in RSA_ANALYSES.iter().zip(&rates) {
-        println!(
-            "{}",
-            r.row(&format!("{name}, conditions in runs: default (within-group) scheme"))
-        );
+        println!("{}", r.row(&format!("{name}, {design}")));
         if !r.calibrated() {
             failures.push(format!("{name}: {r:?}"));
         }
@@ -478,8 +479,21 @@ async fn rsa_on_conditions_in_runs_is_calibrated_by_default() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_on_conditions_in_runs_is_calibrated_by_default() {
+    let rsa = Rsa { conditions: CONDITIONS, scheme: "" };
+    check_rsa(rsa, "conditions in runs: default (within-group) scheme").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_without_runs_is_calibrated_by_default() {
+    let rsa = Rsa { conditions: PLAIN_CONDITIONS, scheme: "" };
+    check_rsa(rsa, "no runs: default (free) scheme").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
-    let rsa = Rsa { scheme: "scheme = \"free\"\nfree_across_groups = true" };
+    let rsa =
+        Rsa { conditions: CONDITIONS, scheme: "scheme = \"free\"\nfree_across_groups = true" };
     let rates = rsa.rates().await;
     for (name, r) in RSA_ANALYSES.iter().zip(&rates) {
         println!("{}", r.row(&format!("{name}, conditions in runs: free across runs (warned)")));

@@ -112,11 +112,13 @@ impl Interceptor for RequireToken {
     }
 }
 
-/// Client side: adds the token (if any) to every request, marked sensitive so that no layer
-/// logs it.
+/// Client side: adds the token (if any) to every request once [armed](AddToken::arm), marked
+/// sensitive so that no layer logs it. It starts disarmed: the handshake goes out without the
+/// token, so a coordinator that turns out not to require one never receives it.
 #[derive(Clone)]
 pub struct AddToken {
     value: Option<MetadataValue<tonic::metadata::Ascii>>,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AddToken {
@@ -134,12 +136,18 @@ impl AddToken {
                 Some(v)
             }
         };
-        Ok(AddToken { value })
+        Ok(AddToken { value, armed: Default::default() })
     }
 
-    /// Whether a token is sent.
+    /// Whether this side has a token to send.
     pub fn has_token(&self) -> bool {
         self.value.is_some()
+    }
+
+    /// Starts sending the token (this and every clone): call once the coordinator's handshake
+    /// showed that it requires one.
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -153,7 +161,9 @@ impl std::fmt::Debug for AddToken {
 
 impl Interceptor for AddToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.value {
+        if let Some(v) = &self.value
+            && self.armed.load(std::sync::atomic::Ordering::SeqCst)
+        {
             request.metadata_mut().insert(AUTH_HEADER, v.clone());
         }
         Ok(request)
@@ -225,6 +235,14 @@ pub fn channel(options: &ConnectOptions) -> Result<(Channel, AddToken), ProtoErr
     Ok((endpoint.connect_lazy(), auth))
 }
 
+/// Whether a refused token-less handshake means "the coordinator requires a token": then arm
+/// `auth` and handshake again, with it.
+pub fn needs_token(status: &Status, auth: &AddToken) -> bool {
+    status.code() == tonic::Code::Unauthenticated
+        && auth.has_token()
+        && !auth.armed.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Checks a coordinator's handshake: same protocol, and a token enforced whenever this side
 /// has one.
 pub fn check_handshake(
@@ -246,12 +264,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_token_goes_out_only_once_armed() {
+        let add = AddToken::new(Some("s3cret")).unwrap();
+        let mut clone = add.clone();
+        let req = clone.call(Request::new(())).unwrap();
+        assert!(req.metadata().get(AUTH_HEADER).is_none(), "sent before the handshake");
+        assert!(needs_token(&Status::unauthenticated("no token"), &add));
+        add.arm();
+        let req = clone.call(Request::new(())).unwrap();
+        assert!(req.metadata().get(AUTH_HEADER).is_some(), "clones share the arming");
+        assert!(!needs_token(&Status::unauthenticated("wrong token"), &add));
+    }
+
+    #[test]
     fn token_check_accepts_only_the_right_bearer_token() {
         let mut check = RequireToken::new(Some("s3cret"));
-        let mut add = AddToken::new(Some("s3cret")).unwrap();
+        let add = AddToken::new(Some("s3cret")).unwrap();
+        add.arm();
+        let mut add = add;
         let req = add.call(Request::new(())).unwrap();
         assert!(check.call(req).is_ok());
         let mut wrong = AddToken::new(Some("s3cres")).unwrap();
+        wrong.arm();
         let e = check.call(wrong.call(Request::new(())).unwrap()).unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert!(!e.message().contains("s3cre"), "never echo tokens");

@@ -83,7 +83,7 @@ impl GrpcTransport {
         let (channel, auth) = brainfit_proto::channel(&options.connect)
             .map_err(|e| WorkerError::Transport(e.to_string()))?;
         let have_token = auth.has_token();
-        let client = WorkersClient::with_interceptor(channel, auth)
+        let client = WorkersClient::with_interceptor(channel, auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let transport = GrpcTransport {
@@ -103,13 +103,17 @@ impl GrpcTransport {
             if *stop.borrow() {
                 return Ok(None);
             }
+            // the handshake goes out without the token; it is sent only to a coordinator that
+            // requires one
             match transport.client.clone().handshake(HandshakeRequest {}).await {
                 Ok(reply) => {
                     check_handshake(&transport.url, reply.get_ref(), have_token)
                         .map_err(|e| WorkerError::Transport(e.to_string()))?;
+                    auth.arm();
                     transport.back_online();
                     break;
                 }
+                Err(s) if brainfit_proto::needs_token(&s, &auth) => auth.arm(),
                 Err(s) if is_fatal(&s) => return Err(fatal(&transport.url, &s)),
                 Err(s) => {
                     transport.went_offline(&s);
