@@ -249,3 +249,21 @@ async fn what_headers_and_the_job_file_tell_is_refused_before_any_task() {
     let (err, _) = refused(&one_run, &[]).await;
     assert!(err.contains("at least 2 groups"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_of_a_different_job_in_the_same_output_are_reported() {
+    let store = Store::new();
+    let base = "memory://hostile/stale";
+    write_study(&store, base, None).await;
+    let stale = "held the results of a different job";
+    let first = common::run_embedded(&store, base, JOB, 1).await.unwrap();
+    assert!(!first["warnings"].to_string().contains(stale), "{}", first["warnings"]);
+    // the same job again: nothing to say
+    let again = common::run_embedded(&store, base, JOB, 1).await.unwrap();
+    assert!(!again["warnings"].to_string().contains(stale), "{}", again["warnings"]);
+    // another job (only space a) into the same output: b's maps are left from the first one
+    let other = JOB.replace("b = \"b.npy\"\n", "");
+    let summary = common::run_embedded(&store, base, &other, 1).await.unwrap();
+    let warnings = summary["warnings"].to_string();
+    assert!(warnings.contains(stale), "{warnings}");
+}

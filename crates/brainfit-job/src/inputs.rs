@@ -70,7 +70,7 @@ pub struct SubjectInventory {
 }
 
 /// Inventory of every subject of a job.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Inventory {
     /// One entry per subject, in job order.
     pub subjects: Vec<SubjectInventory>,

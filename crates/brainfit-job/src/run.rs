@@ -40,12 +40,24 @@ impl JobRun {
     /// second run into the same output fail with a message saying who holds it, instead of
     /// mixing two runs' results. The same run id (a restarted coordinator) takes it again.
     pub async fn prepare(store: &Store, spec: JobSpec, id: String) -> Result<JobRun> {
-        let inventory = inspect(store, &spec).await?;
+        let mut inventory = inspect(store, &spec).await?;
         let tasks = plan(&spec, &inventory);
         debug_assert_eq!(tasks.len(), crate::plan::task_count(&spec, &inventory));
-        let run = JobRun { id, spec, inventory, tasks };
+        let summary_url = spec.output_url(None, "summary.json")?;
+        let mut run = JobRun { id, spec, inventory: Default::default(), tasks };
         run.lock_output(store).await?;
-        store.delete(&run.spec.output_url(None, "summary.json")?).await?;
+        // results of a different job in this output stay beside ours: say so
+        if let Ok(previous) = store.get(&summary_url).await {
+            let previous: serde_json::Value = serde_json::from_slice(&previous).unwrap_or_default();
+            if previous["job"].as_str().is_some_and(|job| job != run.spec.source) {
+                inventory.warnings.push(format!(
+                    "{} held the results of a different job (its summary.json's job file differs): files this job does not write are left from that job",
+                    run.spec.output
+                ));
+            }
+        }
+        run.inventory = inventory;
+        store.delete(&summary_url).await?;
         Ok(run)
     }
 
