@@ -105,15 +105,8 @@ async fn sizes_from_headers_and_parameters_are_checked_before_allocating() {
     )
     .await;
     assert!(gb(&err) && err.contains("bomb.nii.gz"), "{err}");
-    // an .npz member whose header declares 10^10 values
-    let header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000, 100000), }";
-    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    npy.extend_from_slice(&((header.len() + pad + 1) as u16).to_le_bytes());
-    npy.extend_from_slice(header);
-    npy.extend(std::iter::repeat_n(b' ', pad));
-    npy.push(b'\n');
-    npy.extend_from_slice(&[0u8; 64]);
+    // an .npz member whose header declares 10^10 values (followed by 64 bytes)
+    let npy = raw_npy("<f8", (100_000, 100_000), 64);
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     zip.start_file("fc6.npy", zip::write::SimpleFileOptions::default()).unwrap();
     zip.write_all(&npy).unwrap();
@@ -212,8 +205,9 @@ async fn an_output_in_use_is_refused_and_released_when_a_run_ends() {
     assert!(walk(&dir.path().join("out/.brainfit")).is_empty(), "a failed run removes its parts");
 }
 
-/// A `.npy` of `shape` with dtype `descr` and zeroed data (for dtypes brainfit cannot write).
-fn raw_npy(descr: &str, shape: (usize, usize), item: usize) -> Vec<u8> {
+/// A `.npy` header for `shape` and dtype `descr` (which brainfit may not be able to write),
+/// followed by `data_len` zero bytes.
+fn raw_npy(descr: &str, shape: (usize, usize), data_len: usize) -> Vec<u8> {
     let header = format!(
         "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({}, {}), }}",
         shape.0, shape.1
@@ -224,7 +218,7 @@ fn raw_npy(descr: &str, shape: (usize, usize), item: usize) -> Vec<u8> {
     npy.extend_from_slice(header.as_bytes());
     npy.extend(std::iter::repeat_n(b' ', pad));
     npy.push(b'\n');
-    npy.extend(std::iter::repeat_n(0u8, shape.0 * shape.1 * item));
+    npy.extend(std::iter::repeat_n(0u8, data_len));
     npy
 }
 
@@ -233,7 +227,7 @@ async fn what_headers_and_the_job_file_tell_is_refused_before_any_task() {
     // float16 features: refused from the header, not three times inside tasks
     let (err, _) = refused(
         &JOB.replace("\"b.npy\"", "\"half.npy\""),
-        &[("half.npy", raw_npy("<f2", (48, 3), 2))],
+        &[("half.npy", raw_npy("<f2", (48, 3), 48 * 3 * 2))],
     )
     .await;
     assert!(err.contains("half.npy") && err.contains("float16"), "{err}");
