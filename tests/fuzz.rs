@@ -4,7 +4,9 @@
 //! allocating beyond the input and memory budget, and without quoting the input in the error.
 //! CI runs proptest's default 256 cases per parser; `scripts/fuzz.sh` runs many more.
 
-use brainfit_io::{parse_nifti, parse_npy, parse_npz, write_nifti_f32, write_npy};
+use brainfit_io::{
+    parse_nifti, parse_nifti_dims, parse_npy, parse_npz, write_nifti_f32, write_npy,
+};
 use brainfit_job::JobSpec;
 use ndarray::{Array2, Array3};
 use proptest::prelude::*;
@@ -115,7 +117,9 @@ proptest! {
 
     #[test]
     fn nifti_parser_never_panics(e in edits(), gzip in any::<bool>()) {
-        let _ = parse_nifti(&apply(nifti_seed(gzip), &e), "fuzz.nii.gz");
+        let bytes = apply(nifti_seed(gzip), &e);
+        let _ = parse_nifti(&bytes, "fuzz.nii.gz");
+        let _ = parse_nifti_dims(&bytes, "fuzz.nii.gz");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub(crate) fn check_budget(count: usize, what: &str) -> std::result::Result<(), 
         )),
     }
 }
-pub use nifti::{Mask, Nifti, parse_nifti, try_write_nifti_f32, write_nifti_f32};
+pub use nifti::{Mask, Nifti, parse_nifti, parse_nifti_dims, try_write_nifti_f32, write_nifti_f32};
 pub use npy::{
     NpyArray, NpyData, NpyElement, NpyHeader, check_npy_dtype, npz_headers, parse_npy,
     parse_npy_header, parse_npz, write_npy,

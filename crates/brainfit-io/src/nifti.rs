@@ -225,6 +225,41 @@ fn declared_end(b: &[u8], name: &str) -> Result<Option<usize>> {
 }
 
 fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
+    let header = parse_header(b, name)?;
+    decode_data(b, header, name)
+}
+
+/// What a NIfTI-1 header says, checked.
+struct Header {
+    dim: Vec<usize>,
+    pixdim: [f32; 8],
+    affine: [[f64; 4]; 4],
+    datatype: DataType,
+    big_endian: bool,
+    offset: usize,
+    scaling: Option<(f64, f64)>,
+}
+
+/// The dimensions of a NIfTI-1 image (`.nii` or `.nii.gz`) from its header alone, checked
+/// against the memory budget: no voxel is decoded and a gzipped file inflates only its header
+/// (what a coordinator needs to check shapes). `name` is used in messages.
+pub fn parse_nifti_dims(bytes: &[u8], name: &str) -> Result<Vec<usize>> {
+    let header = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut raw = Vec::with_capacity(HDR_SIZE);
+        flate2::read::MultiGzDecoder::new(bytes)
+            .take(HDR_SIZE as u64)
+            .read_to_end(&mut raw)
+            .map_err(|e| nifti_err(name, format!("gzip data cannot be decompressed: {e}")))?;
+        parse_header(&raw, name)?
+    } else {
+        parse_header(bytes, name)?
+    };
+    let count = header.dim.iter().fold(1usize, |acc, &d| acc.saturating_mul(d));
+    crate::check_budget(count, "the image header").map_err(|m| nifti_err(name, m))?;
+    Ok(header.dim)
+}
+
+fn parse_header(b: &[u8], name: &str) -> Result<Header> {
     if b.len() < 4 {
         return Err(nifti_err(name, format!("not a NIfTI-1 file: only {} bytes long", b.len())));
     }
@@ -360,6 +395,11 @@ fn parse_raw(b: &[u8], name: &str) -> Result<Nifti> {
         base_affine(&dim, &pixdim)
     };
 
+    Ok(Header { dim, pixdim, affine, datatype, big_endian, offset, scaling })
+}
+
+fn decode_data(b: &[u8], header: Header, name: &str) -> Result<Nifti> {
+    let Header { dim, pixdim, affine, datatype, big_endian, offset, scaling } = header;
     // Data.
     let count = dim
         .iter()

@@ -344,3 +344,24 @@ fn mask_rules_and_errors() {
     let msg = mask.unmask(&[1.0]).expect_err("length").to_string();
     assert!(msg.contains("got 1 values but the mask has 2 voxels"), "{msg}");
 }
+
+#[test]
+fn dims_from_the_header_alone() {
+    let vol = test_volume();
+    for gzip in [false, true] {
+        let mut bytes = write_nifti_f32(vol.view(), &AFFINE, gzip);
+        let full = brainfit_io::parse_nifti(&bytes, "img.nii").unwrap();
+        assert_eq!(brainfit_io::parse_nifti_dims(&bytes, "img.nii").unwrap(), full.dim);
+        if !gzip {
+            // the header alone says it: the voxels are not needed (nor read)
+            bytes.truncate(352);
+            assert_eq!(brainfit_io::parse_nifti_dims(&bytes, "img.nii").unwrap(), full.dim);
+            // a header declaring 1260³ float32 voxels is refused from the header
+            for d in 0..3 {
+                bytes[42 + 2 * d..44 + 2 * d].copy_from_slice(&1260i16.to_le_bytes());
+            }
+            let e = brainfit_io::parse_nifti_dims(&bytes, "bomb.nii").unwrap_err().to_string();
+            assert!(e.contains("bomb.nii") && e.contains("memory budget"), "{e}");
+        }
+    }
+}

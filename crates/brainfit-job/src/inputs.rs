@@ -424,20 +424,18 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             None => None,
         };
         let (n_samples, n_voxels, f64_data) = if is_nifti(url) {
-            let img = parse_nifti(&store.get(url).await?, url)?;
+            // the header only: shapes are checked without decoding the image
+            let dim = brainfit_io::parse_nifti_dims(&store.get(url).await?, url)?;
             let mask = mask
                 .as_ref()
                 .ok_or_else(|| input_err(url, "4-D NIfTI brain data needs a [data] mask"))?;
-            if img.dim.len() != 4 || img.dim[..3] != mask.shape {
+            if dim.len() != 4 || dim[..3] != mask.shape {
                 return Err(input_err(
                     url,
-                    format!(
-                        "image of shape {:?} does not match the mask's {:?}",
-                        img.dim, mask.shape
-                    ),
+                    format!("image of shape {dim:?} does not match the mask's {:?}", mask.shape),
                 ));
             }
-            (img.dim[3], mask.len(), false)
+            (dim[3], mask.len(), false)
         } else {
             let (shape, dtype) = npy_shape(store, url).await?;
             if shape.len() != 2 {
