@@ -234,13 +234,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
 }
 
 fn worker_name() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}/{}", std::process::id())
+    format!("{}/{}", brainfit_io::host_name(), std::process::id())
 }
 
 /// `brainfit worker`: computes tasks until SIGINT/SIGTERM, then drains; a second signal exits

@@ -24,6 +24,17 @@ pub mod store;
 
 pub use error::{IoError, Result};
 
+/// This machine's name (`/etc/hostname`, else `$HOSTNAME`, else `"unknown"`): recorded in
+/// lock objects and worker names so that a refusal can say who holds what.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Default of [`max_array_bytes`]: 4 GiB.
 pub const DEFAULT_MAX_ARRAY_BYTES: usize = 4 << 30;
 

@@ -347,37 +347,18 @@ pub fn subject_prefix(subject: &SubjectSpec) -> String {
 
 /// Makes the outer folds and, in each outer training part, the inner folds, as the workers
 /// will: a CV that cannot be made (k larger than the data, one group for group CV) is an error
-/// now, not in every task.
-fn check_cv_feasible(
+/// now, not in every task. With per-run z-scoring every fold must also hold whole runs: a run
+/// split by a fold would have its z-scoring statistics include test rows, a leak into the
+/// training rows.
+fn check_cv(
     e: &crate::spec::EncodingSpec,
     n: usize,
     groups: Option<&[i64]>,
 ) -> std::result::Result<(), String> {
     use brainfit_kernels::cv::split;
-    let outer = split(e.cv, n, groups).map_err(|err| format!("[encoding] cv: {err}"))?;
-    for fold in &outer {
-        let train_groups: Option<Vec<i64>> =
-            groups.map(|g| fold.train.iter().map(|&i| g[i]).collect());
-        split(e.inner_cv, fold.train.len(), train_groups.as_deref()).map_err(|err| {
-            format!(
-                "[encoding] inner_cv (on an outer training part of {} samples): {err}",
-                fold.train.len()
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// Per-run z-scoring uses each run's mean and standard deviation. When a test fold holds part
-/// of a run, those statistics include test rows and leak into the training rows; so every
-/// outer and inner fold must hold whole runs.
-fn check_folds_keep_runs_whole(
-    e: &crate::spec::EncodingSpec,
-    groups: &[i64],
-) -> std::result::Result<(), String> {
-    use brainfit_kernels::cv::split;
-    // a run split by a fold has rows on both sides of it
-    let splits_a_run = |test: &[usize], labels: &[i64]| {
+    // the run a fold splits (one with rows on both sides of it), if any
+    let split_run = |test: &[usize], labels: Option<&[i64]>| {
+        let labels = labels.filter(|_| e.zscore_per_group)?;
         let mut in_test = vec![false; labels.len()];
         test.iter().for_each(|&i| in_test[i] = true);
         let mut sides: std::collections::BTreeMap<i64, [bool; 2]> = Default::default();
@@ -386,23 +367,28 @@ fn check_folds_keep_runs_whole(
         }
         sides.into_iter().find(|(_, [train, test])| *train && *test).map(|(label, _)| label)
     };
-    let message = |what: &str, run: i64| {
+    let leak = |what: &str, run: i64| {
         format!(
             "[encoding] zscore = \"per-group\" with {what} folds that split run {run}: the run's z-scoring statistics would include test rows (a leak into the training rows). Use {what} = {{ kind = \"group\" }}, or kfold with folds on run boundaries, or zscore = \"none\""
         )
     };
-    let outer =
-        split(e.cv, groups.len(), Some(groups)).map_err(|err| format!("[encoding] cv: {err}"))?;
+    let outer = split(e.cv, n, groups).map_err(|err| format!("[encoding] cv: {err}"))?;
     for fold in &outer {
-        if let Some(run) = splits_a_run(&fold.test, groups) {
-            return Err(message("cv", run));
+        if let Some(run) = split_run(&fold.test, groups) {
+            return Err(leak("cv", run));
         }
-        let train_groups: Vec<i64> = fold.train.iter().map(|&i| groups[i]).collect();
-        let inner = split(e.inner_cv, train_groups.len(), Some(&train_groups))
-            .map_err(|err| format!("[encoding] inner_cv: {err}"))?;
+        let train_groups: Option<Vec<i64>> =
+            groups.map(|g| fold.train.iter().map(|&i| g[i]).collect());
+        let inner =
+            split(e.inner_cv, fold.train.len(), train_groups.as_deref()).map_err(|err| {
+                format!(
+                    "[encoding] inner_cv (on an outer training part of {} samples): {err}",
+                    fold.train.len()
+                )
+            })?;
         for inner_fold in &inner {
-            if let Some(run) = splits_a_run(&inner_fold.test, &train_groups) {
-                return Err(message("inner_cv", run));
+            if let Some(run) = split_run(&inner_fold.test, train_groups.as_deref()) {
+                return Err(leak("inner_cv", run));
             }
         }
     }
@@ -483,25 +469,13 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             }
         }
         if let Some(e) = &spec.encoding {
-            let longest = brainfit_kernels::preprocess::run_segments(n_samples, groups.as_deref())
-                .iter()
-                .map(|(start, end)| end - start)
-                .max()
-                .unwrap_or(0);
+            let longest = brainfit_kernels::preprocess::longest_run(n_samples, groups.as_deref());
             if let Some(d) = e.delays.iter().find(|d| d.unsigned_abs() as usize >= longest) {
                 return Err(invalid(format!(
                     "[encoding] delay {d} is not shorter than the longest run ({longest} samples): its features would be all zeros"
                 )));
             }
-        }
-        if let Some(e) = &spec.encoding {
-            check_cv_feasible(e, n_samples, groups.as_deref()).map_err(invalid)?;
-        }
-        if let Some(e) = &spec.encoding
-            && e.zscore_per_group
-        {
-            check_folds_keep_runs_whole(e, groups.as_deref().expect("checked by the spec"))
-                .map_err(invalid)?;
+            check_cv(e, n_samples, groups.as_deref()).map_err(invalid)?;
         }
         let mut spaces = Vec::new();
         for (space, shape) in space_refs(store, subject).await? {

@@ -73,7 +73,7 @@ impl JobRun {
         let holder = serde_json::json!({
             "run": self.id,
             "job": self.spec.name,
-            "host": std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim(),
+            "host": brainfit_io::host_name(),
             "pid": std::process::id(),
             "started_unix": since.as_secs(),
         });

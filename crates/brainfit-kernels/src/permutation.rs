@@ -12,7 +12,7 @@
 //! NaN statistics (e.g. a constant voxel) never count as exceeding and never become a map's
 //! maximum; a NaN observed value gets a NaN p-value.
 
-use crate::preprocess::run_segments;
+use crate::preprocess::{longest_run, run_segments};
 use crate::rng::Rng;
 use crate::{KernelError, Result};
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
@@ -65,11 +65,7 @@ impl Scheme {
                 if let Some(g) = groups {
                     labels_for(g)?;
                 }
-                let longest = run_segments(n, groups.as_deref())
-                    .iter()
-                    .map(|(start, end)| end - start)
-                    .max()
-                    .unwrap_or(0);
+                let longest = longest_run(n, groups.as_deref());
                 if *len >= longest {
                     let what = if groups.is_some() { "longest run" } else { "data" };
                     return Err(KernelError::Parameter(format!(

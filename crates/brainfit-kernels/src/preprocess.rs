@@ -23,6 +23,11 @@ pub fn run_segments(n: usize, groups: Option<&[i64]>) -> Vec<(usize, usize)> {
     segments
 }
 
+/// Length of the longest run ([`run_segments`]); 0 for no samples.
+pub fn longest_run(n: usize, groups: Option<&[i64]>) -> usize {
+    run_segments(n, groups).iter().map(|(start, end)| end - start).max().unwrap_or(0)
+}
+
 /// FIR-delayed features: `[n, p]` -> `[n, p * delays.len()]`, block `d` holding `x` shifted by
 /// `delays[d]` samples (positive = the past predicts the present), zero-filled at run edges.
 pub fn delay<T: Real>(

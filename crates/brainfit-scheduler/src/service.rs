@@ -446,7 +446,7 @@ impl Coordinator {
     /// taken over; any other is refused, naming its holder.
     async fn lock_state(&self) -> Result<(), ServiceError> {
         let url = join_url(&self.config.state_url, "coordinator.lock.json");
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+        let host = brainfit_io::host_name();
         let me = serde_json::json!({ "host": host, "pid": std::process::id(), "started_unix": unix_now() });
         let body = serde_json::to_vec_pretty(&me).expect("a JSON value serialises");
         if self.store.put_create(&url, body.clone().into()).await?
