@@ -51,7 +51,7 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
     write_study(&store, base, None).await;
     common::run_embedded(&store, base, JOB, 2).await.unwrap();
     let summary = join_url(base, "out/summary.json");
-    assert!(store.get(&summary).await.is_ok());
+    let complete = store.get(&summary).await.unwrap();
 
     let expect_err = |job: String, needle: &'static str, also: &'static str| {
         let store = store.clone();
@@ -104,8 +104,9 @@ async fn bad_inputs_fail_clearly_and_leave_nothing_complete() {
         .await
         .unwrap();
     expect_err(JOB.replace("mask.nii.gz", "empty.nii.gz"), "empty.nii.gz", "empty").await;
-    // the run that started and failed (NaN) removed the earlier summary: nothing looks complete
-    assert!(store.get(&summary).await.is_err());
+    // outputs are published only when a run completes: the run that started and failed (NaN)
+    // left the earlier complete run, summary and all, as it was
+    assert_eq!(store.get(&summary).await.unwrap(), complete);
 }
 
 #[test]

@@ -191,6 +191,12 @@ async fn an_output_in_use_is_refused_and_released_when_a_run_ends() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.path().join("out/summary.json").is_file());
     assert!(!lock.exists(), "the lock is released when the run ends");
+    let outputs_of = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        let mut files = walk(&dir.join("out"));
+        files.sort();
+        files.into_iter().map(|p| (p.clone(), std::fs::read(p).unwrap())).collect()
+    };
+    let complete = outputs_of(dir.path());
     // a run that fails in a task releases it too, and leaves no parts behind
     let mut nan = Array2::<f32>::ones((48, 120));
     nan[(0, 0)] = f32::NAN;
@@ -203,6 +209,8 @@ async fn an_output_in_use_is_refused_and_released_when_a_run_ends() {
     assert!(stderr.contains("NaN"), "{stderr}");
     assert!(!lock.exists(), "a failed run releases the lock");
     assert!(walk(&dir.path().join("out/.brainfit")).is_empty(), "a failed run removes its parts");
+    // outputs are published only at the end: the failed run left the complete one as it was
+    assert_eq!(outputs_of(dir.path()), complete, "the earlier complete run is untouched");
 }
 
 /// A `.npy` header for `shape` and dtype `descr` (which brainfit may not be able to write),

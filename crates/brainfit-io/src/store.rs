@@ -410,6 +410,17 @@ impl Store {
         Ok((crate::npy::decode_columns(&header, &raw, columns.end - columns.start, url)?, requests))
     }
 
+    /// Moves the object at `from` to `to`, replacing what is there: a rename on a local file
+    /// system (atomic), a copy then a delete on object stores. Both URLs must lie on the same
+    /// store (one output directory); local parent directories are created as needed.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (store, from_path) = self.resolve(from)?;
+        let (_, to_path) = self.resolve(to)?;
+        object_store::ObjectStoreExt::rename(store.as_ref(), &from_path, &to_path)
+            .await
+            .map_err(|e| map_store_err(from, "rename", e))
+    }
+
     /// Deletes one object; a missing object is fine.
     pub async fn delete(&self, url: &str) -> Result<()> {
         let (store, path) = self.resolve(url)?;
@@ -661,12 +672,37 @@ pub fn canonical_url(url: &str) -> Result<String> {
 }
 
 /// Whether `url` lies at or below `root` once both are resolved ([`canonical_url`]):
-/// `file:///data/lab/../etc` is not below `file:///data/lab`. (Symbolic links on a local
-/// file system are not followed: a link inside a root may still point outside it.)
+/// `file:///data/lab/../etc` is not below `file:///data/lab`. On a local file system,
+/// symbolic links are followed as far as the path exists, so a link inside a root that
+/// points outside it is outside. (A link created after this check is not seen: the check
+/// guards job files, not a hostile user who can also write into the root.)
 pub fn is_within(url: &str, root: &str) -> Result<bool> {
-    let (url, root) = (canonical_url(url)?, canonical_url(root)?);
+    let (url, root) = (resolve_links(&canonical_url(url)?), resolve_links(&canonical_url(root)?));
     let root = root.trim_end_matches('/');
     Ok(url == root || url.starts_with(&format!("{root}/")))
+}
+
+/// A canonical `file:///` URL with the symbolic links of its longest existing ancestor
+/// resolved (the rest, not yet created, appended unchanged); other URLs are returned as given.
+fn resolve_links(canonical: &str) -> String {
+    let Some(path) = canonical.strip_prefix("file://") else {
+        return canonical.to_string();
+    };
+    let mut existing = std::path::PathBuf::from(path);
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let real = missing.iter().rev().fold(real, |p, part| p.join(part));
+            return format!("file://{}", real.display());
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                missing.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return canonical.to_string(),
+        }
+    }
 }
 
 /// The directory part of a URL or path: everything before the last `/` (keeping a root
@@ -706,6 +742,24 @@ mod tests {
         assert!(!is_within("s3://other/a/c.npy", "s3://lab").unwrap());
         assert!(!is_within("memory://m/a", "file:///").unwrap());
         assert!(is_within("gs://b/x", "file:///").is_err());
+    }
+
+    #[test]
+    fn a_symbolic_link_inside_a_root_that_points_outside_is_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("lab"), dir.path().join("elsewhere"));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let root_url = format!("file://{}", root.display());
+        let inside = |rel: &str| is_within(&format!("{root_url}/{rel}"), &root_url).unwrap();
+        assert!(inside("sub01/betas.npy"), "a path not created yet stays inside");
+        assert!(!inside("link/betas.npy"), "the link leads outside");
+        assert!(!inside("link/new/dir/out.npy"), "also below a missing part");
+        // a root reached through a link contains what lies below its target
+        std::os::unix::fs::symlink(&root, dir.path().join("lab-link")).unwrap();
+        let via_link = format!("file://{}", dir.path().join("lab-link").display());
+        assert!(is_within(&format!("{root_url}/x.npy"), &via_link).unwrap());
     }
 
     #[test]

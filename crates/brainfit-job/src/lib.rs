@@ -2,11 +2,13 @@
 //! and the merge into the output layout of DESIGN.md.
 //!
 //! The flow is `file` (TOML text) -> [`spec::JobSpec`] (checked) -> [`inputs::inspect`] (shapes)
-//! -> [`plan::plan`] (tasks) -> workers produce [`part::Part`]s -> [`merge::write_outputs`].
+//! -> [`plan::plan`] (tasks) -> workers produce [`part::Part`]s -> [`merge::write_outputs`] (staged) ->
+//! [`outputs::StagedOutputs::publish`].
 
 pub mod file;
 pub mod inputs;
 pub mod merge;
+pub mod outputs;
 pub mod part;
 pub mod plan;
 pub mod run;

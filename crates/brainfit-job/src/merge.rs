@@ -1,10 +1,11 @@
 //! Merging partial results into the output layout of DESIGN.md.
 //!
-//! Every output is written with an atomic put once all tasks have finished; `summary.json` is
-//! written last and is the marker of a complete run (it is removed when a run starts), so a
-//! failed run never leaves a result that looks complete.
+//! Every output is staged once all tasks have finished ([`crate::outputs`]) and published
+//! together; `summary.json` comes last and is the marker of a complete run, so a failed run
+//! never leaves a result that looks complete, and never disturbs the earlier complete one.
 
 use crate::inputs::{Inventory, load_mask, subject_prefix};
+use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Task, brain_rdm_names, model_names};
 use crate::spec::JobSpec;
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
@@ -77,48 +78,52 @@ fn alpha_edge_warning(space: &str, median: Option<f64>, grid: &[f64]) -> Option<
     Some(format!("encoding {space}: the median chosen alpha is {edge}"))
 }
 
-async fn put_npy(store: &Store, url: &str, values: ArrayView1<'_, f64>) -> Result<()> {
-    store.put(url, write_npy(&values).into()).await?;
+async fn put_npy(
+    outputs: &StagedOutputs<'_>,
+    url: &str,
+    values: ArrayView1<'_, f64>,
+) -> Result<()> {
+    outputs.put(url, write_npy(&values).into()).await?;
     Ok(())
 }
 
 /// A NIfTI map of per-mask-voxel values (skipped without a mask).
 async fn put_nifti(
-    store: &Store,
+    outputs: &StagedOutputs<'_>,
     url: &str,
     mask: Option<&Mask>,
     values: &Array1<f64>,
 ) -> Result<()> {
     if let Some(mask) = mask {
         let volume = mask.unmask(values.as_slice().expect("contiguous"))?;
-        store.put(url, write_nifti_f32(volume.view(), &mask.affine, true).into()).await?;
+        outputs.put(url, write_nifti_f32(volume.view(), &mask.affine, true).into()).await?;
     }
     Ok(())
 }
 
 async fn put_map(
-    store: &Store,
+    outputs: &StagedOutputs<'_>,
     url_npy: &str,
     mask: Option<&Mask>,
     values: &Array1<f64>,
 ) -> Result<()> {
-    put_npy(store, url_npy, values.view()).await?;
+    put_npy(outputs, url_npy, values.view()).await?;
     let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
-    put_nifti(store, &nii, mask, values).await
+    put_nifti(outputs, &nii, mask, values).await
 }
 
 /// Writes `p`, `p_fwe` (with NIfTI versions) and `null_max` of map `m`, if permutations ran.
 async fn put_stats(
-    store: &Store,
+    outputs: &StagedOutputs<'_>,
     url: &impl Fn(&str) -> Result<String>,
     mask: Option<&Mask>,
     maps: &MergedMaps,
     m: usize,
 ) -> Result<()> {
     if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-        put_map(store, &url("p.npy")?, mask, &p.row(m).to_owned()).await?;
-        put_map(store, &url("p_fwe.npy")?, mask, &pf.row(m).to_owned()).await?;
-        put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
+        put_map(outputs, &url("p.npy")?, mask, &p.row(m).to_owned()).await?;
+        put_map(outputs, &url("p_fwe.npy")?, mask, &pf.row(m).to_owned()).await?;
+        put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
     }
     Ok(())
 }
@@ -147,6 +152,7 @@ fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array
 /// the summary that was written to `summary.json`.
 pub async fn write_outputs(
     store: &Store,
+    outputs: &StagedOutputs<'_>,
     spec: &JobSpec,
     inventory: &Inventory,
     tasks: &[Task],
@@ -183,9 +189,9 @@ pub async fn write_outputs(
                 let dir = format!("encoding/{}", space.name);
                 let url = |f: &str| spec.output_url(Some(subject), &format!("{dir}/{f}"));
                 let score = maps.value.row(0).to_owned();
-                put_map(store, &url("score.npy")?, mask.as_ref(), &score).await?;
-                put_npy(store, &url("alpha.npy")?, alpha.view()).await?;
-                put_stats(store, &url, mask.as_ref(), &maps, 0).await?;
+                put_map(outputs, &url("score.npy")?, mask.as_ref(), &score).await?;
+                put_npy(outputs, &url("alpha.npy")?, alpha.view()).await?;
+                put_stats(outputs, &url, mask.as_ref(), &maps, 0).await?;
                 let alpha_median = median(alpha.view());
                 let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
                 let edge = alpha_edge_warning(&space.name, alpha_median, grid);
@@ -231,16 +237,18 @@ pub async fn write_outputs(
                     full
                 };
                 let rho = maps.value.row(m).to_owned();
-                put_npy(store, &url("rho.npy")?, rho.view()).await?;
-                store.put(&url("centres.npy")?, write_npy(&centres.view()).into()).await?;
-                put_nifti(store, &url("rho.nii.gz")?, mask.as_ref(), &on_mask(rho.view())).await?;
+                put_npy(outputs, &url("rho.npy")?, rho.view()).await?;
+                outputs.put(&url("centres.npy")?, write_npy(&centres.view()).into()).await?;
+                put_nifti(outputs, &url("rho.nii.gz")?, mask.as_ref(), &on_mask(rho.view()))
+                    .await?;
                 if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                    put_npy(store, &url("p.npy")?, p.row(m)).await?;
-                    put_npy(store, &url("p_fwe.npy")?, pf.row(m)).await?;
-                    put_nifti(store, &url("p.nii.gz")?, mask.as_ref(), &on_mask(p.row(m))).await?;
-                    put_nifti(store, &url("p_fwe.nii.gz")?, mask.as_ref(), &on_mask(pf.row(m)))
+                    put_npy(outputs, &url("p.npy")?, p.row(m)).await?;
+                    put_npy(outputs, &url("p_fwe.npy")?, pf.row(m)).await?;
+                    put_nifti(outputs, &url("p.nii.gz")?, mask.as_ref(), &on_mask(p.row(m)))
                         .await?;
-                    put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
+                    put_nifti(outputs, &url("p_fwe.nii.gz")?, mask.as_ref(), &on_mask(pf.row(m)))
+                        .await?;
+                    put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
                 }
                 searchlight_summary.insert(
                     name.clone(),
@@ -268,7 +276,7 @@ pub async fn write_outputs(
                             let (_, v) = p.get(&format!("rdm:{name}"))?;
                             let url =
                                 spec.output_url(Some(subject), &format!("rsa/rdms/{name}.npy"))?;
-                            put_npy(store, &url, ArrayView1::from(v)).await?;
+                            put_npy(outputs, &url, ArrayView1::from(v)).await?;
                         }
                     }
                     blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
@@ -308,7 +316,7 @@ pub async fn write_outputs(
                 }
             }
             let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
-            store.put(&spec.output_url(Some(subject), "rsa/compare.csv")?, csv.into()).await?;
+            outputs.put(&spec.output_url(Some(subject), "rsa/compare.csv")?, csv.into()).await?;
         }
         let mut s = serde_json::Map::new();
         // a single-subject job's subject is named by the job
@@ -343,11 +351,11 @@ pub async fn write_outputs(
         let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
         for (m, name) in models.iter().enumerate() {
             let url = |f: &str| spec.output_url(None, &format!("time_resolved/{name}/{f}"));
-            put_npy(store, &url("rho.npy")?, maps.value.row(m)).await?;
+            put_npy(outputs, &url("rho.npy")?, maps.value.row(m)).await?;
             if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                put_npy(store, &url("p.npy")?, p.row(m)).await?;
-                put_npy(store, &url("p_fwe.npy")?, pf.row(m)).await?;
-                put_npy(store, &url("null_max.npy")?, nm.row(m)).await?;
+                put_npy(outputs, &url("p.npy")?, p.row(m)).await?;
+                put_npy(outputs, &url("p_fwe.npy")?, pf.row(m)).await?;
+                put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
             }
             time_resolved_summary.insert(
                 name.clone(),
@@ -379,7 +387,7 @@ pub async fn write_outputs(
         "job": spec.source,
     });
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    store.put(&spec.output_url(None, "summary.json")?, text.into()).await?;
+    outputs.put(&spec.output_url(None, SUMMARY)?, text.into()).await?;
     Ok(summary)
 }
 

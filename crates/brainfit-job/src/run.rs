@@ -4,9 +4,12 @@
 //! A run has an id; its partial results live under `output/.brainfit/runs/<id>/parts/`, one
 //! object per task, written create-only by whichever attempt finishes first. A coordinator that
 //! restarts with the same id finds the parts already written and does not redo those tasks.
+//! The merged outputs are staged under `output/.brainfit/runs/<id>/staged/` and published
+//! together at the end ([`crate::outputs`]).
 
 use crate::inputs::{Inventory, inspect};
 use crate::merge::{RunInfo, write_outputs};
+use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Task, plan};
 use crate::spec::JobSpec;
 use crate::{JobError, Part, Result};
@@ -32,8 +35,9 @@ pub fn new_run_id() -> String {
 }
 
 impl JobRun {
-    /// Inspects the inputs, plans, and only then marks the output incomplete (removes
-    /// `summary.json`): a job whose inputs are wrong leaves an earlier complete run alone.
+    /// Inspects the inputs, plans, and takes the output. Nothing in `output` changes before
+    /// [`JobRun::finish`] publishes the new results ([`crate::outputs`]): a job whose inputs
+    /// are wrong, or a run that fails or is cancelled, leaves an earlier complete run alone.
     ///
     /// The output directory is taken exclusively first: a create-only lock object
     /// (`output/.brainfit/lock.json`, naming the run, host, process and start time) makes a
@@ -43,7 +47,7 @@ impl JobRun {
         let mut inventory = inspect(store, &spec).await?;
         let tasks = plan(&spec, &inventory);
         debug_assert_eq!(tasks.len(), crate::plan::task_count(&spec, &inventory));
-        let summary_url = spec.output_url(None, "summary.json")?;
+        let summary_url = spec.output_url(None, SUMMARY)?;
         let mut run = JobRun { id, spec, inventory: Default::default(), tasks };
         run.lock_output(store).await?;
         // results of a different job in this output stay beside ours: say so
@@ -57,7 +61,6 @@ impl JobRun {
             }
         }
         run.inventory = inventory;
-        store.delete(&summary_url).await?;
         Ok(run)
     }
 
@@ -121,15 +124,20 @@ impl JobRun {
         Ok((0..self.tasks.len()).filter(|&i| existing.contains(&self.part_url(i))).collect())
     }
 
-    /// Reads every part, writes the outputs (`summary.json` last), removes the parts.
+    /// Reads every part, stages the outputs, publishes them (`summary.json` last), removes
+    /// the parts and releases the output. Safe to repeat after a crash at any point.
     pub async fn finish(&self, store: &Store, info: &RunInfo) -> Result<serde_json::Value> {
         let mut parts = Vec::with_capacity(self.tasks.len());
         for i in 0..self.tasks.len() {
             let url = self.part_url(i);
             parts.push(Part::decode(&store.get(&url).await?, &url)?);
         }
+        let outputs =
+            StagedOutputs::new(store, &self.spec.output, join_url(&self.run_url(), "staged"));
         let summary =
-            write_outputs(store, &self.spec, &self.inventory, &self.tasks, &parts, info).await?;
+            write_outputs(store, &outputs, &self.spec, &self.inventory, &self.tasks, &parts, info)
+                .await?;
+        outputs.publish().await?;
         self.abandon(store).await?; // parts and lock: the outputs are complete
         Ok(summary)
     }

@@ -1,0 +1,102 @@
+//! Staged outputs: a run's results become visible together, at the end.
+//!
+//! The merge writes every output into `output/.brainfit/runs/<id>/staged/` (same relative
+//! layout), and only when all of them are written does [`StagedOutputs::publish`] move them
+//! into `output`: first the earlier run's `summary.json` is removed (from then on the output
+//! is marked incomplete), then every staged object is moved into place, `summary.json` last.
+//! A run that fails or is cancelled before publishing leaves the earlier complete run
+//! untouched; a coordinator killed while publishing redoes the merge and the publication on
+//! restart (both are deterministic), so the output ends complete and byte-identical.
+//!
+//! Moves are renames on a local file system and copies plus deletes on object stores, so
+//! publishing takes one short request per output rather than a rewrite of the data.
+
+use crate::{JobError, Result};
+use brainfit_io::{Store, join_url};
+use bytes::Bytes;
+
+/// Name of the completion marker at the root of `output`.
+pub const SUMMARY: &str = "summary.json";
+
+/// Outputs of one run, written to a staging area and published together.
+#[derive(Debug, Clone)]
+pub struct StagedOutputs<'a> {
+    store: &'a Store,
+    /// `output`, with a trailing `/`: every final URL starts with it.
+    output_dir: String,
+    staging: String,
+}
+
+impl<'a> StagedOutputs<'a> {
+    /// Outputs for the directory `output`, staged under `staging` (a directory that only this
+    /// run writes, below `output/.brainfit/`).
+    pub fn new(store: &'a Store, output: &str, staging: String) -> StagedOutputs<'a> {
+        StagedOutputs { store, output_dir: format!("{}/", output.trim_end_matches('/')), staging }
+    }
+
+    /// Where the output destined for `final_url` is staged.
+    fn staged_url(&self, final_url: &str) -> Result<String> {
+        let rel = final_url.strip_prefix(&self.output_dir).ok_or_else(|| {
+            JobError::Corrupt(format!("{final_url} is not below the output {}", self.output_dir))
+        })?;
+        Ok(join_url(&self.staging, rel))
+    }
+
+    /// Stages `data` as the future content of `final_url` (a URL below `output`).
+    pub async fn put(&self, final_url: &str, data: Bytes) -> Result<()> {
+        self.store.put(&self.staged_url(final_url)?, data).await?;
+        Ok(())
+    }
+
+    /// Moves every staged output into `output`, `summary.json` last, after removing the
+    /// earlier run's `summary.json`.
+    pub async fn publish(&self) -> Result<()> {
+        let summary = join_url(&self.output_dir, SUMMARY);
+        let staged_summary = join_url(&self.staging, SUMMARY);
+        let staged = self.store.list(&self.staging).await?;
+        if !staged.contains(&staged_summary) {
+            return Err(JobError::Corrupt(format!(
+                "nothing to publish: {staged_summary} was not staged"
+            )));
+        }
+        self.store.delete(&summary).await?;
+        let prefix = format!("{}/", self.staging.trim_end_matches('/'));
+        for url in staged.iter().filter(|u| **u != staged_summary) {
+            let rel = url.strip_prefix(&prefix).ok_or_else(|| {
+                JobError::Corrupt(format!("{url} was listed outside the staging area {prefix}"))
+            })?;
+            self.store.rename(url, &join_url(&self.output_dir, rel)).await?;
+        }
+        self.store.rename(&staged_summary, &summary).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_is_visible_until_published_and_the_summary_comes_last() {
+        let store = Store::new();
+        let out = "memory://staging/study/out";
+        store.put(&join_url(out, SUMMARY), Bytes::from_static(b"earlier")).await.unwrap();
+        store.put(&join_url(out, "a/old.npy"), Bytes::from_static(b"old")).await.unwrap();
+        let staged = StagedOutputs::new(&store, out, join_url(out, ".brainfit/runs/r1/staged"));
+        staged.put(&join_url(out, "a/x.npy"), Bytes::from_static(b"x")).await.unwrap();
+        staged.put(&join_url(out, "a/old.npy"), Bytes::from_static(b"new")).await.unwrap();
+        assert!(staged.put("memory://staging/study/elsewhere", Bytes::new()).await.is_err());
+        // an unfinished run: the earlier run is what the output shows
+        assert!(staged.publish().await.is_err(), "no summary staged: nothing published");
+        assert_eq!(&store.get(&join_url(out, SUMMARY)).await.unwrap()[..], b"earlier");
+        assert!(store.get(&join_url(out, "a/x.npy")).await.is_err());
+        assert_eq!(&store.get(&join_url(out, "a/old.npy")).await.unwrap()[..], b"old");
+
+        staged.put(&join_url(out, SUMMARY), Bytes::from_static(b"new run")).await.unwrap();
+        staged.publish().await.unwrap();
+        assert_eq!(&store.get(&join_url(out, SUMMARY)).await.unwrap()[..], b"new run");
+        assert_eq!(&store.get(&join_url(out, "a/x.npy")).await.unwrap()[..], b"x");
+        assert_eq!(&store.get(&join_url(out, "a/old.npy")).await.unwrap()[..], b"new");
+        assert!(store.list(&join_url(out, ".brainfit")).await.unwrap().is_empty());
+    }
+}
