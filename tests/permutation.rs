@@ -20,9 +20,20 @@ async fn write_encoding_study(
     seed: u64,
     effect: f32,
 ) -> (Array2<f32>, Array2<f32>) {
+    write_encoding_study_of(store, base, seed, effect, 40).await
+}
+
+/// [`write_encoding_study`] with `n_voxels` voxels.
+async fn write_encoding_study_of(
+    store: &Store,
+    base: &str,
+    seed: u64,
+    effect: f32,
+    n_voxels: usize,
+) -> (Array2<f32>, Array2<f32>) {
     let mut rng = Rng::new(seed);
     let x: Array2<f32> = rng.normal_array((36, 4));
-    let mut y: Array2<f32> = rng.normal_array((36, 40));
+    let mut y: Array2<f32> = rng.normal_array((36, n_voxels));
     let w: Array2<f32> = rng.normal_array((4, 5));
     y.slice_mut(ndarray::s![.., ..5]).scaled_add(effect, &x.dot(&w));
     let runs: Array1<i64> = (0..36).map(|t| t / 12).collect();
@@ -111,10 +122,15 @@ async fn encoding_p_values_match_a_brute_force_refit() {
 async fn p_values_are_bit_identical_across_workers_and_task_sizes() {
     let store = Store::new();
     let base = "memory://perm/bits";
-    write_encoding_study(&store, base, 2, 0.5).await;
+    // tasks hold multiples of 512 voxels: 1600 voxels make one task, four (the last with 64
+    // voxels) or two, so the shards' maps and null maxima are really merged
+    write_encoding_study_of(&store, base, 2, 0.5, 1600).await;
     let mut seen = Vec::new();
-    for (workers, per_task) in [(1, 4096), (4, 512), (3, 1024)] {
+    for (workers, per_task, tasks) in [(1, 4096, 1), (4, 512, 4), (3, 1024, 2)] {
         common::run_embedded(&store, base, &job("", per_task), workers).await.unwrap();
+        let summary = store.get(&join_url(base, "out/summary.json")).await.unwrap();
+        let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(summary["tasks"], tasks, "{per_task} voxels per task");
         let mut files = Vec::new();
         for f in ["score.npy", "p.npy", "p_fwe.npy", "null_max.npy"] {
             files.push(store.get(&join_url(base, &format!("out/encoding/x/{f}"))).await.unwrap());
