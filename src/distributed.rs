@@ -1,24 +1,17 @@
 //! Distributed runs from the command line: `coordinator`, `worker`, and the client commands
 //! `submit`, `status`, `cancel`, `results`, all speaking `brainfit.v1` over gRPC.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
+use brainfit_client::remote::{state_name, status_json};
+use brainfit_coordinator::{Coordinator, CoordinatorConfig, SchedulerConfig, ServeOptions};
 use brainfit_io::Store;
-use brainfit_job::JobSpec;
-use brainfit_proto::v1::{
-    self, HandshakeRequest, JobRequest, JobStatus, ListJobsRequest, SubmitRequest,
-    coordinator_client::CoordinatorClient,
-};
-use brainfit_proto::{AddToken, ConnectOptions, MAX_MESSAGE_BYTES};
-use brainfit_scheduler::SchedulerConfig;
-use brainfit_scheduler::service::{Coordinator, CoordinatorConfig, ServeOptions, is_final};
+use brainfit_job::file::JobText;
+use brainfit_proto::ConnectOptions;
+use brainfit_proto::v1::{self, JobStatus};
 use brainfit_worker::grpc::{GrpcWorkerOptions, run_grpc_worker};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 /// Exit status of `submit --wait` for a cancelled job (a failed job exits with 1).
 const EXIT_CANCELLED: i32 = 3;
@@ -130,8 +123,6 @@ pub struct ResultsArgs {
     json: bool,
 }
 
-type Client = CoordinatorClient<InterceptedService<Channel, AddToken>>;
-
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
@@ -147,36 +138,9 @@ fn connect_options(remote: &Remote) -> Result<ConnectOptions> {
     })
 }
 
-/// An error of an RPC, worded for people.
-fn rpc_error(url: &str, status: Status) -> anyhow::Error {
-    match status.code() {
-        Code::Unavailable => anyhow!("cannot reach the coordinator at {url}: {}", status.message()),
-        Code::Unauthenticated => anyhow!("the coordinator at {url} refused: {}", status.message()),
-        _ => anyhow!("{}", status.message()),
-    }
-}
-
 /// A client of the coordinator, after checking its handshake.
-async fn connect(remote: &Remote) -> Result<Client> {
-    let options = connect_options(remote)?;
-    let (channel, auth) = brainfit_proto::channel(&options)?;
-    let have_token = auth.has_token();
-    let mut client = CoordinatorClient::with_interceptor(channel, auth.clone())
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    // the handshake goes out without the token; it is sent only to a coordinator that
-    // requires one
-    let hello = match client.handshake(HandshakeRequest {}).await {
-        Err(s) if brainfit_proto::needs_token(&s, &auth) => {
-            auth.arm();
-            client.handshake(HandshakeRequest {}).await
-        }
-        other => other,
-    }
-    .map_err(|s| rpc_error(&remote.coordinator, s))?;
-    brainfit_proto::check_handshake(&remote.coordinator, hello.get_ref(), have_token)?;
-    auth.arm();
-    Ok(client)
+async fn connect(remote: &Remote) -> Result<brainfit_client::Remote> {
+    Ok(brainfit_client::Remote::connect(&connect_options(remote)?).await?)
 }
 
 /// Resolves when the process gets SIGINT or SIGTERM.
@@ -229,7 +193,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     );
     std::io::stdout().flush()?;
     let options = ServeOptions { token, tls };
-    brainfit_scheduler::service::serve(coordinator, listener, options, signalled()).await?;
+    brainfit_coordinator::serve(coordinator, listener, options, signalled()).await?;
     Ok(())
 }
 
@@ -266,61 +230,14 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-/// The job file's text, its name and the URL of its directory.
-async fn read_job(store: &Store, job: &str) -> Result<(String, String)> {
-    let url = if job.contains("://") {
-        job.to_string()
-    } else {
-        format!("file://{}", std::env::current_dir()?.join(job).display())
-    };
-    let bytes = store.get(&url).await?;
-    let text = String::from_utf8(bytes.to_vec()).with_context(|| format!("{job}: not UTF-8"))?;
-    Ok((text, brainfit_io::parent_url(&url)))
-}
-
-fn state_name(s: &JobStatus) -> &'static str {
-    match s.state() {
-        v1::JobState::Unspecified => "unknown",
-        v1::JobState::Preparing => "preparing",
-        v1::JobState::Running => "running",
-        v1::JobState::Merging => "merging",
-        v1::JobState::Succeeded => "succeeded",
-        v1::JobState::Failed => "failed",
-        v1::JobState::Cancelled => "cancelled",
-    }
-}
-
-fn status_json(s: &JobStatus) -> serde_json::Value {
-    serde_json::json!({
-        "job_id": s.job_id,
-        "name": s.name,
-        "state": state_name(s),
-        "total": s.total,
-        "done": s.done,
-        "running": s.running,
-        "output": s.output,
-        "error": s.error,
-        "submitted_unix": s.submitted_unix,
-        "resumed": s.resumed,
-        "leases": s.leases,
-        "retries": s.retries,
-        "summary": serde_json::from_str::<serde_json::Value>(&s.summary_json).ok(),
-    })
-}
-
 /// `brainfit submit`.
 pub async fn submit(args: SubmitArgs) -> Result<()> {
     let store = Store::new();
-    let (text, base_url) = read_job(&store, &args.job).await?;
+    let job = JobText::read(&store, &args.job).await?;
     // the same check the coordinator does, before any network
-    JobSpec::from_toml(&text, &args.job, &base_url)?;
+    job.parse()?;
     let mut client = connect(&args.remote).await?;
-    let reply = client
-        .submit(SubmitRequest { job_toml: text, source_name: args.job.clone(), base_url })
-        .await
-        .map_err(|s| rpc_error(&args.remote.coordinator, s))?
-        .into_inner();
-    let job = reply.job.context("the coordinator sent no job")?;
+    let job = client.submit(job.text, job.source_name, job.base_url).await?;
     eprintln!(
         "brainfit: submitted job {} ({}, {} tasks) -> {}",
         job.job_id, job.name, job.total, job.output
@@ -329,12 +246,9 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
     if !args.wait {
         return Ok(());
     }
-    let end = watch(&mut client, &args.remote.coordinator, &job.job_id).await?;
+    let end = watch(&mut client, &job.job_id).await?;
     match end.state() {
-        v1::JobState::Succeeded => {
-            print_results(&end);
-            Ok(())
-        }
+        v1::JobState::Succeeded => print_results(&end),
         v1::JobState::Cancelled => {
             eprintln!("brainfit: job {} was cancelled", end.job_id);
             std::process::exit(EXIT_CANCELLED);
@@ -344,79 +258,35 @@ pub async fn submit(args: SubmitArgs) -> Result<()> {
 }
 
 /// Follows a job with a progress bar until it has ended; survives coordinator restarts.
-async fn watch(client: &mut Client, url: &str, id: &str) -> Result<JobStatus> {
+async fn watch(client: &mut brainfit_client::Remote, id: &str) -> Result<JobStatus> {
     let bar = super::progress_bar();
-    let mut down_since: Option<Instant> = None;
-    loop {
-        let stream = client.watch(JobRequest { job_id: id.to_string() }).await;
-        let outcome = match stream {
-            Ok(stream) => {
-                let mut stream = stream.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(s)) => {
-                            down_since = None;
-                            bar.set_length(s.total);
-                            bar.set_position(s.done);
-                            bar.set_message(format!("{}, {} running", state_name(&s), s.running));
-                            if is_final(s.state()) {
-                                bar.finish_and_clear();
-                                return Ok(s);
-                            }
-                        }
-                        Ok(None) => break Ok(()),
-                        Err(e) => break Err(e),
-                    }
-                }
+    let end = client
+        .follow(id, |update| match update {
+            Some(s) => {
+                bar.set_length(s.total);
+                bar.set_position(s.done);
+                bar.set_message(format!("{}, {} running", state_name(s), s.running));
             }
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(s)
-                if matches!(
-                    s.code(),
-                    Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-                ) =>
-            {
-                let since = *down_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_secs(300) {
-                    bar.finish_and_clear();
-                    return Err(rpc_error(url, s));
-                }
-                bar.set_message("coordinator unreachable; retrying");
-            }
-            Err(s) => {
-                bar.finish_and_clear();
-                return Err(rpc_error(url, s));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+            None => bar.set_message("coordinator unreachable; retrying"),
+        })
+        .await;
+    bar.finish_and_clear();
+    Ok(end?)
 }
 
-fn print_results(s: &JobStatus) {
+fn print_results(s: &JobStatus) -> Result<()> {
     println!("brainfit: job {} ({}) succeeded: {} tasks", s.job_id, s.name, s.total);
-    let summary: serde_json::Value =
-        serde_json::from_str(&s.summary_json).unwrap_or(serde_json::Value::Null);
-    let report = brainfit_client::RunReport {
-        tasks: s.total as usize,
-        seconds: summary["compute_seconds"].as_f64().unwrap_or(f64::NAN),
-        summary,
-    };
-    super::print_summary(&report, &s.output);
+    let summary: brainfit_job::Summary = serde_json::from_str(&s.summary_json)
+        .with_context(|| format!("job {}: the coordinator sent an unreadable summary", s.job_id))?;
+    super::print_summary(&summary, summary.compute_seconds, &s.output);
+    Ok(())
 }
 
 /// `brainfit status`.
 pub async fn status(args: StatusArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
-    let url = &args.remote.coordinator;
     if let Some(id) = &args.job_id {
-        let s = client
-            .get_job(JobRequest { job_id: id.clone() })
-            .await
-            .map_err(|e| rpc_error(url, e))?
-            .into_inner();
+        let s = client.job(id).await?;
         if args.json {
             println!("{}", status_json(&s));
         } else {
@@ -432,8 +302,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let all =
-        client.list_jobs(ListJobsRequest {}).await.map_err(|e| rpc_error(url, e))?.into_inner();
+    let all = client.list().await?;
     if args.json {
         let workers: Vec<serde_json::Value> = all
             .workers
@@ -478,11 +347,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 /// `brainfit cancel`.
 pub async fn cancel(args: CancelArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
-    let s = client
-        .cancel(JobRequest { job_id: args.job_id.clone() })
-        .await
-        .map_err(|e| rpc_error(&args.remote.coordinator, e))?
-        .into_inner();
+    let s = client.cancel(&args.job_id).await?;
     println!("job {} cancelled ({} of {} tasks had finished)", s.job_id, s.done, s.total);
     Ok(())
 }
@@ -490,14 +355,10 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
 /// `brainfit results`.
 pub async fn results(args: ResultsArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
-    let s = client
-        .get_job(JobRequest { job_id: args.job_id.clone() })
-        .await
-        .map_err(|e| rpc_error(&args.remote.coordinator, e))?
-        .into_inner();
+    let s = client.job(&args.job_id).await?;
     match s.state() {
         v1::JobState::Succeeded if args.json => println!("{}", s.summary_json),
-        v1::JobState::Succeeded => print_results(&s),
+        v1::JobState::Succeeded => print_results(&s)?,
         v1::JobState::Failed => bail!("job {} failed: {}", s.job_id, s.error),
         _ => bail!(
             "job {} is {} ({} of {} tasks done): no results yet",

@@ -6,6 +6,8 @@ mod distributed;
 use anyhow::{Context, Result, bail};
 use brainfit_client::{RunOptions, demo, run_job};
 use brainfit_io::Store;
+use brainfit_job::file::JobText;
+use brainfit_job::summary::{MapStats, Summary};
 use brainfit_job::{JobSpec, inputs};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -107,17 +109,7 @@ fn claim_demo_dir(out: &Path) -> Result<()> {
 
 /// Reads a job file (path or URL) and checks it; relative inputs resolve against its directory.
 async fn load_job(store: &Store, job: &str) -> Result<JobSpec> {
-    let url = if job.contains("://") {
-        job.to_string()
-    } else {
-        let p = Path::new(job);
-        let abs = std::env::current_dir()?.join(p);
-        format!("file://{}", abs.display())
-    };
-    let bytes = store.get(&url).await?;
-    let text =
-        String::from_utf8(bytes.to_vec()).with_context(|| format!("{job}: not UTF-8 text"))?;
-    Ok(JobSpec::from_toml(&text, job, &brainfit_io::store::parent_url(&url))?)
+    Ok(JobText::read(store, job).await?.parse()?)
 }
 
 fn progress_bar() -> ProgressBar {
@@ -158,88 +150,83 @@ fn count(n: impl std::fmt::Display, noun: &str) -> String {
 }
 
 /// A map's peak as `voxel [i, j, k] (x, y, z mm)`, or its map index without a mask.
-fn peak(stats: &serde_json::Value) -> String {
-    let coords = |v: &serde_json::Value| -> Vec<String> {
-        v.as_array().into_iter().flatten().map(|c| c.to_string()).collect()
-    };
-    match stats.get("peak") {
-        Some(p) => {
-            let mm: Vec<String> = p["mm"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|c| format!("{:.1}", c.as_f64().unwrap_or(f64::NAN)))
-                .collect();
-            format!("voxel [{}] ({} mm)", coords(&p["voxel"]).join(", "), mm.join(", "))
-        }
-        None => format!("item {}", stats["argmax"]),
+fn peak(stats: &MapStats) -> String {
+    match (&stats.peak, stats.argmax) {
+        (Some(p), _) => format!(
+            "voxel [{}, {}, {}] ({:.1}, {:.1}, {:.1} mm)",
+            p.voxel[0], p.voxel[1], p.voxel[2], p.mm[0], p.mm[1], p.mm[2]
+        ),
+        (None, Some(i)) => format!("item {i}"),
+        (None, None) => "nowhere (no finite value)".into(),
     }
 }
 
-fn print_summary(report: &brainfit_client::RunReport, output: &str) {
-    let s = &report.summary;
+/// A value that may be missing, as `{:>7.4}` prints it (NaN when missing).
+fn or_nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// A count of FWE-significant items, or `-` without permutations.
+fn significant(n: Option<usize>) -> String {
+    n.map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+/// Prints a finished run's summary; `seconds` is its wall-clock time.
+fn print_summary(s: &Summary, seconds: f64, output: &str) {
     println!(
-        "brainfit: job {} finished in {:.1} s ({}, {}, {} backend)",
-        s["name"].as_str().unwrap_or("?"),
-        report.seconds,
-        count(report.tasks, "task"),
-        count(&s["workers"], "worker"),
-        s["linalg_backend"].as_str().unwrap_or("?")
+        "brainfit: job {} finished in {seconds:.1} s ({}, {}, {} backend)",
+        s.name,
+        count(s.tasks, "task"),
+        count(s.workers, "worker"),
+        s.linalg_backend
     );
-    let perm = &s["permutation"];
-    if let Some(n) = perm["n"].as_u64() {
+    if let Some(perm) = &s.permutation {
         println!(
             "  {} ({} scheme); the smallest possible p is 1/{} = {:.2e}",
-            count(n, "permutation"),
-            perm["scheme"].as_str().unwrap_or("?"),
-            n + 1,
-            perm["smallest_p"].as_f64().unwrap_or(f64::NAN)
+            count(perm.n, "permutation"),
+            perm.scheme,
+            perm.n + 1,
+            perm.smallest_p
         );
     }
-    for subject in s["subjects"].as_array().into_iter().flatten() {
+    for subject in &s.subjects {
         println!(
             "  {}: {} samples x {} voxels ({})",
-            subject["name"].as_str().unwrap_or("?"),
-            subject["n_samples"],
-            subject["n_voxels"],
-            subject["precision"].as_str().unwrap_or("?")
+            subject.name, subject.n_samples, subject.n_voxels, subject.precision
         );
-        if let Some(enc) = subject["encoding"].as_object() {
-            for (space, e) in enc {
-                let sc = &e["score"];
-                println!(
-                    "    encoding {space:<16} {:>5} features  mean score {:>7.4}  max {:>7.4} at {}  median alpha {:.3e}",
-                    e["n_features"],
-                    sc["mean"].as_f64().unwrap_or(f64::NAN),
-                    sc["max"].as_f64().unwrap_or(f64::NAN),
-                    peak(sc),
-                    e["alpha_median"].as_f64().unwrap_or(f64::NAN)
-                );
-            }
-        }
-        for (model, sl) in subject["searchlight"].as_object().into_iter().flatten() {
+        for (space, e) in subject.encoding.iter().flatten() {
             println!(
-                "    searchlight {model:<15} max rho {:>7.4} at {} ({}, {} FWE-significant)",
-                sl["rho"]["max"].as_f64().unwrap_or(f64::NAN),
-                peak(&sl["rho"]),
-                count(&sl["rho"]["n"], "centre"),
-                sl["significant_fwe_05"]
+                "    encoding {space:<16} {:>5} features  mean score {:>7.4}  max {:>7.4} at {}  median alpha {:.3e}",
+                e.n_features,
+                or_nan(e.score.mean),
+                or_nan(e.score.max),
+                peak(&e.score),
+                or_nan(e.alpha_median)
             );
         }
-        if let Some(rows) = subject["rsa"].as_array() {
-            println!("    ROI RSA: {} in rsa/compare.csv", count(rows.len(), "comparison"));
+        for (model, sl) in subject.searchlight.iter().flatten() {
+            println!(
+                "    searchlight {model:<15} max rho {:>7.4} at {} ({}, {} FWE-significant)",
+                or_nan(sl.rho.max),
+                peak(&sl.rho),
+                count(sl.rho.n, "centre"),
+                significant(sl.significant_fwe_05)
+            );
+        }
+        if !subject.rsa.is_empty() {
+            println!("    ROI RSA: {} in rsa/compare.csv", count(subject.rsa.len(), "comparison"));
         }
     }
-    for (model, t) in s["time_resolved"].as_object().into_iter().flatten() {
+    for (model, t) in &s.time_resolved {
         println!(
             "  time-resolved {model:<13} max rho {:>7.4} ({}, {} FWE-significant)",
-            t["rho"]["max"].as_f64().unwrap_or(f64::NAN),
-            count(&t["rho"]["n"], "time point"),
-            t["significant_fwe_05"]
+            or_nan(t.rho.max),
+            count(t.rho.n, "time point"),
+            significant(t.significant_fwe_05)
         );
     }
-    for warning in s["warnings"].as_array().into_iter().flatten() {
-        println!("  warning: {}", warning.as_str().unwrap_or("?"));
+    for warning in &s.warnings {
+        println!("  warning: {warning}");
     }
     println!("  results: {output}");
 }
@@ -286,7 +273,7 @@ async fn async_main() -> Result<()> {
             }
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
-            print_summary(&report, &output);
+            print_summary(&report.summary, report.seconds, &output);
         }
         Command::Validate { job } => {
             let spec = load_job(&store, &job).await?;
@@ -339,7 +326,7 @@ async fn async_main() -> Result<()> {
                 JobSpec::from_toml(&study.job, &format!("{}/job.toml", out.display()), &out_url)?;
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
-            print_summary(&report, &output);
+            print_summary(&report.summary, report.seconds, &output);
             println!(
                 "planted effects ({} mask voxels, {} stimuli):",
                 study.n_voxels,

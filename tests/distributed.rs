@@ -184,6 +184,7 @@ fn worker(dir: &Path, url: &str, token: Option<&str>, n: usize) -> Reaped {
     let mut cmd = Command::new(bin());
     cmd.args(["worker", "--coordinator", url, "--threads", "1"])
         .env_remove("BRAINFIT_TOKEN")
+        .env("BRAINFIT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);
     if let Some(t) = token {
@@ -363,6 +364,33 @@ fn a_restarted_coordinator_resumes_the_job_without_redoing_finished_tasks() {
     let code = waiting.0.wait().unwrap();
     assert!(code.success(), "the waiting client: {rest:?}");
     assert!(rest.join("\n").contains("succeeded"), "{rest:?}");
+}
+
+#[test]
+fn cancelling_a_running_job_stops_its_tasks_on_the_workers() {
+    // 10,000 permutations: each task would run for many minutes
+    let dir = study_dir(&format!("{JOB}[permutation]\nn = 10000\n"));
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _worker = worker(dir.path(), &url, Some(TOKEN), 0);
+    let id = submit(dir.path(), &url);
+    wait_for(&url, &id, 60, |s| s["running"].as_u64() >= Some(1));
+    let out = client(&["cancel", &id], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    // the worker hears of it at its next heartbeat (every 5 s here) and stops the task at
+    // its next permutation, without reporting it
+    let start = Instant::now();
+    while !log(dir.path(), "worker-0.log").contains("abandoned at the coordinator's request") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", log(dir.path(), "worker-0.log"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(parts(dir.path(), &id), 0, "a cancelled run leaves no parts");
+    assert!(!dir.path().join("out/.brainfit/lock.json").exists(), "its output is free");
+    // the same worker takes the next job at once
+    std::fs::write(dir.path().join("job.toml"), JOB).unwrap();
+    let next = submit(dir.path(), &url);
+    let done = wait_for(&url, &next, 120, is_final);
+    assert_eq!(done["state"], "succeeded", "{done}");
 }
 
 #[test]

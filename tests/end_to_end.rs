@@ -36,7 +36,8 @@ async fn memory_run_is_identical_for_1_and_4_workers() {
     let planted = score.iter().take(20).sum::<f64>() / 20.0;
     let rest = score.iter().skip(20).sum::<f64>() / (score.len() - 20) as f64;
     assert!(planted > 0.5 && rest < 0.05, "planted {planted}, rest {rest}");
-    assert_eq!(summary["subjects"][0]["encoding"]["a"]["n_features"], 6);
+    let encoding = summary.subjects[0].encoding.as_ref().unwrap();
+    assert_eq!(encoding["a"].n_features, 6);
     assert!(store.get(&join_url(base, "out/summary.json")).await.is_ok());
     assert!(
         store.list(&join_url(base, "out/.brainfit")).await.unwrap().is_empty(),
@@ -194,8 +195,8 @@ async fn npz_members_are_feature_spaces() {
         common::run_embedded(&store, base, &JOB.replace("b = \"b.npy\"", "net = \"net.npz\""), 2)
             .await
             .unwrap();
-    let encoding = &summary["subjects"][0]["encoding"];
-    assert_eq!(encoding["net.fc6"]["n_features"], 3, "{encoding}");
-    assert_eq!(encoding["net.fc7"]["n_features"], 5, "{encoding}");
+    let encoding = summary.subjects[0].encoding.as_ref().unwrap();
+    assert_eq!(encoding["net.fc6"].n_features, 3, "{encoding:?}");
+    assert_eq!(encoding["net.fc7"].n_features, 5, "{encoding:?}");
     assert!(store.get(&join_url(base, "out/encoding/net.fc7/score.npy")).await.is_ok());
 }

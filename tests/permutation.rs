@@ -129,8 +129,8 @@ async fn p_values_are_bit_identical_across_workers_and_task_sizes() {
     for (workers, per_task, tasks) in [(1, 4096, 1), (4, 512, 4), (3, 1024, 2)] {
         common::run_embedded(&store, base, &job("", per_task), workers).await.unwrap();
         let summary = store.get(&join_url(base, "out/summary.json")).await.unwrap();
-        let summary: serde_json::Value = serde_json::from_slice(&summary).unwrap();
-        assert_eq!(summary["tasks"], tasks, "{per_task} voxels per task");
+        let summary: brainfit_job::Summary = serde_json::from_slice(&summary).unwrap();
+        assert_eq!(summary.tasks, tasks, "{per_task} voxels per task");
         let mut files = Vec::new();
         for f in ["score.npy", "p.npy", "p_fwe.npy", "null_max.npy"] {
             files.push(store.get(&join_url(base, &format!("out/encoding/x/{f}"))).await.unwrap());

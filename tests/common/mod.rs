@@ -139,7 +139,7 @@ pub async fn run_embedded(
     base: &str,
     job: &str,
     workers: usize,
-) -> Result<serde_json::Value, String> {
+) -> Result<brainfit_job::Summary, String> {
     let spec = JobSpec::from_toml(job, "job.toml", base).map_err(|e| e.to_string())?;
     run_job(store, spec, RunOptions { workers, on_progress: None })
         .await

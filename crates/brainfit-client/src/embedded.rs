@@ -1,13 +1,14 @@
 //! Embedded runs: the scheduler and N workers in this process.
 //!
-//! Preparing the run, judging its end and merging go through
-//! [`brainfit_scheduler::job`], exactly as the gRPC coordinator does them.
+//! Preparing the run, judging its end and merging go through [`brainfit_coordinator::job`],
+//! exactly as the gRPC coordinator does them; the task state machine is the same
+//! [`Scheduler`] the coordinator's table holds per job.
 
 use crate::{ClientError, Result};
+use brainfit_coordinator::job::{self, MergeInfo, Outcome, ScheduledJob};
 use brainfit_io::Store;
 use brainfit_job::run::new_run_id;
 use brainfit_job::{JobRun, JobSpec};
-use brainfit_scheduler::job::{self, Outcome, ScheduledJob};
 use brainfit_scheduler::{
     Failure, JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId,
 };
@@ -27,7 +28,7 @@ pub struct RunOptions {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     /// The summary written to `summary.json`.
-    pub summary: serde_json::Value,
+    pub summary: brainfit_job::Summary,
     /// Number of tasks.
     pub tasks: usize,
     /// Wall-clock seconds of the whole run.
@@ -68,11 +69,7 @@ impl Transport for InProcess {
             LeaseReply::Tasks(
                 leases
                     .into_iter()
-                    .map(|l| Assignment {
-                        job: self.shared.job.clone(),
-                        task: l.task,
-                        attempt: l.attempt,
-                    })
+                    .map(|l| Assignment::new(self.shared.job.clone(), l.task, l.attempt))
                     .collect(),
             )
         })
@@ -114,7 +111,7 @@ impl Transport for InProcess {
 /// Runs a job embedded: plan, compute with `options.workers` workers, merge, write outputs.
 pub async fn run_job(store: &Store, spec: JobSpec, options: RunOptions) -> Result<RunReport> {
     let started = Instant::now();
-    let ScheduledJob { run: job, scheduler, .. } = ScheduledJob::prepare(
+    let ScheduledJob { run: job, scheduler, .. } = job::prepare(
         store,
         spec,
         new_run_id(),
@@ -143,7 +140,7 @@ async fn compute_and_merge(
     store: &Store,
     shared: &Arc<Shared>,
     options: &RunOptions,
-) -> Result<serde_json::Value> {
+) -> Result<brainfit_job::Summary> {
     let job = shared.job.clone();
     let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
     let workers = options.workers.max(1);
@@ -176,7 +173,11 @@ async fn compute_and_merge(
     let compute_seconds = compute_started.elapsed().as_secs_f64();
     let state = shared.scheduler.lock().expect("scheduler lock").state().clone();
     match job::outcome(&job, &state) {
-        Outcome::Succeeded => Ok(job::finish(&job, store, workers, compute_seconds).await?),
+        Outcome::Succeeded => {
+            let backends = vec![brainfit_worker::BACKEND.to_string()];
+            let info = MergeInfo { workers, backends, compute_seconds };
+            Ok(job::finish(&job, store, &info).await?)
+        }
         Outcome::Failed { task, error } => Err(ClientError::TaskFailed { task, error }),
         Outcome::Cancelled => Err(ClientError::Cancelled),
         Outcome::Running => unreachable!("the loop above exits only when the job has ended"),

@@ -1,5 +1,5 @@
 //! brainfit's client side: running a job embedded (coordinator and workers in one process),
-//! and the synthetic demo study.
+//! talking to a remote coordinator over gRPC ([`remote`]), and the synthetic demo study.
 //!
 //! An embedded run goes through exactly the pieces a distributed run uses — the plan, the
 //! scheduler's state machine, the worker loop, create-only partial results, the merge — with
@@ -7,8 +7,10 @@
 
 pub mod demo;
 pub mod embedded;
+pub mod remote;
 
 pub use embedded::{RunOptions, RunReport, run_job};
+pub use remote::Remote;
 
 /// Errors of the client.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum ClientError {
     /// The run was cancelled.
     #[error("the run was cancelled")]
     Cancelled,
+    /// A remote coordinator could not be reached, refused, or answered with an error.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Result alias of the client crate.

@@ -193,3 +193,37 @@ pub struct ExecutionFile {
     /// Permutations per task where permutations are sharded.
     pub permutations_per_task: Option<usize>,
 }
+
+/// A job file as read, before it is checked: what `submit` sends and what `run` parses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobText {
+    /// The TOML text.
+    pub text: String,
+    /// The name it was given by (for messages).
+    pub source_name: String,
+    /// The directory its relative paths resolve against.
+    pub base_url: String,
+}
+
+impl JobText {
+    /// Reads the job file `job`: a path (relative to the working directory) or a URL.
+    pub async fn read(store: &brainfit_io::Store, job: &str) -> crate::Result<JobText> {
+        let parse_error = |message: String| crate::JobError::Parse { file: job.into(), message };
+        let url = if job.contains("://") {
+            job.to_string()
+        } else {
+            let cwd = std::env::current_dir()
+                .map_err(|e| parse_error(format!("cannot resolve the working directory: {e}")))?;
+            format!("file://{}", cwd.join(job).display())
+        };
+        let bytes = store.get(&url).await?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| parse_error("not UTF-8 text (a job file is TOML)".into()))?;
+        Ok(JobText { text, source_name: job.to_string(), base_url: brainfit_io::parent_url(&url) })
+    }
+
+    /// Parses and checks it ([`crate::JobSpec::from_toml`]).
+    pub fn parse(&self) -> crate::Result<crate::JobSpec> {
+        crate::JobSpec::from_toml(&self.text, &self.source_name, &self.base_url)
+    }
+}

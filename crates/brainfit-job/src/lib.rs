@@ -14,12 +14,14 @@ pub mod plan;
 pub mod run;
 pub mod spec;
 pub mod stats;
+pub mod summary;
 
 pub use inputs::{Inventory, Matrix, SpaceRef};
 pub use part::Part;
 pub use plan::{Task, plan};
 pub use run::JobRun;
 pub use spec::JobSpec;
+pub use summary::Summary;
 
 impl JobError {
     /// Whether trying again may succeed (storage failures, a part being written); wrong

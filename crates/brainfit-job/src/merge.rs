@@ -9,10 +9,14 @@ use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Task, brain_rdm_names, model_names};
 use crate::spec::JobSpec;
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
+use crate::summary::{
+    EncodingSummary, MapStats, MapSummary, Peak, PermutationSummary, RsaRow, SubjectSummary,
+    Summary,
+};
 use crate::{JobError, Part, Result};
 use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
 use ndarray::{Array1, ArrayView1};
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// How a run went, echoed into `summary.json`.
 #[derive(Debug, Clone)]
@@ -21,42 +25,46 @@ pub struct RunInfo {
     pub workers: usize,
     /// Wall-clock seconds of the compute phase.
     pub compute_seconds: f64,
-    /// Linear-algebra backend name.
-    pub backend: &'static str,
+    /// Linear-algebra backend(s) of the workers that computed the tasks.
+    pub backend: String,
 }
 
 /// Descriptive statistics of a map, ignoring NaN.
-pub fn map_stats(values: ArrayView1<'_, f64>) -> Value {
+pub fn map_stats(values: ArrayView1<'_, f64>) -> MapStats {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.is_empty() {
-        return json!({ "n": values.len(), "n_finite": 0 });
+    let mut stats = MapStats {
+        argmax: None,
+        max: None,
+        mean: None,
+        n: values.len(),
+        n_finite: finite.len(),
+        peak: None,
+    };
+    if !finite.is_empty() {
+        let (imax, max) = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+        stats.mean = Some(finite.iter().sum::<f64>() / finite.len() as f64);
+        stats.max = Some(max);
+        stats.argmax = Some(imax);
     }
-    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-    let (imax, max) = values
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.is_finite())
-        .fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
-    json!({ "n": values.len(), "n_finite": finite.len(), "mean": mean, "max": max, "argmax": imax })
+    stats
 }
 
-/// Where mask voxel `voxel` lies: `{"voxel": [i, j, k], "mm": [x, y, z]}` (world coordinates
-/// through the mask's affine); `None` without a mask.
-fn location(mask: Option<&Mask>, voxel: usize) -> Option<Value> {
-    mask.map(|m| json!({ "voxel": m.voxels[voxel], "mm": m.world(voxel) }))
-}
-
-/// [`map_stats`] plus the peak's location, `map_item_voxel` mapping a map index to its mask
-/// voxel (the identity for voxel maps, the centre for searchlight maps).
+/// [`map_stats`] plus the peak's location (voxel and world coordinates through the mask's
+/// affine, with a mask), `map_item_voxel` mapping a map index to its mask voxel (the
+/// identity for voxel maps, the centre for searchlight maps).
 fn map_stats_located(
     values: ArrayView1<'_, f64>,
     mask: Option<&Mask>,
     map_item_voxel: impl Fn(usize) -> usize,
-) -> Value {
+) -> MapStats {
     let mut stats = map_stats(values);
-    let peak = stats.get("argmax").and_then(Value::as_u64);
-    if let Some(place) = peak.and_then(|i| location(mask, map_item_voxel(i as usize))) {
-        stats["peak"] = place;
+    if let (Some(mask), Some(i)) = (mask, stats.argmax) {
+        let voxel = map_item_voxel(i);
+        stats.peak = Some(Peak { mm: mask.world(voxel), voxel: mask.voxels[voxel] });
     }
     stats
 }
@@ -158,7 +166,7 @@ pub async fn write_outputs(
     tasks: &[Task],
     parts: &[Part],
     info: &RunInfo,
-) -> Result<Value> {
+) -> Result<Summary> {
     let mut subjects_summary = Vec::new();
     let mut warnings = inventory.warnings.clone();
     for (si, (subject, inv)) in spec.subjects.iter().zip(&inventory.subjects).enumerate() {
@@ -166,7 +174,7 @@ pub async fn write_outputs(
             Some(url) => Some(load_mask(store, url).await?),
             None => None,
         };
-        let mut encoding_summary = serde_json::Map::new();
+        let mut encoding_summary = BTreeMap::new();
         if spec.encoding.is_some() {
             for (space, p) in &inv.spaces {
                 let mine: Vec<(&Task, &Part)> = tasks
@@ -198,18 +206,18 @@ pub async fn write_outputs(
                 warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
                 encoding_summary.insert(
                     space.name.clone(),
-                    json!({
-                        "n_features": p,
-                        "score": map_stats_located(score.view(), mask.as_ref(), |v| v),
-                        "alpha_median": alpha_median,
-                        "significant_fwe_05": significant(&maps, 0),
-                    }),
+                    EncodingSummary {
+                        alpha_median,
+                        n_features: *p,
+                        score: map_stats_located(score.view(), mask.as_ref(), |v| v),
+                        significant_fwe_05: significant(&maps, 0),
+                    },
                 );
             }
         }
         let n_perms = spec.permutation.map(|p| p.n);
         let models = model_names(spec, inv);
-        let mut searchlight_summary = serde_json::Map::new();
+        let mut searchlight_summary = BTreeMap::new();
         if let Some(sl) = &spec.searchlight {
             // Kept centres of each task follow each other in mask order.
             let mut blocks = Vec::new();
@@ -252,12 +260,12 @@ pub async fn write_outputs(
                 }
                 searchlight_summary.insert(
                     name.clone(),
-                    json!({
-                        "rdm": sl.rdm.as_str(),
-                        "compare": sl.compare.as_str(),
-                        "rho": map_stats_located(rho.view(), mask.as_ref(), |i| centres[i] as usize),
-                        "significant_fwe_05": significant(&maps, m),
-                    }),
+                    MapSummary {
+                        compare: sl.compare.as_str().into(),
+                        rdm: sl.rdm.as_str().into(),
+                        rho: map_stats_located(rho.view(), mask.as_ref(), |i| centres[i] as usize),
+                        significant_fwe_05: significant(&maps, m),
+                    },
                 );
             }
         }
@@ -303,12 +311,18 @@ pub async fn write_outputs(
                             method.as_str().into(),
                             format!("{value:?}"),
                         ];
-                        let mut row = json!({ "brain": brain, "model": model, "method": method.as_str(), "value": value });
+                        let mut row = RsaRow {
+                            brain: brain.clone(),
+                            method: method.as_str().into(),
+                            model: model.clone(),
+                            p: None,
+                            p_fwe: None,
+                            value,
+                        };
                         if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
                             let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
                             record.extend([format!("{p:?}"), format!("{pf:?}")]);
-                            row["p"] = json!(p);
-                            row["p_fwe"] = json!(pf);
+                            (row.p, row.p_fwe) = (Some(p), Some(pf));
                         }
                         csv.write_record(&record).map_err(csv_err)?;
                         rsa_rows.push(row);
@@ -318,24 +332,18 @@ pub async fn write_outputs(
             let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
             outputs.put(&spec.output_url(Some(subject), "rsa/compare.csv")?, csv.into()).await?;
         }
-        let mut s = serde_json::Map::new();
-        // a single-subject job's subject is named by the job
-        s.insert("name".into(), json!(subject.name.as_deref().unwrap_or(&spec.name)));
-        s.insert("n_samples".into(), json!(inv.n_samples));
-        s.insert("n_voxels".into(), json!(inv.n_voxels));
-        s.insert("precision".into(), json!(if inv.f64_data { "f64" } else { "f32" }));
-        if spec.encoding.is_some() {
-            s.insert("encoding".into(), Value::Object(encoding_summary));
-        }
-        if spec.searchlight.is_some() {
-            s.insert("searchlight".into(), Value::Object(searchlight_summary));
-        }
-        if !rsa_rows.is_empty() {
-            s.insert("rsa".into(), Value::Array(rsa_rows));
-        }
-        subjects_summary.push(Value::Object(s));
+        subjects_summary.push(SubjectSummary {
+            encoding: spec.encoding.is_some().then_some(encoding_summary),
+            n_samples: inv.n_samples,
+            n_voxels: inv.n_voxels,
+            // a single-subject job's subject is named by the job
+            name: subject.name.clone().unwrap_or_else(|| spec.name.clone()),
+            precision: (if inv.f64_data { "f64" } else { "f32" }).into(),
+            rsa: rsa_rows,
+            searchlight: spec.searchlight.is_some().then_some(searchlight_summary),
+        });
     }
-    let mut time_resolved_summary = serde_json::Map::new();
+    let mut time_resolved_summary = BTreeMap::new();
     if let Some(t) = &spec.time_resolved {
         let n_perms = spec.permutation.map(|p| p.n);
         let models = model_names(spec, &inventory.subjects[0]);
@@ -359,33 +367,33 @@ pub async fn write_outputs(
             }
             time_resolved_summary.insert(
                 name.clone(),
-                json!({
-                    "rdm": t.rdm.as_str(),
-                    "compare": t.compare.as_str(),
-                    "rho": map_stats(maps.value.row(m)),
-                    "significant_fwe_05": significant(&maps, m),
-                }),
+                MapSummary {
+                    compare: t.compare.as_str().into(),
+                    rdm: t.rdm.as_str().into(),
+                    rho: map_stats(maps.value.row(m)),
+                    significant_fwe_05: significant(&maps, m),
+                },
             );
         }
     }
-    let summary = json!({
-        "name": spec.name,
-        "brainfit_version": env!("CARGO_PKG_VERSION"),
-        "linalg_backend": info.backend,
-        "workers": info.workers,
-        "tasks": tasks.len(),
-        "compute_seconds": info.compute_seconds,
-        "subjects": subjects_summary,
-        "time_resolved": time_resolved_summary,
-        "permutation": spec.permutation.map(|p| json!({
-            "n": p.n,
-            "seed": p.seed,
-            "scheme": p.scheme.describe(),
-            "smallest_p": 1.0 / (p.n as f64 + 1.0),
-        })),
-        "warnings": warnings,
-        "job": spec.source,
-    });
+    let summary = Summary {
+        brainfit_version: env!("CARGO_PKG_VERSION").into(),
+        compute_seconds: info.compute_seconds,
+        job: spec.source.clone(),
+        linalg_backend: info.backend.clone(),
+        name: spec.name.clone(),
+        permutation: spec.permutation.map(|p| PermutationSummary {
+            n: p.n,
+            scheme: p.scheme.describe(),
+            seed: p.seed,
+            smallest_p: 1.0 / (p.n as f64 + 1.0),
+        }),
+        subjects: subjects_summary,
+        tasks: tasks.len(),
+        time_resolved: time_resolved_summary,
+        warnings,
+        workers: info.workers,
+    };
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     outputs.put(&spec.output_url(None, SUMMARY)?, text.into()).await?;
     Ok(summary)

@@ -52,8 +52,8 @@ impl JobRun {
         run.lock_output(store).await?;
         // results of a different job in this output stay beside ours: say so
         if let Ok(previous) = store.get(&summary_url).await {
-            let previous: serde_json::Value = serde_json::from_slice(&previous).unwrap_or_default();
-            if previous["job"].as_str().is_some_and(|job| job != run.spec.source) {
+            let previous = serde_json::from_slice::<crate::Summary>(&previous);
+            if previous.is_ok_and(|previous| previous.job != run.spec.source) {
                 inventory.warnings.push(format!(
                     "{} held the results of a different job (its summary.json's job file differs): files this job does not write are left from that job",
                     run.spec.output
@@ -126,7 +126,7 @@ impl JobRun {
 
     /// Reads every part, stages the outputs, publishes them (`summary.json` last), removes
     /// the parts and releases the output. Safe to repeat after a crash at any point.
-    pub async fn finish(&self, store: &Store, info: &RunInfo) -> Result<serde_json::Value> {
+    pub async fn finish(&self, store: &Store, info: &RunInfo) -> Result<crate::Summary> {
         let mut parts = Vec::with_capacity(self.tasks.len());
         for i in 0..self.tasks.len() {
             let url = self.part_url(i);

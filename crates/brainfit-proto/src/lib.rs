@@ -65,6 +65,44 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Exponential back-off for the retry loops around RPCs (reports, job definitions, reconnects,
+/// watches, leases while the coordinator is away): the first wait is `first`, every further
+/// failure doubles it up to `max`, and a success starts again from `first`. One helper, so
+/// every loop follows the same rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    /// Waits of `first`, doubling up to `max`.
+    pub const fn new(first: Duration, max: Duration) -> Self {
+        Backoff { first, max, next: first, failures: 0 }
+    }
+
+    /// Records a failure; returns how long to wait before the next try.
+    pub fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        self.failures += 1;
+        wait
+    }
+
+    /// Records a success: the next failure waits `first` again.
+    pub fn succeeded(&mut self) {
+        self.next = self.first;
+        self.failures = 0;
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
 /// Compares two byte strings in time independent of where they differ (the length may leak).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -262,6 +300,17 @@ pub fn check_handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_restarts_after_a_success() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(350));
+        let waits: Vec<Duration> = (0..4).map(|_| b.failed()).collect();
+        assert_eq!(waits, [ms(100), ms(200), ms(350), ms(350)]);
+        assert_eq!(b.failures(), 4);
+        b.succeeded();
+        assert_eq!((b.failures(), b.failed()), (0, ms(100)));
+    }
 
     #[test]
     fn the_token_goes_out_only_once_armed() {

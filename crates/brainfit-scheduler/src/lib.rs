@@ -1,20 +1,20 @@
-//! The scheduler's state machine: which task runs where, and what happens when a worker fails.
+//! brainfit's scheduler core: which task runs where, and what happens when a worker fails.
 //!
-//! It does no I/O and reads no clock: callers pass the current time in milliseconds, so every
-//! behaviour — lease expiry, stale attempts, retries, cancellation — is a plain deterministic
-//! unit test. The same machine serves embedded runs (workers are threads) and the gRPC
-//! coordinator (workers are processes): a worker asks for tasks with its free slots (the ask
-//! doubles as its heartbeat) and reports each result with the attempt number it was given.
-//! Reports of attempts that are no longer current are dropped.
+//! Nothing here does I/O or reads a clock: callers pass the current time, so every behaviour —
+//! lease expiry, lost and stale attempts, retries, cancellation, record compaction — is a
+//! plain deterministic unit test. Two layers:
 //!
-//! Around the machine: [`job`] pairs it with a prepared run (what embedded runs and the
-//! coordinator share), and [`service`] is the gRPC coordinator serving many jobs to many
-//! worker processes.
+//! * [`Scheduler`], the task state machine of one job. A worker asks for tasks with its free
+//!   slots (the ask doubles as its heartbeat) and reports each result with the attempt number
+//!   it was given; reports of attempts that are no longer current are dropped. Embedded runs
+//!   use it directly (workers are tasks of this process).
+//! * [`table::JobTable`], the coordinator's many jobs and worker processes: one scheduler per
+//!   job, leases oldest job first, heartbeats that reconcile what workers hold, the effects
+//!   (persist, merge, abandon) that the `brainfit-coordinator` crate carries out.
 
-pub mod job;
-pub mod service;
+pub mod table;
 
-pub use job::ScheduledJob;
+pub use table::{Held, JobTable};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -107,7 +107,7 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 enum Slot {
     Pending { attempts: u32 },
-    Leased { worker: WorkerId, attempt: u32 },
+    Leased { worker: WorkerId, attempt: u32, since: Millis },
     Done,
 }
 
@@ -189,7 +189,7 @@ impl Scheduler {
                 continue;
             };
             let attempt = attempts + 1;
-            self.slots[task] = Slot::Leased { worker, attempt };
+            self.slots[task] = Slot::Leased { worker, attempt, since: now };
             w.leases.insert(task);
             out.push(Lease { task, attempt });
         }
@@ -209,7 +209,7 @@ impl Scheduler {
 
     fn take_current(&mut self, worker: WorkerId, lease: Lease) -> bool {
         match self.slots.get(lease.task) {
-            Some(Slot::Leased { worker: w, attempt })
+            Some(Slot::Leased { worker: w, attempt, .. })
                 if *w == worker && *attempt == lease.attempt =>
             {
                 if let Some(w) = self.workers.get_mut(&worker) {
@@ -284,20 +284,65 @@ impl Scheduler {
         for id in &dead {
             let w = self.workers.remove(id).expect("listed");
             for task in w.leases {
-                if let Slot::Leased { attempt, .. } = self.slots[task] {
-                    if attempt >= self.config.max_attempts && self.state == JobState::Running {
-                        self.state = JobState::Failed {
-                            task,
-                            error: format!("lost with its worker on {attempt} attempts"),
-                        };
-                    }
-                    self.slots[task] = Slot::Pending { attempts: attempt };
-                    self.queue.push_back(task);
-                    self.retries += 1;
-                }
+                self.lose(task, "lost with its worker");
             }
         }
         dead
+    }
+
+    /// Requeues leased task `task` whose attempt was lost (the attempt counts); the job fails
+    /// if it was the last attempt.
+    fn lose(&mut self, task: usize, how: &str) {
+        if let Slot::Leased { attempt, .. } = self.slots[task] {
+            if attempt >= self.config.max_attempts && self.state == JobState::Running {
+                self.state =
+                    JobState::Failed { task, error: format!("{how} on {attempt} attempts") };
+            }
+            self.slots[task] = Slot::Pending { attempts: attempt };
+            self.queue.push_back(task);
+            self.retries += 1;
+        }
+    }
+
+    /// Whether `lease` is `worker`'s current attempt of its task in a running job (a report
+    /// of it would be accepted).
+    pub fn is_current(&self, worker: WorkerId, lease: Lease) -> bool {
+        self.state == JobState::Running
+            && matches!(self.slots.get(lease.task), Some(Slot::Leased { worker: w, attempt, .. }) if *w == worker && *attempt == lease.attempt)
+    }
+
+    /// Reconciles what `worker` says it holds (`held`, from its heartbeat) with what this
+    /// machine has leased to it. A lease the worker no longer knows of, handed out more than
+    /// `grace` ago (so not one whose reply may still be on its way), was lost: its task is
+    /// queued again and the attempt counts. Returns the held leases that are not current here
+    /// (cancelled, expired and leased again, finished): the worker should abandon them.
+    pub fn reconcile(
+        &mut self,
+        worker: WorkerId,
+        held: &[Lease],
+        grace: Millis,
+        now: Millis,
+    ) -> Vec<Lease> {
+        let stale = held.iter().copied().filter(|&l| !self.is_current(worker, l)).collect();
+        let Some(w) = self.workers.get(&worker) else {
+            return stale;
+        };
+        let lost: Vec<usize> = w
+            .leases
+            .iter()
+            .copied()
+            .filter(|&task| !held.iter().any(|l| l.task == task))
+            .filter(|&task| {
+                matches!(self.slots[task], Slot::Leased { since, .. } if now.saturating_sub(since) > grace)
+            })
+            .collect();
+        for task in lost {
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.leases.remove(&task);
+            }
+            self.lose(task, "lost by its worker");
+        }
+        stale
     }
 
     /// Cancels the job: no further leases; outstanding reports become stale.

@@ -67,9 +67,7 @@ async fn job(store: &Store, brain: &str) -> Arc<JobRun> {
 }
 
 fn assignments(job: &Arc<JobRun>, tasks: &[usize]) -> LeaseReply {
-    LeaseReply::Tasks(
-        tasks.iter().map(|&task| Assignment { job: job.clone(), task, attempt: 1 }).collect(),
-    )
+    LeaseReply::Tasks(tasks.iter().map(|&task| Assignment::new(job.clone(), task, 1)).collect())
 }
 
 async fn run(

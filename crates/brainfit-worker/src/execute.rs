@@ -5,7 +5,7 @@
 //! per-fold eigendecompositions. Entries are built once even when several workers ask at the
 //! same time, and the cache keeps only the most recent few so memory stays bounded.
 
-use crate::{JobContext, Result, WorkerError};
+use crate::{Abandon, JobContext, Result, WorkerError};
 use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, with_precision};
 use brainfit_job::spec::{EncodingSpec, PermutationSpec, SubjectSpec};
@@ -97,6 +97,35 @@ pub struct Executor {
     models: Cache,
 }
 
+thread_local! {
+    /// The stop flag of the task this thread computes, while [`Executor::execute`] runs.
+    static CURRENT: std::cell::RefCell<Option<Abandon>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Marks the task this thread computes for [`checkpoint`], until dropped.
+struct CurrentTask;
+
+impl CurrentTask {
+    fn enter(abandon: &Abandon) -> CurrentTask {
+        CURRENT.with(|c| *c.borrow_mut() = Some(abandon.clone()));
+        CurrentTask
+    }
+}
+
+impl Drop for CurrentTask {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// A checkpoint of the task this thread computes (the analyses call it between
+/// permutations): `Err(Abandoned)` once the coordinator asked to stop it. Kept in a
+/// thread-local rather than threaded through every analysis, which run on the thread
+/// [`Executor::execute`] was called on.
+pub(crate) fn checkpoint() -> Result<()> {
+    CURRENT.with(|c| c.borrow().as_ref().map_or(Ok(()), Abandon::check))
+}
+
 impl Executor {
     /// An executor reading through `store`, doing its I/O on `runtime`.
     pub fn new(store: Store, runtime: Handle) -> Self {
@@ -108,8 +137,10 @@ impl Executor {
         }
     }
 
-    /// Computes task `task` of `job` (blocking; call from a blocking thread).
-    pub fn execute(&self, job: &JobContext, task: usize) -> Result<Part> {
+    /// Computes task `task` of `job` (blocking; call from a blocking thread), stopping at the
+    /// next checkpoint once `abandon` is raised.
+    pub fn execute(&self, job: &JobContext, task: usize, abandon: &Abandon) -> Result<Part> {
+        let _current = CurrentTask::enter(abandon);
         match &job.tasks[task] {
             Task::Encoding { subject, space, voxels } => {
                 self.encoding(job, *subject, space, *voxels)
@@ -273,6 +304,7 @@ pub fn encode_with_nulls<T: Real>(
     let value = observed.score.clone().insert_axis(Axis(0));
     let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
     let block = MapBlock::compute(value, 0..n_perm, |k| {
+        checkpoint()?;
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
         let shuffled = preprocess(y.select(Axis(0), &order))?;

@@ -4,6 +4,9 @@
 //! One process registers once and runs `threads` task loops that share the registration, the
 //! [`Executor`] (and so its input caches) and a heartbeat: a zero-slot lease sent every
 //! `heartbeat_ms` so that tasks running longer than the lease timeout keep their leases.
+//! Every lease request lists the leases the process holds; the coordinator answers with those
+//! it no longer wants (a cancelled job, a task leased again), whose [`Abandon`] flags are
+//! raised so that their computations stop at the next checkpoint.
 //!
 //! The coordinator may go away (restart, network): lease requests then answer "idle" after a
 //! back-off and reports are retried until delivered, so the loops survive; an unknown-worker
@@ -13,15 +16,16 @@
 //! differs from the coordinator's. A job's id is its run id ([`JobContext::id`]).
 
 use crate::{
-    Assignment, Executor, JobContext, LeaseReply, Result, Transport, WorkerError, run_worker_until,
+    Abandon, Assignment, Executor, JobContext, LeaseReply, Result, Transport, WorkerError,
+    run_worker_until,
 };
 use brainfit_io::Store;
 use brainfit_job::JobSpec;
 use brainfit_proto::v1::{
-    HandshakeRequest, JobRequest, LeaseRequest, RegisterRequest, TaskReport,
+    HandshakeRequest, JobRequest, LeaseRequest, RegisterRequest, TaskLease, TaskReport,
     workers_client::WorkersClient,
 };
-use brainfit_proto::{AddToken, ConnectOptions, MAX_MESSAGE_BYTES, check_handshake};
+use brainfit_proto::{AddToken, Backoff, ConnectOptions, MAX_MESSAGE_BYTES, check_handshake};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,8 +72,16 @@ pub struct GrpcTransport {
     heartbeat_ms: AtomicU64,
     registration: tokio::sync::Mutex<()>,
     jobs: Mutex<HashMap<String, Arc<JobContext>>>,
+    /// Leases this process holds (from the lease reply until their report is delivered):
+    /// (job id, task) → (attempt, stop flag).
+    held: Mutex<HashMap<(String, u64), (u32, Abandon)>>,
     offline: AtomicBool,
+    /// Waits between lease requests while the coordinator is unreachable.
+    offline_backoff: Mutex<Backoff>,
 }
+
+/// Reconnecting, and leasing while the coordinator is away: from 0.5 s up to 5 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 
 const MAX_CACHED_JOBS: usize = 64;
 
@@ -97,8 +109,11 @@ impl GrpcTransport {
             heartbeat_ms: AtomicU64::new(1000),
             registration: tokio::sync::Mutex::new(()),
             jobs: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             offline: AtomicBool::new(false),
+            offline_backoff: Mutex::new(RECONNECT),
         };
+        let mut backoff = RECONNECT;
         loop {
             if *stop.borrow() {
                 return Ok(None);
@@ -118,7 +133,7 @@ impl GrpcTransport {
                 Err(s) => {
                     transport.went_offline(&s);
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = tokio::time::sleep(backoff.failed()) => {}
                         _ = async {
                             if stop.changed().await.is_err() {
                                 std::future::pending::<()>().await
@@ -144,6 +159,7 @@ impl GrpcTransport {
     }
 
     fn back_online(&self) {
+        self.offline_backoff.lock().expect("backoff lock").succeeded();
         if self.offline.swap(false, Ordering::Relaxed) {
             tracing::info!(coordinator = %self.url, "coordinator reachable again");
         }
@@ -158,7 +174,11 @@ impl GrpcTransport {
         let reply = self
             .client
             .clone()
-            .register(RegisterRequest { name: self.name.clone(), threads: self.threads })
+            .register(RegisterRequest {
+                name: self.name.clone(),
+                threads: self.threads,
+                backend: crate::BACKEND.to_string(),
+            })
             .await
             .map_err(|s| {
                 if is_fatal(&s) {
@@ -180,6 +200,54 @@ impl GrpcTransport {
         Ok(())
     }
 
+    /// A lease request for `slots` tasks, listing every lease held.
+    fn lease_request(&self, slots: usize) -> LeaseRequest {
+        let held = self.held.lock().expect("held lock");
+        LeaseRequest {
+            worker_id: self.worker_id.load(Ordering::SeqCst),
+            free_slots: slots as u32,
+            held: held
+                .iter()
+                .map(|((job_id, task), (attempt, _))| TaskLease {
+                    job_id: job_id.clone(),
+                    task: *task,
+                    attempt: *attempt,
+                })
+                .collect(),
+            reports_held: true,
+        }
+    }
+
+    /// Raises the stop flags of the leases the coordinator no longer wants and forgets them.
+    fn abandon(&self, leases: &[TaskLease]) {
+        let mut held = self.held.lock().expect("held lock");
+        for l in leases {
+            let key = (l.job_id.clone(), l.task);
+            if held.get(&key).is_some_and(|(attempt, _)| *attempt == l.attempt) {
+                let (_, flag) = held.remove(&key).expect("present");
+                flag.raise();
+                tracing::info!(job = %l.job_id, task = l.task, attempt = l.attempt, "the coordinator no longer wants this task: stopping it");
+            }
+        }
+    }
+
+    /// Records a lease as held; returns its stop flag.
+    fn hold(&self, job_id: &str, task: u64, attempt: u32) -> Abandon {
+        let flag = Abandon::default();
+        let mut held = self.held.lock().expect("held lock");
+        held.insert((job_id.to_string(), task), (attempt, flag.clone()));
+        flag
+    }
+
+    /// Forgets a lease once its report is delivered.
+    fn release_held(&self, job_id: &str, task: u64, attempt: u32) {
+        let mut held = self.held.lock().expect("held lock");
+        let key = (job_id.to_string(), task);
+        if held.get(&key).is_some_and(|(a, _)| *a == attempt) {
+            held.remove(&key);
+        }
+    }
+
     /// How often to send a heartbeat while busy.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.load(Ordering::SeqCst))
@@ -190,7 +258,8 @@ impl GrpcTransport {
         if let Some(job) = self.jobs.lock().expect("jobs lock").get(job_id) {
             return Ok(job.clone());
         }
-        let mut tries = 0;
+        // a few tries: the definition may be asked for while the job is being resumed
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
         let def = loop {
             let reply = self
                 .client
@@ -201,11 +270,10 @@ impl GrpcTransport {
                 Ok(r) => break r.into_inner(),
                 Err(s) if is_fatal(&s) => return Err(fatal(&self.url, &s)),
                 Err(s)
-                    if tries < 4
+                    if backoff.failures() < 4
                         && !matches!(s.code(), Code::NotFound | Code::FailedPrecondition) =>
                 {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(250 * tries)).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 Err(s) => {
                     return Err(WorkerError::Transport(format!("job {job_id}: {}", s.message())));
@@ -258,7 +326,8 @@ impl GrpcTransport {
         error: String,
         permanent: bool,
     ) -> Result<()> {
-        let mut delay = Duration::from_millis(100);
+        // until delivered: a coordinator back from a restart must still learn of it
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             let req = TaskReport {
                 worker_id: self.worker_id.load(Ordering::SeqCst),
@@ -277,6 +346,7 @@ impl GrpcTransport {
             match reply {
                 Ok(r) => {
                     self.back_online();
+                    self.release_held(job_id, task, attempt);
                     if !r.get_ref().accepted {
                         tracing::debug!(job = %job_id, task, attempt, "{what} report was stale");
                     }
@@ -290,12 +360,12 @@ impl GrpcTransport {
                     ) =>
                 {
                     tracing::warn!(job = %job_id, task, "{what} report refused: {}", s.message());
+                    self.release_held(job_id, task, attempt);
                     return Ok(());
                 }
                 Err(s) => {
                     self.went_offline(&s);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.failed()).await;
                 }
             }
         }
@@ -308,14 +378,18 @@ impl GrpcTransport {
                 _ = tokio::time::sleep(self.heartbeat()) => {}
                 r = stop.wait_for(|s| *s) => { let _ = r; return; }
             }
-            let id = self.worker_id.load(Ordering::SeqCst);
-            match self.client.clone().lease(LeaseRequest { worker_id: id, free_slots: 0 }).await {
+            let request = self.lease_request(0);
+            let id = request.worker_id;
+            match self.client.clone().lease(request).await {
                 Ok(r) if r.get_ref().unknown_worker => {
                     if let Err(e) = self.register(id).await {
                         tracing::debug!("heartbeat: {e}");
                     }
                 }
-                Ok(_) => self.back_online(),
+                Ok(r) => {
+                    self.back_online();
+                    self.abandon(&r.get_ref().abandon);
+                }
                 Err(s) => self.went_offline(&s),
             }
         }
@@ -324,22 +398,20 @@ impl GrpcTransport {
 
 impl Transport for GrpcTransport {
     async fn lease(&self, slots: usize) -> Result<LeaseReply> {
-        let id = self.worker_id.load(Ordering::SeqCst);
-        let reply = match self
-            .client
-            .clone()
-            .lease(LeaseRequest { worker_id: id, free_slots: slots as u32 })
-            .await
-        {
+        let request = self.lease_request(slots);
+        let id = request.worker_id;
+        let reply = match self.client.clone().lease(request).await {
             Ok(r) => r.into_inner(),
             Err(s) if is_fatal(&s) => return Err(fatal(&self.url, &s)),
             Err(s) => {
                 self.went_offline(&s);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                let wait = self.offline_backoff.lock().expect("backoff lock").failed();
+                tokio::time::sleep(wait).await;
                 return Ok(LeaseReply::Idle);
             }
         };
         self.back_online();
+        self.abandon(&reply.abandon);
         if reply.unknown_worker {
             match self.register(id).await {
                 Ok(()) => {}
@@ -352,7 +424,9 @@ impl Transport for GrpcTransport {
         for t in reply.tasks {
             match self.job(&t.job_id).await {
                 Ok(job) if (t.task as usize) < job.tasks.len() => {
-                    assignments.push(Assignment { job, task: t.task as usize, attempt: t.attempt })
+                    let abandon = self.hold(&t.job_id, t.task, t.attempt);
+                    let (task, attempt) = (t.task as usize, t.attempt);
+                    assignments.push(Assignment { job, task, attempt, abandon })
                 }
                 other => {
                     let why = match other {

@@ -14,6 +14,10 @@ mod rsa;
 
 pub use execute::Executor;
 
+/// The linear-algebra backend this worker computes with (recorded in `summary.json`).
+pub const BACKEND: &str =
+    <brainfit_kernels::linalg::Backend as brainfit_kernels::linalg::LinalgBackend>::NAME;
+
 use brainfit_io::{PutOutcome, Store};
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +41,10 @@ pub enum WorkerError {
     /// A compute thread panicked (a bug): reported as the task's failure.
     #[error("task panicked: {0}")]
     Panic(String),
+    /// The coordinator no longer wants this task (its job was cancelled, or the task was
+    /// leased again elsewhere): it stopped at a checkpoint and is not reported.
+    #[error("abandoned: the coordinator no longer wants this task")]
+    Abandoned,
     /// Building a cached input failed earlier in this process (the same error again).
     #[error("{message}")]
     Cached {
@@ -54,7 +62,7 @@ impl WorkerError {
         match self {
             WorkerError::Job(e) => e.is_transient(),
             WorkerError::Io(e) => e.is_transient(),
-            WorkerError::Transport(_) => true,
+            WorkerError::Transport(_) | WorkerError::Abandoned => true,
             WorkerError::Refused(_) | WorkerError::Panic(_) => false,
             WorkerError::Cached { transient, .. } => *transient,
         }
@@ -76,6 +84,40 @@ pub struct Assignment {
     pub task: usize,
     /// Attempt number to report back.
     pub attempt: u32,
+    /// Raised when the coordinator says to stop this task.
+    pub abandon: Abandon,
+}
+
+impl Assignment {
+    /// A fresh assignment of `task` (attempt `attempt`) of `job`.
+    pub fn new(job: Arc<JobContext>, task: usize, attempt: u32) -> Self {
+        Assignment { job, task, attempt, abandon: Abandon::default() }
+    }
+}
+
+/// A task's stop flag: raised by the transport when the coordinator answers a heartbeat with
+/// this lease among those to abandon (its job was cancelled, or the task was leased again).
+/// The computation looks at it at checkpoints — before it starts, between permutations,
+/// before its part is stored — and ends with [`WorkerError::Abandoned`], which is not
+/// reported. (A kernel call in progress runs to its end: one permutation's fit at most.)
+#[derive(Debug, Clone, Default)]
+pub struct Abandon(Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandon {
+    /// Asks the task to stop.
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the task was asked to stop.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `Err(Abandoned)` once raised.
+    pub fn check(&self) -> Result<()> {
+        if self.is_raised() { Err(WorkerError::Abandoned) } else { Ok(()) }
+    }
 }
 
 /// The scheduler's answer to a lease request.
@@ -152,6 +194,9 @@ pub async fn run_worker_until<T: Transport>(
                     }
                     match run_one(&a, &executor, &store).await {
                         Ok(()) => transport.complete(&a).await?,
+                        Err(WorkerError::Abandoned) => {
+                            tracing::info!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, "abandoned at the coordinator's request");
+                        }
                         Err(e) => {
                             let permanent = !e.is_transient();
                             tracing::warn!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, permanent, "task failed: {e}");
@@ -172,10 +217,13 @@ pub async fn run_worker_until<T: Transport>(
 /// Computes one assignment and stores its result with a create-only put: if another attempt
 /// already stored it, that (identical) result stands.
 async fn run_one(a: &Assignment, executor: &Arc<Executor>, store: &Store) -> Result<()> {
-    let (job, task, exec) = (a.job.clone(), a.task, executor.clone());
-    let part = tokio::task::spawn_blocking(move || exec.execute(&job, task))
+    a.abandon.check()?;
+    let (job, task, exec, abandon) = (a.job.clone(), a.task, executor.clone(), a.abandon.clone());
+    let part = tokio::task::spawn_blocking(move || exec.execute(&job, task, &abandon))
         .await
         .map_err(|e| WorkerError::Panic(e.to_string()))??;
+    // an abandoned task stores nothing: a cancelled run's parts are being removed
+    a.abandon.check()?;
     let url = a.job.part_url(a.task);
     match store.put_create(&url, part.encode().into()).await? {
         PutOutcome::Created | PutOutcome::AlreadyExists => Ok(()),

@@ -6,7 +6,7 @@
 //! features, brain RDMs are ranked once and a batch of permutations is one matrix product
 //! against the stacked relabelled models.
 
-use crate::execute::{BrainData, Executor};
+use crate::execute::{BrainData, Executor, checkpoint};
 use crate::{JobContext, Result};
 use brainfit_job::inputs::{self, Matrix, load_rdm, roi_columns};
 use brainfit_job::plan::{brain_rdm_names, model_names};
@@ -83,6 +83,7 @@ fn with_nulls(
     let n_models = models.raw.nrows();
     let mut batch: Option<(u64, Array2<f64>)> = None;
     MapBlock::compute(value, perms, |k| {
+        checkpoint()?;
         let (seed, scheme, _) = scheme.expect("permutations requested");
         let start = k - k % PERM_BATCH;
         if batch.as_ref().map(|(s, _)| *s) != Some(start) {
@@ -335,6 +336,7 @@ impl Executor {
             Ok(out)
         };
         let block = MapBlock::compute(compute(None)?, perms[0] as u64..perms[1] as u64, |k| {
+            checkpoint()?;
             let (seed, scheme, _) = scheme.as_ref().expect("permutations requested");
             compute(Some(&permutation(models.n_conditions, scheme, *seed, k)))
         })?;

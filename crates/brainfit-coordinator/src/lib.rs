@@ -1,26 +1,30 @@
-//! The gRPC coordinator: many jobs, many worker processes, one [`Scheduler`] per job.
+//! brainfit's coordinator: many jobs, many worker processes, behind gRPC.
 //!
-//! [`Coordinator`] holds the job table — job id → (prepared run, task state machine, status) —
-//! and does everything a service call needs; [`serve`] puts it behind the `brainfit.v1`
-//! `Coordinator` (clients) and `Workers` services, with the shared-token check on every RPC
-//! and optional TLS. Its methods are plain async functions, so its tests call them directly.
+//! The decisions live in the I/O-free core ([`brainfit_scheduler::JobTable`]); this crate
+//! feeds it requests and the time, and carries out its effects:
 //!
+//! * [`Coordinator`] holds the table under a lock. Each call converts the request, applies it
+//!   at the current time, settles jobs that ended, and then — outside the lock — persists
+//!   records, starts merges and abandons failed or cancelled runs.
 //! * A job's id is its run id: it names the run's partial-results directory, so a restarted
 //!   coordinator that re-prepares the run under the same id finds the parts already written
-//!   and does not redo those tasks.
-//! * The job table is persisted below `state_url` (`jobs/<id>.json`, through the object store,
-//!   so a local directory or `s3://`); task states are the parts themselves.
-//! * Workers have one coordinator-wide id; each job's scheduler knows them under its own
-//!   [`WorkerId`], registered on first lease. Every lease request is a heartbeat for all of a
-//!   worker's jobs; a worker silent for the lease timeout loses its leases (the scheduler
-//!   re-queues them) and must register again.
-//! * Leases go out oldest job first, tasks in plan order. A lease request with free slots
-//!   waits up to `long_poll` for work, so idle workers neither spin nor lag.
-//! * A report for an attempt the scheduler no longer knows (e.g. leased by the coordinator
-//!   before a restart) is stale; if the task's part exists anyway the task is marked done.
+//!   and does not redo those tasks ([`job`], shared with embedded runs).
+//! * The table is persisted below `state_url` (`jobs/<id>.json`, through the object store, so
+//!   a local directory or `s3://`); task states are the parts themselves. Records of jobs
+//!   that ended more than `retention` ago are compacted (job file and summary dropped; the
+//!   output keeps `summary.json`), so status requests still answer for them.
+//! * A lease request with free slots waits up to `long_poll` for work, so idle workers neither
+//!   spin nor lag; every lease request is a heartbeat that also reconciles the leases the
+//!   worker holds: leases it lost are queued again, leases of cancelled jobs or of tasks
+//!   leased again are named back for the worker to abandon.
+//! * A tick every heartbeat period expires silent workers and compacts old records.
+//! * [`serve`] puts it behind the `brainfit.v1` `Coordinator` (clients) and `Workers` services,
+//!   with the shared-token check on every RPC and optional TLS.
 
-use crate::job::{self, Outcome, ScheduledJob};
-use crate::{Failure, JobState, Lease, Millis, Report, SchedulerConfig, WorkerId};
+pub mod job;
+
+pub use brainfit_scheduler::SchedulerConfig;
+
 use brainfit_io::{Store, join_url};
 use brainfit_job::run::new_run_id;
 use brainfit_job::{JobRun, JobSpec};
@@ -31,8 +35,10 @@ use brainfit_proto::v1::{
     coordinator_server::CoordinatorServer, workers_server::WorkersServer,
 };
 use brainfit_proto::{MAX_MESSAGE_BYTES, PROTOCOL, RequireToken};
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use brainfit_scheduler::table::{
+    Effect, JobEntry, JobPhase, JobRecord, RecordState, ReportKind, TableError,
+};
+use brainfit_scheduler::{Failure, Held, JobTable, Lease, Millis};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,16 +90,20 @@ pub struct CoordinatorConfig {
     pub long_poll: Duration,
     /// URL prefixes every input and output of a submitted job must lie under (empty: any).
     pub allowed_roots: Vec<String>,
+    /// How long the full record of an ended job is kept before it is compacted.
+    pub retention: Duration,
 }
 
 impl CoordinatorConfig {
-    /// Defaults (30 s lease timeout, 3 attempts, 1 s long poll) with the table at `state_url`.
+    /// Defaults (30 s lease timeout, 3 attempts, 1 s long poll, records compacted 7 days
+    /// after their job ended) with the table at `state_url`.
     pub fn new(state_url: impl Into<String>) -> Self {
         CoordinatorConfig {
             state_url: state_url.into(),
             scheduler: SchedulerConfig::default(),
             long_poll: Duration::from_secs(1),
             allowed_roots: Vec::new(),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -103,97 +113,15 @@ impl CoordinatorConfig {
     }
 }
 
-/// A job's state as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum RecordState {
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-/// What the job table keeps about a job across coordinator restarts.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct JobRecord {
-    id: String,
-    name: String,
-    job_toml: String,
-    source_name: String,
-    base_url: String,
-    output: String,
-    submitted_unix: u64,
-    state: RecordState,
-    #[serde(default)]
-    total: u64,
-    #[serde(default)]
-    done: u64,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    summary: Option<serde_json::Value>,
-}
-
-struct Active {
-    job: ScheduledJob,
-    /// Coordinator-wide worker id → the id this job's scheduler knows it by.
-    workers: HashMap<u64, WorkerId>,
-    /// Workers that were leased a task of this job.
-    participants: BTreeSet<u64>,
-    started: Instant,
-}
-
-enum Phase {
-    /// Being re-prepared after a restart.
-    Preparing,
-    /// Tasks remain.
-    Active(Box<Active>),
-    /// Parts being merged.
-    Merging(Arc<JobRun>),
-    /// See the record's state.
-    Ended,
-}
-
-struct JobEntry {
-    record: JobRecord,
-    phase: Phase,
-    resumed: u64,
-    leases: u64,
-    retries: u64,
-}
-
-struct WorkerEntry {
-    name: String,
-    threads: u32,
-    last_seen: Millis,
-}
-
-#[derive(Default)]
-struct Inner {
-    jobs: BTreeMap<String, JobEntry>,
-    workers: BTreeMap<u64, WorkerEntry>,
-    next_worker: u64,
-}
-
-/// Work to do once the table's lock is released.
-enum Effect {
-    Merge {
-        id: String,
-        run: Arc<JobRun>,
-        workers: usize,
-        compute_seconds: f64,
-    },
-    Persist(String),
-    /// A failed or cancelled run: remove its parts and release its output.
-    Abandon(Arc<JobRun>),
-}
+/// The runs the coordinator's table holds.
+type Run = Arc<JobRun>;
 
 /// The coordinator: the job table and the handlers of every RPC.
 pub struct Coordinator {
     store: Store,
     config: CoordinatorConfig,
     clock: Instant,
-    inner: Mutex<Inner>,
+    table: Mutex<JobTable<Run>>,
     /// Woken whenever tasks may have become leasable.
     work: Notify,
     /// Bumped on every change of any job (for `Watch`).
@@ -206,15 +134,14 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-fn job_state(entry: &JobEntry) -> v1::JobState {
-    match (&entry.phase, entry.record.state) {
-        (Phase::Preparing, _) => v1::JobState::Preparing,
-        (Phase::Active(_), _) => v1::JobState::Running,
-        (Phase::Merging(_), _) => v1::JobState::Merging,
-        (Phase::Ended, RecordState::Succeeded) => v1::JobState::Succeeded,
-        (Phase::Ended, RecordState::Failed) => v1::JobState::Failed,
-        (Phase::Ended, RecordState::Cancelled) => v1::JobState::Cancelled,
-        (Phase::Ended, RecordState::Running) => v1::JobState::Unspecified,
+fn proto_state(phase: JobPhase) -> v1::JobState {
+    match phase {
+        JobPhase::Preparing => v1::JobState::Preparing,
+        JobPhase::Running => v1::JobState::Running,
+        JobPhase::Merging => v1::JobState::Merging,
+        JobPhase::Succeeded => v1::JobState::Succeeded,
+        JobPhase::Failed => v1::JobState::Failed,
+        JobPhase::Cancelled => v1::JobState::Cancelled,
     }
 }
 
@@ -223,22 +150,16 @@ pub fn is_final(state: v1::JobState) -> bool {
     matches!(state, v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled)
 }
 
-fn status_of(entry: &JobEntry) -> JobStatus {
+fn status_of(entry: &JobEntry<Run>) -> JobStatus {
     let r = &entry.record;
-    let (total, done, running, retries) = match &entry.phase {
-        Phase::Active(a) => {
-            let p = a.job.scheduler.progress();
-            (p.total as u64, p.done as u64, p.running as u64, a.job.scheduler.retries())
-        }
-        _ => (r.total, r.done, 0, entry.retries),
-    };
+    let counts = entry.counts();
     JobStatus {
         job_id: r.id.clone(),
         name: r.name.clone(),
-        state: job_state(entry) as i32,
-        total,
-        done,
-        running,
+        state: proto_state(entry.phase()) as i32,
+        total: counts.total,
+        done: counts.done,
+        running: counts.running,
         output: r.output.clone(),
         error: r.error.clone().unwrap_or_default(),
         summary_json: r
@@ -249,102 +170,32 @@ fn status_of(entry: &JobEntry) -> JobStatus {
         submitted_unix: r.submitted_unix,
         resumed: entry.resumed,
         leases: entry.leases,
-        retries,
+        retries: counts.retries,
     }
 }
 
-impl Inner {
-    fn expire_workers(&mut self, now: Millis, timeout: Millis) {
-        self.workers.retain(|_, w| now.saturating_sub(w.last_seen) <= timeout);
-    }
-
-    /// Settles jobs whose scheduler reached an end: merges to start, records to persist.
-    fn settle(&mut self) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        for (id, entry) in self.jobs.iter_mut() {
-            let Phase::Active(a) = &entry.phase else {
-                continue;
-            };
-            let outcome = a.job.outcome();
-            let progress = a.job.scheduler.progress();
-            entry.record.total = progress.total as u64;
-            entry.record.done = progress.done as u64;
-            entry.retries = a.job.scheduler.retries();
-            match outcome {
-                Outcome::Running => {}
-                Outcome::Succeeded => {
-                    let effect = Effect::Merge {
-                        id: id.clone(),
-                        run: a.job.run.clone(),
-                        workers: a.participants.len(),
-                        compute_seconds: a.started.elapsed().as_secs_f64(),
-                    };
-                    entry.phase = Phase::Merging(a.job.run.clone());
-                    effects.push(effect);
-                }
-                Outcome::Failed { task, error } => {
-                    tracing::warn!(job = %id, "task {task} failed on every attempt: {error}");
-                    entry.record.state = RecordState::Failed;
-                    entry.record.error = Some(format!("task {task} failed: {error}"));
-                    effects.push(Effect::Abandon(a.job.run.clone()));
-                    entry.phase = Phase::Ended;
-                    effects.push(Effect::Persist(id.clone()));
-                }
-                Outcome::Cancelled => {
-                    entry.record.state = RecordState::Cancelled;
-                    effects.push(Effect::Abandon(a.job.run.clone()));
-                    entry.phase = Phase::Ended;
-                    effects.push(Effect::Persist(id.clone()));
-                }
-            }
-        }
-        effects
-    }
-
-    /// Hands up to `slots` tasks to worker `gid`, oldest job first; a heartbeat for all of its
-    /// jobs either way.
-    fn lease(&mut self, gid: u64, slots: usize, now: Millis, timeout: Millis) -> LeaseReply {
-        self.expire_workers(now, timeout);
-        let Some(w) = self.workers.get_mut(&gid) else {
-            return LeaseReply { tasks: vec![], unknown_worker: true };
-        };
-        w.last_seen = now;
-        let mut tasks = Vec::new();
-        for (id, entry) in self.jobs.iter_mut() {
-            let Phase::Active(a) = &mut entry.phase else {
-                continue;
-            };
-            let scheduler = &mut a.job.scheduler;
-            if let Some(&wid) = a.workers.get(&gid)
-                && !scheduler.heartbeat(wid, now)
-            {
-                a.workers.remove(&gid);
-            }
-            if tasks.len() >= slots || *scheduler.state() != JobState::Running {
-                continue;
-            }
-            let wid = *a.workers.entry(gid).or_insert_with(|| scheduler.register(now));
-            let leases = scheduler.lease(wid, slots - tasks.len(), now).unwrap_or_default();
-            if !leases.is_empty() {
-                a.participants.insert(gid);
-                entry.leases += leases.len() as u64;
-            }
-            tasks.extend(leases.into_iter().map(|l| TaskLease {
-                job_id: id.clone(),
-                task: l.task as u64,
-                attempt: l.attempt,
-            }));
-        }
-        LeaseReply { tasks, unknown_worker: false }
+fn table_status(e: TableError) -> Status {
+    match e {
+        TableError::NoJob(_) => Status::not_found(e.to_string()),
+        TableError::NoTask { .. } => Status::invalid_argument(e.to_string()),
+        TableError::WrongPhase { job, phase, what } => Status::failed_precondition(format!(
+            "job {job} is {}: {what}",
+            proto_state(phase).as_str_name()
+        )),
     }
 }
 
-/// What a task report does to the task.
-#[derive(Clone, Copy)]
-enum ReportKind {
-    Complete,
-    Fail,
-    Release,
+fn lease_of(t: &TaskLease) -> (String, Lease) {
+    (t.job_id.clone(), Lease { task: t.task as usize, attempt: t.attempt })
+}
+
+fn task_lease((job_id, l): (String, Lease)) -> TaskLease {
+    TaskLease { job_id, task: l.task as u64, attempt: l.attempt }
+}
+
+/// A failed task described for people ("encoding of space conv1, voxels 0..512").
+fn describe(run: &Run, task: usize) -> String {
+    run.tasks.get(task).map(|t| t.describe(&run.spec)).unwrap_or_else(|| format!("#{task}"))
 }
 
 impl Coordinator {
@@ -355,6 +206,7 @@ impl Coordinator {
         store: Store,
         config: CoordinatorConfig,
     ) -> Result<Arc<Coordinator>, ServiceError> {
+        // worker ids of a restarted coordinator must not collide with its predecessor's
         let first_worker = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -362,9 +214,9 @@ impl Coordinator {
             * 1000;
         let coordinator = Arc::new(Coordinator {
             store,
+            table: Mutex::new(JobTable::new(config.scheduler, first_worker)),
             config,
             clock: Instant::now(),
-            inner: Mutex::new(Inner { next_worker: first_worker, ..Inner::default() }),
             work: Notify::new(),
             changed: watch::channel(0).0,
             persist_lock: tokio::sync::Mutex::new(()),
@@ -379,16 +231,10 @@ impl Coordinator {
             let bytes = coordinator.store.get(&url).await?;
             let record: JobRecord = serde_json::from_slice(&bytes)
                 .map_err(|e| ServiceError::State { url: url.clone(), message: e.to_string() })?;
-            let phase = if record.state == RecordState::Running {
+            if record.state == RecordState::Running {
                 resume.push(record.id.clone());
-                Phase::Preparing
-            } else {
-                Phase::Ended
-            };
-            coordinator.lock().jobs.insert(
-                record.id.clone(),
-                JobEntry { record, phase, resumed: 0, leases: 0, retries: 0 },
-            );
+            }
+            coordinator.lock().insert_record(record);
         }
         for id in resume {
             tracing::info!(job = %id, "resuming");
@@ -398,8 +244,8 @@ impl Coordinator {
         Ok(coordinator)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobTable<Run>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn now(&self) -> Millis {
@@ -410,35 +256,40 @@ impl Coordinator {
         join_url(&self.config.state_url, &format!("jobs/{id}.json"))
     }
 
-    /// Runs `f` on the table, then settles ended jobs, wakes watchers and starts merges.
-    fn with_inner<R>(self: &Arc<Self>, f: impl FnOnce(&mut Inner, Millis) -> R) -> R {
+    /// Runs `f` on the table at the current time, then settles ended jobs, wakes watchers and
+    /// carries out the effects.
+    fn with_table<R>(self: &Arc<Self>, f: impl FnOnce(&mut JobTable<Run>, Millis) -> R) -> R {
         let now = self.now();
         let (result, effects) = {
-            let mut inner = self.lock();
-            let result = f(&mut inner, now);
-            (result, inner.settle())
+            let mut table = self.lock();
+            let result = f(&mut table, now);
+            (result, table.settle(now, unix_now(), describe))
         };
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
         for effect in effects {
             match effect {
-                Effect::Merge { id, run, workers, compute_seconds } => {
-                    tokio::spawn(self.clone().merge(id, run, workers, compute_seconds));
+                Effect::Merge { id, run, workers, backends, compute_seconds } => {
+                    let info = job::MergeInfo { workers, backends, compute_seconds };
+                    tokio::spawn(self.clone().merge(id, run, info));
                 }
                 Effect::Persist(id) => {
                     let me = self.clone();
                     tokio::spawn(async move { me.persist(&id).await });
                 }
-                Effect::Abandon(run) => {
-                    let store = self.store.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = run.abandon(&store).await {
-                            tracing::warn!(run = %run.id, "cannot remove the parts and lock of an ended run: {e}");
-                        }
-                    });
-                }
+                Effect::Abandon(run) => self.abandon_later(run),
             }
         }
         result
+    }
+
+    /// Removes a failed or cancelled run's parts and releases its output, in the background.
+    fn abandon_later(&self, run: Run) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run.abandon(&store).await {
+                tracing::warn!(run = %run.id, "cannot remove the parts and lock of an ended run: {e}");
+            }
+        });
     }
 
     /// Takes the state directory with a create-only lock object naming this process. A lock
@@ -478,7 +329,7 @@ impl Coordinator {
     /// Writes job `id`'s current record.
     async fn persist(&self, id: &str) {
         let _guard = self.persist_lock.lock().await;
-        let Some(record) = self.lock().jobs.get(id).map(|e| e.record.clone()) else {
+        let Ok(record) = self.lock().job(id).map(|e| e.record.clone()) else {
             return;
         };
         let bytes = serde_json::to_vec_pretty(&record).expect("records serialise");
@@ -488,81 +339,49 @@ impl Coordinator {
     }
 
     async fn resume(self: Arc<Self>, id: String) {
-        let Some(record) = self.lock().jobs.get(&id).map(|e| e.record.clone()) else {
+        let Ok(record) = self.lock().job(&id).map(|e| e.record.clone()) else {
             return;
         };
         let prepared =
             match JobSpec::from_toml(&record.job_toml, &record.source_name, &record.base_url) {
                 Ok(spec) => {
-                    ScheduledJob::prepare(&self.store, spec, id.clone(), self.config.scheduler)
-                        .await
+                    job::prepare(&self.store, spec, id.clone(), self.config.scheduler).await
                 }
                 Err(e) => Err(e),
             };
-        let mut cancelled_run = None;
-        let persist = self.with_inner(|inner, _| {
-            let entry = inner.jobs.get_mut(&id)?;
-            if !matches!(entry.phase, Phase::Preparing) {
-                // cancelled meanwhile
-                cancelled_run = prepared.as_ref().ok().map(|job| job.run.clone());
-                return None;
+        let prepared = prepared
+            .map(|p| {
+                tracing::info!(job = %id, resumed = p.resumed, total = p.run.tasks.len(), "resumed");
+                (p.run, p.scheduler, p.resumed)
+            })
+            .map_err(|e| e.to_string());
+        let failed = prepared.is_err();
+        if let Some(cancelled) = self.with_table(|table, now| table.activate(&id, prepared, now)) {
+            // cancelled while it was being prepared
+            if let Err(e) = cancelled.abandon(&self.store).await {
+                tracing::warn!(job = %id, "cannot remove the parts and lock of a cancelled run: {e}");
             }
-            match prepared {
-                Ok(job) => {
-                    tracing::info!(job = %id, resumed = job.resumed, total = job.run.tasks.len(), "resumed");
-                    entry.resumed = job.resumed as u64;
-                    entry.phase = Phase::Active(Box::new(Active {
-                        job,
-                        workers: HashMap::new(),
-                        participants: BTreeSet::new(),
-                        started: Instant::now(),
-                    }));
-                    None
-                }
-                Err(e) => {
-                    entry.record.state = RecordState::Failed;
-                    entry.record.error = Some(format!("cannot resume the job: {e}"));
-                    entry.phase = Phase::Ended;
-                    Some(())
-                }
-            }
-        });
-        if let Some(run) = cancelled_run
-            && let Err(e) = run.abandon(&self.store).await
-        {
-            tracing::warn!(job = %id, "cannot remove the parts and lock of a cancelled run: {e}");
         }
         self.work.notify_waiters();
-        if persist.is_some() {
+        if failed {
             self.persist(&id).await;
         }
     }
 
-    async fn merge(self: Arc<Self>, id: String, run: Arc<JobRun>, workers: usize, secs: f64) {
+    async fn merge(self: Arc<Self>, id: String, run: Run, info: job::MergeInfo) {
         tracing::info!(job = %id, "all tasks done; merging");
-        let result = job::finish(&run, &self.store, workers, secs).await;
-        self.with_inner(|inner, _| {
-            if let Some(entry) = inner.jobs.get_mut(&id) {
-                match result {
-                    Ok(summary) => {
-                        entry.record.state = RecordState::Succeeded;
-                        entry.record.done = entry.record.total;
-                        entry.record.summary = Some(summary);
-                    }
-                    Err(e) => {
-                        entry.record.state = RecordState::Failed;
-                        entry.record.error = Some(format!("merging the results failed: {e}"));
-                        let (run, store) = (run.clone(), self.store.clone());
-                        tokio::spawn(async move { run.abandon(&store).await });
-                    }
-                }
-                entry.phase = Phase::Ended;
-            }
-        });
+        let result = job::finish(&run, &self.store, &info)
+            .await
+            .map(|summary| serde_json::to_value(summary).expect("summaries serialise"))
+            .map_err(|e| e.to_string());
+        if let Some(run) = self.with_table(|table, _| table.merged(&id, result, unix_now())) {
+            self.abandon_later(run);
+        }
         self.persist(&id).await;
     }
 
-    /// Expires silent workers (their tasks are queued again) every fraction of the timeout.
+    /// Every heartbeat period: expires silent workers (their tasks are queued again) and
+    /// compacts the records of jobs that ended more than the retention period ago.
     async fn tick(me: std::sync::Weak<Coordinator>) {
         loop {
             let period = match me.upgrade() {
@@ -571,22 +390,16 @@ impl Coordinator {
             };
             tokio::time::sleep(period).await;
             let Some(c) = me.upgrade() else { return };
-            let timeout = c.config.scheduler.lease_timeout;
-            let requeued = c.with_inner(|inner, now| {
-                inner.expire_workers(now, timeout);
-                let mut requeued = false;
-                for entry in inner.jobs.values_mut() {
-                    if let Phase::Active(a) = &mut entry.phase {
-                        for dead in a.job.scheduler.expire(now) {
-                            a.workers.retain(|_, w| *w != dead);
-                            requeued = true;
-                        }
-                    }
-                }
-                requeued
+            let retention = c.config.retention.as_secs();
+            let (requeued, compacted) = c.with_table(|table, now| {
+                (table.expire(now), table.compact_ended(unix_now(), retention))
             });
             if requeued {
                 c.work.notify_waiters();
+            }
+            for id in compacted {
+                tracing::info!(job = %id, "record compacted after the retention period");
+                c.persist(&id).await;
             }
         }
     }
@@ -598,120 +411,74 @@ impl Coordinator {
         spec.check_roots(&self.config.allowed_roots)
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         let id = new_run_id();
+        let prepared = job::prepare(&self.store, spec, id.clone(), self.config.scheduler)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let record = JobRecord {
             id: id.clone(),
-            name: spec.name.clone(),
+            name: prepared.run.spec.name.clone(),
             job_toml: req.job_toml,
             source_name: req.source_name,
             base_url: req.base_url,
-            output: spec.output.clone(),
+            output: prepared.run.spec.output.clone(),
             submitted_unix: unix_now(),
             state: RecordState::Running,
-            total: 0,
+            total: prepared.run.tasks.len() as u64,
             done: 0,
             error: None,
             summary: None,
+            ended_unix: None,
+            compacted: false,
         };
-        let job = ScheduledJob::prepare(&self.store, spec, id.clone(), self.config.scheduler)
-            .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let record = JobRecord { total: job.run.tasks.len() as u64, ..record };
         let bytes = serde_json::to_vec_pretty(&record).expect("records serialise");
         if let Err(e) = self.store.put(&self.record_url(&id), bytes.into()).await {
-            let _ = job.run.abandon(&self.store).await; // not submitted: free its output
+            let _ = prepared.run.abandon(&self.store).await; // not submitted: free its output
             return Err(Status::internal(format!("cannot persist the job: {e}")));
         }
-        tracing::info!(job = %id, name = %record.name, tasks = job.run.tasks.len(), "submitted");
-        let status = self.with_inner(|inner, _| {
-            let entry = JobEntry {
-                record,
-                phase: Phase::Active(Box::new(Active {
-                    job,
-                    workers: HashMap::new(),
-                    participants: BTreeSet::new(),
-                    started: Instant::now(),
-                })),
-                resumed: 0,
-                leases: 0,
-                retries: 0,
-            };
-            let status = status_of(&entry);
-            inner.jobs.insert(id.clone(), entry);
-            status
+        tracing::info!(job = %id, name = %record.name, tasks = record.total, "submitted");
+        let status = self.with_table(|table, now| {
+            table.insert_active(record, prepared.run, prepared.scheduler, now);
+            table.job(&id).map(status_of)
         });
         self.work.notify_waiters();
-        Ok(status)
+        status.map_err(table_status)
     }
 
     /// The status of job `id`.
     pub fn job(&self, id: &str) -> Result<JobStatus, Status> {
-        self.lock()
-            .jobs
-            .get(id)
-            .map(status_of)
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+        self.lock().job(id).map(status_of).map_err(table_status)
     }
 
     /// Every job (oldest first) and every live worker.
     pub fn list(&self) -> ListJobsReply {
         let now = self.now();
-        let inner = self.lock();
-        let jobs = inner.jobs.values().map(status_of).collect();
-        let workers = inner
-            .workers
-            .iter()
-            .map(|(&gid, w)| {
-                let leases = inner
-                    .jobs
-                    .values()
-                    .filter_map(|e| match &e.phase {
-                        Phase::Active(a) => {
-                            a.workers.get(&gid).map(|&wid| a.job.scheduler.leases_of(wid) as u64)
-                        }
-                        _ => None,
-                    })
-                    .sum();
-                WorkerStatus {
-                    worker_id: gid,
-                    name: w.name.clone(),
-                    threads: w.threads,
-                    leases,
-                    idle_ms: now.saturating_sub(w.last_seen),
-                }
+        let table = self.lock();
+        let jobs = table.jobs().map(status_of).collect();
+        let workers = table
+            .workers()
+            .map(|(gid, w, leases)| WorkerStatus {
+                worker_id: gid,
+                name: w.name.clone(),
+                threads: w.threads,
+                leases: leases as u64,
+                idle_ms: now.saturating_sub(w.last_seen),
             })
             .collect();
         ListJobsReply { jobs, workers }
     }
 
-    /// Cancels a running job: no more leases; reports of its running attempts become stale.
+    /// Cancels a job: no more leases; its workers abandon its running tasks at their next
+    /// heartbeat and their reports become stale. Its parts go and its output is free before
+    /// the reply, so a resubmission may follow at once.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<JobStatus, Status> {
-        let mut ended_run = None;
-        let status = self.with_inner(|inner, _| {
-            let entry =
-                inner.jobs.get_mut(id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
-            match &mut entry.phase {
-                Phase::Active(a) => {
-                    a.job.scheduler.cancel();
-                    let p = a.job.scheduler.progress();
-                    entry.record.done = p.done as u64;
-                    entry.retries = a.job.scheduler.retries();
-                    ended_run = Some(a.job.run.clone());
-                }
-                Phase::Preparing => {} // the preparation abandons the run when it sees this
-                Phase::Merging(_) | Phase::Ended => {
-                    return Err(Status::failed_precondition(format!(
-                        "job {id} is {}: nothing to cancel",
-                        job_state(entry).as_str_name()
-                    )));
-                }
-            }
-            entry.record.state = RecordState::Cancelled;
-            entry.phase = Phase::Ended;
-            Ok(status_of(entry))
-        })?;
+        let (run, status) = self
+            .with_table(|table, _| {
+                let run = table.cancel(id, unix_now())?;
+                Ok((run, table.job(id).map(status_of)?))
+            })
+            .map_err(table_status)?;
         tracing::info!(job = %id, "cancelled");
-        // its parts go and its output is free before the reply: a resubmission may follow
-        if let Some(run) = ended_run
+        if let Some(run) = run
             && let Err(e) = run.abandon(&self.store).await
         {
             tracing::warn!(job = %id, "cannot remove the parts and lock of a cancelled run: {e}");
@@ -755,16 +522,10 @@ impl Coordinator {
 
     /// Registers a worker process.
     pub fn register(self: &Arc<Self>, req: RegisterRequest) -> RegisterReply {
-        let gid = self.with_inner(|inner, now| {
-            let gid = inner.next_worker;
-            inner.next_worker += 1;
-            inner.workers.insert(
-                gid,
-                WorkerEntry { name: req.name.clone(), threads: req.threads, last_seen: now },
-            );
-            gid
+        let gid = self.with_table(|table, now| {
+            table.register_worker(&req.name, req.threads, &req.backend, now)
         });
-        tracing::info!(worker = gid, name = %req.name, threads = req.threads, "worker registered");
+        tracing::info!(worker = gid, name = %req.name, threads = req.threads, backend = %req.backend, "worker registered");
         RegisterReply {
             worker_id: gid,
             heartbeat_ms: self.config.heartbeat().as_millis() as u64,
@@ -774,17 +535,31 @@ impl Coordinator {
     }
 
     /// Leases up to `free_slots` tasks (waiting up to the long poll for some to appear); a
-    /// heartbeat either way.
+    /// heartbeat either way, which reconciles the leases the worker says it holds.
     pub async fn lease(self: &Arc<Self>, req: LeaseRequest) -> LeaseReply {
         let slots = req.free_slots as usize;
-        let timeout = self.config.scheduler.lease_timeout;
+        let held: Vec<(String, Lease)> = req.held.iter().map(lease_of).collect();
+        let held = if req.reports_held { Held::These(&held) } else { Held::Unknown };
         let deadline = tokio::time::Instant::now() + self.config.long_poll;
+        let mut abandon = Vec::new();
         loop {
             let notified = self.work.notified();
-            let reply =
-                self.with_inner(|inner, now| inner.lease(req.worker_id, slots, now, timeout));
-            if slots == 0 || reply.unknown_worker || !reply.tasks.is_empty() {
-                return reply;
+            let out = self.with_table(|table, now| table.lease(req.worker_id, slots, held, now));
+            // what to abandon is answered once, on the first pass
+            if abandon.is_empty() {
+                abandon = out.abandon;
+            }
+            let reply = LeaseReply {
+                tasks: out.tasks.into_iter().map(task_lease).collect(),
+                unknown_worker: out.unknown_worker,
+                abandon: Vec::new(),
+            };
+            let waiting = slots > 0 && !reply.unknown_worker && reply.tasks.is_empty();
+            if !waiting || !abandon.is_empty() {
+                return LeaseReply {
+                    abandon: abandon.into_iter().map(task_lease).collect(),
+                    ..reply
+                };
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return reply;
@@ -794,17 +569,13 @@ impl Coordinator {
 
     /// A job's definition, for workers: the job file's text and its planned tasks.
     pub fn definition(&self, id: &str) -> Result<JobDefinitionReply, Status> {
-        let inner = self.lock();
-        let entry = inner.jobs.get(id).ok_or_else(|| Status::not_found(format!("no job {id}")))?;
-        let run = match &entry.phase {
-            Phase::Active(a) => a.job.run.clone(),
-            Phase::Merging(run) => run.clone(),
-            _ => {
-                return Err(Status::failed_precondition(format!(
-                    "job {id} is {}",
-                    job_state(entry).as_str_name()
-                )));
-            }
+        let table = self.lock();
+        let entry = table.job(id).map_err(table_status)?;
+        let Some(run) = entry.run() else {
+            return Err(Status::failed_precondition(format!(
+                "job {id} is {}",
+                proto_state(entry.phase()).as_str_name()
+            )));
         };
         let r = &entry.record;
         Ok(JobDefinitionReply {
@@ -822,63 +593,24 @@ impl Coordinator {
     async fn report(self: &Arc<Self>, req: TaskReport, kind: ReportKind) -> Result<bool, Status> {
         let task = req.task as usize;
         let lease = Lease { task, attempt: req.attempt };
-        let check_part = self.with_inner(|inner, now| {
-            if let Some(w) = inner.workers.get_mut(&req.worker_id) {
-                w.last_seen = now;
-            }
-            let Some(entry) = inner.jobs.get_mut(&req.job_id) else {
-                return Ok((false, None));
-            };
-            let Phase::Active(a) = &mut entry.phase else {
-                return Ok((false, None));
-            };
-            let scheduler = &mut a.job.scheduler;
-            if task >= scheduler.n_tasks() {
-                return Err(Status::invalid_argument(format!(
-                    "job {} has no task {task}",
-                    req.job_id
-                )));
-            }
-            let report = match a.workers.get(&req.worker_id) {
-                Some(&wid) => match kind {
-                    ReportKind::Complete => scheduler.complete(wid, lease, now),
-                    ReportKind::Fail => {
-                        let failure =
-                            Failure { error: req.error.clone(), permanent: req.permanent };
-                        scheduler.fail(wid, lease, &failure, now)
-                    }
-                    ReportKind::Release => scheduler.release(wid, lease, now),
-                },
-                None => Report::Stale,
-            };
-            let accepted = report == Report::Accepted;
-            let check = matches!(kind, ReportKind::Complete)
-                && !accepted
-                && *scheduler.state() == JobState::Running
-                && !scheduler.is_done(task);
-            Ok((accepted, check.then(|| a.job.run.part_url(task))))
-        })?;
-        let (accepted, part) = check_part;
-        if let Some(url) = part {
-            // an attempt this scheduler does not know (e.g. leased before a restart) stored
-            // its part: the task is done whoever computed it
-            if self.store.size(&url).await.is_ok() {
-                self.with_inner(|inner, _| {
-                    if let Some(JobEntry { phase: Phase::Active(a), .. }) =
-                        inner.jobs.get_mut(&req.job_id)
-                    {
-                        a.job.scheduler.mark_done(task);
-                    }
-                });
+        let is_complete = kind == ReportKind::Complete;
+        let outcome = self
+            .with_table(|table, now| table.report(req.worker_id, &req.job_id, lease, &kind, now))
+            .map_err(table_status)?;
+        if let Some(run) = outcome.check_part {
+            // an attempt this table does not know (e.g. leased before a restart) stored its
+            // part: the task is done whoever computed it
+            if self.store.size(&run.part_url(task)).await.is_ok() {
+                self.with_table(|table, _| table.mark_done(&req.job_id, task));
             }
         }
-        if accepted && !matches!(kind, ReportKind::Complete) {
+        if outcome.accepted && !is_complete {
             self.work.notify_waiters();
         }
-        if !accepted {
+        if !outcome.accepted {
             tracing::debug!(job = %req.job_id, task, attempt = req.attempt, "stale report dropped");
         }
-        Ok(accepted)
+        Ok(outcome.accepted)
     }
 
     /// A task's result is stored.
@@ -889,7 +621,8 @@ impl Coordinator {
     /// A task failed.
     pub async fn fail(self: &Arc<Self>, req: TaskReport) -> Result<bool, Status> {
         tracing::warn!(job = %req.job_id, task = req.task, attempt = req.attempt, "task failed: {}", req.error);
-        self.report(req, ReportKind::Fail).await
+        let failure = Failure { error: req.error.clone(), permanent: req.permanent };
+        self.report(req, ReportKind::Fail(failure)).await
     }
 
     /// A task handed back unstarted.

@@ -59,11 +59,11 @@ async fn setup(lease_timeout: Millis) -> (Store, Arc<Coordinator>, String) {
 }
 
 fn worker(c: &Arc<Coordinator>, name: &str) -> u64 {
-    c.register(RegisterRequest { name: name.into(), threads: 1 }).worker_id
+    c.register(RegisterRequest { name: name.into(), threads: 1, backend: "test".into() }).worker_id
 }
 
 async fn lease(c: &Arc<Coordinator>, w: u64, slots: u32) -> LeaseReply {
-    c.lease(LeaseRequest { worker_id: w, free_slots: slots }).await
+    c.lease(LeaseRequest { worker_id: w, free_slots: slots, ..Default::default() }).await
 }
 
 fn report(w: u64, l: &TaskLease) -> TaskReport {
@@ -92,7 +92,10 @@ async fn store_part(store: &Store, run: &JobRun, task: usize) {
     let executor = brainfit_worker::Executor::new(store.clone(), tokio::runtime::Handle::current());
     let job = Arc::new(run.clone());
     let part =
-        tokio::task::spawn_blocking(move || executor.execute(&job, task)).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || executor.execute(&job, task, &Default::default()))
+            .await
+            .unwrap()
+            .unwrap();
     store.put_create(&run.part_url(task), part.encode().into()).await.unwrap();
 }
 
@@ -223,6 +226,16 @@ async fn cancelling_stops_leasing_and_survives_a_restart() {
     let l = lease(&c, w, 1).await.tasks.remove(0);
     let s = c.cancel(&id).await.unwrap();
     assert_eq!(s.state(), v1::JobState::Cancelled);
+    // the worker still computing the task is told to abandon it at its next heartbeat
+    let beat = c
+        .lease(LeaseRequest {
+            worker_id: w,
+            free_slots: 0,
+            held: vec![l.clone()],
+            reports_held: true,
+        })
+        .await;
+    assert_eq!(beat.abandon, std::slice::from_ref(&l));
     assert!(lease(&c, w, 3).await.tasks.is_empty());
     assert!(!c.complete(report(w, &l)).await.unwrap());
     assert_eq!(c.cancel(&id).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
@@ -306,4 +319,35 @@ async fn a_second_coordinator_on_one_state_is_refused() {
         .to_string();
     assert!(second.contains("is in use by the coordinator on host"), "{second}");
     assert!(second.contains(&format!("pid {}", std::process::id())), "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_ended_jobs_are_compacted_after_the_retention_period() {
+    let store = Store::new();
+    study(&store, "memory://svc/study").await;
+    store.delete("memory://svc/state/coordinator.lock.json").await.unwrap();
+    let mut config = CoordinatorConfig::new("memory://svc/state");
+    config.scheduler.lease_timeout = 400; // a tick every 100 ms
+    config.retention = Duration::ZERO;
+    let c = Coordinator::start(store.clone(), config).await.unwrap();
+    let id = c.submit(submit_request(JOB)).await.unwrap().job_id;
+    c.cancel(&id).await.unwrap();
+    let record_url = format!("memory://svc/state/jobs/{id}.json");
+    let start = Instant::now();
+    let record: JobRecord = loop {
+        let record: JobRecord =
+            serde_json::from_slice(&store.get(&record_url).await.unwrap()).unwrap();
+        if record.compacted {
+            break record;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never compacted: {record:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(record.job_toml.is_empty() && record.ended_unix.is_some());
+    // status still answers, from the compact record, here and after a restart
+    assert_eq!(c.job(&id).unwrap().state(), v1::JobState::Cancelled);
+    drop(c);
+    let again = coordinator(&store, 30_000).await;
+    let s = again.job(&id).unwrap();
+    assert_eq!((s.state(), s.name.as_str()), (v1::JobState::Cancelled, "svc"));
 }

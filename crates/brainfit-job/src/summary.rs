@@ -1,0 +1,146 @@
+//! `summary.json`, typed: what the merge writes, the coordinator stores, and the command line,
+//! the demo and the tests read — one struct, so no reader goes by string keys.
+//!
+//! Fields are declared in alphabetical order: serde writes them in declaration order, and the
+//! file's key order predates this struct (it was a sorted JSON map), so files stay
+//! byte-identical across the change.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Everything `summary.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// brainfit's version.
+    pub brainfit_version: String,
+    /// Wall-clock seconds of the compute phase.
+    pub compute_seconds: f64,
+    /// The job file, echoed back.
+    pub job: String,
+    /// Linear-algebra backend(s) of the workers.
+    pub linalg_backend: String,
+    /// The job's name.
+    pub name: String,
+    /// The permutation test, if one ran.
+    pub permutation: Option<PermutationSummary>,
+    /// Per subject, in job order.
+    pub subjects: Vec<SubjectSummary>,
+    /// Tasks planned.
+    pub tasks: usize,
+    /// Time-resolved RSA per model.
+    pub time_resolved: BTreeMap<String, MapSummary>,
+    /// Warnings for people (grid edges, few distinct permutations, stale outputs, ...).
+    pub warnings: Vec<String>,
+    /// Workers that computed tasks.
+    pub workers: usize,
+}
+
+/// The permutation test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermutationSummary {
+    /// Permutations.
+    pub n: usize,
+    /// How rows were permuted, for people.
+    pub scheme: String,
+    /// The seed.
+    pub seed: u64,
+    /// `1 / (n + 1)`, the smallest p-value possible.
+    pub smallest_p: f64,
+}
+
+/// One subject's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectSummary {
+    /// Encoding per feature space (present when the job encodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<BTreeMap<String, EncodingSummary>>,
+    /// Samples (stimuli).
+    pub n_samples: usize,
+    /// Voxels.
+    pub n_voxels: usize,
+    /// The subject's name (the job's, for a single-subject job).
+    pub name: String,
+    /// `"f32"` or `"f64"`.
+    pub precision: String,
+    /// ROI RSA comparisons (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rsa: Vec<RsaRow>,
+    /// Searchlight RSA per model (present when the job runs one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub searchlight: Option<BTreeMap<String, MapSummary>>,
+}
+
+/// One feature space's encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodingSummary {
+    /// Median chosen alpha over voxels with a finite one.
+    pub alpha_median: Option<f64>,
+    /// Features (after delays).
+    pub n_features: usize,
+    /// The score map.
+    pub score: MapStats,
+    /// Voxels with `p_fwe < 0.05` (with permutations).
+    pub significant_fwe_05: Option<usize>,
+}
+
+/// A comparison map (searchlight or time-resolved RSA) of one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapSummary {
+    /// How RDMs were compared.
+    pub compare: String,
+    /// How RDMs were computed.
+    pub rdm: String,
+    /// The comparison map.
+    pub rho: MapStats,
+    /// Items with `p_fwe < 0.05` (with permutations).
+    pub significant_fwe_05: Option<usize>,
+}
+
+/// One row of `rsa/compare.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RsaRow {
+    /// Brain RDM (ROI or given).
+    pub brain: String,
+    /// Comparison method.
+    pub method: String,
+    /// Model RDM.
+    pub model: String,
+    /// Uncorrected p (with permutations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+    /// Family-wise corrected p (with permutations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_fwe: Option<f64>,
+    /// The comparison.
+    pub value: f64,
+}
+
+/// Descriptive statistics of a map, ignoring non-finite values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MapStats {
+    /// Index of the maximum (absent without finite values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argmax: Option<usize>,
+    /// The maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    /// Items.
+    pub n: usize,
+    /// Finite items.
+    pub n_finite: usize,
+    /// Where the maximum lies in the brain (with a mask).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak: Option<Peak>,
+}
+
+/// A place in the brain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    /// World coordinates through the mask's affine.
+    pub mm: [f64; 3],
+    /// Voxel indices.
+    pub voxel: [usize; 3],
+}
