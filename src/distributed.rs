@@ -60,6 +60,10 @@ pub struct CoordinatorArgs {
     /// under, e.g. file:///data/lab,s3://lab-bucket; required reading for shared deployments.
     #[arg(long, env = "BRAINFIT_ALLOWED_ROOTS", value_delimiter = ',')]
     allowed_roots: Vec<String>,
+    /// Hours a job's full record is kept after it ended; then it is compacted (the job file's
+    /// text and the summary go; status still answers).
+    #[arg(long, default_value_t = 168)]
+    retention_hours: u64,
 }
 
 /// `brainfit worker`.
@@ -173,6 +177,7 @@ pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         max_attempts: args.max_attempts.max(1),
     };
     config.allowed_roots = args.allowed_roots.clone();
+    config.retention = std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600));
     let coordinator = Coordinator::start(Store::new(), config)
         .await
         .with_context(|| format!("cannot load the job table at {state_url}"))?;
