@@ -243,9 +243,22 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn main() -> Result<()> {
+/// Runs a command; a failure prints its message and causes on one line and exits with 1.
+fn main() -> std::process::ExitCode {
     limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async_main())
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(async_main()));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // the message and its causes, never a backtrace (RUST_BACKTRACE is for panics)
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 async fn async_main() -> Result<()> {

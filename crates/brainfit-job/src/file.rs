@@ -4,6 +4,9 @@
 //! is optional except what an analysis needs. This module only mirrors the text; meaning and
 //! cross-checks live in [`crate::spec`].
 
+use brainfit_kernels::compare::CompareMethod;
+use brainfit_kernels::rdm::RdmMethod;
+use brainfit_kernels::score::ScoreKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -108,13 +111,23 @@ pub struct EncodingFile {
     /// Inner cross-validation choosing alpha per voxel.
     pub inner_cv: Option<CvFile>,
     /// `"r2"` or `"pearson"`.
-    pub score: Option<String>,
+    pub score: Option<ScoreKind>,
     /// Centre X and Y on each training part.
     pub intercept: Option<bool>,
     /// FIR delays in samples.
     pub delays: Option<Vec<i64>>,
     /// `"none"` or `"per-group"`.
-    pub zscore: Option<String>,
+    pub zscore: Option<ZscoreFile>,
+}
+
+/// `zscore`: per-run (group) z-scoring of brain data and features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZscoreFile {
+    /// As loaded.
+    None,
+    /// Each column z-scored within each group.
+    PerGroup,
 }
 
 /// `[searchlight]`.
@@ -128,9 +141,9 @@ pub struct SearchlightFile {
     /// Minimum sphere size for a centre to be kept.
     pub min_voxels: Option<usize>,
     /// RDM method for brain and model RDMs.
-    pub rdm: Option<String>,
+    pub rdm: Option<RdmMethod>,
     /// RDM comparison method.
-    pub compare: Option<String>,
+    pub compare: Option<CompareMethod>,
 }
 
 /// `[rsa]`.
@@ -147,9 +160,9 @@ pub struct RsaFile {
     #[serde(default)]
     pub models: BTreeMap<String, String>,
     /// RDM method for computed RDMs.
-    pub rdm: Option<String>,
+    pub rdm: Option<RdmMethod>,
     /// Comparison methods.
-    pub compare: Option<Vec<String>>,
+    pub compare: Option<Vec<CompareMethod>>,
 }
 
 /// `[time_resolved]`.
@@ -159,9 +172,9 @@ pub struct TimeResolvedFile {
     /// `[n_times, n_conditions, n_channels]` `.npy`.
     pub data: String,
     /// RDM method.
-    pub rdm: Option<String>,
+    pub rdm: Option<RdmMethod>,
     /// Comparison method.
-    pub compare: Option<String>,
+    pub compare: Option<CompareMethod>,
 }
 
 /// `[permutation]`.
@@ -173,13 +186,26 @@ pub struct PermutationFile {
     /// Seed; permutation k is a pure function of (seed, k).
     #[serde(default)]
     pub seed: u64,
-    /// `"within-group"`, `"whole-groups"`, `"block"` or `"free"`; default: `"within-group"`
-    /// when the data have groups, else `"free"`.
-    pub scheme: Option<String>,
+    /// Default: `"within-group"` when the data have groups, else `"free"`.
+    pub scheme: Option<SchemeFile>,
     /// Block length in samples (scheme `"block"`).
     pub block_len: Option<usize>,
     /// Opt-in to `scheme = "free"` although the data have groups (runs).
     pub free_across_groups: Option<bool>,
+}
+
+/// `scheme`: how stimulus labels are permuted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeFile {
+    /// Only within each group (run).
+    WithinGroup,
+    /// Whole groups as units.
+    WholeGroups,
+    /// Contiguous blocks of `block_len` samples, within runs.
+    Block,
+    /// Any permutation.
+    Free,
 }
 
 /// `[execution]`: task sizes. Results never depend on these.

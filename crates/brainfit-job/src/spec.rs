@@ -4,7 +4,10 @@
 //! read from (relative input paths resolve against it), so a coordinator can ship the text to
 //! workers and every process sees the same spec.
 
-use crate::file::{AlphasFile, CvFile, DataFile, GroupsFile, JobFile};
+use crate::file::{
+    AlphasFile, CvFile, DataFile, EncodingFile, ExecutionFile, GroupsFile, JobFile, RsaFile,
+    SchemeFile, SearchlightFile, TimeResolvedFile, ZscoreFile,
+};
 use crate::{JobError, Result};
 use brainfit_kernels::compare::CompareMethod;
 use brainfit_kernels::cv::CvScheme;
@@ -273,12 +276,15 @@ pub fn check_name(what: &str, name: &str) -> std::result::Result<(), String> {
     ))
 }
 
+/// A section's error message (the caller adds the file name).
+type Checked<T> = std::result::Result<T, String>;
+
 /// Checks `[permutation]` against the subjects' groups: with groups the default is
 /// `within-group`, and `free` needs the explicit opt-in `free_across_groups = true`.
 fn parse_permutation(
     p: &crate::file::PermutationFile,
     subjects: &[SubjectSpec],
-) -> std::result::Result<PermutationSpec, String> {
+) -> Checked<PermutationSpec> {
     if p.n == 0 || p.n > MAX_PERMUTATIONS {
         return Err(format!("[permutation] n must be 1 to {MAX_PERMUTATIONS}, got {}", p.n));
     }
@@ -291,7 +297,7 @@ fn parse_permutation(
         )),
         None => Ok(()),
     };
-    let scheme = match p.scheme.as_deref() {
+    let scheme = match p.scheme {
         None => match (with_groups, without_groups) {
             (Some(_), None) => PermutationScheme::WithinGroup,
             (None, _) => PermutationScheme::Free,
@@ -303,7 +309,7 @@ fn parse_permutation(
                 ));
             }
         },
-        Some("free") => {
+        Some(SchemeFile::Free) => {
             if let Some(s) = with_groups
                 && p.free_across_groups != Some(true)
             {
@@ -314,23 +320,18 @@ fn parse_permutation(
             }
             PermutationScheme::Free
         }
-        Some("within-group") => {
+        Some(SchemeFile::WithinGroup) => {
             needs_groups("within-group")?;
             PermutationScheme::WithinGroup
         }
-        Some("whole-groups") => {
+        Some(SchemeFile::WholeGroups) => {
             needs_groups("whole-groups")?;
             PermutationScheme::WholeGroups
         }
-        Some("block") => match p.block_len {
+        Some(SchemeFile::Block) => match p.block_len {
             Some(len) if len >= 1 => PermutationScheme::Block { len },
             _ => return Err("[permutation] scheme = \"block\" needs block_len >= 1".into()),
         },
-        Some(other) => {
-            return Err(format!(
-                "[permutation] scheme = {other:?}: use \"within-group\", \"whole-groups\", \"block\" or \"free\""
-            ));
-        }
     };
     if p.block_len.is_some() && !matches!(scheme, PermutationScheme::Block { .. }) {
         return Err("[permutation] block_len only applies to scheme = \"block\"".into());
@@ -349,285 +350,242 @@ fn parse_cv(cv: Option<CvFile>, default: CvScheme) -> CvScheme {
     }
 }
 
+/// `[data]` or `[[subjects]]` (with `[features]`): the subjects, names checked.
+fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<Vec<SubjectSpec>> {
+    let subject = |n: Option<String>, d: &DataFile, extra: &BTreeMap<String, String>| SubjectSpec {
+        name: n,
+        brain: Some(resolve(&d.brain)),
+        mask: d.mask.as_deref().map(resolve),
+        groups: d.groups.as_ref().map(|g| match g {
+            GroupsFile::Url(u) => GroupsSpec::Url(resolve(u)),
+            GroupsFile::List(l) => GroupsSpec::List(l.clone()),
+        }),
+        features: file.features.iter().chain(extra).map(|(k, v)| (k.clone(), resolve(v))).collect(),
+    };
+    let mut subjects = Vec::new();
+    match (&file.data, &file.subjects) {
+        (Some(d), None) => subjects.push(subject(None, d, &BTreeMap::new())),
+        (None, Some(list)) if !list.is_empty() => {
+            for s in list {
+                check_name("[[subjects]] name", &s.name)?;
+                if subjects.iter().any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name)) {
+                    return Err(format!("subject {:?} is listed twice", s.name));
+                }
+                subjects.push(subject(Some(s.name.clone()), &s.data, &s.features));
+            }
+        }
+        (Some(_), Some(_)) => return Err("give either [data] or [[subjects]], not both".into()),
+        (None, Some(_)) => return Err("[[subjects]] lists no subject".into()),
+        (None, None) => {
+            // given RDMs and MEG data need no brain patterns
+            let needs_brain = [
+                (file.encoding.is_some(), "[encoding]"),
+                (file.searchlight.is_some(), "[searchlight]"),
+                (file.rsa.as_ref().is_some_and(|r| !r.rois.is_empty()), "[rsa] rois"),
+            ];
+            if let Some((_, what)) = needs_brain.iter().find(|(needed, _)| *needed) {
+                return Err(format!("missing [data] (or [[subjects]]): {what} needs brain data"));
+            }
+            subjects.push(SubjectSpec {
+                name: None,
+                brain: None,
+                mask: None,
+                groups: None,
+                features: file.features.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
+            });
+        }
+    }
+    for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
+        check_name("[features]", space)?;
+    }
+    Ok(subjects)
+}
+
+/// `[encoding]`, checked against the subjects (groups, feature spaces).
+fn parse_encoding(e: &EncodingFile, subjects: &[SubjectSpec]) -> Checked<EncodingSpec> {
+    let alphas = match &e.alphas {
+        None => logspace(-2.0, 5.0, 15),
+        Some(AlphasFile::List(l)) if l.len() <= MAX_ALPHAS => l.clone(),
+        Some(AlphasFile::Logspace { logspace: (a, b, n) }) if *n <= MAX_ALPHAS => {
+            logspace(*a, *b, *n)
+        }
+        Some(_) => {
+            return Err(format!(
+                "[encoding] alphas: at most {MAX_ALPHAS} values (each is scored for every voxel and fold)"
+            ));
+        }
+    };
+    let score = e.score.unwrap_or(ScoreKind::R2);
+    let ridge = RidgeSpec::new(alphas, e.intercept.unwrap_or(true), score)
+        .map_err(|err| format!("[encoding] {err}"))?;
+    let zscore_per_group = e.zscore == Some(ZscoreFile::PerGroup);
+    let delays = e.delays.clone().unwrap_or_else(|| vec![0]);
+    if delays.len() > MAX_DELAYS {
+        return Err(format!("[encoding] delays: at most {MAX_DELAYS} delays"));
+    }
+    if delays.is_empty() {
+        return Err("[encoding] delays must not be empty (use [0] for none)".into());
+    }
+    let cv = parse_cv(e.cv, CvScheme::KFold { k: 5 });
+    let inner_cv = parse_cv(e.inner_cv, CvScheme::KFold { k: 5 });
+    let needs_groups = zscore_per_group
+        || cv == CvScheme::LeaveOneGroupOut
+        || inner_cv == CvScheme::LeaveOneGroupOut;
+    if needs_groups && let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
+        return Err(format!(
+            "[encoding] uses groups (group cross-validation or per-group z-scoring) but {} has no [data] groups",
+            s.label()
+        ));
+    }
+    for (what, cv) in [("cv", cv), ("inner_cv", inner_cv)] {
+        if let CvScheme::KFold { k } = cv
+            && k < 2
+        {
+            return Err(format!("[encoding] {what}: kfold needs k >= 2, got {k}"));
+        }
+    }
+    if subjects.iter().all(|s| s.features.is_empty()) {
+        return Err("[encoding] needs at least one [features] space".into());
+    }
+    Ok(EncodingSpec { ridge, cv, inner_cv, delays, zscore_per_group })
+}
+
+/// `[searchlight]`: one radius, a mask for every subject, RDMs it can compute.
+fn parse_searchlight(s: &SearchlightFile, subjects: &[SubjectSpec]) -> Checked<SearchlightSpec> {
+    let radius = match (s.radius, s.radius_mm) {
+        (Some(r), None) => Radius::Voxels(r),
+        (None, Some(r)) => Radius::Millimetres(r),
+        _ => return Err("[searchlight] give exactly one of radius or radius_mm".into()),
+    };
+    let (Radius::Voxels(r) | Radius::Millimetres(r)) = radius;
+    if !(r.is_finite() && r >= 0.0) {
+        return Err(format!("[searchlight] radius must be finite and >= 0, got {r}"));
+    }
+    if let Some(s) = subjects.iter().find(|s| s.mask.is_none()) {
+        return Err(format!("[searchlight] needs a mask, and {} has none", s.label()));
+    }
+    let rdm = s.rdm.unwrap_or(RdmMethod::Correlation);
+    if rdm == RdmMethod::Crossnobis {
+        return Err(
+            "[searchlight] rdm = \"crossnobis\" is not supported in searchlights yet".into()
+        );
+    }
+    Ok(SearchlightSpec {
+        radius,
+        min_voxels: s.min_voxels.unwrap_or(10).max(1),
+        rdm,
+        compare: s.compare.unwrap_or(CompareMethod::Spearman),
+    })
+}
+
+/// `[rsa]`: names checked, RDMs it can compute, no two outputs sharing a path.
+fn parse_rsa(r: &RsaFile, resolve: &impl Fn(&str) -> String) -> Checked<RsaSpec> {
+    let compare = r.compare.clone().unwrap_or_else(|| vec![CompareMethod::Spearman]);
+    if compare.is_empty() {
+        return Err("[rsa] compare must list at least one method".into());
+    }
+    let rdm = r.rdm.unwrap_or(RdmMethod::Correlation);
+    if rdm == RdmMethod::Crossnobis {
+        return Err(
+            "[rsa] rdm = \"crossnobis\" is not available in jobs yet (it needs condition and run labels per \
+             observation); the kernel exists in brainfit-kernels (rdm::crossnobis)"
+                .into(),
+        );
+    }
+    for (table, names) in [("brain_rdms", &r.brain_rdms), ("rois", &r.rois), ("models", &r.models)]
+    {
+        for name in names.keys() {
+            check_name(&format!("[rsa] {table}"), name)?;
+        }
+    }
+    // brain RDMs and ROIs share rsa/rdms/<name>.npy and the brain column of the CSV
+    if let Some(name) = r.rois.keys().find(|n| r.brain_rdms.contains_key(*n)) {
+        return Err(format!(
+            "[rsa] {name:?} is both a brain_rdms and a rois entry: their RDMs would share rsa/rdms/{name}.npy"
+        ));
+    }
+    let urls =
+        |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), resolve(v))).collect();
+    Ok(RsaSpec {
+        brain_rdms: urls(&r.brain_rdms),
+        rois: urls(&r.rois),
+        models: urls(&r.models),
+        rdm,
+        compare,
+    })
+}
+
+/// `[time_resolved]`.
+fn parse_time_resolved(
+    t: &TimeResolvedFile,
+    resolve: &impl Fn(&str) -> String,
+) -> Checked<TimeResolvedSpec> {
+    let rdm = t.rdm.unwrap_or(RdmMethod::Correlation);
+    if rdm == RdmMethod::Crossnobis {
+        return Err("[time_resolved] rdm = \"crossnobis\" is not supported yet".into());
+    }
+    Ok(TimeResolvedSpec {
+        data: resolve(&t.data),
+        rdm,
+        compare: t.compare.unwrap_or(CompareMethod::Spearman),
+    })
+}
+
+/// `[execution]`: task sizes, defaulted; encoding tasks hold whole voxel batches.
+fn parse_execution(ex: Option<&ExecutionFile>) -> Checked<ExecutionSpec> {
+    let positive = |v: Option<usize>, default: usize, what: &str| match v {
+        None => Ok(default),
+        Some(0) => Err(format!("[execution] {what} must be at least 1")),
+        Some(v) => Ok(v),
+    };
+    let voxels = positive(ex.and_then(|e| e.voxels_per_task), 4096, "voxels_per_task")?;
+    Ok(ExecutionSpec {
+        voxels_per_task: voxels.div_ceil(VOXEL_BATCH) * VOXEL_BATCH,
+        centres_per_task: positive(ex.and_then(|e| e.centres_per_task), 2048, "centres_per_task")?,
+        permutations_per_task: positive(
+            ex.and_then(|e| e.permutations_per_task),
+            250,
+            "permutations_per_task",
+        )?,
+    })
+}
+
 impl JobSpec {
-    /// Parses and checks a job file. `name` is used in messages; `base_url` is the directory
-    /// relative input paths resolve against.
+    /// Parses and checks a job file, one section at a time. `name` is used in messages;
+    /// `base_url` is the directory relative input paths resolve against.
     pub fn from_toml(text: &str, name: &str, base_url: &str) -> Result<JobSpec> {
         let file: JobFile = toml::from_str(text)
             .map_err(|e| JobError::Parse { file: name.to_string(), message: e.to_string() })?;
         let invalid = |message: String| JobError::Invalid { file: name.to_string(), message };
         let resolve = |p: &str| brainfit_io::resolve_relative(base_url, p);
 
-        let mut subjects = Vec::new();
-        let subject =
-            |n: Option<String>, d: &DataFile, extra: &BTreeMap<String, String>| SubjectSpec {
-                name: n,
-                brain: Some(resolve(&d.brain)),
-                mask: d.mask.as_deref().map(resolve),
-                groups: d.groups.as_ref().map(|g| match g {
-                    GroupsFile::Url(u) => GroupsSpec::Url(resolve(u)),
-                    GroupsFile::List(l) => GroupsSpec::List(l.clone()),
-                }),
-                features: file
-                    .features
-                    .iter()
-                    .chain(extra)
-                    .map(|(k, v)| (k.clone(), resolve(v)))
-                    .collect(),
-            };
-        match (&file.data, &file.subjects) {
-            (Some(d), None) => subjects.push(subject(None, d, &BTreeMap::new())),
-            (None, Some(list)) if !list.is_empty() => {
-                for s in list {
-                    check_name("[[subjects]] name", &s.name).map_err(invalid)?;
-                    if subjects.iter().any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name)) {
-                        return Err(invalid(format!("subject {:?} is listed twice", s.name)));
-                    }
-                    subjects.push(subject(Some(s.name.clone()), &s.data, &s.features));
-                }
-            }
-            (Some(_), Some(_)) => {
-                return Err(invalid("give either [data] or [[subjects]], not both".into()));
-            }
-            (None, Some(_)) => return Err(invalid("[[subjects]] lists no subject".into())),
-            (None, None) => {
-                // given RDMs and MEG data need no brain patterns
-                let needs_brain = [
-                    (file.encoding.is_some(), "[encoding]"),
-                    (file.searchlight.is_some(), "[searchlight]"),
-                    (file.rsa.as_ref().is_some_and(|r| !r.rois.is_empty()), "[rsa] rois"),
-                ];
-                if let Some((_, what)) = needs_brain.iter().find(|(needed, _)| *needed) {
-                    return Err(invalid(format!(
-                        "missing [data] (or [[subjects]]): {what} needs brain data"
-                    )));
-                }
-                subjects.push(SubjectSpec {
-                    name: None,
-                    brain: None,
-                    mask: None,
-                    groups: None,
-                    features: file.features.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
-                });
-            }
-        }
-        for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
-            check_name("[features]", space).map_err(invalid)?;
-        }
-
-        let encoding = match &file.encoding {
-            None => None,
-            Some(e) => {
-                let alphas = match &e.alphas {
-                    None => logspace(-2.0, 5.0, 15),
-                    Some(AlphasFile::List(l)) if l.len() <= MAX_ALPHAS => l.clone(),
-                    Some(AlphasFile::Logspace { logspace: (a, b, n) }) if *n <= MAX_ALPHAS => {
-                        logspace(*a, *b, *n)
-                    }
-                    Some(_) => {
-                        return Err(invalid(format!(
-                            "[encoding] alphas: at most {MAX_ALPHAS} values (each is scored for every voxel and fold)"
-                        )));
-                    }
-                };
-                let score = match e.score.as_deref().unwrap_or("r2") {
-                    "r2" => ScoreKind::R2,
-                    "pearson" => ScoreKind::Pearson,
-                    other => {
-                        return Err(invalid(format!(
-                            "[encoding] score = {other:?}: use \"r2\" or \"pearson\""
-                        )));
-                    }
-                };
-                let ridge = RidgeSpec::new(alphas, e.intercept.unwrap_or(true), score)
-                    .map_err(|err| invalid(format!("[encoding] {err}")))?;
-                let zscore_per_group = match e.zscore.as_deref().unwrap_or("none") {
-                    "none" => false,
-                    "per-group" => true,
-                    other => {
-                        return Err(invalid(format!(
-                            "[encoding] zscore = {other:?}: use \"none\" or \"per-group\""
-                        )));
-                    }
-                };
-                let delays = e.delays.clone().unwrap_or_else(|| vec![0]);
-                if delays.len() > MAX_DELAYS {
-                    return Err(invalid(format!("[encoding] delays: at most {MAX_DELAYS} delays")));
-                }
-                if delays.is_empty() {
-                    return Err(invalid(
-                        "[encoding] delays must not be empty (use [0] for none)".into(),
-                    ));
-                }
-                let cv = parse_cv(e.cv, CvScheme::KFold { k: 5 });
-                let inner_cv = parse_cv(e.inner_cv, CvScheme::KFold { k: 5 });
-                let needs_groups = zscore_per_group
-                    || cv == CvScheme::LeaveOneGroupOut
-                    || inner_cv == CvScheme::LeaveOneGroupOut;
-                if needs_groups && let Some(s) = subjects.iter().find(|s| s.groups.is_none()) {
-                    return Err(invalid(format!(
-                        "[encoding] uses groups (group cross-validation or per-group z-scoring) but {} has no [data] groups",
-                        s.label()
-                    )));
-                }
-                for (what, cv) in [("cv", cv), ("inner_cv", inner_cv)] {
-                    if let CvScheme::KFold { k } = cv
-                        && k < 2
-                    {
-                        return Err(invalid(format!(
-                            "[encoding] {what}: kfold needs k >= 2, got {k}"
-                        )));
-                    }
-                }
-                if subjects.iter().all(|s| s.features.is_empty()) {
-                    return Err(invalid("[encoding] needs at least one [features] space".into()));
-                }
-                Some(EncodingSpec { ridge, cv, inner_cv, delays, zscore_per_group })
-            }
-        };
-
-        let rdm_method = |s: Option<&str>, section: &str| {
-            RdmMethod::parse(s.unwrap_or("correlation"))
-                .map_err(|e| invalid(format!("[{section}] rdm: {e}")))
-        };
-        let compare_method = |s: &str, section: &str| {
-            CompareMethod::parse(s).map_err(|e| invalid(format!("[{section}] compare: {e}")))
-        };
-
-        let searchlight = match &file.searchlight {
-            None => None,
-            Some(s) => {
-                let radius = match (s.radius, s.radius_mm) {
-                    (Some(r), None) => Radius::Voxels(r),
-                    (None, Some(r)) => Radius::Millimetres(r),
-                    _ => {
-                        return Err(invalid(
-                            "[searchlight] give exactly one of radius or radius_mm".into(),
-                        ));
-                    }
-                };
-                let r = match radius {
-                    Radius::Voxels(r) | Radius::Millimetres(r) => r,
-                };
-                if !(r.is_finite() && r >= 0.0) {
-                    return Err(invalid(format!(
-                        "[searchlight] radius must be finite and >= 0, got {r}"
-                    )));
-                }
-                if let Some(s) = subjects.iter().find(|s| s.mask.is_none()) {
-                    return Err(invalid(format!(
-                        "[searchlight] needs a mask, and {} has none",
-                        s.label()
-                    )));
-                }
-                let rdm = rdm_method(s.rdm.as_deref(), "searchlight")?;
-                if rdm == RdmMethod::Crossnobis {
-                    return Err(invalid(
-                        "[searchlight] rdm = \"crossnobis\" is not supported in searchlights yet"
-                            .into(),
-                    ));
-                }
-                Some(SearchlightSpec {
-                    radius,
-                    min_voxels: s.min_voxels.unwrap_or(10).max(1),
-                    rdm,
-                    compare: compare_method(
-                        s.compare.as_deref().unwrap_or("spearman"),
-                        "searchlight",
-                    )?,
-                })
-            }
-        };
-
-        let rsa = match &file.rsa {
-            None => None,
-            Some(r) => {
-                let compare = r
-                    .compare
-                    .clone()
-                    .unwrap_or_else(|| vec!["spearman".into()])
-                    .iter()
-                    .map(|c| compare_method(c, "rsa"))
-                    .collect::<Result<Vec<_>>>()?;
-                if compare.is_empty() {
-                    return Err(invalid("[rsa] compare must list at least one method".into()));
-                }
-                let rdm = rdm_method(r.rdm.as_deref(), "rsa")?;
-                if rdm == RdmMethod::Crossnobis {
-                    return Err(invalid(
-                        "[rsa] rdm = \"crossnobis\" is not available in jobs yet (it needs condition and run labels per \
-                         observation); the kernel exists in brainfit-kernels (rdm::crossnobis)"
-                            .into(),
-                    ));
-                }
-                for (table, names) in
-                    [("brain_rdms", &r.brain_rdms), ("rois", &r.rois), ("models", &r.models)]
-                {
-                    for name in names.keys() {
-                        check_name(&format!("[rsa] {table}"), name).map_err(invalid)?;
-                    }
-                }
-                // brain RDMs and ROIs share rsa/rdms/<name>.npy and the brain column of the CSV
-                if let Some(name) = r.rois.keys().find(|n| r.brain_rdms.contains_key(*n)) {
-                    return Err(invalid(format!(
-                        "[rsa] {name:?} is both a brain_rdms and a rois entry: their RDMs would share rsa/rdms/{name}.npy"
-                    )));
-                }
-                Some(RsaSpec {
-                    brain_rdms: r.brain_rdms.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
-                    rois: r.rois.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
-                    models: r.models.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
-                    rdm,
-                    compare,
-                })
-            }
-        };
-
-        let time_resolved = match &file.time_resolved {
-            None => None,
-            Some(t) => {
-                let rdm = rdm_method(t.rdm.as_deref(), "time_resolved")?;
-                if rdm == RdmMethod::Crossnobis {
-                    return Err(invalid(
-                        "[time_resolved] rdm = \"crossnobis\" is not supported yet".into(),
-                    ));
-                }
-                Some(TimeResolvedSpec {
-                    data: resolve(&t.data),
-                    rdm,
-                    compare: compare_method(
-                        t.compare.as_deref().unwrap_or("spearman"),
-                        "time_resolved",
-                    )?,
-                })
-            }
-        };
-
-        let permutation = match &file.permutation {
-            None => None,
-            Some(p) => Some(parse_permutation(p, &subjects).map_err(invalid)?),
-        };
-
-        let ex = file.execution.as_ref();
-        let positive = |v: Option<usize>, default: usize, what: &str| match v {
-            None => Ok(default),
-            Some(0) => Err(invalid(format!("[execution] {what} must be at least 1"))),
-            Some(v) => Ok(v),
-        };
-        let voxels = positive(ex.and_then(|e| e.voxels_per_task), 4096, "voxels_per_task")?;
-        let execution = ExecutionSpec {
-            voxels_per_task: voxels.div_ceil(VOXEL_BATCH) * VOXEL_BATCH,
-            centres_per_task: positive(
-                ex.and_then(|e| e.centres_per_task),
-                2048,
-                "centres_per_task",
-            )?,
-            permutations_per_task: positive(
-                ex.and_then(|e| e.permutations_per_task),
-                250,
-                "permutations_per_task",
-            )?,
-        };
+        let subjects = parse_subjects(&file, &resolve).map_err(invalid)?;
+        let encoding = file
+            .encoding
+            .as_ref()
+            .map(|e| parse_encoding(e, &subjects))
+            .transpose()
+            .map_err(invalid)?;
+        let searchlight = file
+            .searchlight
+            .as_ref()
+            .map(|s| parse_searchlight(s, &subjects))
+            .transpose()
+            .map_err(invalid)?;
+        let rsa = file.rsa.as_ref().map(|r| parse_rsa(r, &resolve)).transpose().map_err(invalid)?;
+        let time_resolved = file
+            .time_resolved
+            .as_ref()
+            .map(|t| parse_time_resolved(t, &resolve))
+            .transpose()
+            .map_err(invalid)?;
+        let permutation = file
+            .permutation
+            .as_ref()
+            .map(|p| parse_permutation(p, &subjects))
+            .transpose()
+            .map_err(invalid)?;
+        let execution = parse_execution(file.execution.as_ref()).map_err(invalid)?;
 
         let roi_rsa = rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
         if encoding.is_none() && searchlight.is_none() && !roi_rsa && time_resolved.is_none() {

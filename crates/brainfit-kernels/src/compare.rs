@@ -30,8 +30,10 @@ use crate::rdm::{condensed_len, lane_sum, lane_sum_sq, n_conditions_from_condens
 use crate::{KernelError, Result};
 use ndarray::{Array1, ArrayView1};
 
-/// How two RDMs are compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How two RDMs are compared (job-file spellings `"spearman"`, `"pearson"`,
+/// `"kendall_tau_a"`, `"cosine"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CompareMethod {
     /// Spearman rank correlation (average ranks for ties).
     Spearman,
@@ -44,18 +46,9 @@ pub enum CompareMethod {
 }
 
 impl CompareMethod {
-    /// Parses the job-file spelling: `"spearman"`, `"pearson"`, `"kendall_tau_a"`, `"cosine"`.
+    /// Parses the job-file spelling (the serde one).
     pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "spearman" => Ok(CompareMethod::Spearman),
-            "pearson" => Ok(CompareMethod::Pearson),
-            "kendall_tau_a" => Ok(CompareMethod::KendallTauA),
-            "cosine" => Ok(CompareMethod::Cosine),
-            other => Err(KernelError::Parameter(format!(
-                "unknown RDM comparison {other:?}; expected \"spearman\", \"pearson\", \
-                 \"kendall_tau_a\" or \"cosine\""
-            ))),
-        }
+        crate::parse_spelling(s)
     }
 
     /// The job-file spelling of the method (inverse of [`CompareMethod::parse`]).

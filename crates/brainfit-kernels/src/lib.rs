@@ -41,6 +41,14 @@ pub enum KernelError {
 /// Result alias of the kernels crate.
 pub type Result<T> = std::result::Result<T, KernelError>;
 
+/// Parses a method's job-file spelling through its serde derive, so each enum has one table
+/// of spellings; the error names the value and lists the choices.
+fn parse_spelling<M: serde::de::DeserializeOwned>(s: &str) -> Result<M> {
+    use serde::de::IntoDeserializer;
+    let de: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = s.into_deserializer();
+    M::deserialize(de).map_err(|e| KernelError::Parameter(e.to_string()))
+}
+
 /// The floating-point element types brainfit computes on: `f32` and `f64`.
 ///
 /// The bound on faer's `RealField` lets one generic GEMM serve both; `as_f64`/`from_f64` are the

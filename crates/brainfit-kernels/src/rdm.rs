@@ -33,8 +33,10 @@ use crate::linalg::{Backend, LinalgBackend};
 use crate::{KernelError, Real, Result};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2};
 
-/// How the dissimilarity of two condition patterns is measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How the dissimilarity of two condition patterns is measured (job-file spellings
+/// `"correlation"`, `"euclidean"`, `"cosine"`, `"crossnobis"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RdmMethod {
     /// `1 - Pearson r` across channels.
     Correlation,
@@ -47,18 +49,9 @@ pub enum RdmMethod {
 }
 
 impl RdmMethod {
-    /// Parses the job-file spelling: `"correlation"`, `"euclidean"`, `"cosine"`, `"crossnobis"`.
+    /// Parses the job-file spelling (the serde one).
     pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "correlation" => Ok(RdmMethod::Correlation),
-            "euclidean" => Ok(RdmMethod::Euclidean),
-            "cosine" => Ok(RdmMethod::Cosine),
-            "crossnobis" => Ok(RdmMethod::Crossnobis),
-            other => Err(KernelError::Parameter(format!(
-                "unknown RDM method {other:?}; expected \"correlation\", \"euclidean\", \
-                 \"cosine\" or \"crossnobis\""
-            ))),
-        }
+        crate::parse_spelling(s)
     }
 
     /// The job-file spelling of the method (inverse of [`RdmMethod::parse`]).

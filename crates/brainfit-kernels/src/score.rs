@@ -6,8 +6,9 @@
 use crate::Real;
 use ndarray::{Array1, ArrayView2, Zip};
 
-/// Which held-out score to report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which held-out score to report (job-file spellings `"r2"`, `"pearson"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ScoreKind {
     /// `1 - SS_res / SS_tot`, SS_tot around the test part's own mean.
     R2,
