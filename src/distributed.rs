@@ -18,7 +18,7 @@ const EXIT_CANCELLED: i32 = 3;
 
 /// How to reach a coordinator.
 #[derive(Args, Debug)]
-pub struct Remote {
+pub(crate) struct Remote {
     /// Coordinator URL: http://HOST:PORT, or https://HOST:PORT with --tls-ca.
     #[arg(long, env = "BRAINFIT_COORDINATOR")]
     coordinator: String,
@@ -33,7 +33,7 @@ pub struct Remote {
 
 /// `brainfit coordinator`.
 #[derive(Args, Debug)]
-pub struct CoordinatorArgs {
+pub(crate) struct CoordinatorArgs {
     /// Address to listen on (HOST:PORT; port 0 picks a free one, printed at start-up).
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: String,
@@ -68,7 +68,7 @@ pub struct CoordinatorArgs {
 
 /// `brainfit worker`.
 #[derive(Args, Debug)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     #[command(flatten)]
     remote: Remote,
     /// Tasks computed at the same time (default: one per CPU core).
@@ -82,7 +82,7 @@ pub struct WorkerArgs {
 
 /// `brainfit submit`.
 #[derive(Args, Debug)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// The job file (TOML; a path or a URL). Its inputs and output must be reachable from the
     /// coordinator and every worker (shared file system or object storage).
     job: String,
@@ -96,7 +96,7 @@ pub struct SubmitArgs {
 
 /// `brainfit status`.
 #[derive(Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The job (default: list every job and worker).
     job_id: Option<String>,
     #[command(flatten)]
@@ -108,7 +108,7 @@ pub struct StatusArgs {
 
 /// `brainfit cancel`.
 #[derive(Args, Debug)]
-pub struct CancelArgs {
+pub(crate) struct CancelArgs {
     /// The job.
     job_id: String,
     #[command(flatten)]
@@ -117,7 +117,7 @@ pub struct CancelArgs {
 
 /// `brainfit results`.
 #[derive(Args, Debug)]
-pub struct ResultsArgs {
+pub(crate) struct ResultsArgs {
     /// The job.
     job_id: String,
     #[command(flatten)]
@@ -158,7 +158,7 @@ async fn signalled() {
 }
 
 /// `brainfit coordinator`: serves until SIGINT/SIGTERM.
-pub async fn coordinator(args: CoordinatorArgs) -> Result<()> {
+pub(crate) async fn coordinator(args: CoordinatorArgs) -> Result<()> {
     let state_url = if args.state.contains("://") {
         args.state.clone()
     } else {
@@ -208,7 +208,7 @@ fn worker_name() -> String {
 
 /// `brainfit worker`: computes tasks until SIGINT/SIGTERM, then drains; a second signal exits
 /// at once.
-pub async fn worker(args: WorkerArgs) -> Result<()> {
+pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
     let options = GrpcWorkerOptions {
         connect: connect_options(&args.remote)?,
         threads: args.threads.unwrap_or_else(super::default_workers).max(1),
@@ -236,7 +236,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
 }
 
 /// `brainfit submit`.
-pub async fn submit(args: SubmitArgs) -> Result<()> {
+pub(crate) async fn submit(args: SubmitArgs) -> Result<()> {
     let store = Store::new();
     let job = JobText::read(&store, &args.job).await?;
     // the same check the coordinator does, before any network
@@ -288,7 +288,7 @@ fn print_results(s: &JobStatus) -> Result<()> {
 }
 
 /// `brainfit status`.
-pub async fn status(args: StatusArgs) -> Result<()> {
+pub(crate) async fn status(args: StatusArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
     if let Some(id) = &args.job_id {
         let s = client.job(id).await?;
@@ -350,7 +350,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
 }
 
 /// `brainfit cancel`.
-pub async fn cancel(args: CancelArgs) -> Result<()> {
+pub(crate) async fn cancel(args: CancelArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
     let s = client.cancel(&args.job_id).await?;
     println!("job {} cancelled ({} of {} tasks had finished)", s.job_id, s.done, s.total);
@@ -358,7 +358,7 @@ pub async fn cancel(args: CancelArgs) -> Result<()> {
 }
 
 /// `brainfit results`.
-pub async fn results(args: ResultsArgs) -> Result<()> {
+pub(crate) async fn results(args: ResultsArgs) -> Result<()> {
     let mut client = connect(&args.remote).await?;
     let s = client.job(&args.job_id).await?;
     match s.state() {

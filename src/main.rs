@@ -69,7 +69,7 @@ enum Command {
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// `file://` URL of a local directory (created if missing).
@@ -235,6 +235,7 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
 /// threads come and go, so freed blocks scatter over many arenas and resident memory of a
 /// whole-brain run doubles (measured: 900 MB vs 480 MB). Two arenas keep it bounded at no
 /// measurable cost: compute threads spend their time in GEMMs, not in malloc.
+#[allow(unsafe_code)] // mallopt has no safe wrapper
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.

@@ -436,8 +436,8 @@ seed = {seed}
         let csv =
             String::from_utf8(store.get(&out("rsa/compare.csv")).await.unwrap().to_vec()).unwrap();
         let (mut roi_p, mut roi_fwe) = (Vec::new(), Vec::new());
-        for line in csv.lines().skip(1) {
-            let fields: Vec<&str> = line.split(',').collect();
+        for fields in csv::Reader::from_reader(csv.as_bytes()).records() {
+            let fields = fields.unwrap();
             roi_p.push(fields[4].parse().unwrap());
             roi_fwe.push(fields[5].parse().unwrap());
         }

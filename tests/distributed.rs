@@ -50,7 +50,7 @@ type Files = Vec<(String, Vec<u8>)>;
 /// The embedded run's outputs (`brainfit run`), computed once for all tests.
 fn reference() -> Arc<Files> {
     static REFERENCE: Mutex<Option<Arc<Files>>> = Mutex::new(None);
-    let mut r = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut r = REFERENCE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(r) = &*r {
         return r.clone();
     }
@@ -201,7 +201,7 @@ fn submit(dir: &Path, url: &str) -> String {
 
 fn parts(dir: &Path, id: &str) -> usize {
     let p: PathBuf = dir.join(format!("out/.brainfit/runs/{id}/parts"));
-    std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(p).map_or(0, std::iter::Iterator::count)
 }
 
 fn signal(child: &Reaped, sig: &str) {

@@ -62,7 +62,7 @@ async fn write_real(store: &Store, base: &str) -> Vec<(String, Array1<f64>)> {
 /// ROI RSA on published RDMs alone: no `[data]`, since no brain patterns are needed.
 fn real_job(extra: &str) -> String {
     let models: String = std::iter::once("monkey_it".to_string())
-        .chain(MODEL_NAMES.iter().map(|s| s.to_string()))
+        .chain(MODEL_NAMES.iter().map(std::string::ToString::to_string))
         .map(|m| format!("{m} = \"{m}.npy\", "))
         .collect();
     format!(
@@ -71,8 +71,12 @@ fn real_job(extra: &str) -> String {
     )
 }
 
+/// The records of a CSV text after its header.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
-    text.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::process::Child;
 /// A tiny study: 6×7×5 volume, 120-voxel mask, 48 samples in 4 runs, voxels 0..20 driven by
 /// `a` (features `a.npy` 48×6 and `b.npy` 48×9, `brain.npy`, `mask.nii.gz`, `runs.npy`).
 /// `n_voxels_in_brain` overrides the brain matrix's width (to make it disagree with the mask).
-pub async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<usize>) {
+pub(crate) async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<usize>) {
     let mut rng = Rng::new(42);
     let mut mask = Array3::<f32>::zeros((6, 7, 5));
     // gcd(37, 210) = 1, so exactly 120 of the 210 voxels, scattered
@@ -35,7 +35,7 @@ pub async fn write_study(store: &Store, base: &str, n_voxels_in_brain: Option<us
 
 /// The size of a [`write_sized_study`] study.
 #[derive(Debug, Clone, Copy)]
-pub struct StudySize {
+pub(crate) struct StudySize {
     /// Samples, in runs of `samples / runs`.
     pub samples: usize,
     /// Runs (groups).
@@ -50,7 +50,7 @@ pub struct StudySize {
 
 /// A study of `size` with the same files as [`write_study`]: a 16×16×z mask holding exactly
 /// `size.voxels` voxels, voxels 0..20 driven by `a`.
-pub async fn write_sized_study(store: &Store, base: &str, size: StudySize) {
+pub(crate) async fn write_sized_study(store: &Store, base: &str, size: StudySize) {
     let mut rng = Rng::new(1234);
     let mut z = (2 * size.voxels).div_ceil(256);
     if z.is_multiple_of(37) {
@@ -102,7 +102,7 @@ async fn put_study(
 
 /// Every object below `prefix` except `summary.json` (it holds timings and the worker
 /// count), as (path below `prefix`, bytes), sorted.
-pub async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
+pub(crate) async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for url in store.list(prefix).await.unwrap() {
         if url.ends_with("summary.json") || url.contains("/.brainfit/") {
@@ -116,11 +116,11 @@ pub async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
 
 /// A child process killed (SIGKILL) and reaped when dropped, so that no test leaves
 /// processes behind, even when it panics.
-pub struct Reaped(pub Child);
+pub(crate) struct Reaped(pub Child);
 
 impl Reaped {
     /// Its process id.
-    pub fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.0.id()
     }
 }
@@ -134,7 +134,7 @@ impl Drop for Reaped {
 
 /// Runs a job file's text embedded, relative paths resolving against `base`; the summary, or
 /// the error's message.
-pub async fn run_embedded(
+pub(crate) async fn run_embedded(
     store: &Store,
     base: &str,
     job: &str,
@@ -149,7 +149,7 @@ pub async fn run_embedded(
 
 /// The encoding job over a study written by [`write_study`] / [`write_sized_study`]: spaces
 /// `a` and `b`, leave-one-run-out outer CV, 512 voxels per task.
-pub const ENCODING_JOB: &str = r#"
+pub(crate) const ENCODING_JOB: &str = r#"
 name = "tiny"
 output = "out"
 [data]

@@ -66,8 +66,7 @@ pub fn outcome(run: &JobRun, state: &JobState) -> Outcome {
             task: run
                 .tasks
                 .get(*task)
-                .map(|t| t.describe(&run.spec))
-                .unwrap_or_else(|| format!("#{task}")),
+                .map_or_else(|| format!("#{task}"), |t| t.describe(&run.spec)),
             error: error.clone(),
         },
     }

@@ -195,7 +195,7 @@ fn task_lease((job_id, l): (String, Lease)) -> TaskLease {
 
 /// A failed task described for people ("encoding of space conv1, voxels 0..512").
 fn describe(run: &Run, task: usize) -> String {
-    run.tasks.get(task).map(|t| t.describe(&run.spec)).unwrap_or_else(|| format!("#{task}"))
+    run.tasks.get(task).map_or_else(|| format!("#{task}"), |t| t.describe(&run.spec))
 }
 
 impl Coordinator {
@@ -245,7 +245,7 @@ impl Coordinator {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, JobTable<Run>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now(&self) -> Millis {

@@ -408,7 +408,7 @@ fn decode_data(b: &[u8], header: Header, name: &str) -> Result<Nifti> {
     let nbytes = count
         .checked_mul(datatype.size())
         .ok_or_else(|| nifti_err(name, format!("dimensions {dim:?} are too large")))?;
-    let dims_str = dim.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let dims_str = dim.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("x");
     let available = b.len().saturating_sub(offset);
     if offset > b.len() || available < nbytes {
         return Err(nifti_err(
@@ -645,7 +645,7 @@ pub fn try_write_nifti_f32(
 
     h.reserve(volume.len() * 4);
     // Fortran order (x fastest): iterate the transposed view in logical order.
-    for &v in volume.t().iter() {
+    for &v in volume.t() {
         h.extend_from_slice(&v.to_le_bytes());
     }
     if !gzip {
@@ -894,7 +894,7 @@ impl Mask {
 }
 
 fn dims_str(d: &[usize]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("x")
+    d.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("x")
 }
 
 fn mask_err(name: &str, reason: String) -> IoError {

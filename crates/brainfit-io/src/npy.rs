@@ -287,7 +287,7 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
         dims => {
-            let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+            let parts: Vec<String> = dims.iter().map(std::string::ToString::to_string).collect();
             format!("({})", parts.join(", "))
         }
     };
@@ -314,7 +314,7 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
     out.resize(total - 1, b' ');
     out.push(b'\n');
     // `iter()` walks the array in logical (C) order whatever its memory layout.
-    for &x in a.iter() {
+    for &x in a {
         x.write_le(&mut out);
     }
     out
@@ -348,17 +348,14 @@ pub fn parse_npy_header(bytes: &[u8], name: &str) -> Result<NpyHeader> {
             ),
         ));
     }
-    let (major, minor) = match (bytes.get(6), bytes.get(7)) {
-        (Some(&a), Some(&b)) => (a, b),
-        _ => {
-            return Err(npy_err(
-                name,
-                format!(
-                    "truncated .npy: the file ends after {} bytes, inside the version field",
-                    bytes.len()
-                ),
-            ));
-        }
+    let (Some(&major), Some(&minor)) = (bytes.get(6), bytes.get(7)) else {
+        return Err(npy_err(
+            name,
+            format!(
+                "truncated .npy: the file ends after {} bytes, inside the version field",
+                bytes.len()
+            ),
+        ));
     };
     let (len_size, utf8) = match (major, minor) {
         (1, 0) => (2usize, false),
@@ -901,7 +898,7 @@ fn shape_str(shape: &[usize]) -> String {
     if shape.is_empty() {
         "0-d".to_string()
     } else {
-        let parts: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let parts: Vec<String> = shape.iter().map(std::string::ToString::to_string).collect();
         parts.join("x")
     }
 }

@@ -86,13 +86,13 @@ pub struct Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<String> = {
-            let map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            let map = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut v: Vec<String> = map.keys().cloned().collect();
             v.sort();
             v
         };
         let buckets: Vec<String> = {
-            let map = self.s3.lock().unwrap_or_else(|e| e.into_inner());
+            let map = self.s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut v: Vec<String> = map.keys().cloned().collect();
             v.sort();
             v
@@ -140,7 +140,7 @@ impl Store {
 
     /// The S3 client for `bucket`, built on first use.
     fn s3_bucket(&self, url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let mut map = self.s3.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = map.get(bucket) {
             return Ok(s.clone());
         }
@@ -187,7 +187,8 @@ impl Store {
                     };
                     let path = key_to_object_path(url, key)?;
                     let store = {
-                        let mut map = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut map =
+                            self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         map.entry(name.to_string())
                             .or_insert_with(|| Arc::new(InMemory::new()))
                             .clone()
@@ -695,7 +696,7 @@ fn resolve_links(canonical: &str) -> String {
             let real = missing.iter().rev().fold(real, |p, part| p.join(part));
             return format!("file://{}", real.display());
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+        match (existing.file_name().map(std::ffi::OsStr::to_os_string), existing.parent()) {
             (Some(name), Some(parent)) => {
                 missing.push(name);
                 existing = parent.to_path_buf();

@@ -38,12 +38,14 @@ fn check_gemm_shapes<T>(a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, c: &ArrayV
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faer;
 
+#[allow(unsafe_code)] // the only way to view ndarray memory as faer matrices without copying
 fn faer_ref<'a, T>(a: &'a ArrayView2<'_, T>) -> faer::MatRef<'a, T> {
     let s = a.strides();
     // SAFETY: the view is valid for its shape and strides for the lifetime of the borrow.
     unsafe { faer::MatRef::from_raw_parts(a.as_ptr(), a.nrows(), a.ncols(), s[0], s[1]) }
 }
 
+#[allow(unsafe_code)] // as faer_ref
 fn faer_mut<'a, T>(a: &'a mut ArrayViewMut2<'_, T>) -> faer::MatMut<'a, T> {
     let (m, n) = a.dim();
     let s = a.strides().to_owned();

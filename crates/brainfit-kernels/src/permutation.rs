@@ -97,7 +97,7 @@ impl Scheme {
     /// Number of distinct permutations the scheme can draw, saturating at `u64::MAX` (for
     /// warnings: p-values cannot resolve below its reciprocal).
     pub fn distinct_permutations(&self, n: usize) -> u64 {
-        let factorial = |m: usize| (2..=m as u64).try_fold(1u64, |f, i| f.checked_mul(i));
+        let factorial = |m: usize| (2..=m as u64).try_fold(1u64, u64::checked_mul);
         let product = |sizes: Vec<usize>| {
             sizes.into_iter().try_fold(1u64, |acc, m| factorial(m).and_then(|f| acc.checked_mul(f)))
         };

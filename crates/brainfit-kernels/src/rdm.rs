@@ -817,12 +817,12 @@ pub(crate) mod npy_fixture {
     use std::path::PathBuf;
 
     /// Path of a file in `tests/fixtures/rsa/`.
-    pub fn rsa(name: &str) -> PathBuf {
+    pub(crate) fn rsa(name: &str) -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/rsa/")).join(name)
     }
 
     /// Path of a file of the Kriegeskorte et al. (2008) data set in `tests/data/`.
-    pub fn krieg(name: &str) -> PathBuf {
+    pub(crate) fn krieg(name: &str) -> PathBuf {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/kriegeskorte2008/"))
             .join(name)
     }
@@ -853,27 +853,27 @@ pub(crate) mod npy_fixture {
     }
 
     /// A `<f8` array: (shape, values in C order).
-    pub fn f64s(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
+    pub(crate) fn f64s(path: &std::path::Path) -> (Vec<usize>, Vec<f64>) {
         let (shape, raw) = read_raw(path, "<f8");
         (shape, raw.into_iter().map(f64::from_le_bytes).collect())
     }
 
     /// A `<i8` array: (shape, values in C order).
-    pub fn i64s(path: &std::path::Path) -> (Vec<usize>, Vec<i64>) {
+    pub(crate) fn i64s(path: &std::path::Path) -> (Vec<usize>, Vec<i64>) {
         let (shape, raw) = read_raw(path, "<i8");
         (shape, raw.into_iter().map(i64::from_le_bytes).collect())
     }
 
     /// Rows `(brain, model, method, value)` of a comparison CSV with a header line.
-    pub fn compare_csv(path: &std::path::Path) -> Vec<(String, String, String, f64)> {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-        let mut lines = text.lines();
-        assert_eq!(lines.next(), Some("brain,model,method,value"));
-        lines
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                assert_eq!(f.len(), 4, "{l}");
+    pub(crate) fn compare_csv(path: &std::path::Path) -> Vec<(String, String, String, f64)> {
+        let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let header = reader.headers().expect("a header line").clone();
+        assert_eq!(header.iter().collect::<Vec<_>>(), ["brain", "model", "method", "value"]);
+        reader
+            .records()
+            .map(|r| {
+                let f = r.unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                assert_eq!(f.len(), 4, "{f:?}");
                 (f[0].into(), f[1].into(), f[2].into(), f[3].parse().expect("value"))
             })
             .collect()

@@ -227,7 +227,7 @@ impl<T: Real> NestedCv<T> {
             let cols = start..(start + VOXEL_BATCH).min(v);
             let yb = y.slice(s![.., cols.clone()]);
             for (k, (refit, inner)) in self.outer.iter().enumerate() {
-                let chosen = self.choose_alphas::<B>(inner, yb, spec);
+                let chosen = Self::choose_alphas::<B>(inner, yb, spec);
                 let score = refit_and_score::<B, T>(refit, yb, spec, &chosen);
                 fold_score.slice_mut(s![k, cols.clone()]).assign(&score);
                 fold_alpha_index.slice_mut(s![k, cols.clone()]).assign(&Array1::from(chosen));
@@ -246,7 +246,6 @@ impl<T: Real> NestedCv<T> {
 
     /// Index into the alpha grid minimising the mean inner-fold MSE of each voxel.
     fn choose_alphas<B: LinalgBackend>(
-        &self,
         inner: &[FoldBasis<T>],
         y: ArrayView2<'_, T>,
         spec: &RidgeSpec,

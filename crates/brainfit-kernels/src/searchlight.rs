@@ -923,8 +923,7 @@ mod tests {
         std::fs::read_to_string("/proc/thread-self/schedstat")
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|ns| ns as f64 * 1e-9)
-            .unwrap_or_else(|| wall0.elapsed().as_secs_f64())
+            .map_or_else(|| wall0.elapsed().as_secs_f64(), |ns| ns as f64 * 1e-9)
     }
 
     /// Per-centre cost for 92 conditions, radius-3 spheres (123 voxels), 8 models, f32 data.

@@ -224,7 +224,7 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("url", &self.url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("tls_ca", &self.tls_ca.as_ref().map(|c| c.len()))
+            .field("tls_ca", &self.tls_ca.as_ref().map(std::vec::Vec::len))
             .finish()
     }
 }

@@ -251,7 +251,7 @@ impl Scheduler {
         }
         let error = &failure.error;
         if failure.permanent || lease.attempt >= self.config.max_attempts {
-            self.state = JobState::Failed { task: lease.task, error: error.to_string() };
+            self.state = JobState::Failed { task: lease.task, error: error.clone() };
         } else {
             self.slots[lease.task] = Slot::Pending { attempts: lease.attempt };
             self.queue.push_back(lease.task);

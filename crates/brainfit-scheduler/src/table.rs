@@ -446,7 +446,7 @@ impl<R: Clone> JobTable<R> {
                     .cloned(),
             );
         }
-        for (id, entry) in self.jobs.iter_mut() {
+        for (id, entry) in &mut self.jobs {
             let Phase::Active(a) = &mut entry.phase else {
                 continue;
             };
@@ -605,7 +605,7 @@ impl<R: Clone> JobTable<R> {
         describe: impl Fn(&R, usize) -> String,
     ) -> Vec<Effect<R>> {
         let mut effects = Vec::new();
-        for (id, entry) in self.jobs.iter_mut() {
+        for (id, entry) in &mut self.jobs {
             let Phase::Active(a) = &entry.phase else {
                 continue;
             };
@@ -656,7 +656,7 @@ impl<R: Clone> JobTable<R> {
     /// and times stay, so status requests still answer. Returns the ids compacted (to persist).
     pub fn compact_ended(&mut self, now_unix: u64, retention_secs: u64) -> Vec<String> {
         let mut compacted = Vec::new();
-        for (id, entry) in self.jobs.iter_mut() {
+        for (id, entry) in &mut self.jobs {
             let r = &mut entry.record;
             if matches!(entry.phase, Phase::Ended)
                 && !r.compacted

@@ -136,7 +136,7 @@ impl GrpcTransport {
                         _ = tokio::time::sleep(backoff.failed()) => {}
                         _ = async {
                             if stop.changed().await.is_err() {
-                                std::future::pending::<()>().await
+                                std::future::pending::<()>().await;
                             }
                         } => {}
                     }
@@ -426,7 +426,7 @@ impl Transport for GrpcTransport {
                 Ok(job) if (t.task as usize) < job.tasks.len() => {
                     let abandon = self.hold(&t.job_id, t.task, t.attempt);
                     let (task, attempt) = (t.task as usize, t.attempt);
-                    assignments.push(Assignment { job, task, attempt, abandon })
+                    assignments.push(Assignment { job, task, attempt, abandon });
                 }
                 other => {
                     let why = match other {

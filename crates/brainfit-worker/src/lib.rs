@@ -177,7 +177,7 @@ pub async fn run_worker_until<T: Transport>(
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                     _ = async {
                         if stop.wait_for(|s| *s).await.is_err() {
-                            std::future::pending::<()>().await // no sender: never stops
+                            std::future::pending::<()>().await; // no sender: never stops
                         }
                     } => {}
                 }
@@ -205,7 +205,7 @@ pub async fn run_worker_until<T: Transport>(
                                 let wait = 250 * u64::from(a.attempt).min(8);
                                 tokio::time::sleep(Duration::from_millis(wait)).await;
                             }
-                            transport.fail(&a, e.to_string(), permanent).await?
+                            transport.fail(&a, e.to_string(), permanent).await?;
                         }
                     }
                 }

@@ -29,7 +29,7 @@ const PERM_BATCH: u64 = 128;
 
 /// A subject's model RDMs for one RDM method.
 #[derive(Debug)]
-pub struct Models {
+pub(crate) struct Models {
     /// Condensed RDMs, `[n_models, n_pairs]`.
     pub raw: Array2<f64>,
     /// Number of conditions.
@@ -186,7 +186,7 @@ impl Executor {
                     message: format!("model RDM of feature space {}: {e}", space.name),
                 })?);
             }
-            let n_pairs = rows.first().map_or(0, |r| r.len());
+            let n_pairs = rows.first().map_or(0, ndarray::ArrayBase::len);
             let names = model_names(&job.spec, inv);
             let n_conditions = n_conditions_from_condensed(n_pairs).map_err(JobError::from)?;
             let mut raw = Array2::<f64>::zeros((rows.len(), n_pairs));
