@@ -2,8 +2,12 @@
 //!
 //! Inputs and decompositions are cached per process, keyed by job and subject (and feature
 //! space), because every voxel chunk of a feature space needs the same features and the same
-//! per-fold eigendecompositions. Entries are built once even when several workers ask at the
-//! same time, and the cache keeps only the most recent few so memory stays bounded.
+//! per-fold eigendecompositions. Each kind of value has its own typed [`Cache`]: entries are
+//! built once even when several workers ask at the same time, only the most recent few are
+//! kept so memory stays bounded, and a transient build error (storage) is not kept while a
+//! permanent one (a wrong input) is, so the next task fails at once with the same message.
+//! (A general cache crate would add eviction by weight and time, which these few, large,
+//! job-scoped entries do not need.)
 
 use crate::{Abandon, JobContext, Result, WorkerError};
 use brainfit_io::{Mask, Store};
@@ -18,7 +22,6 @@ use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
 use brainfit_kernels::ridge::NestedCv;
 use ndarray::{Array2, Axis};
-use std::any::Any;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::runtime::Handle;
@@ -35,21 +38,22 @@ pub struct BrainData {
 }
 
 /// A value built once, or the error building it gave (its message, and whether transient).
-type Entry = Arc<OnceLock<std::result::Result<Arc<dyn Any + Send + Sync>, (String, bool)>>>;
+type Entry<V> = Arc<OnceLock<std::result::Result<Arc<V>, (String, bool)>>>;
 
-/// A small most-recently-used cache of built values, each built once.
-#[derive(Default)]
-struct Cache {
-    entries: Mutex<VecDeque<(String, Entry)>>,
+/// A small most-recently-used cache of values of one type, each built once per key.
+pub(crate) struct Cache<V> {
+    entries: Mutex<VecDeque<(String, Entry<V>)>>,
     capacity: usize,
 }
 
-impl Cache {
+impl<V> Cache<V> {
     fn with_capacity(capacity: usize) -> Self {
         Cache { entries: Mutex::new(VecDeque::new()), capacity }
     }
 
-    fn get_or_build<V: Any + Send + Sync>(
+    /// The value under `key`, built by `build` if it is not cached (concurrent callers of one
+    /// key wait for one build).
+    pub(crate) fn get_or_build(
         &self,
         key: String,
         build: impl FnOnce() -> Result<V>,
@@ -63,20 +67,17 @@ impl Cache {
                     e.1
                 }
                 None => {
-                    let e: Entry = Arc::new(OnceLock::new());
+                    let e: Entry<V> = Arc::new(OnceLock::new());
                     entries.push_front((key.clone(), e.clone()));
                     entries.truncate(self.capacity);
                     e
                 }
             }
         };
-        let value = entry.get_or_init(|| {
-            build()
-                .map(|v| Arc::new(v) as Arc<dyn Any + Send + Sync>)
-                .map_err(|e| (e.to_string(), e.is_transient()))
-        });
+        let value = entry
+            .get_or_init(|| build().map(Arc::new).map_err(|e| (e.to_string(), e.is_transient())));
         match value {
-            Ok(v) => Ok(v.clone().downcast::<V>().expect("one type per key")),
+            Ok(v) => Ok(v.clone()),
             Err((message, transient)) => {
                 if *transient {
                     // not kept: the next attempt builds it again
@@ -93,8 +94,46 @@ impl Cache {
 pub struct Executor {
     store: Store,
     runtime: Handle,
-    brains: Cache,
-    models: Cache,
+    brains: Cache<BrainData>,
+    groups: Cache<Option<Vec<i64>>>,
+    decompositions_f32: Cache<NestedCv<f32>>,
+    decompositions_f64: Cache<NestedCv<f64>>,
+    pub(crate) models: Cache<crate::rsa::Models>,
+    pub(crate) spheres: Cache<brainfit_kernels::searchlight::Neighbourhoods>,
+}
+
+/// What differs between the precisions a task computes in: its decomposition cache, and
+/// taking a loaded matrix in that precision.
+trait Decompositions: Real {
+    fn cache(executor: &Executor) -> &Cache<NestedCv<Self>>;
+    /// The matrix in this precision (loaded in it already: no copy then).
+    fn from_matrix(m: Matrix) -> Array2<Self>;
+}
+
+impl Decompositions for f32 {
+    fn cache(executor: &Executor) -> &Cache<NestedCv<f32>> {
+        &executor.decompositions_f32
+    }
+
+    fn from_matrix(m: Matrix) -> Array2<f32> {
+        match m {
+            Matrix::F32(a) => a,
+            Matrix::F64(a) => a.mapv(|v| v as f32),
+        }
+    }
+}
+
+impl Decompositions for f64 {
+    fn cache(executor: &Executor) -> &Cache<NestedCv<f64>> {
+        &executor.decompositions_f64
+    }
+
+    fn from_matrix(m: Matrix) -> Array2<f64> {
+        match m {
+            Matrix::F32(a) => a.mapv(f64::from),
+            Matrix::F64(a) => a,
+        }
+    }
 }
 
 thread_local! {
@@ -133,7 +172,11 @@ impl Executor {
             store,
             runtime,
             brains: Cache::with_capacity(2),
-            models: Cache::with_capacity(12),
+            groups: Cache::with_capacity(8),
+            decompositions_f32: Cache::with_capacity(8),
+            decompositions_f64: Cache::with_capacity(8),
+            models: Cache::with_capacity(4),
+            spheres: Cache::with_capacity(2),
         }
     }
 
@@ -164,18 +207,9 @@ impl Executor {
     fn groups(&self, job: &JobContext, si: usize) -> Result<Arc<Option<Vec<i64>>>> {
         let subject = &job.spec.subjects[si];
         let n = job.inventory.subjects[si].n_samples;
-        self.cached(format!("{}/{si}/groups", job.id), || {
+        self.groups.get_or_build(format!("{}/{si}", job.id), || {
             Ok(self.block_on(inputs::load_groups(self.store(), subject, n))?)
         })
-    }
-
-    /// A value built once per process under `key` (decompositions, spheres, model RDMs).
-    pub(crate) fn cached<V: Any + Send + Sync>(
-        &self,
-        key: String,
-        build: impl FnOnce() -> Result<V>,
-    ) -> Result<Arc<V>> {
-        self.models.get_or_build(key, build)
     }
 
     /// Runs a future on the executor's runtime (from a blocking compute thread).
@@ -232,7 +266,7 @@ impl Executor {
     }
 
     /// The nested-CV decompositions of a feature space, built once per process.
-    fn nested_cv<T: Real>(
+    fn nested_cv<T: Decompositions>(
         &self,
         job: &JobContext,
         si: usize,
@@ -241,10 +275,10 @@ impl Executor {
         groups: Option<&[i64]>,
         as_f64: bool,
     ) -> Result<Arc<NestedCv<T>>> {
-        self.models.get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
+        T::cache(self).get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
             let x = self.runtime.block_on(inputs::load_space(&self.store, space, as_f64))?;
             let x = with_precision(x, as_f64);
-            let x: Array2<T> = matrix_as::<T>(x);
+            let x = T::from_matrix(x);
             prepare_and_decompose(x, spec, groups).map_err(|e| {
                 JobError::Input {
                     url: space.url.clone(),
@@ -254,14 +288,6 @@ impl Executor {
             })
         })
     }
-}
-
-fn matrix_as<T: Real>(m: Matrix) -> Array2<T> {
-    let any: Box<dyn Any> = match m {
-        Matrix::F32(a) => Box::new(a),
-        Matrix::F64(a) => Box::new(a),
-    };
-    *any.downcast::<Array2<T>>().expect("precision chosen by the caller")
 }
 
 /// Per-run preprocessing of the features (z-scoring, FIR delays), then the nested CV's

@@ -170,7 +170,7 @@ impl Executor {
         si: usize,
         method: RdmMethod,
     ) -> Result<Arc<Models>> {
-        self.cached(format!("{}/{si}/models/{}", job.id, method.as_str()), || {
+        self.models.get_or_build(format!("{}/{si}/{}", job.id, method.as_str()), || {
             let inv = &job.inventory.subjects[si];
             let mut rows: Vec<Array1<f64>> = Vec::new();
             if let Some(r) = &job.spec.rsa {
@@ -209,7 +209,7 @@ impl Executor {
     fn hoods(&self, job: &JobContext, si: usize, brain: &BrainData) -> Result<Arc<Neighbourhoods>> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
-        self.cached(format!("{}/{si}/spheres", job.id), || {
+        self.spheres.get_or_build(format!("{}/{si}", job.id), || {
             let mask = brain.mask.as_ref().expect("checked by the spec");
             let (radius, size) = match sl.radius {
                 Radius::Voxels(r) => (r, [1.0; 3]),
