@@ -142,7 +142,7 @@ async fn compute_and_merge(
     options: &RunOptions,
 ) -> Result<brainfit_job::Summary> {
     let job = shared.job.clone();
-    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
+    let executor = Arc::new(Executor::new(store.clone()));
     let workers = options.workers.max(1);
     let mut handles = Vec::new();
     for _ in 0..workers {

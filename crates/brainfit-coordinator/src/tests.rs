@@ -89,13 +89,8 @@ fn run_of(def: &JobDefinitionReply) -> JobRun {
 
 /// Computes and stores task `task`'s part as a worker would.
 async fn store_part(store: &Store, run: &JobRun, task: usize) {
-    let executor = brainfit_worker::Executor::new(store.clone(), tokio::runtime::Handle::current());
-    let job = Arc::new(run.clone());
-    let part =
-        tokio::task::spawn_blocking(move || executor.execute(&job, task, &Default::default()))
-            .await
-            .unwrap()
-            .unwrap();
+    let executor = Arc::new(brainfit_worker::Executor::new(store.clone()));
+    let part = executor.execute(Arc::new(run.clone()), task, Default::default()).await.unwrap();
     store.put_create(&run.part_url(task), part.encode().into()).await.unwrap();
 }
 

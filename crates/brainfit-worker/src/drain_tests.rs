@@ -82,7 +82,7 @@ async fn run(
         stop,
         stop_after: stop_after.map(String::from),
     };
-    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
+    let executor = Arc::new(Executor::new(store.clone()));
     run_worker_until(&fake, executor, store.clone(), stopped).await.unwrap();
     let drained = *fake.stop.borrow();
     (fake.log.into_inner().unwrap(), drained)

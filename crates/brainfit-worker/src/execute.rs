@@ -1,4 +1,7 @@
-//! Computing one task: load (or reuse) its inputs, run the kernels, return a partial result.
+//! Computing one task in two steps: [`Executor::execute`] first reads everything the task
+//! needs on the async runtime ([`Loaded`]: brain columns or data, group labels, feature
+//! spaces, RDMs, masks), then computes on a blocking thread from those arrays alone — the
+//! computation never waits for storage, and a task crosses from async to sync once.
 //!
 //! Inputs and decompositions are cached per process, keyed by job and subject (and feature
 //! space), because every voxel chunk of a feature space needs the same features and the same
@@ -21,10 +24,9 @@ use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
 use brainfit_kernels::ridge::NestedCv;
-use ndarray::{Array2, Axis};
+use ndarray::{Array1, Array2, Axis};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::runtime::Handle;
 
 /// A subject's loaded brain data.
 #[derive(Debug)]
@@ -37,18 +39,65 @@ pub struct BrainData {
     pub groups: Option<Vec<i64>>,
 }
 
-/// A value built once, or the error building it gave (its message, and whether transient).
-type Entry<V> = Arc<OnceLock<std::result::Result<Arc<V>, (String, bool)>>>;
+/// A build's outcome as kept: the value, or the error's message and whether it was transient.
+type Built<V> = std::result::Result<Arc<V>, (String, bool)>;
 
-/// A small most-recently-used cache of values of one type, each built once per key.
-pub(crate) struct Cache<V> {
-    entries: Mutex<VecDeque<(String, Entry<V>)>>,
+/// The most recently used few entries under string keys (job, subject, ...).
+struct Mru<E> {
+    entries: Mutex<VecDeque<(String, E)>>,
     capacity: usize,
 }
 
+impl<E: Clone> Mru<E> {
+    fn with_capacity(capacity: usize) -> Self {
+        Mru { entries: Mutex::new(VecDeque::new()), capacity }
+    }
+
+    /// The entry under `key` (made by `new` if absent), now the most recent.
+    fn entry(&self, key: &str, new: impl FnOnce() -> E) -> E {
+        let mut entries = self.entries.lock().expect("cache lock");
+        let e = match entries.iter().position(|(k, _)| k == key) {
+            Some(i) => entries.remove(i).expect("present").1,
+            None => new(),
+        };
+        entries.push_front((key.to_string(), e.clone()));
+        entries.truncate(self.capacity);
+        e
+    }
+
+    /// The entry under `key`, if any.
+    fn peek(&self, key: &str) -> Option<E> {
+        let entries = self.entries.lock().expect("cache lock");
+        entries.iter().find(|(k, _)| k == key).map(|(_, e)| e.clone())
+    }
+
+    /// Drops the entry under `key` if it is still `entry` (a transient failure: the next
+    /// attempt builds it again).
+    fn forget(&self, key: &str, entry: &E, same: impl Fn(&E, &E) -> bool) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        entries.retain(|(k, e)| k != key || !same(e, entry));
+    }
+}
+
+/// Turns a kept build outcome into the caller's result; a transient error is forgotten.
+fn outcome<V>(built: &Built<V>, forget: impl FnOnce()) -> Result<Arc<V>> {
+    match built {
+        Ok(v) => Ok(v.clone()),
+        Err((message, transient)) => {
+            if *transient {
+                forget();
+            }
+            Err(WorkerError::Cached { message: message.clone(), transient: *transient })
+        }
+    }
+}
+
+/// A cache of values computed on a compute thread (decompositions, models, spheres).
+pub(crate) struct Cache<V>(Mru<Arc<OnceLock<Built<V>>>>);
+
 impl<V> Cache<V> {
     fn with_capacity(capacity: usize) -> Self {
-        Cache { entries: Mutex::new(VecDeque::new()), capacity }
+        Cache(Mru::with_capacity(capacity))
     }
 
     /// The value under `key`, built by `build` if it is not cached (concurrent callers of one
@@ -58,44 +107,90 @@ impl<V> Cache<V> {
         key: String,
         build: impl FnOnce() -> Result<V>,
     ) -> Result<Arc<V>> {
-        let entry = {
-            let mut entries = self.entries.lock().expect("cache lock");
-            match entries.iter().position(|(k, _)| *k == key) {
-                Some(i) => {
-                    let e = entries.remove(i).expect("present");
-                    entries.push_front(e.clone());
-                    e.1
-                }
-                None => {
-                    let e: Entry<V> = Arc::new(OnceLock::new());
-                    entries.push_front((key.clone(), e.clone()));
-                    entries.truncate(self.capacity);
-                    e
-                }
-            }
-        };
-        let value = entry
+        let entry = self.0.entry(&key, || Arc::new(OnceLock::new()));
+        let built = entry
             .get_or_init(|| build().map(Arc::new).map_err(|e| (e.to_string(), e.is_transient())));
-        match value {
-            Ok(v) => Ok(v.clone()),
-            Err((message, transient)) => {
-                if *transient {
-                    // not kept: the next attempt builds it again
-                    let mut entries = self.entries.lock().expect("cache lock");
-                    entries.retain(|(k, e)| *k != key || !Arc::ptr_eq(e, &entry));
-                }
-                Err(WorkerError::Cached { message: message.clone(), transient: *transient })
-            }
-        }
+        outcome(built, || self.0.forget(&key, &entry, Arc::ptr_eq))
     }
+
+    /// The value under `key` if it is built (held by the caller from then on, whatever the
+    /// cache evicts).
+    pub(crate) fn get_built(&self, key: &str) -> Option<Arc<V>> {
+        self.0.peek(key).and_then(|e| e.get().and_then(|b| b.as_ref().ok().cloned()))
+    }
+}
+
+/// A cache of values read from storage (brain data, group labels), loaded on the runtime.
+struct AsyncCache<V>(Mru<Arc<tokio::sync::OnceCell<Built<V>>>>);
+
+impl<V> AsyncCache<V> {
+    fn with_capacity(capacity: usize) -> Self {
+        AsyncCache(Mru::with_capacity(capacity))
+    }
+
+    /// The value under `key`, loaded by `load` if it is not cached (concurrent callers of one
+    /// key wait for one load).
+    async fn get_or_load(
+        &self,
+        key: String,
+        load: impl std::future::Future<Output = Result<V>>,
+    ) -> Result<Arc<V>> {
+        let entry = self.0.entry(&key, || Arc::new(tokio::sync::OnceCell::new()));
+        let built = entry
+            .get_or_init(|| async {
+                load.await.map(Arc::new).map_err(|e| (e.to_string(), e.is_transient()))
+            })
+            .await;
+        outcome(built, || self.0.forget(&key, &entry, Arc::ptr_eq))
+    }
+}
+
+/// A feature space's decompositions in the precision its job computes in.
+pub(crate) enum Decomposition {
+    /// Single precision.
+    F32(Arc<NestedCv<f32>>),
+    /// Double precision.
+    F64(Arc<NestedCv<f64>>),
+}
+
+/// A subject's model RDMs: built already (and held), or the inputs to build them from.
+pub(crate) enum ModelsLoaded {
+    /// Cached.
+    Built(Arc<crate::rsa::Models>),
+    /// Given model RDMs (job order), then each feature space's activations (inventory order).
+    Inputs(Vec<Array1<f64>>, Vec<Array2<f64>>),
+}
+
+/// Everything a task reads from storage, fetched before its computation starts: the compute
+/// thread then never waits for I/O. Values cached in this process are taken from the cache
+/// (and held until the task ends) instead of being read again.
+#[derive(Default)]
+pub(crate) struct Loaded {
+    /// The subject's whole brain data, mask and groups (read once per process).
+    pub brain: Option<Arc<BrainData>>,
+    /// The subject's group labels.
+    pub groups: Option<Arc<Option<Vec<i64>>>>,
+    /// Encoding: this task's voxels, read by range requests from a `.npy` brain matrix.
+    pub columns: Option<Matrix>,
+    /// Encoding: the feature space's decompositions, if cached ...
+    pub decomposition: Option<Decomposition>,
+    /// ... else its activations.
+    pub space: Option<Matrix>,
+    /// RSA: the model RDMs or their inputs.
+    pub models: Option<ModelsLoaded>,
+    /// ROI RSA: the given brain RDMs, in job order.
+    pub brain_rdms: Vec<Array1<f64>>,
+    /// ROI RSA: the ROI masks, in job order.
+    pub rois: Vec<Mask>,
+    /// Time-resolved RSA: the data file's bytes.
+    pub time_data: Option<bytes::Bytes>,
 }
 
 /// Runs tasks; shared by all workers of a process.
 pub struct Executor {
     store: Store,
-    runtime: Handle,
-    brains: Cache<BrainData>,
-    groups: Cache<Option<Vec<i64>>>,
+    brains: AsyncCache<BrainData>,
+    groups: AsyncCache<Option<Vec<i64>>>,
     decompositions_f32: Cache<NestedCv<f32>>,
     decompositions_f64: Cache<NestedCv<f64>>,
     pub(crate) models: Cache<crate::rsa::Models>,
@@ -106,6 +201,8 @@ pub struct Executor {
 /// taking a loaded matrix in that precision.
 trait Decompositions: Real {
     fn cache(executor: &Executor) -> &Cache<NestedCv<Self>>;
+    /// The loaded decomposition, if it is in this precision.
+    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<Self>>>;
     /// The matrix in this precision (loaded in it already: no copy then).
     fn from_matrix(m: Matrix) -> Array2<Self>;
 }
@@ -113,6 +210,13 @@ trait Decompositions: Real {
 impl Decompositions for f32 {
     fn cache(executor: &Executor) -> &Cache<NestedCv<f32>> {
         &executor.decompositions_f32
+    }
+
+    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<f32>>> {
+        match d {
+            Decomposition::F32(cv) => Some(cv.clone()),
+            Decomposition::F64(_) => None,
+        }
     }
 
     fn from_matrix(m: Matrix) -> Array2<f32> {
@@ -128,6 +232,13 @@ impl Decompositions for f64 {
         &executor.decompositions_f64
     }
 
+    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<f64>>> {
+        match d {
+            Decomposition::F64(cv) => Some(cv.clone()),
+            Decomposition::F32(_) => None,
+        }
+    }
+
     fn from_matrix(m: Matrix) -> Array2<f64> {
         match m {
             Matrix::F32(a) => a.mapv(f64::from),
@@ -137,7 +248,7 @@ impl Decompositions for f64 {
 }
 
 thread_local! {
-    /// The stop flag of the task this thread computes, while [`Executor::execute`] runs.
+    /// The stop flag of the task this thread computes, while [`Executor::compute`] runs.
     static CURRENT: std::cell::RefCell<Option<Abandon>> = const { std::cell::RefCell::new(None) };
 }
 
@@ -160,19 +271,23 @@ impl Drop for CurrentTask {
 /// A checkpoint of the task this thread computes (the analyses call it between
 /// permutations): `Err(Abandoned)` once the coordinator asked to stop it. Kept in a
 /// thread-local rather than threaded through every analysis, which run on the thread
-/// [`Executor::execute`] was called on.
+/// [`Executor::compute`] was called on.
 pub(crate) fn checkpoint() -> Result<()> {
     CURRENT.with(|c| c.borrow().as_ref().map_or(Ok(()), Abandon::check))
 }
 
+/// The cache key of a subject's value.
+fn subject_key(job: &JobContext, si: usize) -> String {
+    format!("{}/{si}", job.id)
+}
+
 impl Executor {
-    /// An executor reading through `store`, doing its I/O on `runtime`.
-    pub fn new(store: Store, runtime: Handle) -> Self {
+    /// An executor reading through `store`.
+    pub fn new(store: Store) -> Self {
         Executor {
             store,
-            runtime,
-            brains: Cache::with_capacity(2),
-            groups: Cache::with_capacity(8),
+            brains: AsyncCache::with_capacity(2),
+            groups: AsyncCache::with_capacity(8),
             decompositions_f32: Cache::with_capacity(8),
             decompositions_f64: Cache::with_capacity(8),
             models: Cache::with_capacity(4),
@@ -180,46 +295,151 @@ impl Executor {
         }
     }
 
-    /// Computes task `task` of `job` (blocking; call from a blocking thread), stopping at the
-    /// next checkpoint once `abandon` is raised.
-    pub fn execute(&self, job: &JobContext, task: usize, abandon: &Abandon) -> Result<Part> {
+    /// Computes task `task` of `job`: reads its inputs here, then computes on a blocking
+    /// thread, stopping at the next checkpoint once `abandon` is raised.
+    pub async fn execute(
+        self: &Arc<Self>,
+        job: Arc<JobContext>,
+        task: usize,
+        abandon: Abandon,
+    ) -> Result<Part> {
+        let loaded = self.load(&job, task).await?;
+        abandon.check()?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.compute(&job, task, loaded, &abandon))
+            .await
+            .map_err(|e| WorkerError::Panic(e.to_string()))?
+    }
+
+    /// Reads what task `task` needs ([`Loaded`]).
+    async fn load(&self, job: &JobContext, task: usize) -> Result<Loaded> {
+        let mut loaded = Loaded::default();
+        match &job.tasks[task] {
+            Task::Encoding { subject: si, space, voxels } => {
+                let (si, inv) = (*si, &job.inventory.subjects[*si]);
+                let subject = &job.spec.subjects[si];
+                loaded.groups = Some(self.groups(job, si).await?);
+                // only this task's voxels are read from a .npy (range requests); a NIfTI image
+                // is read once per process
+                if inputs::is_nifti(subject.brain_url()?) {
+                    loaded.brain = Some(self.brain(job, si).await?);
+                } else {
+                    let [start, end] = *voxels;
+                    let columns =
+                        inputs::load_brain_columns(&self.store, subject, start, end, inv.f64_data);
+                    loaded.columns = Some(columns.await?);
+                }
+                let key = format!("{}/{space}", subject_key(job, si));
+                loaded.decomposition = if inv.f64_data {
+                    self.decompositions_f64.get_built(&key).map(Decomposition::F64)
+                } else {
+                    self.decompositions_f32.get_built(&key).map(Decomposition::F32)
+                };
+                if loaded.decomposition.is_none() {
+                    let space = space_ref(job, si, space)?;
+                    let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
+                    loaded.space = Some(with_precision(x, inv.f64_data));
+                }
+            }
+            Task::Searchlight { subject: si, .. } => {
+                let sl = job.spec.searchlight.as_ref().expect("searchlight tasks need it");
+                loaded.brain = Some(self.brain(job, *si).await?);
+                loaded.models = Some(self.load_models(job, *si, sl.rdm).await?);
+            }
+            Task::Rsa { subject: si, .. } => {
+                let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
+                // brain patterns are read only when there are ROIs (given RDMs need none)
+                if job.spec.subjects[*si].brain.is_some() {
+                    loaded.brain = Some(self.brain(job, *si).await?);
+                }
+                for url in r.brain_rdms.values() {
+                    loaded.brain_rdms.push(inputs::load_rdm(&self.store, url).await?);
+                }
+                for url in r.rois.values() {
+                    loaded.rois.push(inputs::load_mask(&self.store, url).await?);
+                }
+                loaded.models = Some(self.load_models(job, *si, r.rdm).await?);
+            }
+            Task::TimeResolved { .. } => {
+                let t = job.spec.time_resolved.as_ref().expect("time-resolved tasks need it");
+                loaded.time_data = Some(self.store.get(&t.data).await.map_err(JobError::from)?);
+                loaded.models = Some(self.load_models(job, 0, t.rdm).await?);
+                if job.spec.subjects[0].brain.is_some() {
+                    loaded.brain = Some(self.brain(job, 0).await?);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Computes task `task` from its inputs (blocking: call on a blocking thread).
+    pub(crate) fn compute(
+        &self,
+        job: &JobContext,
+        task: usize,
+        loaded: Loaded,
+        abandon: &Abandon,
+    ) -> Result<Part> {
         let _current = CurrentTask::enter(abandon);
         match &job.tasks[task] {
             Task::Encoding { subject, space, voxels } => {
-                self.encoding(job, *subject, space, *voxels)
+                self.encoding(job, *subject, space, *voxels, loaded)
             }
-            Task::Searchlight { subject, voxels } => self.searchlight(job, *subject, *voxels),
-            Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms),
-            Task::TimeResolved { perms } => self.time_resolved(job, *perms),
+            Task::Searchlight { subject, voxels } => {
+                self.searchlight(job, *subject, *voxels, loaded)
+            }
+            Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms, loaded),
+            Task::TimeResolved { perms } => self.time_resolved(job, *perms, loaded),
         }
     }
 
-    pub(crate) fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
+    /// A subject's brain data, mask and group labels, read once per process.
+    async fn brain(&self, job: &JobContext, si: usize) -> Result<Arc<BrainData>> {
         let subject: &SubjectSpec = &job.spec.subjects[si];
-        self.brains.get_or_build(format!("{}/{si}", job.id), || {
-            let (matrix, mask) = self.runtime.block_on(inputs::load_brain(&self.store, subject))?;
-            let groups = self.groups(job, si)?.as_ref().clone();
-            Ok(BrainData { matrix, mask, groups })
-        })
+        self.brains
+            .get_or_load(subject_key(job, si), async {
+                let (matrix, mask) = inputs::load_brain(&self.store, subject).await?;
+                let groups = self.groups(job, si).await?.as_ref().clone();
+                Ok(BrainData { matrix, mask, groups })
+            })
+            .await
     }
 
     /// A subject's group labels, read once per process.
-    fn groups(&self, job: &JobContext, si: usize) -> Result<Arc<Option<Vec<i64>>>> {
+    async fn groups(&self, job: &JobContext, si: usize) -> Result<Arc<Option<Vec<i64>>>> {
         let subject = &job.spec.subjects[si];
         let n = job.inventory.subjects[si].n_samples;
-        self.groups.get_or_build(format!("{}/{si}", job.id), || {
-            Ok(self.block_on(inputs::load_groups(self.store(), subject, n))?)
-        })
+        self.groups
+            .get_or_load(subject_key(job, si), async {
+                Ok(inputs::load_groups(&self.store, subject, n).await?)
+            })
+            .await
     }
 
-    /// Runs a future on the executor's runtime (from a blocking compute thread).
-    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.runtime.block_on(f)
-    }
-
-    /// The store inputs are read through.
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    /// A subject's model RDMs for `method` if cached, else what they are built from.
+    async fn load_models(
+        &self,
+        job: &JobContext,
+        si: usize,
+        method: brainfit_kernels::rdm::RdmMethod,
+    ) -> Result<ModelsLoaded> {
+        if let Some(models) = self.models.get_built(&crate::rsa::models_key(job, si, method)) {
+            return Ok(ModelsLoaded::Built(models));
+        }
+        let mut given = Vec::new();
+        if let Some(r) = &job.spec.rsa {
+            for url in r.models.values() {
+                given.push(inputs::load_rdm(&self.store, url).await?);
+            }
+        }
+        let mut spaces = Vec::new();
+        for (space, _) in &job.inventory.subjects[si].spaces {
+            match inputs::load_space(&self.store, space, true).await? {
+                Matrix::F64(x) => spaces.push(x),
+                Matrix::F32(_) => unreachable!("loaded as f64"),
+            }
+        }
+        Ok(ModelsLoaded::Inputs(given, spaces))
     }
 
     fn encoding(
@@ -228,35 +448,20 @@ impl Executor {
         si: usize,
         space: &str,
         voxels: [usize; 2],
+        loaded: Loaded,
     ) -> Result<Part> {
         let spec = job.spec.encoding.as_ref().expect("encoding tasks exist only with [encoding]");
-        let inv = &job.inventory.subjects[si];
-        let groups = self.groups(job, si)?;
-        let groups = groups.as_deref();
-        // only this task's voxels are read from a .npy (range requests); a NIfTI image is
-        // read once per process
-        let subject = &job.spec.subjects[si];
-        let y = if inputs::is_nifti(subject.brain_url()?) {
-            inputs::columns(&self.brain(job, si)?.matrix, voxels[0], voxels[1])
-        } else {
-            self.block_on(inputs::load_brain_columns(
-                self.store(),
-                subject,
-                voxels[0],
-                voxels[1],
-                inv.f64_data,
-            ))?
+        let groups = loaded.groups.as_ref().expect("loaded for encoding").as_deref();
+        let y = match (loaded.columns, &loaded.brain) {
+            (Some(columns), _) => columns,
+            (None, Some(brain)) => inputs::columns(&brain.matrix, voxels[0], voxels[1]),
+            (None, None) => unreachable!("encoding loads its voxels"),
         };
-        let space_ref = inv
-            .spaces
-            .iter()
-            .find(|(s, _)| s.name == space)
-            .map(|(s, _)| s.clone())
-            .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {space}")))?;
         let n = voxels[1] - voxels[0];
         let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
+        let (mut decomposition, mut x) = (loaded.decomposition, loaded.space);
         let (block, alpha) = with_matrix!(y, |y| {
-            let cv = self.nested_cv(job, si, &space_ref, spec, groups, inv.f64_data)?;
+            let cv = self.nested_cv(job, si, space, spec, groups, &mut decomposition, &mut x)?;
             encode_with_nulls(&cv, y, spec, groups, perms)?
         });
         let mut part = Part::new();
@@ -265,21 +470,29 @@ impl Executor {
         Ok(part)
     }
 
-    /// The nested-CV decompositions of a feature space, built once per process.
+    /// The nested-CV decompositions of a feature space: the loaded ones, or built once per
+    /// process from the loaded activations.
+    #[allow(clippy::too_many_arguments)]
     fn nested_cv<T: Decompositions>(
         &self,
         job: &JobContext,
         si: usize,
-        space: &brainfit_job::SpaceRef,
+        space: &str,
         spec: &EncodingSpec,
         groups: Option<&[i64]>,
-        as_f64: bool,
+        decomposition: &mut Option<Decomposition>,
+        x: &mut Option<Matrix>,
     ) -> Result<Arc<NestedCv<T>>> {
-        T::cache(self).get_or_build(format!("{}/{si}/{}", job.id, space.name), || {
-            let x = self.runtime.block_on(inputs::load_space(&self.store, space, as_f64))?;
-            let x = with_precision(x, as_f64);
-            let x = T::from_matrix(x);
-            prepare_and_decompose(x, spec, groups).map_err(|e| {
+        if let Some(cv) = decomposition.as_ref().and_then(T::loaded) {
+            return Ok(cv);
+        }
+        let space = space_ref(job, si, space)?;
+        T::cache(self).get_or_build(format!("{}/{}", subject_key(job, si), space.name), || {
+            let x = x.take().ok_or_else(|| {
+                // the decompositions were cached when the task was loaded
+                JobError::Corrupt(format!("feature space {} was not loaded", space.name))
+            })?;
+            prepare_and_decompose(T::from_matrix(x), spec, groups).map_err(|e| {
                 JobError::Input {
                     url: space.url.clone(),
                     message: format!("feature space {}: {e}", space.name),
@@ -288,6 +501,16 @@ impl Executor {
             })
         })
     }
+}
+
+/// Feature space `name` of subject `si`, as the inventory knows it.
+fn space_ref(job: &JobContext, si: usize, name: &str) -> Result<brainfit_job::SpaceRef> {
+    job.inventory.subjects[si]
+        .spaces
+        .iter()
+        .find(|(s, _)| s.name == name)
+        .map(|(s, _)| s.clone())
+        .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {name}")).into())
 }
 
 /// Per-run preprocessing of the features (z-scoring, FIR delays), then the nested CV's

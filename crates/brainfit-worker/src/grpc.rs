@@ -480,7 +480,7 @@ pub async fn run_grpc_worker(
         return Ok(());
     };
     let transport = Arc::new(transport);
-    let executor = Arc::new(Executor::new(store.clone(), tokio::runtime::Handle::current()));
+    let executor = Arc::new(Executor::new(store.clone()));
     let (beat_stop, beat_stopped) = watch::channel(false);
     let heartbeat = {
         let t = transport.clone();

@@ -3,10 +3,10 @@
 //! The worker loop ([`run_worker`]) talks to a scheduler only through the [`Transport`] trait:
 //! in-process channels in an embedded run, gRPC ([`grpc`]) in a distributed one. A loop can be
 //! drained ([`run_worker_until`]): it finishes the task it is running, hands back the ones it
-//! has not started, and returns. Compute runs on blocking
-//! threads so that I/O and heartbeats never starve, and loaded inputs and per-feature-space
-//! decompositions are cached per process ([`Executor`]) so voxel chunks of the same space reuse
-//! them.
+//! has not started, and returns. A task's inputs are read on the async runtime, then it is
+//! computed on a blocking thread, so I/O and heartbeats never starve; loaded inputs and
+//! per-feature-space decompositions are cached per process ([`Executor`]) so voxel chunks of
+//! the same space reuse them.
 
 pub mod execute;
 pub mod grpc;
@@ -218,10 +218,7 @@ pub async fn run_worker_until<T: Transport>(
 /// already stored it, that (identical) result stands.
 async fn run_one(a: &Assignment, executor: &Arc<Executor>, store: &Store) -> Result<()> {
     a.abandon.check()?;
-    let (job, task, exec, abandon) = (a.job.clone(), a.task, executor.clone(), a.abandon.clone());
-    let part = tokio::task::spawn_blocking(move || exec.execute(&job, task, &abandon))
-        .await
-        .map_err(|e| WorkerError::Panic(e.to_string()))??;
+    let part = executor.execute(a.job.clone(), a.task, a.abandon.clone()).await?;
     // an abandoned task stores nothing: a cancelled run's parts are being removed
     a.abandon.check()?;
     let url = a.job.part_url(a.task);

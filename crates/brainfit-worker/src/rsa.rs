@@ -6,9 +6,9 @@
 //! features, brain RDMs are ranked once and a batch of permutations is one matrix product
 //! against the stacked relabelled models.
 
-use crate::execute::{BrainData, Executor, checkpoint};
+use crate::execute::{BrainData, Executor, Loaded, ModelsLoaded, checkpoint};
 use crate::{JobContext, Result};
-use brainfit_job::inputs::{self, Matrix, load_rdm, roi_columns};
+use brainfit_job::inputs::roi_columns;
 use brainfit_job::plan::{brain_rdm_names, model_names};
 use brainfit_job::spec::Radius;
 use brainfit_job::stats::MapBlock;
@@ -162,25 +162,30 @@ impl CentreFeatures {
     }
 }
 
+/// The cache key of a subject's model RDMs for an RDM method.
+pub(crate) fn models_key(job: &JobContext, si: usize, method: RdmMethod) -> String {
+    format!("{}/{si}/{}", job.id, method.as_str())
+}
+
 impl Executor {
-    /// Model RDMs of a subject for an RDM method, built once per process.
+    /// Model RDMs of a subject for an RDM method: the loaded ones, or built once per process
+    /// from the loaded inputs (given RDMs, then one RDM per feature space).
     pub(crate) fn models(
         &self,
         job: &JobContext,
         si: usize,
         method: RdmMethod,
+        loaded: Option<ModelsLoaded>,
     ) -> Result<Arc<Models>> {
-        self.models.get_or_build(format!("{}/{si}/{}", job.id, method.as_str()), || {
+        let (given, spaces) = match loaded {
+            Some(ModelsLoaded::Built(models)) => return Ok(models),
+            Some(ModelsLoaded::Inputs(given, spaces)) => (given, spaces),
+            None => unreachable!("RSA tasks load their models"),
+        };
+        self.models.get_or_build(models_key(job, si, method), || {
             let inv = &job.inventory.subjects[si];
-            let mut rows: Vec<Array1<f64>> = Vec::new();
-            if let Some(r) = &job.spec.rsa {
-                for url in r.models.values() {
-                    rows.push(self.block_on(load_rdm(self.store(), url))?);
-                }
-            }
-            for (space, _) in &inv.spaces {
-                let x = self.block_on(inputs::load_space(self.store(), space, true))?;
-                let Matrix::F64(x) = x else { unreachable!("loaded as f64") };
+            let mut rows = given;
+            for ((space, _), x) in inv.spaces.iter().zip(&spaces) {
                 rows.push(rdm(x.view(), method).map_err(|e| JobError::Input {
                     url: space.url.clone(),
                     message: format!("model RDM of feature space {}: {e}", space.name),
@@ -226,14 +231,15 @@ impl Executor {
         job: &JobContext,
         si: usize,
         voxels: [usize; 2],
+        loaded: Loaded,
     ) -> Result<Part> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
-        let brain = self.brain(job, si)?;
+        let brain = loaded.brain.expect("searchlight tasks load the brain");
         let hoods = self.hoods(job, si, &brain)?;
         let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
         let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
-        let models = self.models(job, si, sl.rdm)?;
+        let models = self.models(job, si, sl.rdm, loaded.models)?;
         let features = models.features(sl.compare);
         let scheme = scheme_for(job, Some(&brain));
         let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
@@ -273,33 +279,31 @@ impl Executor {
     }
 
     /// ROI-level RSA: every brain RDM × model × comparison method.
-    pub(crate) fn roi_rsa(&self, job: &JobContext, si: usize, perms: [usize; 2]) -> Result<Part> {
+    pub(crate) fn roi_rsa(
+        &self,
+        job: &JobContext,
+        si: usize,
+        perms: [usize; 2],
+        loaded: Loaded,
+    ) -> Result<Part> {
         let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
         let subject = &job.spec.subjects[si];
-        // brain patterns are read only when there are ROIs (given RDMs need none)
-        let brain = match subject.brain {
-            Some(_) => Some(self.brain(job, si)?),
-            None => None,
-        };
-        let mut brains: Vec<Array1<f64>> = Vec::new();
-        for url in r.brain_rdms.values() {
-            brains.push(self.block_on(load_rdm(self.store(), url))?);
-        }
-        for url in r.rois.values() {
-            let roi = self.block_on(inputs::load_mask(self.store(), url))?;
+        let brain = loaded.brain;
+        let mut brains: Vec<Array1<f64>> = loaded.brain_rdms;
+        for (url, roi) in r.rois.values().zip(&loaded.rois) {
             let brain = brain.as_ref().expect("the spec requires [data] for rois");
             let mask = brain.mask.as_ref().ok_or_else(|| JobError::Input {
                 url: subject.brain_url().unwrap_or_default().to_string(),
                 message: "[rsa] rois need a [data] mask".into(),
             })?;
-            let cols = roi_columns(mask, &roi, url)?;
+            let cols = roi_columns(mask, roi, url)?;
             let d = with_matrix!(&brain.matrix, |y| rdm(y.select(Axis(1), &cols).view(), r.rdm));
             brains.push(d.map_err(|e| JobError::Input {
                 url: url.clone(),
                 message: format!("ROI RDM: {e}"),
             })?);
         }
-        let models = self.models(job, si, r.rdm)?;
+        let models = self.models(job, si, r.rdm, loaded.models)?;
         let names = brain_rdm_names(&job.spec);
         let scheme = scheme_for(job, brain.as_deref());
         // Per method: the brains' and models' comparison features where they exist (then a
@@ -351,13 +355,18 @@ impl Executor {
     }
 
     /// Time-resolved RSA of the job's `[time_resolved]` data against subject 0's models.
-    pub(crate) fn time_resolved(&self, job: &JobContext, perms: [usize; 2]) -> Result<Part> {
+    pub(crate) fn time_resolved(
+        &self,
+        job: &JobContext,
+        perms: [usize; 2],
+        loaded: Loaded,
+    ) -> Result<Part> {
         let t = job
             .spec
             .time_resolved
             .as_ref()
             .expect("time-resolved tasks exist only with [time_resolved]");
-        let bytes = self.block_on(self.store().get(&t.data)).map_err(JobError::from)?;
+        let bytes = loaded.time_data.expect("time-resolved tasks load their data");
         let a = brainfit_io::parse_npy(&bytes, &t.data).map_err(JobError::from)?;
         if a.has_non_finite() {
             return Err(JobError::Input {
@@ -374,13 +383,9 @@ impl Executor {
                     a.shape()
                 ),
             })?;
-        let models = self.models(job, 0, t.rdm)?;
+        let models = self.models(job, 0, t.rdm, loaded.models)?;
         let features = models.features(t.compare);
-        let brain = match job.spec.subjects[0].brain {
-            Some(_) => Some(self.brain(job, 0)?),
-            None => None,
-        };
-        let scheme = scheme_for(job, brain.as_deref());
+        let scheme = scheme_for(job, loaded.brain.as_deref());
         let block = with_nulls(
             &models,
             features.as_ref(),
