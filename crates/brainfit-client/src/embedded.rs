@@ -12,7 +12,7 @@ use brainfit_job::{JobRun, JobSpec};
 use brainfit_scheduler::{
     Failure, JobState, Lease, Progress, Scheduler, SchedulerConfig, WorkerId,
 };
-use brainfit_worker::{Assignment, Executor, LeaseReply, Transport, WorkerError, run_worker};
+use brainfit_worker::{Executor, LeaseReply, Transport, WorkerError, run_worker};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,13 +69,15 @@ impl Transport for InProcess {
             LeaseReply::Tasks(
                 leases
                     .into_iter()
-                    .map(|l| Assignment::new(self.shared.job.clone(), l.task, l.attempt))
+                    .map(|l| {
+                        brainfit_worker::Lease::new(self.shared.job.clone(), l.task, l.attempt)
+                    })
                     .collect(),
             )
         })
     }
 
-    async fn complete(&self, a: &Assignment) -> brainfit_worker::Result<()> {
+    async fn complete(&self, a: &brainfit_worker::Lease) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
         let lease = Lease { task: a.task, attempt: a.attempt };
         self.shared.scheduler.lock().expect("scheduler lock").complete(self.worker, lease, now);
@@ -84,7 +86,7 @@ impl Transport for InProcess {
 
     async fn fail(
         &self,
-        a: &Assignment,
+        a: &brainfit_worker::Lease,
         error: String,
         permanent: bool,
     ) -> brainfit_worker::Result<()> {
@@ -100,7 +102,7 @@ impl Transport for InProcess {
         Ok(())
     }
 
-    async fn release(&self, a: &Assignment) -> brainfit_worker::Result<()> {
+    async fn release(&self, a: &brainfit_worker::Lease) -> brainfit_worker::Result<()> {
         let now = self.shared.now();
         let lease = Lease { task: a.task, attempt: a.attempt };
         self.shared.scheduler.lock().expect("scheduler lock").release(self.worker, lease, now);

@@ -31,8 +31,8 @@ use brainfit_job::{JobRun, JobSpec};
 use brainfit_proto::v1::{
     self, HandshakeReply, HandshakeRequest, JobDefinitionReply, JobRequest, JobStatus, LeaseReply,
     LeaseRequest, ListJobsReply, ListJobsRequest, RegisterReply, RegisterRequest, ReportReply,
-    SubmitReply, SubmitRequest, TaskLease, TaskReport, WorkerStatus,
-    coordinator_server::CoordinatorServer, workers_server::WorkersServer,
+    SubmitReply, SubmitRequest, TaskReport, WorkerStatus, coordinator_server::CoordinatorServer,
+    workers_server::WorkersServer,
 };
 use brainfit_proto::{MAX_MESSAGE_BYTES, PROTOCOL, RequireToken};
 use brainfit_scheduler::table::{
@@ -185,12 +185,14 @@ fn table_status(e: TableError) -> Status {
     }
 }
 
-fn lease_of(t: &TaskLease) -> (String, Lease) {
+/// A lease on the wire as the table knows it: (job id, lease).
+fn lease_of(t: &v1::Lease) -> (String, Lease) {
     (t.job_id.clone(), Lease { task: t.task as usize, attempt: t.attempt })
 }
 
-fn task_lease((job_id, l): (String, Lease)) -> TaskLease {
-    TaskLease { job_id, task: l.task as u64, attempt: l.attempt }
+/// A lease of the table on the wire.
+fn wire_lease((job_id, l): (String, Lease)) -> v1::Lease {
+    v1::Lease { job_id, task: l.task as u64, attempt: l.attempt }
 }
 
 /// A failed task described for people ("encoding of space conv1, voxels 0..512").
@@ -550,14 +552,14 @@ impl Coordinator {
                 abandon = out.abandon;
             }
             let reply = LeaseReply {
-                tasks: out.tasks.into_iter().map(task_lease).collect(),
+                tasks: out.tasks.into_iter().map(wire_lease).collect(),
                 unknown_worker: out.unknown_worker,
                 abandon: Vec::new(),
             };
             let waiting = slots > 0 && !reply.unknown_worker && reply.tasks.is_empty();
             if !waiting || !abandon.is_empty() {
                 return LeaseReply {
-                    abandon: abandon.into_iter().map(task_lease).collect(),
+                    abandon: abandon.into_iter().map(wire_lease).collect(),
                     ..reply
                 };
             }

@@ -66,7 +66,7 @@ async fn lease(c: &Arc<Coordinator>, w: u64, slots: u32) -> LeaseReply {
     c.lease(LeaseRequest { worker_id: w, free_slots: slots, ..Default::default() }).await
 }
 
-fn report(w: u64, l: &TaskLease) -> TaskReport {
+fn report(w: u64, l: &v1::Lease) -> TaskReport {
     TaskReport {
         worker_id: w,
         job_id: l.job_id.clone(),
@@ -180,7 +180,7 @@ async fn a_stale_report_whose_part_is_stored_marks_the_task_done() {
     // e.g. a worker leased the task from the coordinator before it restarted
     let (store, c, id) = setup(30_000).await;
     let run = run_of(&c.definition(&id).unwrap());
-    let unknown = TaskLease { job_id: id.clone(), task: 2, attempt: 1 };
+    let unknown = v1::Lease { job_id: id.clone(), task: 2, attempt: 1 };
     assert!(!c.complete(report(12345, &unknown)).await.unwrap());
     assert_eq!(c.job(&id).unwrap().done, 0, "no part: not done");
     store_part(&store, &run, 2).await;

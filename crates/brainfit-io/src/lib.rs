@@ -24,6 +24,15 @@ pub mod store;
 
 pub use error::{IoError, Result};
 
+/// Installs rustls' ring crypto provider as the process default, once: TLS for object
+/// storage here and for gRPC (brainfit-proto) share this one installation. Idempotent.
+pub fn install_crypto_provider() {
+    static CRYPTO: std::sync::Once = std::sync::Once::new();
+    CRYPTO.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// This machine's name (`/etc/hostname`, else `$HOSTNAME`, else `"unknown"`): recorded in
 /// lock objects and worker names so that a refusal can say who holds what.
 pub fn host_name() -> String {

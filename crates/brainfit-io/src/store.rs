@@ -437,10 +437,7 @@ impl Store {
 /// allowed for an `http://` endpoint, unless the variables say otherwise.
 fn s3_builder(vars: &[(String, String)], bucket: &str) -> object_store::aws::AmazonS3Builder {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    static CRYPTO: std::sync::Once = std::sync::Once::new();
-    CRYPTO.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    crate::install_crypto_provider();
     let get = |name: &str| {
         vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     };

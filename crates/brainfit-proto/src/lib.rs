@@ -2,8 +2,9 @@
 //! `proto/brainfit/v1/brainfit.proto`), plus the two things both ends of every connection must
 //! agree on — the shared-token check and how a channel is set up (TLS, timeouts).
 //!
-//! One crate holds the generated code so the coordinator (brainfit-scheduler), the workers
-//! (brainfit-worker) and the command line (the `brainfit` binary) compile the same messages.
+//! One crate holds the generated code so the coordinator (brainfit-coordinator), the workers
+//! (brainfit-worker) and the clients (brainfit-client) compile the same messages. It also holds
+//! the one back-off rule of every RPC retry loop ([`Backoff`]).
 
 #![warn(missing_docs)]
 
@@ -59,11 +60,10 @@ pub enum ProtoError {
     },
 }
 
-/// Installs rustls' ring crypto provider as the process default (TLS for gRPC and for object
-/// storage both use it). Idempotent; call it once at start-up.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// Installs rustls' ring crypto provider as the process default: the one installation that
+/// TLS for gRPC and for object storage share (it lives in brainfit-io, the lowest crate using
+/// TLS). Idempotent.
+pub use brainfit_io::install_crypto_provider;
 
 /// Exponential back-off for the retry loops around RPCs (reports, job definitions, reconnects,
 /// watches, leases while the coordinator is away): the first wait is `first`, every further

@@ -32,15 +32,15 @@ impl Transport for Fake {
         self.record("lease".into());
         Ok(self.replies.lock().unwrap().pop_front().unwrap_or(LeaseReply::Shutdown))
     }
-    async fn complete(&self, a: &Assignment) -> Result<()> {
+    async fn complete(&self, a: &Lease) -> Result<()> {
         self.record(format!("complete {}", a.task));
         Ok(())
     }
-    async fn fail(&self, a: &Assignment, _error: String, _permanent: bool) -> Result<()> {
+    async fn fail(&self, a: &Lease, _error: String, _permanent: bool) -> Result<()> {
         self.record(format!("fail {}", a.task));
         Ok(())
     }
-    async fn release(&self, a: &Assignment) -> Result<()> {
+    async fn release(&self, a: &Lease) -> Result<()> {
         self.record(format!("release {}", a.task));
         Ok(())
     }
@@ -67,7 +67,7 @@ async fn job(store: &Store, brain: &str) -> Arc<JobRun> {
 }
 
 fn assignments(job: &Arc<JobRun>, tasks: &[usize]) -> LeaseReply {
-    LeaseReply::Tasks(tasks.iter().map(|&task| Assignment::new(job.clone(), task, 1)).collect())
+    LeaseReply::Tasks(tasks.iter().map(|&task| Lease::new(job.clone(), task, 1)).collect())
 }
 
 async fn run(

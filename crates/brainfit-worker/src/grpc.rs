@@ -16,13 +16,13 @@
 //! differs from the coordinator's. A job's id is its run id ([`JobContext::id`]).
 
 use crate::{
-    Abandon, Assignment, Executor, JobContext, LeaseReply, Result, Transport, WorkerError,
+    Abandon, Executor, JobContext, Lease, LeaseReply, Result, Transport, WorkerError,
     run_worker_until,
 };
 use brainfit_io::Store;
 use brainfit_job::JobSpec;
 use brainfit_proto::v1::{
-    HandshakeRequest, JobRequest, LeaseRequest, RegisterRequest, TaskLease, TaskReport,
+    self as v1, HandshakeRequest, JobRequest, LeaseRequest, RegisterRequest, TaskReport,
     workers_client::WorkersClient,
 };
 use brainfit_proto::{AddToken, Backoff, ConnectOptions, MAX_MESSAGE_BYTES, check_handshake};
@@ -208,7 +208,7 @@ impl GrpcTransport {
             free_slots: slots as u32,
             held: held
                 .iter()
-                .map(|((job_id, task), (attempt, _))| TaskLease {
+                .map(|((job_id, task), (attempt, _))| v1::Lease {
                     job_id: job_id.clone(),
                     task: *task,
                     attempt: *attempt,
@@ -219,7 +219,7 @@ impl GrpcTransport {
     }
 
     /// Raises the stop flags of the leases the coordinator no longer wants and forgets them.
-    fn abandon(&self, leases: &[TaskLease]) {
+    fn abandon(&self, leases: &[v1::Lease]) {
         let mut held = self.held.lock().expect("held lock");
         for l in leases {
             let key = (l.job_id.clone(), l.task);
@@ -310,7 +310,7 @@ impl GrpcTransport {
     async fn report(
         &self,
         what: &'static str,
-        a: &Assignment,
+        a: &Lease,
         error: String,
         permanent: bool,
     ) -> Result<()> {
@@ -426,7 +426,7 @@ impl Transport for GrpcTransport {
                 Ok(job) if (t.task as usize) < job.tasks.len() => {
                     let abandon = self.hold(&t.job_id, t.task, t.attempt);
                     let (task, attempt) = (t.task as usize, t.attempt);
-                    assignments.push(Assignment { job, task, attempt, abandon });
+                    assignments.push(Lease { job, task, attempt, abandon });
                 }
                 other => {
                     let why = match other {
@@ -442,15 +442,15 @@ impl Transport for GrpcTransport {
         Ok(if assignments.is_empty() { LeaseReply::Idle } else { LeaseReply::Tasks(assignments) })
     }
 
-    async fn complete(&self, a: &Assignment) -> Result<()> {
+    async fn complete(&self, a: &Lease) -> Result<()> {
         self.report("complete", a, String::new(), false).await
     }
 
-    async fn fail(&self, a: &Assignment, error: String, permanent: bool) -> Result<()> {
+    async fn fail(&self, a: &Lease, error: String, permanent: bool) -> Result<()> {
         self.report("fail", a, error, permanent).await
     }
 
-    async fn release(&self, a: &Assignment) -> Result<()> {
+    async fn release(&self, a: &Lease) -> Result<()> {
         self.report("release", a, String::new(), false).await
     }
 }

@@ -77,7 +77,7 @@ pub type JobContext = brainfit_job::JobRun;
 
 /// A task leased to this worker.
 #[derive(Debug, Clone)]
-pub struct Assignment {
+pub struct Lease {
     /// The job.
     pub job: Arc<JobContext>,
     /// Task index in the job's plan.
@@ -88,10 +88,10 @@ pub struct Assignment {
     pub abandon: Abandon,
 }
 
-impl Assignment {
+impl Lease {
     /// A fresh assignment of `task` (attempt `attempt`) of `job`.
     pub fn new(job: Arc<JobContext>, task: usize, attempt: u32) -> Self {
-        Assignment { job, task, attempt, abandon: Abandon::default() }
+        Lease { job, task, attempt, abandon: Abandon::default() }
     }
 }
 
@@ -124,7 +124,7 @@ impl Abandon {
 #[derive(Debug)]
 pub enum LeaseReply {
     /// Tasks to run.
-    Tasks(Vec<Assignment>),
+    Tasks(Vec<Lease>),
     /// Nothing to do right now; ask again later.
     Idle,
     /// No more work will come: stop.
@@ -136,16 +136,16 @@ pub trait Transport: Send + Sync {
     /// Asks for up to `slots` tasks; doubles as a heartbeat.
     fn lease(&self, slots: usize) -> impl Future<Output = Result<LeaseReply>> + Send;
     /// Reports that an assignment's result is stored.
-    fn complete(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
+    fn complete(&self, a: &Lease) -> impl Future<Output = Result<()>> + Send;
     /// Reports that an assignment failed.
     fn fail(
         &self,
-        a: &Assignment,
+        a: &Lease,
         error: String,
         permanent: bool,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Hands an assignment back unstarted (a draining worker); it is not counted as an attempt.
-    fn release(&self, a: &Assignment) -> impl Future<Output = Result<()>> + Send;
+    fn release(&self, a: &Lease) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Pulls and runs tasks one at a time until the transport says to stop.
@@ -216,7 +216,7 @@ pub async fn run_worker_until<T: Transport>(
 
 /// Computes one assignment and stores its result with a create-only put: if another attempt
 /// already stored it, that (identical) result stands.
-async fn run_one(a: &Assignment, executor: &Arc<Executor>, store: &Store) -> Result<()> {
+async fn run_one(a: &Lease, executor: &Arc<Executor>, store: &Store) -> Result<()> {
     a.abandon.check()?;
     let part = executor.execute(a.job.clone(), a.task, a.abandon.clone()).await?;
     // an abandoned task stores nothing: a cancelled run's parts are being removed
