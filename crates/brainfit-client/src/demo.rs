@@ -12,6 +12,7 @@
 
 use crate::Result;
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
+use brainfit_job::outputs::layout::{self, MapDir, MapFile};
 use brainfit_kernels::rng::Rng;
 use ndarray::{Array1, Array2, Array3, Axis};
 
@@ -245,10 +246,9 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
     for planted in &study.planted {
         let name = planted.space;
         // encoding
-        let score =
-            read_vector(store, &join_url(output, &format!("encoding/{name}/score.npy"))).await?;
-        let p_fwe =
-            read_vector(store, &join_url(output, &format!("encoding/{name}/p_fwe.npy"))).await?;
+        let map = |dir: MapDir<'_>, file| join_url(output, &dir.npy(file));
+        let score = read_vector(store, &map(MapDir::Encoding(name), MapFile::Score)).await?;
+        let p_fwe = read_vector(store, &map(MapDir::Encoding(name), MapFile::PFwe)).await?;
         let r = recovery(planted, &score);
         let inside: std::collections::HashSet<usize> = planted.voxels.iter().copied().collect();
         let sig_in = planted.voxels.iter().filter(|&&v| p_fwe[v] < 0.05).count();
@@ -264,10 +264,10 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
             ),
         );
         // searchlight: the best centre sits where its sphere reaches the planted one
-        let dir = format!("searchlight/{name}");
-        let rho = read_vector(store, &join_url(output, &format!("{dir}/rho.npy"))).await?;
-        let centres = read_vector(store, &join_url(output, &format!("{dir}/centres.npy"))).await?;
-        let sl_fwe = read_vector(store, &join_url(output, &format!("{dir}/p_fwe.npy"))).await?;
+        let dir = MapDir::Searchlight(name);
+        let rho = read_vector(store, &map(dir, MapFile::Rho)).await?;
+        let centres = read_vector(store, &map(dir, MapFile::Centres)).await?;
+        let sl_fwe = read_vector(store, &map(dir, MapFile::PFwe)).await?;
         let best = (0..rho.len())
             .filter(|&i| rho[i].is_finite())
             .max_by(|&a, &b| rho[a].total_cmp(&rho[b]));
@@ -291,7 +291,7 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         );
     }
     // ROI RSA: each ROI prefers its own feature space, significantly
-    let csv_url = join_url(output, "rsa/compare.csv");
+    let csv_url = join_url(output, layout::RSA_COMPARE);
     let bytes = store.get(&csv_url).await?;
     let records: Vec<csv::StringRecord> = csv::Reader::from_reader(bytes.as_ref())
         .records()
@@ -319,8 +319,9 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
         );
     }
     // time-resolved: the objects model is significant only inside its window
-    let rho = read_vector(store, &join_url(output, "time_resolved/objects/rho.npy")).await?;
-    let p_fwe = read_vector(store, &join_url(output, "time_resolved/objects/p_fwe.npy")).await?;
+    let objects = MapDir::TimeResolved("objects");
+    let rho = read_vector(store, &join_url(output, &objects.npy(MapFile::Rho))).await?;
+    let p_fwe = read_vector(store, &join_url(output, &objects.npy(MapFile::PFwe))).await?;
     let sig: Vec<usize> = (0..rho.len()).filter(|&t| p_fwe[t] < 0.05).collect();
     let found = !sig.is_empty() && sig.iter().all(|t| MEG_WINDOW.contains(t));
     say(

@@ -5,9 +5,10 @@
 //! never leaves a result that looks complete, and never disturbs the earlier complete one.
 
 use crate::inputs::{Inventory, load_mask, subject_prefix};
+use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Task, brain_rdm_names, model_names};
-use crate::spec::JobSpec;
+use crate::spec::{JobSpec, SubjectSpec};
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
     EncodingSummary, MapStats, MapSummary, Peak, PermutationSummary, RsaRow, SubjectSummary,
@@ -109,29 +110,47 @@ async fn put_nifti(
     Ok(())
 }
 
+/// The URLs of a map directory's files: `.npy` and NIfTI.
+struct MapUrls<'a> {
+    spec: &'a JobSpec,
+    subject: Option<&'a SubjectSpec>,
+    dir: MapDir<'a>,
+}
+
+impl MapUrls<'_> {
+    fn npy(&self, file: MapFile) -> Result<String> {
+        self.spec.output_url(self.subject, &self.dir.npy(file))
+    }
+
+    fn nifti(&self, file: MapFile) -> Result<String> {
+        self.spec.output_url(self.subject, &self.dir.nifti(file))
+    }
+}
+
+/// A voxel map as `.npy` and, with a mask, NIfTI.
 async fn put_map(
     outputs: &StagedOutputs<'_>,
-    url_npy: &str,
+    urls: &MapUrls<'_>,
+    file: MapFile,
     mask: Option<&Mask>,
     values: &Array1<f64>,
 ) -> Result<()> {
-    put_npy(outputs, url_npy, values.view()).await?;
-    let nii = url_npy.trim_end_matches(".npy").to_string() + ".nii.gz";
-    put_nifti(outputs, &nii, mask, values).await
+    put_npy(outputs, &urls.npy(file)?, values.view()).await?;
+    put_nifti(outputs, &urls.nifti(file)?, mask, values).await
 }
 
 /// Writes `p`, `p_fwe` (with NIfTI versions) and `null_max` of map `m`, if permutations ran.
 async fn put_stats(
     outputs: &StagedOutputs<'_>,
-    url: &impl Fn(&str) -> Result<String>,
+    urls: &MapUrls<'_>,
     mask: Option<&Mask>,
     maps: &MergedMaps,
     m: usize,
 ) -> Result<()> {
     if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-        put_map(outputs, &url("p.npy")?, mask, &p.row(m).to_owned()).await?;
-        put_map(outputs, &url("p_fwe.npy")?, mask, &pf.row(m).to_owned()).await?;
-        put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
+        put_map(outputs, urls, MapFile::P, mask, &p.row(m).to_owned()).await?;
+        put_map(outputs, urls, MapFile::PFwe, mask, &pf.row(m).to_owned()).await?;
+        put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
     }
     Ok(())
 }
@@ -194,12 +213,12 @@ pub async fn write_outputs(
                     .collect::<Result<Vec<_>>>()?;
                 let maps = merge_blocks(&blocks, 1, inv.n_voxels, n_perms)?;
                 let alpha = concat(&mine, "alpha", inv.n_voxels)?;
-                let dir = format!("encoding/{}", space.name);
-                let url = |f: &str| spec.output_url(Some(subject), &format!("{dir}/{f}"));
+                let urls =
+                    MapUrls { spec, subject: Some(subject), dir: MapDir::Encoding(&space.name) };
                 let score = maps.value.row(0).to_owned();
-                put_map(outputs, &url("score.npy")?, mask.as_ref(), &score).await?;
-                put_npy(outputs, &url("alpha.npy")?, alpha.view()).await?;
-                put_stats(outputs, &url, mask.as_ref(), &maps, 0).await?;
+                put_map(outputs, &urls, MapFile::Score, mask.as_ref(), &score).await?;
+                put_npy(outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
+                put_stats(outputs, &urls, mask.as_ref(), &maps, 0).await?;
                 let alpha_median = median(alpha.view());
                 let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
                 let edge = alpha_edge_warning(&space.name, alpha_median, grid);
@@ -237,26 +256,31 @@ pub async fn write_outputs(
             let maps = merge_blocks(&blocks, models.len(), centres.len(), n_perms)?;
             let centres = Array1::from(centres);
             for (m, name) in models.iter().enumerate() {
-                let url =
-                    |f: &str| spec.output_url(Some(subject), &format!("searchlight/{name}/{f}"));
+                let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Searchlight(name) };
                 let on_mask = |row: ArrayView1<'_, f64>| {
                     let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
                     centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
                     full
                 };
                 let rho = maps.value.row(m).to_owned();
-                put_npy(outputs, &url("rho.npy")?, rho.view()).await?;
-                outputs.put(&url("centres.npy")?, write_npy(&centres.view()).into()).await?;
-                put_nifti(outputs, &url("rho.nii.gz")?, mask.as_ref(), &on_mask(rho.view()))
+                put_npy(outputs, &urls.npy(MapFile::Rho)?, rho.view()).await?;
+                let centres_npy = write_npy(&centres.view()).into();
+                outputs.put(&urls.npy(MapFile::Centres)?, centres_npy).await?;
+                put_nifti(outputs, &urls.nifti(MapFile::Rho)?, mask.as_ref(), &on_mask(rho.view()))
                     .await?;
                 if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                    put_npy(outputs, &url("p.npy")?, p.row(m)).await?;
-                    put_npy(outputs, &url("p_fwe.npy")?, pf.row(m)).await?;
-                    put_nifti(outputs, &url("p.nii.gz")?, mask.as_ref(), &on_mask(p.row(m)))
+                    put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
+                    put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+                    put_nifti(outputs, &urls.nifti(MapFile::P)?, mask.as_ref(), &on_mask(p.row(m)))
                         .await?;
-                    put_nifti(outputs, &url("p_fwe.nii.gz")?, mask.as_ref(), &on_mask(pf.row(m)))
-                        .await?;
-                    put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
+                    put_nifti(
+                        outputs,
+                        &urls.nifti(MapFile::PFwe)?,
+                        mask.as_ref(),
+                        &on_mask(pf.row(m)),
+                    )
+                    .await?;
+                    put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
                 }
                 searchlight_summary.insert(
                     name.clone(),
@@ -282,8 +306,7 @@ pub async fn write_outputs(
                     if perms[0] == 0 {
                         for name in &brains {
                             let (_, v) = p.get(&format!("rdm:{name}"))?;
-                            let url =
-                                spec.output_url(Some(subject), &format!("rsa/rdms/{name}.npy"))?;
+                            let url = spec.output_url(Some(subject), &layout::rsa_rdm(name))?;
                             put_npy(outputs, &url, ArrayView1::from(v)).await?;
                         }
                     }
@@ -330,7 +353,8 @@ pub async fn write_outputs(
                 }
             }
             let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
-            outputs.put(&spec.output_url(Some(subject), "rsa/compare.csv")?, csv.into()).await?;
+            let url = spec.output_url(Some(subject), layout::RSA_COMPARE)?;
+            outputs.put(&url, csv.into()).await?;
         }
         subjects_summary.push(SubjectSummary {
             encoding: spec.encoding.is_some().then_some(encoding_summary),
@@ -358,12 +382,12 @@ pub async fn write_outputs(
         }
         let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
         for (m, name) in models.iter().enumerate() {
-            let url = |f: &str| spec.output_url(None, &format!("time_resolved/{name}/{f}"));
-            put_npy(outputs, &url("rho.npy")?, maps.value.row(m)).await?;
+            let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
+            put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
             if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                put_npy(outputs, &url("p.npy")?, p.row(m)).await?;
-                put_npy(outputs, &url("p_fwe.npy")?, pf.row(m)).await?;
-                put_npy(outputs, &url("null_max.npy")?, nm.row(m)).await?;
+                put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
+                put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+                put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
             }
             time_resolved_summary.insert(
                 name.clone(),

@@ -1,4 +1,5 @@
-//! Staged outputs: a run's results become visible together, at the end.
+//! The output: where every artefact lies ([`layout`]), and staging, so that a run's results
+//! become visible together, at the end.
 //!
 //! The merge writes every output into `output/.brainfit/runs/<id>/staged/` (same relative
 //! layout), and only when all of them are written does [`StagedOutputs::publish`] move them
@@ -15,8 +16,104 @@ use crate::{JobError, Result};
 use brainfit_io::{Store, join_url};
 use bytes::Bytes;
 
-/// Name of the completion marker at the root of `output`.
-pub const SUMMARY: &str = "summary.json";
+pub use layout::SUMMARY;
+
+/// Every path of the output layout (DESIGN.md), relative to `output` — or to `output/<subject>/`
+/// for a subject's results, through [`crate::JobSpec::output_url`], which checks each name
+/// again. Nothing else in brainfit spells an output path.
+pub mod layout {
+    /// The completion marker, at the root of `output`.
+    pub const SUMMARY: &str = "summary.json";
+    /// ROI RSA: every comparison, one row each.
+    pub const RSA_COMPARE: &str = "rsa/compare.csv";
+    /// The lock object of the output directory.
+    pub const LOCK: &str = ".brainfit/lock.json";
+
+    /// ROI RSA: brain RDM `brain` (condensed).
+    pub fn rsa_rdm(brain: &str) -> String {
+        format!("rsa/rdms/{brain}.npy")
+    }
+
+    /// The directory of run `id`'s partial results and staged outputs.
+    pub fn run(id: &str) -> String {
+        format!(".brainfit/runs/{id}")
+    }
+
+    /// Below [`run`]: the partial result of the task with key `key`.
+    pub fn part(key: &str) -> String {
+        format!("parts/{key}.part")
+    }
+
+    /// Below [`run`]: the partial results.
+    pub const PARTS: &str = "parts";
+    /// Below [`run`]: the staged outputs.
+    pub const STAGED: &str = "staged";
+
+    /// A directory of maps: one feature space's encoding, one model's searchlight or
+    /// time-resolved comparison.
+    #[derive(Debug, Clone, Copy)]
+    pub enum MapDir<'a> {
+        /// `encoding/<space>/`.
+        Encoding(&'a str),
+        /// `searchlight/<model>/`.
+        Searchlight(&'a str),
+        /// `time_resolved/<model>/` (at the output's root).
+        TimeResolved(&'a str),
+    }
+
+    /// The files of a map directory.
+    #[derive(Debug, Clone, Copy)]
+    pub enum MapFile {
+        /// Encoding score per voxel.
+        Score,
+        /// Chosen alpha per voxel.
+        Alpha,
+        /// RDM comparison per centre or time point.
+        Rho,
+        /// Searchlight centres' mask indices.
+        Centres,
+        /// Uncorrected p-values.
+        P,
+        /// Family-wise corrected p-values.
+        PFwe,
+        /// The maximum statistic of each permutation.
+        NullMax,
+    }
+
+    impl MapFile {
+        fn stem(self) -> &'static str {
+            match self {
+                MapFile::Score => "score",
+                MapFile::Alpha => "alpha",
+                MapFile::Rho => "rho",
+                MapFile::Centres => "centres",
+                MapFile::P => "p",
+                MapFile::PFwe => "p_fwe",
+                MapFile::NullMax => "null_max",
+            }
+        }
+    }
+
+    impl MapDir<'_> {
+        fn dir(self) -> String {
+            match self {
+                MapDir::Encoding(space) => format!("encoding/{space}"),
+                MapDir::Searchlight(model) => format!("searchlight/{model}"),
+                MapDir::TimeResolved(model) => format!("time_resolved/{model}"),
+            }
+        }
+
+        /// The `.npy` of `file`.
+        pub fn npy(self, file: MapFile) -> String {
+            format!("{}/{}.npy", self.dir(), file.stem())
+        }
+
+        /// The NIfTI image of `file` (maps on a mask).
+        pub fn nifti(self, file: MapFile) -> String {
+            format!("{}/{}.nii.gz", self.dir(), file.stem())
+        }
+    }
+}
 
 /// Outputs of one run, written to a staging area and published together.
 #[derive(Debug, Clone)]

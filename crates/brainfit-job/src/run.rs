@@ -9,7 +9,7 @@
 
 use crate::inputs::{Inventory, inspect};
 use crate::merge::{RunInfo, write_outputs};
-use crate::outputs::{SUMMARY, StagedOutputs};
+use crate::outputs::{SUMMARY, StagedOutputs, layout};
 use crate::plan::{Task, plan};
 use crate::spec::JobSpec;
 use crate::{JobError, Part, Result};
@@ -66,7 +66,7 @@ impl JobRun {
 
     /// URL of the output directory's lock object.
     pub fn lock_url(spec: &JobSpec) -> String {
-        join_url(&spec.output, ".brainfit/lock.json")
+        join_url(&spec.output, layout::LOCK)
     }
 
     async fn lock_output(&self, store: &Store) -> Result<()> {
@@ -109,18 +109,18 @@ impl JobRun {
 
     /// URL of the directory holding this run's partial results.
     pub fn run_url(&self) -> String {
-        join_url(&self.spec.output, &format!(".brainfit/runs/{}", self.id))
+        join_url(&self.spec.output, &layout::run(&self.id))
     }
 
     /// URL of task `task`'s partial result.
     pub fn part_url(&self, task: usize) -> String {
-        join_url(&self.run_url(), &format!("parts/{}.part", self.tasks[task].key()))
+        join_url(&self.run_url(), &layout::part(&self.tasks[task].key()))
     }
 
     /// Indices of tasks whose partial result already exists (after a restart).
     pub async fn finished_tasks(&self, store: &Store) -> Result<Vec<usize>> {
         let existing: std::collections::HashSet<String> =
-            store.list(&join_url(&self.run_url(), "parts")).await?.into_iter().collect();
+            store.list(&join_url(&self.run_url(), layout::PARTS)).await?.into_iter().collect();
         Ok((0..self.tasks.len()).filter(|&i| existing.contains(&self.part_url(i))).collect())
     }
 
@@ -133,7 +133,7 @@ impl JobRun {
             parts.push(Part::decode(&store.get(&url).await?, &url)?);
         }
         let outputs =
-            StagedOutputs::new(store, &self.spec.output, join_url(&self.run_url(), "staged"));
+            StagedOutputs::new(store, &self.spec.output, join_url(&self.run_url(), layout::STAGED));
         let summary =
             write_outputs(store, &outputs, &self.spec, &self.inventory, &self.tasks, &parts, info)
                 .await?;

@@ -501,7 +501,8 @@ fn parse_rsa(r: &RsaFile, resolve: &impl Fn(&str) -> String) -> Checked<RsaSpec>
     // brain RDMs and ROIs share rsa/rdms/<name>.npy and the brain column of the CSV
     if let Some(name) = r.rois.keys().find(|n| r.brain_rdms.contains_key(*n)) {
         return Err(format!(
-            "[rsa] {name:?} is both a brain_rdms and a rois entry: their RDMs would share rsa/rdms/{name}.npy"
+            "[rsa] {name:?} is both a brain_rdms and a rois entry: their RDMs would share {}",
+            crate::outputs::layout::rsa_rdm(name)
         ));
     }
     let urls =
