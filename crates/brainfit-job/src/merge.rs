@@ -4,11 +4,11 @@
 //! together; `summary.json` comes last and is the marker of a complete run, so a failed run
 //! never leaves a result that looks complete, and never disturbs the earlier complete one.
 
-use crate::inputs::{Inventory, load_mask, subject_prefix};
+use crate::inputs::{Inventory, SubjectInventory, load_mask, subject_prefix};
 use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Task, brain_rdm_names, model_names};
-use crate::spec::{JobSpec, SubjectSpec};
+use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
     EncodingSummary, MapStats, MapSummary, Peak, PermutationSummary, RsaRow, SubjectSummary,
@@ -175,8 +175,236 @@ fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array
     Ok(Array1::from(out))
 }
 
+/// What the merge of one subject's analyses reads.
+struct SubjectMerge<'a> {
+    outputs: &'a StagedOutputs<'a>,
+    spec: &'a JobSpec,
+    /// The subject's index, spec and input shapes.
+    si: usize,
+    subject: &'a SubjectSpec,
+    inv: &'a SubjectInventory,
+    mask: Option<Mask>,
+    /// Every task of the job with its part, in plan order.
+    done: Vec<(&'a Task, &'a Part)>,
+    n_perms: Option<usize>,
+}
+
+impl SubjectMerge<'_> {
+    /// Encoding: per feature space, the score, alpha and permutation maps.
+    async fn encoding(
+        &self,
+        warnings: &mut Vec<String>,
+    ) -> Result<BTreeMap<String, EncodingSummary>> {
+        let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
+        let mut summary = BTreeMap::new();
+        for (space, p) in &inv.spaces {
+            let mine: Vec<(&Task, &Part)> = self
+                .done
+                .iter()
+                .copied()
+                .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == self.si && *s == space.name))
+                .collect();
+            let blocks = mine
+                .iter()
+                .map(|(t, p)| match t {
+                    Task::Encoding { voxels, .. } => {
+                        Ok((*voxels, [0, self.n_perms.unwrap_or(0)], MapBlock::read(p)?))
+                    }
+                    _ => unreachable!("filtered to encoding tasks"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let maps = merge_blocks(&blocks, 1, inv.n_voxels, self.n_perms)?;
+            let alpha = concat(&mine, "alpha", inv.n_voxels)?;
+            let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Encoding(&space.name) };
+            let score = maps.value.row(0).to_owned();
+            put_map(self.outputs, &urls, MapFile::Score, mask, &score).await?;
+            put_npy(self.outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
+            put_stats(self.outputs, &urls, mask, &maps, 0).await?;
+            let alpha_median = median(alpha.view());
+            let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
+            let edge = alpha_edge_warning(&space.name, alpha_median, grid);
+            warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
+            summary.insert(
+                space.name.clone(),
+                EncodingSummary {
+                    alpha_median,
+                    n_features: *p,
+                    score: map_stats_located(score.view(), mask, |v| v),
+                    significant_fwe_05: significant(&maps, 0),
+                },
+            );
+        }
+        Ok(summary)
+    }
+
+    /// Searchlight RSA: per model, the comparison map over the kept centres.
+    async fn searchlight(&self, sl: &SearchlightSpec) -> Result<BTreeMap<String, MapSummary>> {
+        let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
+        let (outputs, n_perms) = (self.outputs, self.n_perms);
+        let models = model_names(spec, inv);
+        // Kept centres of each task follow each other in mask order.
+        let mut blocks = Vec::new();
+        let mut centres = Vec::new();
+        for (t, p) in &self.done {
+            if matches!(t, Task::Searchlight { subject, .. } if *subject == self.si) {
+                let c = p.get("centres")?.1;
+                let start = centres.len();
+                centres.extend(c.iter().map(|&v| v as i64));
+                blocks.push((
+                    [start, centres.len()],
+                    [0, n_perms.unwrap_or(0)],
+                    MapBlock::read(p)?,
+                ));
+            }
+        }
+        let maps = merge_blocks(&blocks, models.len(), centres.len(), n_perms)?;
+        let centres = Array1::from(centres);
+        let mut summary = BTreeMap::new();
+        for (m, name) in models.iter().enumerate() {
+            let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Searchlight(name) };
+            let on_mask = |row: ArrayView1<'_, f64>| {
+                let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
+                centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
+                full
+            };
+            let rho = maps.value.row(m).to_owned();
+            put_npy(outputs, &urls.npy(MapFile::Rho)?, rho.view()).await?;
+            let centres_npy = write_npy(&centres.view()).into();
+            outputs.put(&urls.npy(MapFile::Centres)?, centres_npy).await?;
+            put_nifti(outputs, &urls.nifti(MapFile::Rho)?, mask, &on_mask(rho.view())).await?;
+            if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+                put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
+                put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+                put_nifti(outputs, &urls.nifti(MapFile::P)?, mask, &on_mask(p.row(m))).await?;
+                put_nifti(outputs, &urls.nifti(MapFile::PFwe)?, mask, &on_mask(pf.row(m))).await?;
+                put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
+            }
+            summary.insert(
+                name.clone(),
+                MapSummary {
+                    compare: sl.compare.as_str().into(),
+                    rdm: sl.rdm.as_str().into(),
+                    rho: map_stats_located(rho.view(), mask, |i| centres[i] as usize),
+                    significant_fwe_05: significant(&maps, m),
+                },
+            );
+        }
+        Ok(summary)
+    }
+
+    /// ROI RSA: the brain RDMs, and every brain × model × method comparison in
+    /// `rsa/compare.csv`.
+    async fn roi_rsa(&self, r: &RsaSpec) -> Result<Vec<RsaRow>> {
+        let (spec, subject, outputs, n_perms) =
+            (self.spec, self.subject, self.outputs, self.n_perms);
+        let models = model_names(spec, self.inv);
+        let brains = brain_rdm_names(spec);
+        let mut blocks = Vec::new();
+        for (t, p) in &self.done {
+            if let Task::Rsa { subject: task_subject, perms } = t
+                && *task_subject == self.si
+            {
+                if perms[0] == 0 {
+                    for name in &brains {
+                        let (_, v) = p.get(&format!("rdm:{name}"))?;
+                        let url = spec.output_url(Some(subject), &layout::rsa_rdm(name))?;
+                        put_npy(outputs, &url, ArrayView1::from(v)).await?;
+                    }
+                }
+                blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
+            }
+        }
+        let maps = merge_blocks(&blocks, r.compare.len(), brains.len() * models.len(), n_perms)?;
+        // values in Rust's shortest round-trip form; fields quoted by the csv crate where
+        // needed (names are checked anyway)
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["brain", "model", "method", "value"];
+        if n_perms.is_some() {
+            header.extend(["p", "p_fwe"]);
+        }
+        csv.write_record(&header).map_err(csv_err)?;
+        let mut rows = Vec::new();
+        for (b, brain) in brains.iter().enumerate() {
+            for (j, model) in models.iter().enumerate() {
+                for (mi, method) in r.compare.iter().enumerate() {
+                    let item = b * models.len() + j;
+                    let value = maps.value[(mi, item)];
+                    let mut record = vec![
+                        brain.clone(),
+                        model.clone(),
+                        method.as_str().into(),
+                        format!("{value:?}"),
+                    ];
+                    let mut row = RsaRow {
+                        brain: brain.clone(),
+                        method: method.as_str().into(),
+                        model: model.clone(),
+                        p: None,
+                        p_fwe: None,
+                        value,
+                    };
+                    if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
+                        let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
+                        record.extend([format!("{p:?}"), format!("{pf:?}")]);
+                        (row.p, row.p_fwe) = (Some(p), Some(pf));
+                    }
+                    csv.write_record(&record).map_err(csv_err)?;
+                    rows.push(row);
+                }
+            }
+        }
+        let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+        let url = spec.output_url(Some(subject), layout::RSA_COMPARE)?;
+        outputs.put(&url, csv.into()).await?;
+        Ok(rows)
+    }
+}
+
+/// Time-resolved RSA (once per job, at the output root): per model, the comparison per time
+/// point.
+async fn merge_time_resolved(
+    outputs: &StagedOutputs<'_>,
+    spec: &JobSpec,
+    t: &TimeResolvedSpec,
+    inventory: &Inventory,
+    done: &[(&Task, &Part)],
+) -> Result<BTreeMap<String, MapSummary>> {
+    let n_perms = spec.permutation.map(|p| p.n);
+    let models = model_names(spec, &inventory.subjects[0]);
+    let mut blocks = Vec::new();
+    let mut n_times = 0;
+    for (task, p) in done {
+        if let Task::TimeResolved { perms } = task {
+            let block = MapBlock::read(p)?;
+            n_times = block.value.ncols();
+            blocks.push(([0, n_times], *perms, block));
+        }
+    }
+    let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
+    let mut summary = BTreeMap::new();
+    for (m, name) in models.iter().enumerate() {
+        let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
+        put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
+        if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+            put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
+            put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+            put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
+        }
+        summary.insert(
+            name.clone(),
+            MapSummary {
+                compare: t.compare.as_str().into(),
+                rdm: t.rdm.as_str().into(),
+                rho: map_stats(maps.value.row(m)),
+                significant_fwe_05: significant(&maps, m),
+            },
+        );
+    }
+    Ok(summary)
+}
+
 /// Writes every output of the job from the tasks' parts (same order as `tasks`) and returns
-/// the summary that was written to `summary.json`.
+/// the summary that was written to `summary.json`: each analysis merges its own tasks.
 pub async fn write_outputs(
     store: &Store,
     outputs: &StagedOutputs<'_>,
@@ -186,6 +414,7 @@ pub async fn write_outputs(
     parts: &[Part],
     info: &RunInfo,
 ) -> Result<Summary> {
+    let done: Vec<(&Task, &Part)> = tasks.iter().zip(parts).collect();
     let mut subjects_summary = Vec::new();
     let mut warnings = inventory.warnings.clone();
     for (si, (subject, inv)) in spec.subjects.iter().zip(&inventory.subjects).enumerate() {
@@ -193,213 +422,37 @@ pub async fn write_outputs(
             Some(url) => Some(load_mask(store, url).await?),
             None => None,
         };
-        let mut encoding_summary = BTreeMap::new();
-        if spec.encoding.is_some() {
-            for (space, p) in &inv.spaces {
-                let mine: Vec<(&Task, &Part)> = tasks
-                    .iter()
-                    .zip(parts)
-                    .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == si && *s == space.name))
-                    .collect();
-                let n_perms = spec.permutation.map(|p| p.n);
-                let blocks = mine
-                    .iter()
-                    .map(|(t, p)| match t {
-                        Task::Encoding { voxels, .. } => {
-                            Ok((*voxels, [0, n_perms.unwrap_or(0)], MapBlock::read(p)?))
-                        }
-                        _ => unreachable!("filtered to encoding tasks"),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let maps = merge_blocks(&blocks, 1, inv.n_voxels, n_perms)?;
-                let alpha = concat(&mine, "alpha", inv.n_voxels)?;
-                let urls =
-                    MapUrls { spec, subject: Some(subject), dir: MapDir::Encoding(&space.name) };
-                let score = maps.value.row(0).to_owned();
-                put_map(outputs, &urls, MapFile::Score, mask.as_ref(), &score).await?;
-                put_npy(outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
-                put_stats(outputs, &urls, mask.as_ref(), &maps, 0).await?;
-                let alpha_median = median(alpha.view());
-                let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
-                let edge = alpha_edge_warning(&space.name, alpha_median, grid);
-                warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
-                encoding_summary.insert(
-                    space.name.clone(),
-                    EncodingSummary {
-                        alpha_median,
-                        n_features: *p,
-                        score: map_stats_located(score.view(), mask.as_ref(), |v| v),
-                        significant_fwe_05: significant(&maps, 0),
-                    },
-                );
-            }
-        }
         let n_perms = spec.permutation.map(|p| p.n);
-        let models = model_names(spec, inv);
-        let mut searchlight_summary = BTreeMap::new();
-        if let Some(sl) = &spec.searchlight {
-            // Kept centres of each task follow each other in mask order.
-            let mut blocks = Vec::new();
-            let mut centres = Vec::new();
-            for (t, p) in tasks.iter().zip(parts) {
-                if matches!(t, Task::Searchlight { subject, .. } if *subject == si) {
-                    let c = p.get("centres")?.1;
-                    let start = centres.len();
-                    centres.extend(c.iter().map(|&v| v as i64));
-                    blocks.push((
-                        [start, centres.len()],
-                        [0, n_perms.unwrap_or(0)],
-                        MapBlock::read(p)?,
-                    ));
-                }
-            }
-            let maps = merge_blocks(&blocks, models.len(), centres.len(), n_perms)?;
-            let centres = Array1::from(centres);
-            for (m, name) in models.iter().enumerate() {
-                let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Searchlight(name) };
-                let on_mask = |row: ArrayView1<'_, f64>| {
-                    let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
-                    centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
-                    full
-                };
-                let rho = maps.value.row(m).to_owned();
-                put_npy(outputs, &urls.npy(MapFile::Rho)?, rho.view()).await?;
-                let centres_npy = write_npy(&centres.view()).into();
-                outputs.put(&urls.npy(MapFile::Centres)?, centres_npy).await?;
-                put_nifti(outputs, &urls.nifti(MapFile::Rho)?, mask.as_ref(), &on_mask(rho.view()))
-                    .await?;
-                if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                    put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
-                    put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
-                    put_nifti(outputs, &urls.nifti(MapFile::P)?, mask.as_ref(), &on_mask(p.row(m)))
-                        .await?;
-                    put_nifti(
-                        outputs,
-                        &urls.nifti(MapFile::PFwe)?,
-                        mask.as_ref(),
-                        &on_mask(pf.row(m)),
-                    )
-                    .await?;
-                    put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
-                }
-                searchlight_summary.insert(
-                    name.clone(),
-                    MapSummary {
-                        compare: sl.compare.as_str().into(),
-                        rdm: sl.rdm.as_str().into(),
-                        rho: map_stats_located(rho.view(), mask.as_ref(), |i| centres[i] as usize),
-                        significant_fwe_05: significant(&maps, m),
-                    },
-                );
-            }
-        }
-        let mut rsa_rows = Vec::new();
-        if let Some(r) =
-            spec.rsa.as_ref().filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
+        let merge =
+            SubjectMerge { outputs, spec, si, subject, inv, mask, done: done.clone(), n_perms };
+        let encoding = match spec.encoding {
+            Some(_) => Some(merge.encoding(&mut warnings).await?),
+            None => None,
+        };
+        let searchlight = match &spec.searchlight {
+            Some(sl) => Some(merge.searchlight(sl).await?),
+            None => None,
+        };
+        let rsa = match spec.rsa.as_ref().filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
         {
-            let brains = brain_rdm_names(spec);
-            let mut blocks = Vec::new();
-            for (t, p) in tasks.iter().zip(parts) {
-                if let Task::Rsa { subject: task_subject, perms } = t
-                    && *task_subject == si
-                {
-                    if perms[0] == 0 {
-                        for name in &brains {
-                            let (_, v) = p.get(&format!("rdm:{name}"))?;
-                            let url = spec.output_url(Some(subject), &layout::rsa_rdm(name))?;
-                            put_npy(outputs, &url, ArrayView1::from(v)).await?;
-                        }
-                    }
-                    blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
-                }
-            }
-            let maps =
-                merge_blocks(&blocks, r.compare.len(), brains.len() * models.len(), n_perms)?;
-            // values in Rust's shortest round-trip form; fields quoted by the csv crate where
-            // needed (names are checked anyway)
-            let mut csv = csv::Writer::from_writer(Vec::new());
-            let mut header = vec!["brain", "model", "method", "value"];
-            if n_perms.is_some() {
-                header.extend(["p", "p_fwe"]);
-            }
-            csv.write_record(&header).map_err(csv_err)?;
-            for (b, brain) in brains.iter().enumerate() {
-                for (j, model) in models.iter().enumerate() {
-                    for (mi, method) in r.compare.iter().enumerate() {
-                        let item = b * models.len() + j;
-                        let value = maps.value[(mi, item)];
-                        let mut record = vec![
-                            brain.clone(),
-                            model.clone(),
-                            method.as_str().into(),
-                            format!("{value:?}"),
-                        ];
-                        let mut row = RsaRow {
-                            brain: brain.clone(),
-                            method: method.as_str().into(),
-                            model: model.clone(),
-                            p: None,
-                            p_fwe: None,
-                            value,
-                        };
-                        if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
-                            let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
-                            record.extend([format!("{p:?}"), format!("{pf:?}")]);
-                            (row.p, row.p_fwe) = (Some(p), Some(pf));
-                        }
-                        csv.write_record(&record).map_err(csv_err)?;
-                        rsa_rows.push(row);
-                    }
-                }
-            }
-            let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
-            let url = spec.output_url(Some(subject), layout::RSA_COMPARE)?;
-            outputs.put(&url, csv.into()).await?;
-        }
+            Some(r) => merge.roi_rsa(r).await?,
+            None => Vec::new(),
+        };
         subjects_summary.push(SubjectSummary {
-            encoding: spec.encoding.is_some().then_some(encoding_summary),
+            encoding,
             n_samples: inv.n_samples,
             n_voxels: inv.n_voxels,
             // a single-subject job's subject is named by the job
             name: subject.name.clone().unwrap_or_else(|| spec.name.clone()),
             precision: (if inv.f64_data { "f64" } else { "f32" }).into(),
-            rsa: rsa_rows,
-            searchlight: spec.searchlight.is_some().then_some(searchlight_summary),
+            rsa,
+            searchlight,
         });
     }
-    let mut time_resolved_summary = BTreeMap::new();
-    if let Some(t) = &spec.time_resolved {
-        let n_perms = spec.permutation.map(|p| p.n);
-        let models = model_names(spec, &inventory.subjects[0]);
-        let mut blocks = Vec::new();
-        let mut n_times = 0;
-        for (task, p) in tasks.iter().zip(parts) {
-            if let Task::TimeResolved { perms } = task {
-                let block = MapBlock::read(p)?;
-                n_times = block.value.ncols();
-                blocks.push(([0, n_times], *perms, block));
-            }
-        }
-        let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
-        for (m, name) in models.iter().enumerate() {
-            let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
-            put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
-            if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
-                put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
-                put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
-            }
-            time_resolved_summary.insert(
-                name.clone(),
-                MapSummary {
-                    compare: t.compare.as_str().into(),
-                    rdm: t.rdm.as_str().into(),
-                    rho: map_stats(maps.value.row(m)),
-                    significant_fwe_05: significant(&maps, m),
-                },
-            );
-        }
-    }
+    let time_resolved_summary = match &spec.time_resolved {
+        Some(t) => merge_time_resolved(outputs, spec, t, inventory, &done).await?,
+        None => BTreeMap::new(),
+    };
     let summary = Summary {
         brainfit_version: env!("CARGO_PKG_VERSION").into(),
         compute_seconds: info.compute_seconds,
