@@ -11,6 +11,12 @@
 //! * reject everything else (object, structured, string dtypes; truncated or padded files)
 //!   with a message that names the file and says what is wrong.
 //!
+//! The header's Python literal is parsed here too, on purpose: the header comes from
+//! untrusted files, so the parser caps its size (64 KiB) and nesting depth, never quotes the
+//! header in its errors, and is fuzzed (`tests/fuzz.rs`). A general Python-literal crate
+//! (`py_literal`) would add a parser generator to the build and echo input in its errors;
+//! `npyz`'s header API would need the same limits wrapped around it.
+//!
 //! Decoded arrays are always returned in standard (C, row-major) memory layout, whatever
 //! the order on disk.
 
