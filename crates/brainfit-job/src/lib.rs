@@ -18,7 +18,7 @@ pub mod summary;
 
 pub use inputs::{Inventory, Matrix, SpaceRef};
 pub use part::Part;
-pub use plan::{Task, plan};
+pub use plan::{Analysis, Task, plan};
 pub use run::JobRun;
 pub use spec::JobSpec;
 pub use summary::Summary;

@@ -7,7 +7,7 @@
 use crate::inputs::{Inventory, SubjectInventory, load_mask, subject_prefix};
 use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
-use crate::plan::{Task, brain_rdm_names, model_names};
+use crate::plan::{Analysis, Task, brain_rdm_names, model_names};
 use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
@@ -425,29 +425,31 @@ pub async fn write_outputs(
         let n_perms = spec.permutation.map(|p| p.n);
         let merge =
             SubjectMerge { outputs, spec, si, subject, inv, mask, done: done.clone(), n_perms };
-        let encoding = match spec.encoding {
-            Some(_) => Some(merge.encoding(&mut warnings).await?),
-            None => None,
-        };
-        let searchlight = match &spec.searchlight {
-            Some(sl) => Some(merge.searchlight(sl).await?),
-            None => None,
-        };
-        let rsa = match spec.rsa.as_ref().filter(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
-        {
-            Some(r) => merge.roi_rsa(r).await?,
-            None => Vec::new(),
-        };
-        subjects_summary.push(SubjectSummary {
-            encoding,
+        let mut entry = SubjectSummary {
+            encoding: None,
             n_samples: inv.n_samples,
             n_voxels: inv.n_voxels,
             // a single-subject job's subject is named by the job
             name: subject.name.clone().unwrap_or_else(|| spec.name.clone()),
             precision: (if inv.f64_data { "f64" } else { "f32" }).into(),
-            rsa,
-            searchlight,
-        });
+            rsa: Vec::new(),
+            searchlight: None,
+        };
+        for analysis in Analysis::ALL.into_iter().filter(|a| a.per_subject() && a.requested(spec)) {
+            match (analysis, &spec.searchlight, &spec.rsa) {
+                (Analysis::Encoding, _, _) => {
+                    entry.encoding = Some(merge.encoding(&mut warnings).await?);
+                }
+                (Analysis::Searchlight, Some(sl), _) => {
+                    entry.searchlight = Some(merge.searchlight(sl).await?);
+                }
+                (Analysis::RoiRsa, _, Some(r)) => entry.rsa = merge.roi_rsa(r).await?,
+                (Analysis::Searchlight | Analysis::RoiRsa | Analysis::TimeResolved, _, _) => {
+                    unreachable!("requested per-subject analyses have their section")
+                }
+            }
+        }
+        subjects_summary.push(entry);
     }
     let time_resolved_summary = match &spec.time_resolved {
         Some(t) => merge_time_resolved(outputs, spec, t, inventory, &done).await?,

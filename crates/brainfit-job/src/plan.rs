@@ -95,66 +95,138 @@ fn ranges(n: usize, size: usize) -> impl Iterator<Item = [usize; 2]> {
 /// Most tasks a job may plan: each is a part object and a scheduler entry.
 pub const MAX_TASKS: usize = 100_000;
 
-/// How many tasks [`plan`] makes, computed without making them (to refuse a job before
-/// allocating its plan).
-pub fn task_count(spec: &JobSpec, inventory: &Inventory) -> usize {
-    let chunks = |n: usize, size: usize| n.div_ceil(size.max(1));
-    let perm_tasks =
-        spec.permutation.map_or(1, |p| chunks(p.n, spec.execution.permutations_per_task));
-    let roi_rsa = spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
-    let per_subject: usize = inventory
-        .subjects
-        .iter()
-        .map(|inv| {
-            let searchlight = if spec.searchlight.is_some() {
-                chunks(inv.n_voxels, spec.execution.centres_per_task)
-            } else {
-                0
-            };
-            let encoding = if spec.encoding.is_some() {
-                inv.spaces.len() * chunks(inv.n_voxels, spec.execution.voxels_per_task)
-            } else {
-                0
-            };
-            searchlight + usize::from(roi_rsa) * perm_tasks + encoding
-        })
-        .sum();
-    per_subject + usize::from(spec.time_resolved.is_some()) * perm_tasks
+/// The analyses brainfit runs. Every step that differs between analyses — planning their
+/// tasks here, computing a task (the worker's `Executor`), merging the parts
+/// (`merge::write_outputs`) — matches on this enum or on [`Task`], so a new analysis is a new
+/// variant and the compiler lists every place it must be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    /// `[searchlight]`, per subject.
+    Searchlight,
+    /// `[rsa]` with brain RDMs or ROIs, per subject.
+    RoiRsa,
+    /// `[encoding]`, per subject and feature space.
+    Encoding,
+    /// `[time_resolved]`, once per job.
+    TimeResolved,
 }
 
-/// The tasks of a job, in a fixed order (subject, analysis, space, chunk).
-pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
-    let mut tasks = Vec::new();
-    let n_perms = spec.permutation.map_or(0, |p| p.n);
-    // small maps shard their permutations; with none, one task computes the observed values
-    let perm_ranges: Vec<[usize; 2]> = if n_perms == 0 {
-        vec![[0, 0]]
-    } else {
-        ranges(n_perms, spec.execution.permutations_per_task).collect()
-    };
-    for (si, inv) in inventory.subjects.iter().enumerate() {
-        if spec.searchlight.is_some() {
-            for voxels in ranges(inv.n_voxels, spec.execution.centres_per_task) {
-                tasks.push(Task::Searchlight { subject: si, voxels });
+impl Analysis {
+    /// Every analysis, in plan order: per subject searchlight, ROI RSA, encoding; then the
+    /// job-wide ones.
+    pub const ALL: [Analysis; 4] =
+        [Analysis::Searchlight, Analysis::RoiRsa, Analysis::Encoding, Analysis::TimeResolved];
+
+    /// Whether `spec` asks for this analysis.
+    pub fn requested(self, spec: &JobSpec) -> bool {
+        match self {
+            Analysis::Searchlight => spec.searchlight.is_some(),
+            Analysis::RoiRsa => {
+                spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
             }
+            Analysis::Encoding => spec.encoding.is_some(),
+            Analysis::TimeResolved => spec.time_resolved.is_some(),
         }
-        if spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty()) {
-            for &perms in &perm_ranges {
-                tasks.push(Task::Rsa { subject: si, perms });
+    }
+
+    /// Whether it runs once per subject (else once per job).
+    pub fn per_subject(self) -> bool {
+        !matches!(self, Analysis::TimeResolved)
+    }
+
+    /// Its tasks for subject `si` (per-subject analyses; `si` is ignored by job-wide ones),
+    /// in plan order.
+    fn tasks(self, spec: &JobSpec, inventory: &Inventory, si: usize) -> Vec<Task> {
+        let ex = &spec.execution;
+        match self {
+            Analysis::Searchlight => ranges(inventory.subjects[si].n_voxels, ex.centres_per_task)
+                .map(|voxels| Task::Searchlight { subject: si, voxels })
+                .collect(),
+            Analysis::RoiRsa => perm_ranges(spec)
+                .into_iter()
+                .map(|perms| Task::Rsa { subject: si, perms })
+                .collect(),
+            Analysis::Encoding => {
+                let inv = &inventory.subjects[si];
+                inv.spaces
+                    .iter()
+                    .flat_map(|(space, _)| {
+                        ranges(inv.n_voxels, ex.voxels_per_task).map(|voxels| Task::Encoding {
+                            subject: si,
+                            space: space.name.clone(),
+                            voxels,
+                        })
+                    })
+                    .collect()
             }
-        }
-        if spec.encoding.is_some() {
-            for (space, _) in &inv.spaces {
-                for voxels in ranges(inv.n_voxels, spec.execution.voxels_per_task) {
-                    tasks.push(Task::Encoding { subject: si, space: space.name.clone(), voxels });
-                }
+            Analysis::TimeResolved => {
+                perm_ranges(spec).into_iter().map(|perms| Task::TimeResolved { perms }).collect()
             }
         }
     }
-    if spec.time_resolved.is_some() {
-        for &perms in &perm_ranges {
-            tasks.push(Task::TimeResolved { perms });
+
+    /// How many tasks [`Analysis::tasks`] makes, without making them.
+    fn count(self, spec: &JobSpec, inventory: &Inventory, si: usize) -> usize {
+        let chunks = |n: usize, size: usize| n.div_ceil(size.max(1));
+        let ex = &spec.execution;
+        let perm_tasks = spec.permutation.map_or(1, |p| chunks(p.n, ex.permutations_per_task));
+        match self {
+            Analysis::Searchlight => chunks(inventory.subjects[si].n_voxels, ex.centres_per_task),
+            Analysis::RoiRsa | Analysis::TimeResolved => perm_tasks,
+            Analysis::Encoding => {
+                let inv = &inventory.subjects[si];
+                inv.spaces.len() * chunks(inv.n_voxels, ex.voxels_per_task)
+            }
         }
+    }
+}
+
+impl Task {
+    /// The analysis this task belongs to.
+    pub fn analysis(&self) -> Analysis {
+        match self {
+            Task::Encoding { .. } => Analysis::Encoding,
+            Task::Searchlight { .. } => Analysis::Searchlight,
+            Task::Rsa { .. } => Analysis::RoiRsa,
+            Task::TimeResolved { .. } => Analysis::TimeResolved,
+        }
+    }
+}
+
+/// The permutation ranges of analyses that shard their permutations (small maps); with none,
+/// one task computes the observed values.
+fn perm_ranges(spec: &JobSpec) -> Vec<[usize; 2]> {
+    match spec.permutation.map_or(0, |p| p.n) {
+        0 => vec![[0, 0]],
+        n => ranges(n, spec.execution.permutations_per_task).collect(),
+    }
+}
+
+/// How many tasks [`plan`] makes, computed without making them (to refuse a job before
+/// allocating its plan).
+pub fn task_count(spec: &JobSpec, inventory: &Inventory) -> usize {
+    let requested = Analysis::ALL.into_iter().filter(|a| a.requested(spec));
+    requested
+        .map(|a| match a.per_subject() {
+            true => (0..inventory.subjects.len()).map(|si| a.count(spec, inventory, si)).sum(),
+            false => a.count(spec, inventory, 0),
+        })
+        .sum()
+}
+
+/// The tasks of a job, in a fixed order: per subject its analyses (searchlight, ROI RSA,
+/// encoding by feature space), chunk by chunk; then the job-wide analyses.
+pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
+    let requested: Vec<Analysis> =
+        Analysis::ALL.into_iter().filter(|a| a.requested(spec)).collect();
+    let mut tasks = Vec::new();
+    for si in 0..inventory.subjects.len() {
+        for a in requested.iter().filter(|a| a.per_subject()) {
+            tasks.extend(a.tasks(spec, inventory, si));
+        }
+    }
+    for a in requested.iter().filter(|a| !a.per_subject()) {
+        tasks.extend(a.tasks(spec, inventory, 0));
     }
     tasks
 }
@@ -169,4 +241,74 @@ pub fn model_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) ->
 /// Names of the brain RDMs of a subject's ROI RSA: the `[rsa] brain_rdms`, then the `rois`.
 pub fn brain_rdm_names(spec: &JobSpec) -> Vec<String> {
     spec.rsa.iter().flat_map(|r| r.brain_rdms.keys().chain(r.rois.keys()).cloned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inputs::{SpaceRef, SubjectInventory};
+
+    #[test]
+    fn tasks_follow_a_fixed_order_and_are_counted_without_being_made() {
+        let job = r#"
+name = "all"
+output = "out"
+[[subjects]]
+name = "s1"
+data = { brain = "b1.npy", mask = "m.nii.gz" }
+[[subjects]]
+name = "s2"
+data = { brain = "b2.npy", mask = "m.nii.gz" }
+[features]
+a = "a.npy"
+b = "b.npy"
+[encoding]
+[searchlight]
+radius = 1
+[rsa]
+brain_rdms = { given = "given.npy" }
+[time_resolved]
+data = "meg.npy"
+[permutation]
+n = 5
+[execution]
+voxels_per_task = 512
+centres_per_task = 600
+permutations_per_task = 3
+"#;
+        let spec = JobSpec::from_toml(job, "job.toml", "file:///d").unwrap();
+        let space = |name: &str| {
+            (SpaceRef { name: name.into(), url: format!("file:///d/{name}.npy"), key: None }, 4)
+        };
+        let subject = SubjectInventory {
+            n_samples: 20,
+            n_voxels: 1000,
+            f64_data: false,
+            spaces: vec![space("a"), space("b")],
+        };
+        let inventory = Inventory { subjects: vec![subject.clone(), subject], warnings: vec![] };
+        let tasks = plan(&spec, &inventory);
+        assert_eq!(tasks.len(), task_count(&spec, &inventory));
+        let keys: Vec<String> = tasks.iter().map(Task::key).collect();
+        let per_subject = |s: usize| {
+            vec![
+                format!("s{s:03}-searchlight-v00000000-00000600"),
+                format!("s{s:03}-searchlight-v00000600-00001000"),
+                format!("s{s:03}-rsa-p00000000-00000003"),
+                format!("s{s:03}-rsa-p00000003-00000005"),
+                format!("s{s:03}-encoding-a-v00000000-00000512"),
+                format!("s{s:03}-encoding-a-v00000512-00001000"),
+                format!("s{s:03}-encoding-b-v00000000-00000512"),
+                format!("s{s:03}-encoding-b-v00000512-00001000"),
+            ]
+        };
+        let mut want = per_subject(0);
+        want.extend(per_subject(1));
+        want.extend([
+            "time-resolved-p00000000-00000003".into(),
+            "time-resolved-p00000003-00000005".into(),
+        ]);
+        assert_eq!(keys, want);
+        assert!(tasks.iter().all(|t| t.analysis().requested(&spec)));
+    }
 }
