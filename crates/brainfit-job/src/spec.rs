@@ -350,6 +350,11 @@ fn parse_cv(cv: Option<CvFile>, default: CvScheme) -> CvScheme {
     }
 }
 
+/// An optional table, checked by `parse` when present.
+fn section<F, T>(table: &Option<F>, parse: impl FnOnce(&F) -> Checked<T>) -> Checked<Option<T>> {
+    table.as_ref().map(parse).transpose()
+}
+
 /// `[data]` or `[[subjects]]` (with `[features]`): the subjects, names checked.
 fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<Vec<SubjectSpec>> {
     let subject = |n: Option<String>, d: &DataFile, extra: &BTreeMap<String, String>| SubjectSpec {
@@ -561,31 +566,15 @@ impl JobSpec {
         let resolve = |p: &str| brainfit_io::resolve_relative(base_url, p);
 
         let subjects = parse_subjects(&file, &resolve).map_err(invalid)?;
-        let encoding = file
-            .encoding
-            .as_ref()
-            .map(|e| parse_encoding(e, &subjects))
-            .transpose()
-            .map_err(invalid)?;
-        let searchlight = file
-            .searchlight
-            .as_ref()
-            .map(|s| parse_searchlight(s, &subjects))
-            .transpose()
-            .map_err(invalid)?;
-        let rsa = file.rsa.as_ref().map(|r| parse_rsa(r, &resolve)).transpose().map_err(invalid)?;
-        let time_resolved = file
-            .time_resolved
-            .as_ref()
-            .map(|t| parse_time_resolved(t, &resolve))
-            .transpose()
-            .map_err(invalid)?;
-        let permutation = file
-            .permutation
-            .as_ref()
-            .map(|p| parse_permutation(p, &subjects))
-            .transpose()
-            .map_err(invalid)?;
+        let encoding =
+            section(&file.encoding, |e| parse_encoding(e, &subjects)).map_err(invalid)?;
+        let searchlight =
+            section(&file.searchlight, |s| parse_searchlight(s, &subjects)).map_err(invalid)?;
+        let rsa = section(&file.rsa, |r| parse_rsa(r, &resolve)).map_err(invalid)?;
+        let time_resolved =
+            section(&file.time_resolved, |t| parse_time_resolved(t, &resolve)).map_err(invalid)?;
+        let permutation =
+            section(&file.permutation, |p| parse_permutation(p, &subjects)).map_err(invalid)?;
         let execution = parse_execution(file.execution.as_ref()).map_err(invalid)?;
 
         let roi_rsa = rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
