@@ -64,6 +64,9 @@ pub(crate) struct CoordinatorArgs {
     /// text and the summary go; status still answers).
     #[arg(long, default_value_t = 168)]
     retention_hours: u64,
+    /// Serve /healthz, /readyz and Prometheus /metrics over HTTP on this address (HOST:PORT).
+    #[arg(long, env = "BRAINFIT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 /// `brainfit worker`.
@@ -78,6 +81,10 @@ pub(crate) struct WorkerArgs {
     /// jobs outside them are refused.
     #[arg(long, env = "BRAINFIT_ALLOWED_ROOTS", value_delimiter = ',')]
     allowed_roots: Vec<String>,
+    /// Serve /healthz, /readyz (registered with the coordinator) and Prometheus /metrics over
+    /// HTTP on this address (HOST:PORT).
+    #[arg(long, env = "BRAINFIT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 /// `brainfit submit`.
@@ -196,6 +203,10 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> Result<()> {
         if tls.is_some() { "TLS" } else { "plain TCP" },
         if token.is_some() { "token required" } else { "no token" },
     );
+    if let Some(metrics) = &args.metrics_listen {
+        let bound = crate::health::Health::coordinator(coordinator.clone())?.serve(metrics).await?;
+        println!("brainfit coordinator metrics on http://{bound}");
+    }
     std::io::stdout().flush()?;
     let options = ServeOptions { token, tls };
     brainfit_coordinator::serve(coordinator, listener, options, signalled()).await?;
@@ -214,7 +225,13 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
         threads: args.threads.unwrap_or_else(super::default_workers).max(1),
         name: worker_name(),
         allowed_roots: args.allowed_roots.clone(),
+        metrics: brainfit_worker::metrics::WorkerMetrics::new(),
     };
+    if let Some(metrics) = &args.metrics_listen {
+        let bound = crate::health::Health::worker(&options.metrics)?.serve(metrics).await?;
+        println!("brainfit worker metrics on http://{bound}");
+        std::io::stdout().flush()?;
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         signalled().await;

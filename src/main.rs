@@ -2,6 +2,7 @@
 //! submit, status, cancel and results (distributed runs, in `distributed`).
 
 mod distributed;
+mod health;
 
 use anyhow::{Context, Result, bail};
 use brainfit_client::{RunOptions, demo, run_job};

@@ -393,6 +393,85 @@ fn cancelling_a_running_job_stops_its_tasks_on_the_workers() {
     assert_eq!(done["state"], "succeeded", "{done}");
 }
 
+/// A free port on 127.0.0.1 (bound, then released for the process under test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over plain HTTP/1.1: (status code, body); status 0 while nothing listens.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus text page.
+fn sample(page: &str, name: &str) -> Option<f64> {
+    page.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn health_and_metrics_answer_over_http() {
+    let dir = study_dir(&format!("{JOB}[permutation]\nn = 10000\n"));
+    let (c_port, w_port) = (free_port(), free_port());
+    let metrics = format!("127.0.0.1:{c_port}");
+    let (_coordinator, addr) =
+        coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &["--metrics-listen", &metrics]);
+    let url = format!("http://{addr}");
+    assert_eq!(http_get(c_port, "/healthz").0, 200);
+    assert_eq!(http_get(c_port, "/readyz").0, 200);
+    assert_eq!(http_get(c_port, "/nothing").0, 404);
+    let log = std::fs::File::create(dir.path().join("worker-m.log")).unwrap();
+    let _worker = Reaped(
+        Command::new(bin())
+            .args(["worker", "--coordinator", &url, "--threads", "1"])
+            .args(["--metrics-listen", &format!("127.0.0.1:{w_port}")])
+            .env("BRAINFIT_TOKEN", TOKEN)
+            .env("BRAINFIT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // the worker is ready once registered
+    let start = Instant::now();
+    while http_get(w_port, "/readyz").0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the worker never became ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let id = submit(dir.path(), &url);
+    wait_for(&url, &id, 60, |s| s["running"].as_u64() >= Some(1));
+    let page = http_get(c_port, "/metrics").1;
+    let running = format!("brainfit_tasks{{job=\"{id}\",name=\"tiny\",state=\"running\"}}");
+    assert_eq!(sample(&page, &running), Some(1.0), "{page}");
+    assert_eq!(sample(&page, "brainfit_workers_alive"), Some(1.0), "{page}");
+    assert!(sample(&page, "brainfit_storage_bytes_read_total").unwrap() > 0.0, "{page}");
+    // cancelled: the coordinator counts the job, the worker the abandoned task
+    assert!(client(&["cancel", &id], &url, Some(TOKEN)).status.success());
+    let page = http_get(c_port, "/metrics").1;
+    assert_eq!(sample(&page, "brainfit_jobs{state=\"cancelled\"}"), Some(1.0), "{page}");
+    let abandoned = "brainfit_worker_tasks_total{outcome=\"abandoned\"}";
+    let start = Instant::now();
+    let page = loop {
+        let page = http_get(w_port, "/metrics").1;
+        if sample(&page, abandoned) == Some(1.0) {
+            break page;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(sample(&page, "brainfit_worker_registered"), Some(1.0), "{page}");
+    assert!(sample(&page, "brainfit_storage_bytes_read_total").unwrap() > 0.0, "{page}");
+    assert!(page.contains("brainfit_worker_task_seconds_bucket"), "{page}");
+}
+
 #[test]
 fn failing_and_cancelled_jobs_end_with_their_exit_status() {
     // features with a NaN pass submission (only headers are checked) but fail every attempt

@@ -242,7 +242,9 @@ impl Store {
             .get_opts(&path, GetOptions::new())
             .await
             .map_err(|e| map_store_err(url, "get", e))?;
-        result.bytes().await.map_err(|e| map_store_err(url, "get", e))
+        let bytes = result.bytes().await.map_err(|e| map_store_err(url, "get", e))?;
+        count_read(bytes.len());
+        Ok(bytes)
     }
 
     /// Reads bytes `range.start..range.end` of an object.
@@ -271,7 +273,10 @@ impl Store {
                 Err(e) => Err(e),
             };
         match got {
-            Ok(bytes) if bytes.len() as u64 == want => Ok(bytes),
+            Ok(bytes) if bytes.len() as u64 == want => {
+                count_read(bytes.len());
+                Ok(bytes)
+            }
             Ok(bytes) => Err(IoError::Range {
                 url: url.to_string(),
                 start: range.start,
@@ -430,6 +435,19 @@ impl Store {
             Err(e) => Err(map_store_err(url, "delete", e)),
         }
     }
+}
+
+/// Bytes read from storage by this process, for metrics.
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_read(n: usize) {
+    BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes this process has read from storage (every [`Store::get`] and [`Store::get_range`]),
+/// for the metrics endpoint.
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// An S3 client builder for `bucket` from `AWS_*` variables (as `AmazonS3Builder::from_env`

@@ -189,6 +189,7 @@ pub(crate) struct Loaded {
 /// Runs tasks; shared by all workers of a process.
 pub struct Executor {
     store: Store,
+    metrics: crate::metrics::WorkerMetrics,
     brains: AsyncCache<BrainData>,
     groups: AsyncCache<Option<Vec<i64>>>,
     decompositions_f32: Cache<NestedCv<f32>>,
@@ -284,8 +285,14 @@ fn subject_key(job: &JobContext, si: usize) -> String {
 impl Executor {
     /// An executor reading through `store`.
     pub fn new(store: Store) -> Self {
+        Self::with_metrics(store, crate::metrics::WorkerMetrics::new())
+    }
+
+    /// An executor reading through `store` that counts its tasks in `metrics`.
+    pub fn with_metrics(store: Store, metrics: crate::metrics::WorkerMetrics) -> Self {
         Executor {
             store,
+            metrics,
             brains: AsyncCache::with_capacity(2),
             groups: AsyncCache::with_capacity(8),
             decompositions_f32: Cache::with_capacity(8),
@@ -293,6 +300,11 @@ impl Executor {
             models: Cache::with_capacity(4),
             spheres: Cache::with_capacity(2),
         }
+    }
+
+    /// The metrics its tasks are counted in.
+    pub fn metrics(&self) -> &crate::metrics::WorkerMetrics {
+        &self.metrics
     }
 
     /// Computes task `task` of `job`: reads its inputs here, then computes on a blocking

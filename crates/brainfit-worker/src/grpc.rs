@@ -49,6 +49,8 @@ pub struct GrpcWorkerOptions {
     /// URL prefixes every input and output of a job must lie under (empty: any); a job
     /// outside them is refused even if the coordinator accepted it.
     pub allowed_roots: Vec<String>,
+    /// Where the process counts its tasks and registration (served by the command line).
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 /// Whether an RPC error means "stop" (the coordinator refuses us) rather than "retry".
@@ -78,6 +80,8 @@ pub struct GrpcTransport {
     offline: AtomicBool,
     /// Waits between lease requests while the coordinator is unreachable.
     offline_backoff: Mutex<Backoff>,
+    /// 1 while registered (the worker's readiness).
+    registered: prometheus::IntGauge,
 }
 
 /// Reconnecting, and leasing while the coordinator is away: from 0.5 s up to 5 s.
@@ -112,6 +116,7 @@ impl GrpcTransport {
             held: Mutex::new(HashMap::new()),
             offline: AtomicBool::new(false),
             offline_backoff: Mutex::new(RECONNECT),
+            registered: options.metrics.registered.clone(),
         };
         let mut backoff = RECONNECT;
         loop {
@@ -196,6 +201,7 @@ impl GrpcTransport {
         }
         self.heartbeat_ms.store(reply.heartbeat_ms.max(10), Ordering::SeqCst);
         self.worker_id.store(reply.worker_id, Ordering::SeqCst);
+        self.registered.set(1);
         tracing::info!(worker = reply.worker_id, coordinator = %self.url, "registered");
         Ok(())
     }
@@ -382,6 +388,7 @@ impl GrpcTransport {
             let id = request.worker_id;
             match self.client.clone().lease(request).await {
                 Ok(r) if r.get_ref().unknown_worker => {
+                    self.registered.set(0);
                     if let Err(e) = self.register(id).await {
                         tracing::debug!("heartbeat: {e}");
                     }
@@ -413,6 +420,7 @@ impl Transport for GrpcTransport {
         self.back_online();
         self.abandon(&reply.abandon);
         if reply.unknown_worker {
+            self.registered.set(0);
             match self.register(id).await {
                 Ok(()) => {}
                 Err(e @ WorkerError::Refused(_)) => return Err(e),
@@ -480,7 +488,7 @@ pub async fn run_grpc_worker(
         return Ok(());
     };
     let transport = Arc::new(transport);
-    let executor = Arc::new(Executor::new(store.clone()));
+    let executor = Arc::new(Executor::with_metrics(store.clone(), options.metrics.clone()));
     let (beat_stop, beat_stopped) = watch::channel(false);
     let heartbeat = {
         let t = transport.clone();

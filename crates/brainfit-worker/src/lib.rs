@@ -10,6 +10,7 @@
 
 pub mod execute;
 pub mod grpc;
+pub mod metrics;
 mod rsa;
 
 pub use execute::Executor;
@@ -192,7 +193,17 @@ pub async fn run_worker_until<T: Transport>(
                         }
                         return Ok(());
                     }
-                    match run_one(&a, &executor, &store).await {
+                    let started = std::time::Instant::now();
+                    let outcome = run_one(&a, &executor, &store).await;
+                    let metrics = executor.metrics();
+                    let ended = match &outcome {
+                        Ok(()) => "done",
+                        Err(WorkerError::Abandoned) => "abandoned",
+                        Err(_) => "failed",
+                    };
+                    metrics.tasks.with_label_values(&[ended]).inc();
+                    metrics.task_seconds.observe(started.elapsed().as_secs_f64());
+                    match outcome {
                         Ok(()) => transport.complete(&a).await?,
                         Err(WorkerError::Abandoned) => {
                             tracing::info!(task = %a.job.tasks[a.task].key(), attempt = a.attempt, "abandoned at the coordinator's request");
