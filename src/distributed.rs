@@ -198,13 +198,19 @@ pub(crate) async fn coordinator(args: CoordinatorArgs) -> Result<()> {
              {addr} can submit jobs and read results"
         );
     }
+    // bound before the first line is printed: whoever waits for it can scrape at once
+    let metrics = match &args.metrics_listen {
+        Some(addr) => {
+            Some(crate::health::Health::coordinator(coordinator.clone())?.serve(addr).await?)
+        }
+        None => None,
+    };
     println!(
         "brainfit coordinator listening on {addr} ({}, {}, state {state_url})",
         if tls.is_some() { "TLS" } else { "plain TCP" },
         if token.is_some() { "token required" } else { "no token" },
     );
-    if let Some(metrics) = &args.metrics_listen {
-        let bound = crate::health::Health::coordinator(coordinator.clone())?.serve(metrics).await?;
+    if let Some(bound) = metrics {
         println!("brainfit coordinator metrics on http://{bound}");
     }
     std::io::stdout().flush()?;

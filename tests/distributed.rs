@@ -142,6 +142,19 @@ fn is_final(s: &serde_json::Value) -> bool {
 
 /// Starts a coordinator; returns it and the address it listens on.
 fn coordinator(dir: &Path, listen: &str, token: Option<&str>, extra: &[&str]) -> (Reaped, String) {
+    let (child, mut lines) = coordinator_lines(dir, listen, token, extra, 1);
+    (child, lines.remove(0))
+}
+
+/// Starts a coordinator; returns it, the address it listens on, and its next `more` lines of
+/// output.
+fn coordinator_lines(
+    dir: &Path,
+    listen: &str,
+    token: Option<&str>,
+    extra: &[&str],
+    more: usize,
+) -> (Reaped, Vec<String>) {
     std::fs::create_dir_all(dir).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -176,7 +189,11 @@ fn coordinator(dir: &Path, listen: &str, token: Option<&str>, extra: &[&str]) ->
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    (child, addr)
+    let mut lines = vec![addr];
+    for _ in 1..more {
+        lines.push(rx.recv_timeout(Duration::from_secs(30)).expect("more output"));
+    }
+    (child, lines)
 }
 
 fn worker(dir: &Path, url: &str, token: Option<&str>, n: usize) -> Reaped {
@@ -393,9 +410,10 @@ fn cancelling_a_running_job_stops_its_tasks_on_the_workers() {
     assert_eq!(done["state"], "succeeded", "{done}");
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the process under test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The port of a `... metrics on http://127.0.0.1:PORT` line.
+fn metrics_port(line: &str) -> u16 {
+    let port = line.rsplit(':').next().and_then(|p| p.trim().parse().ok());
+    port.unwrap_or_else(|| panic!("no metrics address in {line:?}"))
 }
 
 /// `GET path` over plain HTTP/1.1: (status code, body); status 0 while nothing listens.
@@ -420,26 +438,29 @@ fn sample(page: &str, name: &str) -> Option<f64> {
 #[test]
 fn health_and_metrics_answer_over_http() {
     let dir = study_dir(&format!("{JOB}[permutation]\nn = 10000\n"));
-    let (c_port, w_port) = (free_port(), free_port());
-    let metrics = format!("127.0.0.1:{c_port}");
-    let (_coordinator, addr) =
-        coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &["--metrics-listen", &metrics]);
-    let url = format!("http://{addr}");
-    assert_eq!(http_get(c_port, "/healthz").0, 200);
+    let extra = ["--metrics-listen", "127.0.0.1:0"];
+    let (_coordinator, lines) =
+        coordinator_lines(dir.path(), "127.0.0.1:0", Some(TOKEN), &extra, 2);
+    let (url, c_port) = (format!("http://{}", lines[0]), metrics_port(&lines[1]));
+    // the metrics port is bound before the coordinator prints its address
+    assert_eq!(http_get(c_port, "/healthz").0, 200, "port {c_port}");
     assert_eq!(http_get(c_port, "/readyz").0, 200);
     assert_eq!(http_get(c_port, "/nothing").0, 404);
     let log = std::fs::File::create(dir.path().join("worker-m.log")).unwrap();
-    let _worker = Reaped(
+    let mut worker = Reaped(
         Command::new(bin())
             .args(["worker", "--coordinator", &url, "--threads", "1"])
-            .args(["--metrics-listen", &format!("127.0.0.1:{w_port}")])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("BRAINFIT_TOKEN", TOKEN)
             .env("BRAINFIT_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .unwrap(),
     );
+    let mut stdout = BufReader::new(worker.0.stdout.take().unwrap()).lines();
+    let w_port = metrics_port(&stdout.next().unwrap().unwrap());
+    std::thread::spawn(move || stdout.for_each(drop)); // keep the pipe open
     // the worker is ready once registered
     let start = Instant::now();
     while http_get(w_port, "/readyz").0 != 200 {
