@@ -77,34 +77,12 @@ impl Moto {
     }
 }
 
-/// The `moto_server` executable: `$MOTO_SERVER`, or the project's `.venv-test`, set up on first
-/// use. The set-up runs under an exclusive lock on `.venv-test.lock`, so tests in parallel (and
-/// test binaries running at once) install once and then all find the server.
+/// The `moto_server` executable: `$MOTO_SERVER`, or the project's `.venv-test`.
 fn moto_server() -> PathBuf {
-    if let Some(exe) = std::env::var_os("MOTO_SERVER") {
-        return PathBuf::from(exe);
+    match std::env::var_os("MOTO_SERVER") {
+        Some(exe) => PathBuf::from(exe),
+        None => common::venv_tool("moto_server"),
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let exe = root.join(".venv-test/bin/moto_server");
-    let lock = std::fs::File::create(root.join(".venv-test.lock")).expect("create .venv-test.lock");
-    lock.lock().expect("lock .venv-test.lock");
-    if !exe.is_file() {
-        let out = Command::new("bash")
-            .arg(root.join("scripts/python/setup_venv.sh"))
-            .arg("test")
-            .output()
-            .expect("run scripts/python/setup_venv.sh (needs bash)");
-        assert!(
-            out.status.success() && exe.is_file(),
-            "{} is missing and `scripts/python/setup_venv.sh test` could not make it (it needs \
-             python3 with venv and access to the Python package registry; or set MOTO_SERVER \
-             to a moto_server executable):\n{}{}",
-            exe.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    exe // the lock is released when `lock` drops
 }
 
 /// A bodiless HTTP/1.1 request; the response's status code, or `None` if nothing answered.

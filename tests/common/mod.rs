@@ -166,3 +166,40 @@ inner_cv = { kind = "kfold", k = 3 }
 [execution]
 voxels_per_task = 512
 "#;
+
+/// Executable `name` of the project's `.venv-test` (moto_server, kubernetes-validate,
+/// hadolint, python), set up on first use with `scripts/python/setup_venv.sh test` — which
+/// also brings an older venv up to the pinned requirements. The set-up runs under an exclusive
+/// lock on `.venv-test.lock`, so tests in parallel (and test binaries running at once) install
+/// once and then all find their tools.
+#[allow(dead_code)] // not every test binary needs a tool
+pub(crate) fn venv_tool(name: &str) -> std::path::PathBuf {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let exe = root.join(".venv-test/bin").join(name);
+    let lock = std::fs::File::create(root.join(".venv-test.lock")).expect("create .venv-test.lock");
+    lock.lock().expect("lock .venv-test.lock");
+    static CHECKED: std::sync::Once = std::sync::Once::new();
+    let mut output = None;
+    CHECKED.call_once(|| {
+        output = Some(
+            std::process::Command::new("bash")
+                .arg(root.join("scripts/python/setup_venv.sh"))
+                .arg("test")
+                .output()
+                .expect("run scripts/python/setup_venv.sh (needs bash)"),
+        );
+    });
+    let failed = output.as_ref().is_some_and(|out| !out.status.success());
+    assert!(
+        !failed && exe.is_file(),
+        "{} is missing and `scripts/python/setup_venv.sh test` could not make it (it needs \
+         python3 with venv and access to the Python package registry):\n{}",
+        exe.display(),
+        output.map_or(String::new(), |o| format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    );
+    exe // the lock is released when `lock` drops
+}
