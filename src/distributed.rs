@@ -85,6 +85,10 @@ pub(crate) struct WorkerArgs {
     /// HTTP on this address (HOST:PORT).
     #[arg(long, env = "BRAINFIT_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Exit (status 0) once no task has been held for this many seconds: workers of one-shot
+    /// sweeps that leave when the queue is empty.
+    #[arg(long, value_name = "SECONDS")]
+    exit_when_idle: Option<u64>,
 }
 
 /// `brainfit submit`.
@@ -232,6 +236,7 @@ pub(crate) async fn worker(args: WorkerArgs) -> Result<()> {
         name: worker_name(),
         allowed_roots: args.allowed_roots.clone(),
         metrics: brainfit_worker::metrics::WorkerMetrics::new(),
+        exit_when_idle: args.exit_when_idle.map(std::time::Duration::from_secs),
     };
     if let Some(metrics) = &args.metrics_listen {
         let bound = crate::health::Health::worker(&options.metrics)?.serve(metrics).await?;

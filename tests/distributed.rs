@@ -494,6 +494,42 @@ fn health_and_metrics_answer_over_http() {
 }
 
 #[test]
+fn a_worker_with_exit_when_idle_leaves_once_the_queue_is_empty() {
+    let dir = study_dir(JOB);
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let id = submit(dir.path(), &url); // queued before any worker exists
+    let worker_log = std::fs::File::create(dir.path().join("worker-idle.log")).unwrap();
+    let mut worker = Reaped(
+        Command::new(bin())
+            .args(["worker", "--coordinator", &url, "--threads", "1", "--exit-when-idle", "2"])
+            .env("BRAINFIT_TOKEN", TOKEN)
+            .env("BRAINFIT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(worker_log)
+            .spawn()
+            .unwrap(),
+    );
+    // it computes every task, then leaves on its own, successfully
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(exit) = worker.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{}",
+            log(dir.path(), "worker-idle.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{}", log(dir.path(), "worker-idle.log"));
+    assert!(log(dir.path(), "worker-idle.log").contains("exit-when-idle"));
+    assert_eq!(status(&url, &id)["state"], "succeeded");
+    assert_eq!(job_outputs(dir.path()), *reference(), "the same bytes as brainfit run");
+}
+
+#[test]
 fn failing_and_cancelled_jobs_end_with_their_exit_status() {
     // features with a NaN pass submission (only headers are checked) but fail every attempt
     let dir = study_dir(&JOB.replace("b.npy", "nan.npy"));

@@ -2,7 +2,9 @@
 other, with the Dockerfile and with the binary.
 
 usage: check_manifests.py K8S_DIR DOCKERFILE ENV_VAR...   (ENV_VAR: the variables the binary
-reads, from its --help; AWS_* variables are read by the object-store client)
+reads, from its --help; AWS_* variables are read by the object-store client). Manifests in
+K8S_DIR's subdirectories (variants such as sweep/) are checked too; the kustomization lists
+K8S_DIR's own.
 Exits 1 with one line per problem.
 """
 import pathlib
@@ -14,7 +16,7 @@ import yaml
 k8s, dockerfile, env_vars = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), set(sys.argv[3:])
 problems = []
 docs = {}
-for path in sorted(k8s.glob("*.yaml")):
+for path in sorted(k8s.glob("**/*.yaml")):
     for doc in yaml.safe_load_all(path.read_text()):
         if doc:
             docs.setdefault(doc["kind"], []).append((path.name, doc))
@@ -25,11 +27,13 @@ def args_of(container):
 
 
 deployments = {d["metadata"]["name"]: (f, d) for f, d in docs.get("Deployment", [])}
+workloads = dict(deployments)
+workloads.update({d["metadata"]["name"]: (f, d) for f, d in docs.get("Job", [])})
 services = {d["metadata"]["name"]: d for _, d in docs.get("Service", [])}
 uid = re.search(r"^USER\s+(\d+)", dockerfile.read_text(), re.M)
-for name, (f, d) in deployments.items():
+for name, (f, d) in workloads.items():
     labels = d["spec"]["template"]["metadata"]["labels"]
-    for k, v in d["spec"]["selector"]["matchLabels"].items():
+    for k, v in d["spec"].get("selector", {}).get("matchLabels", {}).items():
         if labels.get(k) != v:
             problems.append(f"{f}: {name}'s selector {k}={v} does not match its pod labels")
     pod = d["spec"]["template"]["spec"]

@@ -51,6 +51,9 @@ pub struct GrpcWorkerOptions {
     pub allowed_roots: Vec<String>,
     /// Where the process counts its tasks and registration (served by the command line).
     pub metrics: crate::metrics::WorkerMetrics,
+    /// Exit once the worker has held no task for this long (one-shot sweeps: workers that
+    /// leave when the queue is empty); `None`: run until stopped.
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// Whether an RPC error means "stop" (the coordinator refuses us) rather than "retry".
@@ -243,6 +246,11 @@ impl GrpcTransport {
         let mut held = self.held.lock().expect("held lock");
         held.insert((job_id.to_string(), task), (attempt, flag.clone()));
         flag
+    }
+
+    /// Whether the process holds any lease (queued, running or being reported).
+    fn holds_leases(&self) -> bool {
+        !self.held.lock().expect("held lock").is_empty()
     }
 
     /// Forgets a lease once its report is delivered.
@@ -494,6 +502,23 @@ pub async fn run_grpc_worker(
         let t = transport.clone();
         tokio::spawn(async move { t.heartbeat_loop(beat_stopped).await })
     };
+    // with --exit-when-idle, a watch that stops the loops once no task was held for that long
+    let idle_watch = options.exit_when_idle.map(|idle| {
+        let (t, halt) = (transport.clone(), halt.clone());
+        tokio::spawn(async move {
+            let mut busy_at = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if t.holds_leases() {
+                    busy_at = tokio::time::Instant::now();
+                } else if busy_at.elapsed() >= idle {
+                    tracing::info!("no task for {idle:?}: exiting (--exit-when-idle)");
+                    let _ = halt.send(true);
+                    return;
+                }
+            }
+        })
+    });
     let mut loops = tokio::task::JoinSet::new();
     for _ in 0..options.threads.max(1) {
         let (t, executor, store, halted) =
@@ -509,6 +534,9 @@ pub async fn run_grpc_worker(
                 result = Err(e);
             }
         }
+    }
+    if let Some(watch) = idle_watch {
+        watch.abort();
     }
     let _ = beat_stop.send(true);
     let _ = heartbeat.await;
