@@ -418,16 +418,7 @@ fn metrics_port(line: &str) -> u16 {
 
 /// `GET path` over plain HTTP/1.1: (status code, body); status 0 while nothing listens.
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
-    };
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
+    common::http(port, "GET", path).unwrap_or((0, String::new()))
 }
 
 /// The value of the sample `name` (with its labels, as printed) in a Prometheus text page.

@@ -10,8 +10,6 @@ use brainfit_client::{RunOptions, run_job};
 use brainfit_io::{IoError, PutOutcome, Store};
 use brainfit_job::JobSpec;
 use common::{Reaped, outputs, write_study};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,16 +85,7 @@ fn moto_server() -> PathBuf {
 
 /// A bodiless HTTP/1.1 request; the response's status code, or `None` if nothing answered.
 fn http(port: u16, method: &str, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    s.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    common::http(port, method, path).map(|(status, _)| status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,3 +203,22 @@ pub(crate) fn venv_tool(name: &str) -> std::path::PathBuf {
     );
     exe // the lock is released when `lock` drops
 }
+
+/// A bodiless HTTP/1.1 request to 127.0.0.1:`port`: the status code and body, or `None` if
+/// nothing answered.
+#[allow(dead_code)] // not every test binary talks HTTP
+pub(crate) fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    s.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
+}

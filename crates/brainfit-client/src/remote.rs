@@ -39,7 +39,7 @@ pub fn state_name(s: &JobStatus) -> &'static str {
 
 /// Whether a job in this state will not change any more.
 pub fn is_final(s: &JobStatus) -> bool {
-    matches!(s.state(), v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled)
+    brainfit_coordinator::is_final(s.state())
 }
 
 /// A job's status as the JSON `brainfit status --json` prints.

@@ -155,6 +155,22 @@ async fn put_stats(
     Ok(())
 }
 
+/// `p.npy`, `p_fwe.npy` and `null_max.npy` of map `m` (maps that are not on voxels, or whose
+/// NIfTI images the caller writes), if permutations ran.
+async fn put_null_npys(
+    outputs: &StagedOutputs<'_>,
+    urls: &MapUrls<'_>,
+    maps: &MergedMaps,
+    m: usize,
+) -> Result<()> {
+    if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+        put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
+        put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+        put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
+    }
+    Ok(())
+}
+
 /// Number of items of map `m` with `p_fwe < 0.05` (None without permutations).
 fn significant(maps: &MergedMaps, m: usize) -> Option<usize> {
     maps.p_fwe.as_ref().map(|pf| pf.row(m).iter().filter(|&&p| p < 0.05).count())
@@ -272,12 +288,10 @@ impl SubjectMerge<'_> {
             let centres_npy = write_npy(&centres.view()).into();
             outputs.put(&urls.npy(MapFile::Centres)?, centres_npy).await?;
             put_nifti(outputs, &urls.nifti(MapFile::Rho)?, mask, &on_mask(rho.view())).await?;
-            if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-                put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
-                put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
+            put_null_npys(outputs, &urls, &maps, m).await?;
+            if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
                 put_nifti(outputs, &urls.nifti(MapFile::P)?, mask, &on_mask(p.row(m))).await?;
                 put_nifti(outputs, &urls.nifti(MapFile::PFwe)?, mask, &on_mask(pf.row(m))).await?;
-                put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
             }
             summary.insert(
                 name.clone(),
@@ -385,11 +399,7 @@ async fn merge_time_resolved(
     for (m, name) in models.iter().enumerate() {
         let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
         put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
-        if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
-            put_npy(outputs, &urls.npy(MapFile::P)?, p.row(m)).await?;
-            put_npy(outputs, &urls.npy(MapFile::PFwe)?, pf.row(m)).await?;
-            put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(m)).await?;
-        }
+        put_null_npys(outputs, &urls, &maps, m).await?;
         summary.insert(
             name.clone(),
             MapSummary {
