@@ -98,6 +98,8 @@ impl LinalgBackend for Faer {
 pub use lapack::Lapack;
 
 #[cfg(feature = "lapack")]
+// The system BLAS is reached through its C ABI: the `extern` block and the calls are unsafe.
+#[allow(unsafe_code)]
 mod lapack {
     use super::*;
     use std::any::TypeId;
