@@ -43,7 +43,8 @@ fn validate(files: &[PathBuf]) -> Output {
 }
 
 /// The environment variables the binary reads: those its commands' --help name, the log
-/// filter and the memory budget (read directly), and the object store's AWS_* ones.
+/// filter and the memory budget (read directly); the object stores' AWS_*, GOOGLE_* and
+/// AZURE_* ones are allowed by check_manifests.py.
 fn binary_variables() -> Vec<String> {
     let mut vars = vec!["BRAINFIT_LOG".to_string(), "BRAINFIT_MAX_ARRAY_BYTES".to_string()];
     for command in ["coordinator", "worker", "submit"] {

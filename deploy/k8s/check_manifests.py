@@ -2,7 +2,8 @@
 other, with the Dockerfile and with the binary.
 
 usage: check_manifests.py K8S_DIR DOCKERFILE ENV_VAR...   (ENV_VAR: the variables the binary
-reads, from its --help; AWS_* variables are read by the object-store client). Manifests in
+reads, from its --help; AWS_*, GOOGLE_* and AZURE_* variables are read by the object-store
+clients). Manifests in
 K8S_DIR's subdirectories (variants such as sweep/) are checked too; the kustomization lists
 K8S_DIR's own.
 Exits 1 with one line per problem.
@@ -66,7 +67,7 @@ for name, (f, d) in workloads.items():
                     problems.append(f"{f}: Service {svc['metadata']['name']} does not select the coordinator's pods")
 for f, s in docs.get("Secret", []) + docs.get("ConfigMap", []):
     for key in list(s.get("stringData", {})) + list(s.get("data", {})):
-        if key not in env_vars and not key.startswith("AWS_"):
+        if key not in env_vars and not key.startswith(("AWS_", "GOOGLE_", "AZURE_")):
             problems.append(f"{f}: {s['kind']} key {key} is no variable the binary reads")
 kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
 manifests = {p.name for p in k8s.glob("*.yaml")} - {"kustomization.yaml"}

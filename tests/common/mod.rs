@@ -168,14 +168,22 @@ voxels_per_task = 512
 "#;
 
 /// Executable `name` of the project's `.venv-test` (moto_server, kubernetes-validate,
-/// hadolint, python), set up on first use with `scripts/python/setup_venv.sh test` — which
-/// also brings an older venv up to the pinned requirements. The set-up runs under an exclusive
-/// lock on `.venv-test.lock`, so tests in parallel (and test binaries running at once) install
-/// once and then all find their tools.
+/// hadolint, python); see [`test_venv`].
 #[allow(dead_code)] // not every test binary needs a tool
 pub(crate) fn venv_tool(name: &str) -> std::path::PathBuf {
+    let exe = test_venv().join("bin").join(name);
+    assert!(exe.is_file(), "{} is missing from the test venv", exe.display());
+    exe
+}
+
+/// The project's `.venv-test`, set up on first use with `scripts/python/setup_venv.sh test` —
+/// which also brings an older venv up to the pinned requirements. The set-up runs under an
+/// exclusive lock on `.venv-test.lock`, so tests in parallel (and test binaries running at
+/// once) install once and then all find their tools.
+#[allow(dead_code)] // not every test binary needs a tool
+pub(crate) fn test_venv() -> std::path::PathBuf {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let exe = root.join(".venv-test/bin").join(name);
+    let venv = root.join(".venv-test");
     let lock = std::fs::File::create(root.join(".venv-test.lock")).expect("create .venv-test.lock");
     lock.lock().expect("lock .venv-test.lock");
     static CHECKED: std::sync::Once = std::sync::Once::new();
@@ -191,17 +199,46 @@ pub(crate) fn venv_tool(name: &str) -> std::path::PathBuf {
     });
     let failed = output.as_ref().is_some_and(|out| !out.status.success());
     assert!(
-        !failed && exe.is_file(),
+        !failed && venv.join("bin/python").is_file(),
         "{} is missing and `scripts/python/setup_venv.sh test` could not make it (it needs \
          python3 with venv and access to the Python package registry):\n{}",
-        exe.display(),
+        venv.display(),
         output.map_or(String::new(), |o| format!(
             "{}{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         ))
     );
-    exe // the lock is released when `lock` drops
+    venv // the lock is released when `lock` drops
+}
+
+/// Executable `name` of the project's pinned npm packages (`scripts/node`: azurite-blob),
+/// installed on first use with `npm ci` from `scripts/node/package-lock.json` (again when the
+/// lock file is newer than the installation), under an exclusive lock like [`test_venv`].
+#[allow(dead_code)] // not every test binary needs a tool
+pub(crate) fn node_tool(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/node");
+    let exe = dir.join("node_modules/.bin").join(name);
+    let lock = std::fs::File::create(dir.join("node_modules.lock")).expect("create its lock");
+    lock.lock().expect("lock scripts/node/node_modules.lock");
+    let modified = |p: &str| std::fs::metadata(dir.join(p)).and_then(|m| m.modified()).ok();
+    let stale = modified("node_modules/.package-lock.json") < modified("package-lock.json");
+    if stale || !exe.is_file() {
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("run npm (needs Node.js and npm)");
+        assert!(
+            out.status.success() && exe.is_file(),
+            "`npm ci` in {} could not install {name} (it needs Node.js, npm and access to the \
+             npm registry):\n{}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    exe
 }
 
 /// A bodiless HTTP/1.1 request to 127.0.0.1:`port`: the status code and body, or `None` if

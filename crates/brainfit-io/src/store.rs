@@ -12,22 +12,41 @@
 //! * `memory://NAME/path` — an in-process store per `NAME`, shared by every clone of a
 //!   [`Store`]; used by embedded runs and tests,
 //! * `s3://BUCKET/key` — Amazon S3 or any S3-compatible server, configured from the usual
-//!   `AWS_*` environment variables (see [`Store::with_aws_env`] and the S3 section below).
+//!   `AWS_*` environment variables (see the S3 section below),
+//! * `gs://BUCKET/key` — Google Cloud Storage, configured from `GOOGLE_*` variables,
+//! * `az://CONTAINER/key` — Azure Blob Storage, configured from `AZURE_*` variables.
 //!
-//! `gs://` and `az://` are rejected with a clear message: object_store's GCS and Azure clients
-//! would build on the same HTTP stack, but nothing here tests them against a real server yet.
+//! Each cloud bucket (or container) gets one client, built on first use from the process
+//! environment, or from the variables given to [`Store::with_env`]. Every variable object_store
+//! knows for that cloud is passed on; credentials are never logged or printed (the [`Store`]'s
+//! `Debug` shows bucket names only). TLS runs on rustls with the ring provider, installed on
+//! first use.
 //!
 //! ## S3
-//! Each bucket gets one client, built on first use from `AmazonS3Builder` with every `AWS_*`
-//! variable object_store knows (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-//! `AWS_SESSION_TOKEN`, `AWS_REGION` / `AWS_DEFAULT_REGION` — default `us-east-1` —,
-//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...; instance / container credentials otherwise).
-//! For S3-compatible servers (MinIO, Ceph, moto, R2): setting `AWS_ENDPOINT_URL` switches to
-//! path-style requests (`endpoint/bucket/key`) unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` says
-//! otherwise, and an `http://` endpoint allows plain HTTP unless `AWS_ALLOW_HTTP` says
-//! otherwise. Create-only puts use `If-None-Match: *` (S3 conditional writes). TLS runs on
-//! rustls with the ring provider, installed on first use. Credentials are never logged or
-//! printed (the [`Store`]'s `Debug` shows bucket names only).
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` /
+//! `AWS_DEFAULT_REGION` (default `us-east-1`), `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...;
+//! instance / container credentials (IRSA included) otherwise. For S3-compatible servers
+//! (MinIO, Ceph, moto, R2): setting `AWS_ENDPOINT_URL` switches to path-style requests
+//! (`endpoint/bucket/key`) unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` says otherwise, and an
+//! `http://` endpoint allows plain HTTP unless `AWS_ALLOW_HTTP` says otherwise. Create-only puts
+//! use `If-None-Match: *` (S3 conditional writes).
+//!
+//! ## Google Cloud Storage
+//! `GOOGLE_SERVICE_ACCOUNT` (a key file's path), `GOOGLE_SERVICE_ACCOUNT_KEY` (the key itself),
+//! `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server (GKE workload identity).
+//! `GOOGLE_BASE_URL` points at another server (an emulator); an `http://` one allows plain HTTP
+//! unless `GOOGLE_ALLOW_HTTP` says otherwise, and `GOOGLE_SKIP_SIGNATURE=true` sends no
+//! credentials. Create-only puts use `x-goog-if-generation-match: 0`.
+//!
+//! ## Azure Blob Storage
+//! `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY`, a SAS (`AZURE_STORAGE_SAS_KEY`),
+//! a service principal (`AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`), workload
+//! identity (`AZURE_FEDERATED_TOKEN_FILE`), else managed identity. `AZURE_STORAGE_ENDPOINT`
+//! points at another server (for Azurite `http://127.0.0.1:10000/devstoreaccount1`); an
+//! `http://` one allows plain HTTP unless `AZURE_ALLOW_HTTP` says otherwise.
+//! (`AZURE_STORAGE_USE_EMULATOR=true` also works; object_store then reads the emulator's
+//! address from the process's `AZURITE_BLOB_STORAGE_URL`.) Create-only puts use
+//! `If-None-Match: *`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -44,7 +63,7 @@ use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload};
 use crate::error::{IoError, Result};
 
 /// Human-readable list of the URL forms this build understands (used in error messages).
-pub const SUPPORTED_SCHEMES: &str = "bare local paths, file:///absolute/path, memory://NAME/path and s3://BUCKET/key (gs:// and az:// are not built in yet)";
+pub const SUPPORTED_SCHEMES: &str = "bare local paths, file:///absolute/path, memory://NAME/path, s3://BUCKET/key, gs://BUCKET/key and az://CONTAINER/key";
 
 /// Outcome of a create-only put ([`Store::put_create`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +84,57 @@ enum Kind {
     FileUrl,
     /// A `memory://` URL.
     Memory,
-    /// An `s3://` URL.
-    S3,
+    /// An `s3://`, `gs://` or `az://` URL.
+    Cloud,
 }
+
+/// The object stores reached over HTTP. Each names its URL scheme and the environment
+/// variables that configure it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Cloud {
+    /// `s3://`: Amazon S3 and S3-compatible servers.
+    S3,
+    /// `gs://`: Google Cloud Storage.
+    Gcs,
+    /// `az://`: Azure Blob Storage.
+    Azure,
+}
+
+impl Cloud {
+    fn scheme(self) -> &'static str {
+        match self {
+            Cloud::S3 => "s3",
+            Cloud::Gcs => "gs",
+            Cloud::Azure => "az",
+        }
+    }
+
+    /// Whether environment variable `name` configures this cloud.
+    fn reads(self, name: &str) -> bool {
+        match self {
+            Cloud::S3 => name.starts_with("AWS_"),
+            Cloud::Gcs => name.starts_with("GOOGLE_"),
+            Cloud::Azure => name.starts_with("AZURE_"),
+        }
+    }
+
+    /// A client for `bucket` configured from `vars` (only those this cloud reads are looked at).
+    fn client(
+        self,
+        vars: &[(String, String)],
+        bucket: &str,
+    ) -> object_store::Result<Arc<dyn ObjectStore>> {
+        crate::install_crypto_provider();
+        Ok(match self {
+            Cloud::S3 => Arc::new(s3_builder(vars, bucket).build()?),
+            Cloud::Gcs => Arc::new(gcs_builder(vars, bucket).build()?),
+            Cloud::Azure => Arc::new(azure_builder(vars, bucket).build()?),
+        })
+    }
+}
+
+/// The client of each (cloud, bucket) resolved so far.
+type CloudClients = HashMap<(Cloud, String), Arc<dyn ObjectStore>>;
 
 /// Resolves URL strings to object stores and performs whole-object and range I/O on them.
 ///
@@ -77,10 +144,10 @@ enum Kind {
 pub struct Store {
     local: Arc<LocalFileSystem>,
     memory: Arc<Mutex<HashMap<String, Arc<InMemory>>>>,
-    /// One S3 client per bucket, built on first use.
-    s3: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
-    /// `AWS_*` variables to configure S3 from instead of the process environment.
-    aws_env: Option<Arc<Vec<(String, String)>>>,
+    /// One client per cloud bucket, built on first use.
+    clouds: Arc<Mutex<CloudClients>>,
+    /// Variables to configure the clouds from instead of the process environment.
+    env: Option<Arc<Vec<(String, String)>>>,
 }
 
 impl fmt::Debug for Store {
@@ -92,16 +159,16 @@ impl fmt::Debug for Store {
             v
         };
         let buckets: Vec<String> = {
-            let map = self.s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut v: Vec<String> = map.keys().cloned().collect();
+            let map = self.clouds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut v: Vec<(Cloud, String)> = map.keys().cloned().collect();
             v.sort();
-            v
+            v.into_iter().map(|(cloud, bucket)| format!("{}://{bucket}", cloud.scheme())).collect()
         };
-        // never the AWS variables: they hold credentials
+        // never the variables: they hold credentials
         f.debug_struct("Store")
             .field("local", &"LocalFileSystem(/)")
             .field("memory_stores", &names)
-            .field("s3_buckets", &buckets)
+            .field("buckets", &buckets)
             .finish()
     }
 }
@@ -119,43 +186,62 @@ impl Store {
         Store {
             local: Arc::new(LocalFileSystem::new()),
             memory: Arc::new(Mutex::new(HashMap::new())),
-            s3: Arc::new(Mutex::new(HashMap::new())),
-            aws_env: None,
+            clouds: Arc::new(Mutex::new(HashMap::new())),
+            env: None,
         }
     }
 
-    /// A store whose S3 clients are configured from `vars` (`AWS_*` name, value) instead of
-    /// the process environment — for tests and for programs that hold several S3
-    /// configurations. Clones share the clients; buckets already resolved keep theirs.
-    pub fn with_aws_env<K: Into<String>, V: Into<String>>(
+    /// A store whose cloud clients are configured from `vars` (`AWS_*`, `GOOGLE_*`, `AZURE_*`
+    /// name, value) instead of the process environment — for tests and for programs that hold
+    /// several configurations. Clones share the clients; buckets already resolved keep theirs.
+    pub fn with_env<K: Into<String>, V: Into<String>>(
         self,
         vars: impl IntoIterator<Item = (K, V)>,
     ) -> Store {
         Store {
-            aws_env: Some(Arc::new(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())),
-            s3: Arc::new(Mutex::new(HashMap::new())),
+            env: Some(Arc::new(vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect())),
+            clouds: Arc::new(Mutex::new(HashMap::new())),
             ..self
         }
     }
 
-    /// The S3 client for `bucket`, built on first use.
-    fn s3_bucket(&self, url: &str, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
-        let mut map = self.s3.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = map.get(bucket) {
+    /// The client for `bucket` on `cloud`, built on first use.
+    fn cloud_bucket(&self, url: &str, cloud: Cloud, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        let mut map = self.clouds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (cloud, bucket.to_string());
+        if let Some(s) = map.get(&key) {
             return Ok(s.clone());
         }
-        let vars: Vec<(String, String)> = match &self.aws_env {
-            Some(v) => v.as_ref().clone(),
-            None => std::env::vars().filter(|(k, _)| k.starts_with("AWS_")).collect(),
+        let vars: Vec<(String, String)> = match &self.env {
+            Some(v) => v.iter().filter(|(k, _)| cloud.reads(k)).cloned().collect(),
+            None => std::env::vars().filter(|(k, _)| cloud.reads(k)).collect(),
         };
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(s3_builder(&vars, bucket).build().map_err(|source| IoError::Store {
-                url: url.to_string(),
-                op: "configure S3 client",
-                source,
-            })?);
-        map.insert(bucket.to_string(), store.clone());
+        let store = cloud.client(&vars, bucket).map_err(|source| IoError::Store {
+            url: url.to_string(),
+            op: "configure the object-store client",
+            source,
+        })?;
+        map.insert(key, store.clone());
         Ok(store)
+    }
+
+    /// The client and object path of cloud URL `url`, whose part after `scheme:` is `rest`.
+    fn cloud_location(
+        &self,
+        url: &str,
+        cloud: Cloud,
+        rest: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, Path, Kind)> {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(IoError::InvalidUrl {
+                url: url.to_string(),
+                reason: format!("no bucket; write {}://BUCKET/key", cloud.scheme()),
+            });
+        }
+        let path = key_to_object_path(url, key)?;
+        Ok((self.cloud_bucket(url, cloud, bucket)?, path, Kind::Cloud))
     }
 
     /// Resolves `url` to the object store that holds it and the object's path there.
@@ -179,6 +265,9 @@ impl Store {
                     let path = file_url_to_object_path(url)?;
                     Ok((self.local.clone() as Arc<dyn ObjectStore>, path, Kind::FileUrl))
                 }
+                "s3" => self.cloud_location(url, Cloud::S3, rest),
+                "gs" => self.cloud_location(url, Cloud::Gcs, rest),
+                "az" => self.cloud_location(url, Cloud::Azure, rest),
                 "memory" => {
                     let rest = rest.strip_prefix("//").unwrap_or(rest);
                     let (name, key) = match rest.split_once('/') {
@@ -194,18 +283,6 @@ impl Store {
                             .clone()
                     };
                     Ok((store as Arc<dyn ObjectStore>, path, Kind::Memory))
-                }
-                "s3" => {
-                    let rest = rest.strip_prefix("//").unwrap_or(rest);
-                    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                    if bucket.is_empty() {
-                        return Err(IoError::InvalidUrl {
-                            url: url.to_string(),
-                            reason: "no bucket; write s3://BUCKET/key".to_string(),
-                        });
-                    }
-                    let path = key_to_object_path(url, key)?;
-                    Ok((self.s3_bucket(url, bucket)?, path, Kind::S3))
                 }
                 _ => Err(IoError::UnsupportedScheme {
                     url: url.to_string(),
@@ -354,7 +431,7 @@ impl Store {
         for location in locations {
             let rel = relative_key(&prefix, &location);
             let url = match kind {
-                Kind::Bare | Kind::Memory | Kind::S3 => join_url(prefix_url, rel),
+                Kind::Bare | Kind::Memory | Kind::Cloud => join_url(prefix_url, rel),
                 Kind::FileUrl => file_url_join(prefix_url, rel)?,
             };
             urls.push(url);
@@ -450,24 +527,71 @@ pub fn bytes_read() -> u64 {
     BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The value of variable `name` in `vars`, if set.
+fn var<'a>(vars: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
+/// Every variable in `vars` that parses as a config key `K` (as object_store's `from_env`
+/// builders read them: the lower-cased name), passed to `set`.
+fn configure<B, K: std::str::FromStr>(
+    vars: &[(String, String)],
+    builder: B,
+    set: impl Fn(B, K, &str) -> B,
+) -> B {
+    vars.iter().fold(builder, |b, (name, value)| match name.to_ascii_lowercase().parse::<K>() {
+        Ok(key) => set(b, key, value),
+        Err(_) => b,
+    })
+}
+
+/// A GCS client builder for `bucket` from `GOOGLE_*` variables, allowing plain HTTP for an
+/// `http://` `GOOGLE_BASE_URL` unless `GOOGLE_ALLOW_HTTP` says otherwise.
+fn gcs_builder(
+    vars: &[(String, String)],
+    bucket: &str,
+) -> object_store::gcp::GoogleCloudStorageBuilder {
+    use object_store::ClientConfigKey;
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    let mut builder =
+        configure(vars, GoogleCloudStorageBuilder::new(), |b, k: GoogleConfigKey, v| {
+            b.with_config(k, v)
+        });
+    if var(vars, "GOOGLE_ALLOW_HTTP").is_none()
+        && var(vars, "GOOGLE_BASE_URL").is_some_and(|u| u.starts_with("http://"))
+    {
+        builder = builder.with_config(GoogleConfigKey::Client(ClientConfigKey::AllowHttp), "true");
+    }
+    builder.with_bucket_name(bucket)
+}
+
+/// An Azure Blob client builder for container `container` from `AZURE_*` variables, allowing
+/// plain HTTP for an `http://` `AZURE_STORAGE_ENDPOINT` unless `AZURE_ALLOW_HTTP` says
+/// otherwise.
+fn azure_builder(
+    vars: &[(String, String)],
+    container: &str,
+) -> object_store::azure::MicrosoftAzureBuilder {
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    let mut builder = configure(vars, MicrosoftAzureBuilder::new(), |b, k: AzureConfigKey, v| {
+        b.with_config(k, v)
+    });
+    if var(vars, "AZURE_ALLOW_HTTP").is_none()
+        && var(vars, "AZURE_STORAGE_ENDPOINT").is_some_and(|u| u.starts_with("http://"))
+    {
+        builder = builder.with_allow_http(true);
+    }
+    builder.with_container_name(container)
+}
+
 /// An S3 client builder for `bucket` from `AWS_*` variables (as `AmazonS3Builder::from_env`
 /// reads them), adjusted for S3-compatible endpoints: path-style requests, and plain HTTP
 /// allowed for an `http://` endpoint, unless the variables say otherwise.
 fn s3_builder(vars: &[(String, String)], bucket: &str) -> object_store::aws::AmazonS3Builder {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-    crate::install_crypto_provider();
-    let get = |name: &str| {
-        vars.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    };
-    let mut builder = AmazonS3Builder::new();
-    for (key, value) in vars {
-        if !key.starts_with("AWS_") {
-            continue;
-        }
-        if let Ok(config_key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-            builder = builder.with_config(config_key, value);
-        }
-    }
+    let get = |name: &str| var(vars, name);
+    let mut builder =
+        configure(vars, AmazonS3Builder::new(), |b, k: AmazonS3ConfigKey, v| b.with_config(k, v));
     let endpoint = get("AWS_ENDPOINT_URL_S3").or(get("AWS_ENDPOINT_URL")).or(get("AWS_ENDPOINT"));
     if let Some(endpoint) = endpoint {
         builder = builder.with_endpoint(endpoint);
@@ -666,14 +790,15 @@ pub fn resolve_relative(base_dir_url: &str, path: &str) -> String {
 }
 
 /// The URL `url` names once resolved: `.` and `..` applied lexically, relative paths made
-/// absolute, one form per scheme (`file:///abs/path`, `memory://name/key`, `s3://bucket/key`).
+/// absolute, one form per scheme (`file:///abs/path`, `memory://name/key`, `s3://bucket/key`,
+/// likewise `gs://` and `az://`).
 /// What access checks compare; no store is contacted.
 pub fn canonical_url(url: &str) -> Result<String> {
     match split_scheme(url) {
         None => Ok(format!("file:///{}", bare_path_to_object_path(url)?)),
         Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
             "file" => Ok(format!("file:///{}", file_url_to_object_path(url)?)),
-            s @ ("memory" | "s3") => {
+            s @ ("memory" | "s3" | "gs" | "az") => {
                 let rest = rest.strip_prefix("//").unwrap_or(rest);
                 let (name, key) = rest.split_once('/').unwrap_or((rest, ""));
                 Ok(format!("{s}://{name}/{}", key_to_object_path(url, key)?))
@@ -757,7 +882,9 @@ mod tests {
         assert!(!is_within("s3://lab/a/../../other/c.npy", "s3://lab/a").unwrap());
         assert!(!is_within("s3://other/a/c.npy", "s3://lab").unwrap());
         assert!(!is_within("memory://m/a", "file:///").unwrap());
-        assert!(is_within("gs://b/x", "file:///").is_err());
+        assert!(!is_within("gs://lab/a", "s3://lab").unwrap());
+        assert!(is_within("az://c/a/b", "az://c/a").unwrap());
+        assert!(is_within("ftp://b/x", "file:///").is_err());
     }
 
     #[test]
@@ -827,7 +954,7 @@ mod tests {
 
     #[test]
     fn s3_urls_resolve_per_bucket_without_network_and_hide_credentials() {
-        let s = Store::new().with_aws_env([
+        let s = Store::new().with_env([
             ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
@@ -854,6 +981,49 @@ mod tests {
     }
 
     #[test]
+    fn gcs_and_azure_clients_read_their_own_variables() {
+        use object_store::ClientConfigKey as C;
+        use object_store::azure::AzureConfigKey as A;
+        use object_store::gcp::GoogleConfigKey as G;
+        let vars: Vec<(String, String)> = [
+            ("GOOGLE_BASE_URL", "http://127.0.0.1:9"),
+            ("GOOGLE_SERVICE_ACCOUNT", "/secrets/key.json"),
+            ("GOOGLE_CLOUD_PROJECT", "not-a-storage-setting"),
+            ("AZURE_STORAGE_ENDPOINT", "http://127.0.0.1:9/acct"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let g = gcs_builder(&vars, "bk");
+        assert_eq!(g.get_config_value(&G::BaseUrl).as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(g.get_config_value(&G::ServiceAccount).as_deref(), Some("/secrets/key.json"));
+        assert_eq!(g.get_config_value(&G::Bucket).as_deref(), Some("bk"));
+        assert_eq!(g.get_config_value(&G::Client(C::AllowHttp)).as_deref(), Some("true"));
+        let a = azure_builder(&vars, "ctr");
+        assert_eq!(a.get_config_value(&A::Endpoint).as_deref(), Some("http://127.0.0.1:9/acct"));
+        assert_eq!(a.get_config_value(&A::AccountName).as_deref(), Some("acct"));
+        assert_eq!(a.get_config_value(&A::ContainerName).as_deref(), Some("ctr"));
+        assert_eq!(a.get_config_value(&A::Client(C::AllowHttp)).as_deref(), Some("true"));
+        // an explicit choice wins, and HTTPS endpoints stay HTTPS-only
+        let https = [("AZURE_STORAGE_ENDPOINT".to_string(), "https://x.blob.example".to_string())];
+        let a = azure_builder(&https, "ctr");
+        assert_ne!(a.get_config_value(&A::Client(C::AllowHttp)).as_deref(), Some("true"));
+        let explicit = [
+            ("GOOGLE_BASE_URL".to_string(), "http://127.0.0.1:9".to_string()),
+            ("GOOGLE_ALLOW_HTTP".to_string(), "false".to_string()),
+        ];
+        let g = gcs_builder(&explicit, "bk");
+        assert_eq!(g.get_config_value(&G::Client(C::AllowHttp)).as_deref(), Some("false"));
+        // each cloud reads only its own variables; none of them reach Debug
+        assert!(Cloud::Gcs.reads("GOOGLE_BASE_URL") && !Cloud::Gcs.reads("AWS_REGION"));
+        assert!(Cloud::Azure.reads("AZURE_STORAGE_ACCOUNT_KEY") && !Cloud::S3.reads("AZURE_X"));
+        let s = Store::new().with_env([("AZURE_STORAGE_ACCOUNT_KEY", "c2VjcmV0")]);
+        let _ = s.resolve("az://ctr/x");
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
     fn resolve_normalises_paths() {
         let s = Store::new();
         let (_, p) = s.resolve("/a/./b/../c.npy").expect("bare");
@@ -875,10 +1045,10 @@ mod tests {
         assert!(e.to_string().contains("file://host/x"), "{e}");
         let e = s.resolve("").expect_err("empty");
         assert!(e.to_string().contains("empty path"), "{e}");
-        let e = s.resolve("gs://b/x").expect_err("gs");
+        let e = s.resolve("ftp://b/x").expect_err("ftp");
         let msg = e.to_string();
         assert!(
-            msg.contains("gs://b/x") && msg.contains("memory://") && msg.contains("s3://"),
+            msg.contains("ftp://b/x") && msg.contains("memory://") && msg.contains("az://"),
             "{msg}"
         );
         let e = s.resolve("s3:///x").expect_err("no bucket");

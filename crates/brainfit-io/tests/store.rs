@@ -118,8 +118,9 @@ async fn bare_path_contract_and_directory_creation() {
 #[tokio::test]
 async fn unsupported_schemes_are_named() {
     let store = Store::new();
-    // s3:// is supported (tests/s3.rs at the workspace root runs it against a real server)
-    for url in ["gs://b/x", "az://c/x", "https://example.com/x.npy"] {
+    // s3://, gs:// and az:// are supported (tests/object_stores.rs at the workspace root runs
+    // them against real servers)
+    for url in ["ftp://b/x", "hdfs://c/x", "https://example.com/x.npy"] {
         let err = store.get(url).await.expect_err("unsupported");
         let msg = err.to_string();
         assert!(matches!(err, IoError::UnsupportedScheme { .. }), "{msg}");
