@@ -9,7 +9,7 @@
 
 use crate::{JobError, Part, Result};
 use brainfit_kernels::permutation::{accumulate, p_fwe, p_values};
-use ndarray::{Array2, s};
+use ndarray::{Array2, Axis, s};
 
 /// One task's share of some statistic maps.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +63,32 @@ impl MapBlock {
             }
         }
         Ok(MapBlock { value, count_ge: Some(count), null_max: Some(null_max) })
+    }
+
+    /// This block followed by `next`, whose items come after this one's (same maps, same
+    /// permutations): values and counts side by side, each permutation's maximum the larger of
+    /// the two. The same numbers as computing both item ranges at once.
+    #[must_use]
+    pub fn followed_by(self, next: MapBlock) -> MapBlock {
+        let cat = |a: &Array2<f64>, b: &Array2<f64>| {
+            ndarray::concatenate(Axis(1), &[a.view(), b.view()]).expect("same maps")
+        };
+        let null_max = match (self.null_max, next.null_max) {
+            (Some(mut a), Some(b)) => {
+                a.zip_mut_with(&b, |x, &y| {
+                    if y > *x {
+                        *x = y;
+                    }
+                });
+                Some(a)
+            }
+            _ => None,
+        };
+        let count_ge = match (&self.count_ge, &next.count_ge) {
+            (Some(a), Some(b)) => Some(cat(a, b)),
+            _ => None,
+        };
+        MapBlock { value: cat(&self.value, &next.value), count_ge, null_max }
     }
 
     /// Stores the block in a part.

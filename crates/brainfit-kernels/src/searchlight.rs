@@ -30,7 +30,7 @@ use crate::compare::{CompareMethod, RankScratch, compare, features_into};
 use crate::linalg::{Backend, LinalgBackend};
 use crate::rdm::{RdmMethod, RdmWorkspace, check_pattern_set, condensed_len};
 use crate::{KernelError, Real, Result};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayView3, Axis, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayView3, Axis};
 use std::ops::Range;
 
 /// Searchlight spheres: for each kept centre, the mask indices of its sphere (compressed rows).
@@ -171,6 +171,9 @@ pub fn spheres(
 }
 
 /// Centres whose features are stacked into one GEMM (bounds the memory: `BATCH * n_pairs`).
+/// Every GEMM has exactly this many rows — a last, partial batch is padded — because the
+/// kernels' summation order depends on the matrices' shape: a fixed shape makes a centre's
+/// value the same bytes however the centres are split into tasks.
 const BATCH: usize = 128;
 
 /// Turns pattern sets into rows of model comparisons (shared by searchlights and time series).
@@ -226,7 +229,7 @@ impl<'m> Engine<'m> {
                 features.ncols()
             )));
         }
-        let batch_rows = if pairwise_only { 0 } else { BATCH.min(n_rows) };
+        let batch_rows = if pairwise_only { 0 } else { BATCH };
         Ok(Engine {
             rdm,
             method,
@@ -291,9 +294,9 @@ impl<'m> Engine<'m> {
             return;
         }
         if self.out.ncols() > 0 {
-            let mut g = self.gemm_out.slice_mut(s![..b, ..]);
-            B::gemm(self.batch.slice(s![..b, ..]), self.features.t(), g.view_mut());
-            for (i, r) in g.rows().into_iter().enumerate() {
+            // the whole batch, rows past `b` included (left from an earlier batch, or zero)
+            B::gemm(self.batch.view(), self.features.t(), self.gemm_out.view_mut());
+            for (i, r) in self.gemm_out.rows().into_iter().take(b).enumerate() {
                 if !self.batch_pairwise[i] {
                     self.out.row_mut(self.batch_start + i).assign(&r);
                 }
@@ -429,6 +432,7 @@ pub fn time_resolved<T: Real, B: LinalgBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::s;
     use crate::compare::{comparison_features, permute_condensed};
     use crate::linalg::Faer;
     use crate::rdm::rdm;
@@ -676,18 +680,20 @@ mod tests {
                         "{rdm_m:?} {cmp:?}: blob {mb}, rest {mr}"
                     );
                 }
-                // A sub-range gives the same rows.
-                let part = searchlight::<T, Faer>(
-                    data.view(),
-                    &hoods,
-                    7..150,
-                    rdm_m,
-                    feats.view(),
-                    raw.view(),
-                    cmp,
-                )
-                .unwrap();
-                assert_eq!(part, got.slice(s![7..150, ..]));
+                // A sub-range gives the same bytes, however short (the GEMM shape is fixed).
+                for range in [7..150, 5..6, 126..131] {
+                    let part = searchlight::<T, Faer>(
+                        data.view(),
+                        &hoods,
+                        range.clone(),
+                        rdm_m,
+                        feats.view(),
+                        raw.view(),
+                        cmp,
+                    )
+                    .unwrap();
+                    assert_eq!(part, got.slice(s![range, ..]));
+                }
                 // Voxel-major data (the channel-major gather) gives the same numbers.
                 let vm = searchlight::<T, Faer>(
                     data_vm.t(),

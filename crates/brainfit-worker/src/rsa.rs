@@ -24,8 +24,16 @@ use brainfit_kernels::searchlight::{
 use ndarray::{Array1, Array2, Array3, Axis, Ix3, s};
 use std::sync::Arc;
 
-/// Permutations computed per matrix product: bounds the stacked models' memory.
+/// Permutations computed per matrix product, at most.
 const PERM_BATCH: u64 = 128;
+
+/// Bytes the relabelled models of one permutation batch (raw RDMs and comparison features) may
+/// take: with many conditions a batch holds fewer than [`PERM_BATCH`] permutations.
+const PERM_BATCH_BYTES: usize = 256 << 20;
+
+/// Bytes the comparison features of one chunk of searchlight centres may take: a task streams
+/// over its centres in chunks, so its memory is bounded whatever its size and condition count.
+const CENTRE_CHUNK_BYTES: usize = 256 << 20;
 
 /// A subject's model RDMs for one RDM method.
 #[derive(Debug)]
@@ -62,19 +70,37 @@ impl Models {
     }
 }
 
+/// Permutations per batch for `models`: [`PERM_BATCH`], or fewer where their relabelled
+/// copies would exceed [`PERM_BATCH_BYTES`]. Depends only on the models, so every task of a job
+/// batches alike.
+fn perm_batch(models: &Models) -> u64 {
+    let per_permutation = 2 * models.raw.len() * std::mem::size_of::<f64>();
+    (PERM_BATCH_BYTES / per_permutation.max(1)).clamp(1, PERM_BATCH as usize) as u64
+}
+
+/// Searchlight centres per chunk for RDMs of `n_pairs` pairs: as many as fit
+/// [`CENTRE_CHUNK_BYTES`], a multiple of [`CENTRE_BATCH`] when at least one batch fits.
+fn centre_chunk(n_pairs: usize) -> usize {
+    let fit = (CENTRE_CHUNK_BYTES / (n_pairs.max(1) * std::mem::size_of::<f64>())).max(1);
+    if fit >= CENTRE_BATCH { fit - fit % CENTRE_BATCH } else { fit }
+}
+
 fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Scheme, usize)> {
     job.spec.permutation.map(|p| (p.seed, p.scheme(brain.and_then(|b| b.groups.as_deref())), p.n))
 }
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
-/// returns `[n_items, n_models]`), and the nulls of permutations `perms`, computed in batches.
+/// returns `[n_items, n_models]`), and the nulls of permutations `perms`, computed in batches
+/// of `batch_len` permutations (aligned to multiples of it, never past `perms.end`).
 fn with_nulls(
     models: &Models,
     features: Option<&Array2<f64>>,
     perms: std::ops::Range<u64>,
+    batch_len: u64,
     scheme: Option<&(u64, Scheme, usize)>,
     compute: impl Fn(&Array2<f64>, &Array2<f64>) -> Result<Array2<f64>>,
 ) -> Result<MapBlock> {
+    let end = perms.end;
     let empty = Array2::<f64>::zeros((0, 0));
     let value = compute(features.unwrap_or(&empty), &models.raw)?
         .reversed_axes()
@@ -85,9 +111,9 @@ fn with_nulls(
     MapBlock::compute(value, perms, |k| {
         checkpoint()?;
         let (seed, scheme, _) = scheme.expect("permutations requested");
-        let start = k - k % PERM_BATCH;
+        let start = k - k % batch_len;
         if batch.as_ref().map(|(s, _)| *s) != Some(start) {
-            let orders: Vec<Vec<usize>> = (start..start + PERM_BATCH)
+            let orders: Vec<Vec<usize>> = (start..(start + batch_len).min(end))
                 .map(|q| permutation(models.n_conditions, scheme, *seed, q))
                 .collect();
             let raw = Models::relabelled(&models.raw, models.n_conditions, &orders)?;
@@ -103,6 +129,20 @@ fn with_nulls(
     })
 }
 
+/// The block of centres `centres`, computed chunk by chunk (`block_of` a chunk of at most
+/// `chunk` centres) and joined: only one chunk's centre features are held at a time.
+fn streamed_nulls(
+    centres: std::ops::Range<usize>,
+    chunk: usize,
+    mut block_of: impl FnMut(std::ops::Range<usize>) -> Result<MapBlock>,
+) -> Result<MapBlock> {
+    let mut block = block_of(centres.start..(centres.start + chunk).min(centres.end))?;
+    for lo in (centres.start + chunk..centres.end).step_by(chunk) {
+        block = block.followed_by(block_of(lo..(lo + chunk).min(centres.end))?);
+    }
+    Ok(block)
+}
+
 /// The brain side of a chunk of searchlight centres, computed once: each centre's comparison
 /// features (ranked RDM), or its raw RDM where that holds NaN (compared pairwise).
 struct CentreFeatures {
@@ -110,7 +150,7 @@ struct CentreFeatures {
     pairwise: Vec<(usize, Array1<f64>)>,
 }
 
-/// Rows per matrix product: fixed, so results do not depend on task sizes.
+/// Rows per matrix product (fewer only where a chunk of centres holds fewer).
 const CENTRE_BATCH: usize = 128;
 
 impl CentreFeatures {
@@ -137,21 +177,40 @@ impl CentreFeatures {
         Ok(CentreFeatures { features, pairwise })
     }
 
-    /// `[n_centres, n_models]`: every centre against every (stacked, relabelled) model.
+    /// `[n_centres, n_models]`: every centre against every (stacked, relabelled) model, in
+    /// matrix products of exactly `rows` centres (the last one padded with zero rows). The
+    /// GEMM kernels' summation order depends on the matrices' shape, so a fixed shape is what
+    /// makes a centre's value the same bytes whichever task or chunk computes it.
     fn compare(
         &self,
         models_features: &Array2<f64>,
         models_raw: &Array2<f64>,
         method: CompareMethod,
+        rows: usize,
     ) -> Result<Array2<f64>> {
-        let mut out = Array2::<f64>::zeros((self.features.nrows(), models_features.nrows()));
-        for start in (0..self.features.nrows()).step_by(CENTRE_BATCH) {
-            let end = (start + CENTRE_BATCH).min(self.features.nrows());
-            Backend::gemm(
-                self.features.slice(s![start..end, ..]),
-                models_features.t(),
-                out.slice_mut(s![start..end, ..]),
-            );
+        let (n, n_pairs) = self.features.dim();
+        let mut out = Array2::<f64>::zeros((n, models_features.nrows()));
+        let mut padded = None;
+        for start in (0..n).step_by(rows) {
+            let end = (start + rows).min(n);
+            if end - start == rows {
+                Backend::gemm(
+                    self.features.slice(s![start..end, ..]),
+                    models_features.t(),
+                    out.slice_mut(s![start..end, ..]),
+                );
+            } else {
+                let (a, c) = padded.get_or_insert_with(|| {
+                    (
+                        Array2::<f64>::zeros((rows, n_pairs)),
+                        Array2::<f64>::zeros((rows, models_features.nrows())),
+                    )
+                });
+                a.fill(0.0);
+                a.slice_mut(s![..end - start, ..]).assign(&self.features.slice(s![start..end, ..]));
+                Backend::gemm(a.view(), models_features.t(), c.view_mut());
+                out.slice_mut(s![start..end, ..]).assign(&c.slice(s![..end - start, ..]));
+            }
         }
         for (i, d) in &self.pairwise {
             for (j, m) in models_raw.rows().into_iter().enumerate() {
@@ -247,25 +306,43 @@ impl Executor {
         // is ranked once for the observed value and every permutation: the nulls are then
         // matrix products against the relabelled models. Centres whose RDM holds NaN go
         // pairwise. Otherwise the kernels' batched searchlight engine does it all.
+        let batch_len = perm_batch(&models);
         let block = with_matrix!(&brain.matrix, |y| {
             if features.is_some() && n_perm > 0 {
-                let centres = CentreFeatures::new(y.view(), &hoods, c0..c1, sl.rdm, sl.compare)?;
-                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
-                    centres.compare(f, r, sl.compare)
+                let chunk = centre_chunk(models.raw.ncols());
+                let rows = chunk.min(CENTRE_BATCH);
+                streamed_nulls(c0..c1, chunk, |centres| {
+                    let centres =
+                        CentreFeatures::new(y.view(), &hoods, centres, sl.rdm, sl.compare)?;
+                    with_nulls(
+                        &models,
+                        features.as_ref(),
+                        0..n_perm,
+                        batch_len,
+                        scheme.as_ref(),
+                        |f, r| centres.compare(f, r, sl.compare, rows),
+                    )
                 })?
             } else {
-                with_nulls(&models, features.as_ref(), 0..n_perm, scheme.as_ref(), |f, r| {
-                    let out = searchlight::<_, Backend>(
-                        y.view(),
-                        &hoods,
-                        c0..c1,
-                        sl.rdm,
-                        f.view(),
-                        r.view(),
-                        sl.compare,
-                    );
-                    Ok(out.map_err(JobError::from)?)
-                })?
+                with_nulls(
+                    &models,
+                    features.as_ref(),
+                    0..n_perm,
+                    batch_len,
+                    scheme.as_ref(),
+                    |f, r| {
+                        let out = searchlight::<_, Backend>(
+                            y.view(),
+                            &hoods,
+                            c0..c1,
+                            sl.rdm,
+                            f.view(),
+                            r.view(),
+                            sl.compare,
+                        );
+                        Ok(out.map_err(JobError::from)?)
+                    },
+                )?
             }
         });
         let mut part = Part::new();
@@ -390,6 +467,7 @@ impl Executor {
             &models,
             features.as_ref(),
             perms[0] as u64..perms[1] as u64,
+            perm_batch(&models),
             scheme.as_ref(),
             |f, r| {
                 Ok(time_resolved::<f64, Backend>(data.view(), t.rdm, f.view(), r.view(), t.compare)
@@ -399,5 +477,78 @@ impl Executor {
         let mut part = Part::new();
         block.write(&mut part);
         Ok(part)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brainfit_kernels::rng::Rng;
+
+    /// A 4×4×3 box of voxels with 12 conditions, two random models, five free permutations.
+    fn fixture() -> (Array2<f64>, Neighbourhoods, Models, (u64, Scheme, usize)) {
+        let mut rng = Rng::new(7);
+        let voxels: Vec<[usize; 3]> = (0..48).map(|i| [i / 12, (i / 3) % 4, i % 3]).collect();
+        let hoods = spheres(&voxels, [4, 4, 3], 1.0, [1.0; 3], 1).unwrap();
+        let y: Array2<f64> = rng.normal_array((12, 48));
+        let n_pairs = brainfit_kernels::rdm::condensed_len(12);
+        let raw: Array2<f64> = rng.normal_array((2, n_pairs));
+        (y, hoods, Models { raw, n_conditions: 12 }, (3, Scheme::Free, 5))
+    }
+
+    #[test]
+    fn streaming_over_centres_and_permutation_batches_changes_no_number() {
+        let (y, hoods, models, scheme) = fixture();
+        let features = models.features(CompareMethod::Spearman);
+        let (rdm, cmp) = (RdmMethod::Correlation, CompareMethod::Spearman);
+        let centres = 0..hoods.centres.len();
+        // matrix products of 4 rows, as a job whose chunks hold 4 centres would use
+        let run = |chunk: usize, batch_len: u64| {
+            streamed_nulls(centres.clone(), chunk, |c| {
+                let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
+                with_nulls(&models, features.as_ref(), 0..5, batch_len, Some(&scheme), |mf, mr| {
+                    f.compare(mf, mr, cmp, 4)
+                })
+            })
+            .unwrap()
+        };
+        let whole = run(centres.len(), PERM_BATCH);
+        assert_eq!(whole.value.dim(), (2, 48));
+        assert!(whole.null_max.as_ref().unwrap().iter().all(|v| v.is_finite()));
+        // (without the fixed shape of the products, chunks under 48 centres changed the last
+        // bits of values and maxima)
+        for (chunk, batch_len) in [(1, 1), (3, 128), (7, 2), (20, 4), (48, 5), (100, 3)] {
+            let streamed = run(chunk, batch_len);
+            assert_eq!(streamed.value, whole.value, "chunk {chunk}, batch {batch_len}");
+            assert_eq!(streamed.count_ge, whole.count_ge, "chunk {chunk}, batch {batch_len}");
+            assert_eq!(streamed.null_max, whole.null_max, "chunk {chunk}, batch {batch_len}");
+        }
+        // an empty range of centres is an empty block, not an error
+        let empty = streamed_nulls(3..3, 7, |c| {
+            let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
+            with_nulls(&models, features.as_ref(), 0..5, 2, Some(&scheme), |mf, mr| {
+                f.compare(mf, mr, cmp, 4)
+            })
+        })
+        .unwrap();
+        assert_eq!(empty.value.dim(), (2, 0));
+    }
+
+    #[test]
+    fn batches_fit_their_byte_budgets() {
+        // 92 conditions: full batches; 1,000 conditions and 4 models: 4 MB per relabelled RDM
+        let small = Models { raw: Array2::zeros((4, 4186)), n_conditions: 92 };
+        assert_eq!(perm_batch(&small), PERM_BATCH);
+        let large = Models { raw: Array2::zeros((4, 499_500)), n_conditions: 1000 };
+        let b = perm_batch(&large) as usize;
+        assert!((1..PERM_BATCH as usize).contains(&b), "{b}");
+        assert!(b * 2 * large.raw.len() * 8 <= PERM_BATCH_BYTES);
+        let huge = Models { raw: Array2::zeros((64, 2_000_000)), n_conditions: 2000 };
+        assert_eq!(perm_batch(&huge), 1, "at least one permutation per batch");
+        assert_eq!(centre_chunk(4186) % CENTRE_BATCH, 0);
+        assert!(centre_chunk(4186) * 4186 * 8 <= CENTRE_CHUNK_BYTES);
+        let c = centre_chunk(499_500);
+        assert!(c >= 1 && c * 499_500 * 8 <= CENTRE_CHUNK_BYTES, "{c}");
+        assert_eq!(centre_chunk(usize::MAX / 16), 1);
     }
 }
