@@ -26,7 +26,7 @@
 //!   brainfit reports that the value is undefined, as it does for held-out scores.
 //! - Infinite dissimilarities are kept (they rank last); Pearson/cosine then give NaN.
 
-use crate::rdm::{condensed_len, lane_sum, lane_sum_sq, n_conditions_from_condensed, pair_index};
+use crate::rdm::{condensed_len, lane_sum, lane_sum_sq};
 use crate::{KernelError, Result};
 use ndarray::{Array1, ArrayView1};
 
@@ -413,42 +413,89 @@ fn count_inversions(v: &mut [u64]) -> u64 {
 /// Works on comparison features too: the features of a relabelled RDM are the relabelled
 /// features (ranks, means and norms do not change under a permutation of positions).
 /// Errors: `v` is not a condensed RDM of `n_conditions`, or `perm` is not a permutation of
-/// `0..n_conditions`.
+/// `0..n_conditions`. To relabel one RDM by many permutations, build a [`Relabeller`] once.
 pub fn permute_condensed(
     v: ArrayView1<'_, f64>,
     n_conditions: usize,
     perm: &[usize],
 ) -> Result<Array1<f64>> {
-    let n = n_conditions;
-    if v.len() != condensed_len(n) || n < 2 {
-        return Err(KernelError::Shape(format!(
-            "a condensed RDM of {n} conditions has {} values, got {}",
-            condensed_len(n),
-            v.len()
-        )));
-    }
-    debug_assert_eq!(n_conditions_from_condensed(v.len()).ok(), Some(n));
-    if perm.len() != n {
-        return Err(KernelError::Shape(format!(
-            "a permutation of {n} conditions needs {n} entries, got {}",
-            perm.len()
-        )));
-    }
-    let mut seen = vec![false; n];
-    for &p in perm {
-        if p >= n || std::mem::replace(&mut seen[p], true) {
-            return Err(KernelError::Parameter(format!("{perm:?} is not a permutation of 0..{n}")));
-        }
-    }
     let mut out = Array1::<f64>::zeros(v.len());
-    let mut q = 0;
-    for i in 0..n {
-        for j in i + 1..n {
-            out[q] = v[pair_index(n, perm[i], perm[j])];
-            q += 1;
-        }
-    }
+    let slice = out.as_slice_mut().expect("a new array is contiguous");
+    Relabeller::new(v, n_conditions)?.relabel_into(perm, slice)?;
     Ok(out)
+}
+
+/// A condensed RDM (or its comparison features) held as a square matrix, to be relabelled by
+/// many permutations ([`permute_condensed`]'s result, written into a given row). Each output
+/// row `i` reads row `perm[i]` of the square, which stays in cache, where indexing the
+/// condensed vector would jump across all of it: at 1,000 conditions about ten times faster.
+#[derive(Debug, Clone)]
+pub struct Relabeller {
+    n: usize,
+    /// `n × n`, row-major; the diagonal is unused.
+    square: Vec<f64>,
+}
+
+impl Relabeller {
+    /// The square form of condensed `v` of `n_conditions` conditions.
+    /// Errors: `v` is not a condensed RDM of `n_conditions` (at least 2).
+    pub fn new(v: ArrayView1<'_, f64>, n_conditions: usize) -> Result<Self> {
+        let n = n_conditions;
+        if n < 2 || v.len() != condensed_len(n) {
+            return Err(KernelError::Shape(format!(
+                "a condensed RDM of {n} conditions has {} values, got {}",
+                condensed_len(n),
+                v.len()
+            )));
+        }
+        let mut square = vec![0.0; n * n];
+        let mut q = v.iter();
+        for i in 0..n {
+            for j in i + 1..n {
+                let x = *q.next().expect("length checked");
+                square[i * n + j] = x;
+                square[j * n + i] = x;
+            }
+        }
+        Ok(Relabeller { n, square })
+    }
+
+    /// Writes the RDM relabelled by `perm` into `out` (condensed, `out.len()` values).
+    /// Errors: `perm` is not a permutation of `0..n`, or `out` has the wrong length.
+    pub fn relabel_into(&self, perm: &[usize], out: &mut [f64]) -> Result<()> {
+        let n = self.n;
+        if perm.len() != n {
+            return Err(KernelError::Shape(format!(
+                "a permutation of {n} conditions needs {n} entries, got {}",
+                perm.len()
+            )));
+        }
+        if out.len() != condensed_len(n) {
+            return Err(KernelError::Shape(format!(
+                "a condensed RDM of {n} conditions has {} values, got room for {}",
+                condensed_len(n),
+                out.len()
+            )));
+        }
+        let mut seen = vec![false; n];
+        for &p in perm {
+            if p >= n || std::mem::replace(&mut seen[p], true) {
+                return Err(KernelError::Parameter(format!(
+                    "{perm:?} is not a permutation of 0..{n}"
+                )));
+            }
+        }
+        let mut start = 0;
+        for i in 0..n {
+            let row = &self.square[perm[i] * n..(perm[i] + 1) * n];
+            let dst = &mut out[start..start + n - i - 1];
+            for (o, &pj) in dst.iter_mut().zip(&perm[i + 1..]) {
+                *o = row[pj];
+            }
+            start += n - i - 1;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -664,6 +711,31 @@ mod tests {
                 let cp = compare(pa.view(), ArrayView1::from(&b), m).unwrap();
                 assert!(same(pfa.dot(&fb), cp));
             }
+        }
+    }
+
+    #[test]
+    fn relabeller_matches_the_condensed_index_formula() {
+        let mut rng = crate::rng::Rng::new(5);
+        for n in [2usize, 3, 7, 40] {
+            let v: Array1<f64> = rng.normal_array(condensed_len(n));
+            let r = Relabeller::new(v.view(), n).unwrap();
+            for seed in 0..4 {
+                let perm =
+                    crate::permutation::permutation(n, &crate::permutation::Scheme::Free, seed, 0);
+                let mut got = vec![f64::NAN; v.len()];
+                r.relabel_into(&perm, &mut got).unwrap();
+                let mut q = 0;
+                for i in 0..n {
+                    for j in i + 1..n {
+                        assert_eq!(got[q], v[crate::rdm::pair_index(n, perm[i], perm[j])]);
+                        q += 1;
+                    }
+                }
+            }
+            let mut short = vec![0.0; v.len() + 1];
+            let id: Vec<usize> = (0..n).collect();
+            assert!(matches!(r.relabel_into(&id, &mut short), Err(KernelError::Shape(_))));
         }
     }
 

@@ -432,11 +432,11 @@ pub fn time_resolved<T: Real, B: LinalgBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::s;
     use crate::compare::{comparison_features, permute_condensed};
     use crate::linalg::Faer;
     use crate::rdm::rdm;
     use crate::rng::Rng;
+    use ndarray::s;
     use ndarray::{Array3, Axis};
 
     /// A ragged mask in a 9x8x7 volume, in row-major order, touching the volume's faces.

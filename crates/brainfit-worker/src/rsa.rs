@@ -13,7 +13,7 @@ use brainfit_job::plan::{brain_rdm_names, model_names};
 use brainfit_job::spec::Radius;
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, with_matrix};
-use brainfit_kernels::compare::{CompareMethod, compare, comparison_features, permute_condensed};
+use brainfit_kernels::compare::{CompareMethod, Relabeller, compare, comparison_features};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::linalg::LinalgBackend;
 use brainfit_kernels::permutation::{Scheme, permutation};
@@ -59,11 +59,18 @@ impl Models {
     /// permutations: `[n_perms * n_models, n_pairs]`.
     fn relabelled(rows: &Array2<f64>, n: usize, perms: &[Vec<usize>]) -> Result<Array2<f64>> {
         let m = rows.nrows();
+        let relabellers = rows
+            .rows()
+            .into_iter()
+            .map(|row| Relabeller::new(row, n))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(JobError::from)?;
         let mut out = Array2::<f64>::zeros((perms.len() * m, rows.ncols()));
         for (k, perm) in perms.iter().enumerate() {
-            for (j, row) in rows.rows().into_iter().enumerate() {
-                let p = permute_condensed(row, n, perm).map_err(JobError::from)?;
-                out.row_mut(k * m + j).assign(&p);
+            for (j, relabeller) in relabellers.iter().enumerate() {
+                let mut row = out.row_mut(k * m + j);
+                let row = row.as_slice_mut().expect("rows of a new array are contiguous");
+                relabeller.relabel_into(perm, row).map_err(JobError::from)?;
             }
         }
         Ok(out)
@@ -91,10 +98,12 @@ fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Schem
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
 /// returns `[n_items, n_models]`), and the nulls of permutations `perms`, computed in batches
-/// of `batch_len` permutations (aligned to multiples of it, never past `perms.end`).
+/// of `batch_len` permutations (aligned to multiples of it, never past `perms.end`). Without
+/// `needs_raw`, `compute` gets no relabelled raw models (zero rows): only features.
 fn with_nulls(
     models: &Models,
     features: Option<&Array2<f64>>,
+    needs_raw: bool,
     perms: std::ops::Range<u64>,
     batch_len: u64,
     scheme: Option<&(u64, Scheme, usize)>,
@@ -116,7 +125,11 @@ fn with_nulls(
             let orders: Vec<Vec<usize>> = (start..(start + batch_len).min(end))
                 .map(|q| permutation(models.n_conditions, scheme, *seed, q))
                 .collect();
-            let raw = Models::relabelled(&models.raw, models.n_conditions, &orders)?;
+            let raw = if needs_raw {
+                Models::relabelled(&models.raw, models.n_conditions, &orders)?
+            } else {
+                Array2::zeros((0, models.raw.ncols()))
+            };
             let feats = match features {
                 Some(f) => Models::relabelled(f, models.n_conditions, &orders)?,
                 None => empty.clone(),
@@ -317,6 +330,7 @@ impl Executor {
                     with_nulls(
                         &models,
                         features.as_ref(),
+                        !centres.pairwise.is_empty(),
                         0..n_perm,
                         batch_len,
                         scheme.as_ref(),
@@ -327,6 +341,7 @@ impl Executor {
                 with_nulls(
                     &models,
                     features.as_ref(),
+                    true,
                     0..n_perm,
                     batch_len,
                     scheme.as_ref(),
@@ -466,6 +481,7 @@ impl Executor {
         let block = with_nulls(
             &models,
             features.as_ref(),
+            true,
             perms[0] as u64..perms[1] as u64,
             perm_batch(&models),
             scheme.as_ref(),
@@ -506,9 +522,16 @@ mod tests {
         let run = |chunk: usize, batch_len: u64| {
             streamed_nulls(centres.clone(), chunk, |c| {
                 let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
-                with_nulls(&models, features.as_ref(), 0..5, batch_len, Some(&scheme), |mf, mr| {
-                    f.compare(mf, mr, cmp, 4)
-                })
+                let raw = !f.pairwise.is_empty();
+                with_nulls(
+                    &models,
+                    features.as_ref(),
+                    raw,
+                    0..5,
+                    batch_len,
+                    Some(&scheme),
+                    |mf, mr| f.compare(mf, mr, cmp, 4),
+                )
             })
             .unwrap()
         };
@@ -526,7 +549,7 @@ mod tests {
         // an empty range of centres is an empty block, not an error
         let empty = streamed_nulls(3..3, 7, |c| {
             let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
-            with_nulls(&models, features.as_ref(), 0..5, 2, Some(&scheme), |mf, mr| {
+            with_nulls(&models, features.as_ref(), true, 0..5, 2, Some(&scheme), |mf, mr| {
                 f.compare(mf, mr, cmp, 4)
             })
         })
