@@ -116,6 +116,18 @@ pub enum Radius {
     Millimetres(f64),
 }
 
+impl Radius {
+    /// How many voxels of size `voxel_size` (mm, for a radius in mm) a sphere reaches along one
+    /// axis: the largest `d` with `d * size <= radius` (with the spheres' 1e-9 tolerance).
+    pub fn reach(self, voxel_size: f64) -> usize {
+        let (r, size) = match self {
+            Radius::Voxels(r) => (r, 1.0),
+            Radius::Millimetres(r) => (r, voxel_size),
+        };
+        ((r * r + 1e-9).sqrt() / size).floor() as usize
+    }
+}
+
 /// Checked `[searchlight]`.
 #[derive(Debug, Clone)]
 pub struct SearchlightSpec {

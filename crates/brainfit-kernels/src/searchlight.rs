@@ -70,6 +70,46 @@ impl Neighbourhoods {
     pub fn max_size(&self) -> usize {
         self.offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
     }
+
+    /// The spheres of the kept centres `range` (positions in this set), their mask indices
+    /// shifted down by `offset`: the neighbourhoods of a data matrix that holds only mask
+    /// columns `offset..` (one task's window of a brain). Centres are shifted alike.
+    ///
+    /// Errors: `range` beyond [`Neighbourhoods::len`], or a member below `offset`.
+    pub fn window(&self, range: Range<usize>, offset: usize) -> Result<Neighbourhoods> {
+        if range.start > range.end || range.end > self.len() {
+            return Err(KernelError::Shape(format!(
+                "centres {range:?} of a searchlight with {} centres",
+                self.len()
+            )));
+        }
+        let first = self.offsets[range.start];
+        let members = &self.members[first..self.offsets[range.end]];
+        if let Some(m) = members.iter().find(|&&m| m < offset) {
+            return Err(KernelError::Shape(format!(
+                "sphere member {m} lies before the window starting at mask voxel {offset}"
+            )));
+        }
+        Ok(Neighbourhoods {
+            centres: self.centres[range.clone()].iter().map(|c| c - offset).collect(),
+            offsets: self.offsets[range.start..=range.end].iter().map(|o| o - first).collect(),
+            members: members.iter().map(|m| m - offset).collect(),
+        })
+    }
+}
+
+/// The mask voxels a searchlight over centres `centres` (mask indices) can reach: every mask
+/// voxel whose first coordinate lies within `reach` of a centre's first coordinate. `voxels`
+/// are in mask order (C order over `(i, j, k)`, so sorted by `i`), `reach` is the radius in
+/// voxels along `i` (rounded down). Whole slabs, so a little more than the spheres need, found
+/// without building them: what a task reads of a brain matrix.
+pub fn slab_span(voxels: &[[usize; 3]], centres: Range<usize>, reach: usize) -> Range<usize> {
+    if centres.is_empty() || centres.end > voxels.len() {
+        return centres.start.min(voxels.len())..centres.start.min(voxels.len());
+    }
+    let low = voxels[centres.start][0].saturating_sub(reach);
+    let high = voxels[centres.end - 1][0] + reach;
+    voxels.partition_point(|v| v[0] < low)..voxels.partition_point(|v| v[0] <= high)
 }
 
 /// Spheres around every mask voxel.
@@ -711,6 +751,54 @@ mod tests {
             }
         }
         assert!(saw_nan_path > 0, "the NaN fallback was exercised");
+    }
+
+    #[test]
+    fn a_window_of_slabs_gives_the_same_bytes_as_the_whole_brain() {
+        let (vox, shape) = ragged_mask(21);
+        let n = 9;
+        let (data, _) = planted_data::<f32>(&vox, n, 22);
+        let raw = models(n, 23);
+        let feats = Array2::from_shape_fn(raw.dim(), |(m, q)| {
+            comparison_features(raw.row(m), CompareMethod::Spearman).unwrap()[q]
+        });
+        for (radius, reach) in [(2.0, 2), (1.5, 1)] {
+            let hoods = spheres(&vox, shape, radius, [1.0; 3], 3).unwrap();
+            let run = |d: ArrayView2<'_, f32>, h: &Neighbourhoods, range: Range<usize>| {
+                searchlight::<f32, Faer>(
+                    d,
+                    h,
+                    range,
+                    RdmMethod::Correlation,
+                    feats.view(),
+                    raw.view(),
+                    CompareMethod::Spearman,
+                )
+                .unwrap()
+            };
+            let whole = run(data.view(), &hoods, 0..hoods.len());
+            // tasks are ranges of mask voxels; their centres are the kept ones inside
+            for voxels in [0..40, 40..41, 100..230, 230..vox.len(), 0..vox.len(), 7..7] {
+                let span = slab_span(&vox, voxels.clone(), reach);
+                let c0 = hoods.centres.partition_point(|&c| c < voxels.start);
+                let c1 = hoods.centres.partition_point(|&c| c < voxels.end);
+                for c in c0..c1 {
+                    assert!(hoods.members(c).iter().all(|m| span.contains(m)), "{voxels:?}");
+                }
+                assert!(span.len() < vox.len() || voxels.len() > 100, "{voxels:?}: {span:?}");
+                let local = hoods.window(c0..c1, span.start).unwrap();
+                let columns = data.slice(s![.., span.clone()]);
+                let got = run(columns, &local, 0..c1 - c0);
+                assert_eq!(got, whole.slice(s![c0..c1, ..]), "radius {radius}, {voxels:?}");
+                assert_eq!(
+                    local.centres[..],
+                    hoods.centres[c0..c1].iter().map(|c| c - span.start).collect::<Vec<_>>()[..]
+                );
+            }
+            let first = hoods.members(0)[0];
+            assert!(hoods.window(0..1, first + 1).is_err(), "a member lies before the window");
+            assert!(hoods.window(0..hoods.len() + 1, 0).is_err());
+        }
     }
 
     #[test]

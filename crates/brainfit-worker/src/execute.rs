@@ -24,6 +24,7 @@ use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
 use brainfit_kernels::ridge::NestedCv;
+use brainfit_kernels::searchlight::slab_span;
 use ndarray::{Array1, Array2, Axis};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -170,8 +171,13 @@ pub(crate) struct Loaded {
     pub brain: Option<Arc<BrainData>>,
     /// The subject's group labels.
     pub groups: Option<Arc<Option<Vec<i64>>>>,
-    /// Encoding: this task's voxels, read by range requests from a `.npy` brain matrix.
+    /// This task's voxels (encoding), or the voxels its spheres reach (searchlight), read by
+    /// range requests from a `.npy` brain matrix ...
     pub columns: Option<Matrix>,
+    /// ... starting at this mask voxel.
+    pub column_offset: usize,
+    /// Searchlight over `columns`: the subject's mask (read once per process).
+    pub mask: Option<Arc<Mask>>,
     /// Encoding: the feature space's decompositions, if cached ...
     pub decomposition: Option<Decomposition>,
     /// ... else its activations.
@@ -191,6 +197,7 @@ pub struct Executor {
     store: Store,
     metrics: crate::metrics::WorkerMetrics,
     brains: AsyncCache<BrainData>,
+    masks: AsyncCache<Mask>,
     groups: AsyncCache<Option<Vec<i64>>>,
     decompositions_f32: Cache<NestedCv<f32>>,
     decompositions_f64: Cache<NestedCv<f64>>,
@@ -294,6 +301,7 @@ impl Executor {
             store,
             metrics,
             brains: AsyncCache::with_capacity(2),
+            masks: AsyncCache::with_capacity(8),
             groups: AsyncCache::with_capacity(8),
             decompositions_f32: Cache::with_capacity(8),
             decompositions_f64: Cache::with_capacity(8),
@@ -353,9 +361,30 @@ impl Executor {
                     loaded.space = Some(with_precision(x, inv.f64_data));
                 }
             }
-            Task::Searchlight { subject: si, .. } => {
+            Task::Searchlight { subject: si, voxels } => {
                 let sl = job.spec.searchlight.as_ref().expect("searchlight tasks need it");
-                loaded.brain = Some(self.brain(job, *si).await?);
+                let subject = &job.spec.subjects[*si];
+                // from a .npy, only the slabs of voxels the task's spheres reach (range
+                // requests); a NIfTI image is read once per process
+                if inputs::is_nifti(subject.brain_url()?) {
+                    loaded.brain = Some(self.brain(job, *si).await?);
+                } else {
+                    let mask = self.mask(job, *si).await?;
+                    let reach = sl.radius.reach(mask.pixdim[0]);
+                    let span = slab_span(&mask.voxels, voxels[0]..voxels[1], reach);
+                    let f64_data = job.inventory.subjects[*si].f64_data;
+                    let columns = inputs::load_brain_columns(
+                        &self.store,
+                        subject,
+                        span.start,
+                        span.end,
+                        f64_data,
+                    );
+                    loaded.columns = Some(columns.await?);
+                    loaded.column_offset = span.start;
+                    loaded.groups = Some(self.groups(job, *si).await?);
+                    loaded.mask = Some(mask);
+                }
                 loaded.models = Some(self.load_models(job, *si, sl.rdm).await?);
             }
             Task::Rsa { subject: si, .. } => {
@@ -413,6 +442,20 @@ impl Executor {
                 let (matrix, mask) = inputs::load_brain(&self.store, subject).await?;
                 let groups = self.groups(job, si).await?.as_ref().clone();
                 Ok(BrainData { matrix, mask, groups })
+            })
+            .await
+    }
+
+    /// A subject's mask, read once per process.
+    async fn mask(&self, job: &JobContext, si: usize) -> Result<Arc<Mask>> {
+        let subject = &job.spec.subjects[si];
+        let url = subject.mask.as_deref().ok_or_else(|| JobError::Input {
+            url: subject.brain_url().unwrap_or_default().to_string(),
+            message: "a searchlight needs a [data] mask".into(),
+        })?;
+        self.masks
+            .get_or_load(subject_key(job, si), async {
+                Ok(inputs::load_mask(&self.store, url).await?)
             })
             .await
     }
@@ -573,4 +616,50 @@ pub fn encode_with_nulls<T: Real>(
         Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;
     Ok((block, observed.alpha.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brainfit_io::{write_nifti_f32, write_npy};
+    use brainfit_job::{JobRun, JobSpec};
+    use brainfit_kernels::rng::Rng;
+
+    /// A 10×4×4 volume, all in the mask (160 voxels, 16 per slab along i), 12 conditions.
+    async fn volume_study(store: &Store, base: &str, brain_file: &str) {
+        let mut rng = Rng::new(3);
+        let mask = ndarray::Array3::<f32>::ones((10, 4, 4));
+        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
+        let nii = write_nifti_f32(mask.view(), &eye, true);
+        store.put(&format!("{base}/mask.nii.gz"), nii.into()).await.unwrap();
+        let brain: Array2<f32> = rng.normal_array((12, 160));
+        let npy = write_npy(&brain.view());
+        store.put(&format!("{base}/{brain_file}"), npy.into()).await.unwrap();
+        let model: Array1<f64> = rng.normal_array(66);
+        store.put(&format!("{base}/model.npy"), write_npy(&model.view()).into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_searchlight_task_reads_only_the_slabs_its_spheres_reach() {
+        let store = Store::new();
+        let base = "memory://worker-window/study";
+        volume_study(&store, base, "brain.npy").await;
+        let job = "name = \"sl\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n\
+                   mask = \"mask.nii.gz\"\n[rsa]\nmodels = { m = \"model.npy\" }\n\
+                   [searchlight]\nradius = 1.5\nmin_voxels = 3\n[execution]\ncentres_per_task = 32\n";
+        let spec = JobSpec::from_toml(job, "job.toml", base).unwrap();
+        let run = JobRun::prepare(&store, spec, "r1".into()).await.unwrap();
+        assert_eq!(run.tasks.len(), 5, "160 centres in tasks of 32: two slabs each");
+        let executor = Executor::new(store);
+        for (t, task) in run.tasks.iter().enumerate() {
+            let Task::Searchlight { voxels, .. } = task else { panic!("{task:?}") };
+            let loaded = executor.load(&run, t).await.unwrap();
+            assert!(loaded.brain.is_none(), "the whole brain is not read");
+            let columns = loaded.columns.expect("a window of columns");
+            // the task's two slabs and, radius 1.5, one more on each side inside the volume
+            let lo = voxels[0].saturating_sub(16);
+            let hi = (voxels[1] + 16).min(160);
+            assert_eq!((loaded.column_offset, columns.dim()), (lo, (12, hi - lo)), "task {t}");
+        }
+    }
 }

@@ -6,8 +6,9 @@
 //! features, brain RDMs are ranked once and a batch of permutations is one matrix product
 //! against the stacked relabelled models.
 
-use crate::execute::{BrainData, Executor, Loaded, ModelsLoaded, checkpoint};
+use crate::execute::{Executor, Loaded, ModelsLoaded, checkpoint};
 use crate::{JobContext, Result};
+use brainfit_io::Mask;
 use brainfit_job::inputs::roi_columns;
 use brainfit_job::plan::{brain_rdm_names, model_names};
 use brainfit_job::spec::Radius;
@@ -92,8 +93,8 @@ fn centre_chunk(n_pairs: usize) -> usize {
     if fit >= CENTRE_BATCH { fit - fit % CENTRE_BATCH } else { fit }
 }
 
-fn scheme_for(job: &JobContext, brain: Option<&BrainData>) -> Option<(u64, Scheme, usize)> {
-    job.spec.permutation.map(|p| (p.seed, p.scheme(brain.and_then(|b| b.groups.as_deref())), p.n))
+fn scheme_for(job: &JobContext, groups: Option<&[i64]>) -> Option<(u64, Scheme, usize)> {
+    job.spec.permutation.map(|p| (p.seed, p.scheme(groups), p.n))
 }
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
@@ -283,11 +284,10 @@ impl Executor {
     }
 
     /// A subject's searchlight spheres, built once per process.
-    fn hoods(&self, job: &JobContext, si: usize, brain: &BrainData) -> Result<Arc<Neighbourhoods>> {
+    fn hoods(&self, job: &JobContext, si: usize, mask: &Mask) -> Result<Arc<Neighbourhoods>> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
         self.spheres.get_or_build(format!("{}/{si}", job.id), || {
-            let mask = brain.mask.as_ref().expect("checked by the spec");
             let (radius, size) = match sl.radius {
                 Radius::Voxels(r) => (r, [1.0; 3]),
                 Radius::Millimetres(r) => (r, mask.pixdim),
@@ -307,26 +307,43 @@ impl Executor {
     ) -> Result<Part> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
-        let brain = loaded.brain.expect("searchlight tasks load the brain");
-        let hoods = self.hoods(job, si, &brain)?;
+        // the whole brain (a NIfTI image), or the columns the task's spheres reach
+        let (matrix, mask, offset, groups) = match (&loaded.brain, &loaded.columns) {
+            (Some(brain), _) => (
+                &brain.matrix,
+                brain.mask.as_ref().expect("checked by the spec"),
+                0,
+                brain.groups.as_deref(),
+            ),
+            (None, Some(columns)) => (
+                columns,
+                loaded.mask.as_deref().expect("loaded with the columns"),
+                loaded.column_offset,
+                loaded.groups.as_deref().and_then(Option::as_deref),
+            ),
+            (None, None) => unreachable!("searchlight tasks load their brain data"),
+        };
+        let hoods = self.hoods(job, si, mask)?;
         let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
         let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
+        // the task's spheres, indexing the loaded columns
+        let local = hoods.window(c0..c1, offset).map_err(JobError::from)?;
         let models = self.models(job, si, sl.rdm, loaded.models)?;
         let features = models.features(sl.compare);
-        let scheme = scheme_for(job, Some(&brain));
+        let scheme = scheme_for(job, groups);
         let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
         // With permutations and comparison features (every method but tau-a), each centre's RDM
         // is ranked once for the observed value and every permutation: the nulls are then
         // matrix products against the relabelled models. Centres whose RDM holds NaN go
         // pairwise. Otherwise the kernels' batched searchlight engine does it all.
         let batch_len = perm_batch(&models);
-        let block = with_matrix!(&brain.matrix, |y| {
+        let block = with_matrix!(matrix, |y| {
             if features.is_some() && n_perm > 0 {
                 let chunk = centre_chunk(models.raw.ncols());
                 let rows = chunk.min(CENTRE_BATCH);
-                streamed_nulls(c0..c1, chunk, |centres| {
+                streamed_nulls(0..local.len(), chunk, |centres| {
                     let centres =
-                        CentreFeatures::new(y.view(), &hoods, centres, sl.rdm, sl.compare)?;
+                        CentreFeatures::new(y.view(), &local, centres, sl.rdm, sl.compare)?;
                     with_nulls(
                         &models,
                         features.as_ref(),
@@ -348,8 +365,8 @@ impl Executor {
                     |f, r| {
                         let out = searchlight::<_, Backend>(
                             y.view(),
-                            &hoods,
-                            c0..c1,
+                            &local,
+                            0..local.len(),
                             sl.rdm,
                             f.view(),
                             r.view(),
@@ -397,7 +414,7 @@ impl Executor {
         }
         let models = self.models(job, si, r.rdm, loaded.models)?;
         let names = brain_rdm_names(&job.spec);
-        let scheme = scheme_for(job, brain.as_deref());
+        let scheme = scheme_for(job, brain.as_ref().and_then(|b| b.groups.as_deref()));
         // Per method: the brains' and models' comparison features where they exist (then a
         // comparison is a dot product and a relabelling only re-indexes the model's features).
         let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
@@ -477,7 +494,7 @@ impl Executor {
             })?;
         let models = self.models(job, 0, t.rdm, loaded.models)?;
         let features = models.features(t.compare);
-        let scheme = scheme_for(job, loaded.brain.as_deref());
+        let scheme = scheme_for(job, loaded.brain.as_ref().and_then(|b| b.groups.as_deref()));
         let block = with_nulls(
             &models,
             features.as_ref(),
