@@ -1,20 +1,76 @@
-"""brainfit side by side with the Python anchors, on the same data, in one run.
+"""brainfit side by side with the Python anchors, on the same data, in one run (issue 12).
 
-Usage (from the repository root, after `cargo build --release` and scripts/python/setup_venv.sh):
+Run it through `scripts/bench/compare.sh [--quick] [--threads N]`, which sets up `.venv-bench/`
+from scripts/bench/requirements.txt and (re)builds target/release/brainfit first. Directly:
 
-    .venv/bin/python scripts/bench/side_by_side.py [--quick] [--workdir /tmp/brainfit-bench]
+    .venv-bench/bin/python scripts/bench/side_by_side.py [--quick] [--threads N] [--only CASE ...]
 
-Each case writes its inputs once, times brainfit (`brainfit run`, embedded, all cores) and the
-Python anchor on them, checks that both computed the same numbers, and prints the ratio of
-wall-clock times measured in this run. Nothing here is asserted in tests: speed is measured.
+Threads. brainfit gets `--workers N` (one single-threaded worker per core: faer runs every
+GEMM and eigendecomposition with `Par::Seq`, parallelism is across tasks); every anchor gets the
+same N as OMP/OPENBLAS/MKL_NUM_THREADS, set before numpy is imported, plus
+`threadpoolctl.threadpool_limits(N)`. Default N: all cores (os.cpu_count()). The job files set
+`voxels_per_task` / `centres_per_task` so that a case has at least N tasks (results never depend
+on task sizes; at the full sizes these are the defaults).
 
-Cases:
-  searchlight  20,000 centres, 92 conditions (the 92-object model RDMs), radius 3, correlation
-               RDM, Spearman; anchor: batched numpy (gather, Gram, rankdata, correlate).
-  permutation  the same searchlight with 1,000 condition-label permutations; anchor: numpy with
-               each centre's ranks computed once and all permutations as one matrix product.
-  ridge        voxelwise ridge, 1,200 samples x 512 features x 10,000 voxels, 15 alphas,
-               5x5 nested CV; anchor: himalaya RidgeCV (numpy backend, float32) per outer fold.
+Processes. brainfit and every anchor run in a fresh child process; peak RSS is that child's own
+`ru_maxrss` (os.wait4), so no case's memory leaks into another's. brainfit's time is the whole
+`brainfit run` (start, reading the inputs, planning, computing, writing and publishing the
+outputs); an anchor's time is its computation only (inputs already in memory, imports done), so
+ratios err in the anchors' favour.
+
+Cases (the sizes of issue 12; --quick divides voxels/centres by 10):
+  ridge        nested ridge, 1,200 samples x 800 features x 8,000 voxels (f32), 10 alphas
+               (logspace -2..5), 2 outer x 5 inner contiguous folds (KFold), R^2.
+               Anchors, each per outer fold:
+                 himalaya  himalaya.ridge.RidgeCV(alphas, cv=KFold(5)), numpy backend, float32;
+                 himalayakernel  himalaya.kernel_ridge.KernelRidgeCV(kernel="linear"), same
+                           otherwise: himalaya's own advice when, as here, a training part has
+                           fewer samples (600, 480) than features (800);
+                 sklearn   scikit-learn cannot do this in one estimator: RidgeCV(alpha_per_target=True)
+                           requires cv=None (leave-one-out GCV) and raises "cv!=None and
+                           alpha_per_target=True are incompatible" with cv=KFold(5), and with
+                           cv=KFold(5) alone it picks one alpha for all voxels. So the anchor is
+                           that same nested CV written with sklearn.linear_model.Ridge: one
+                           multi-target fit per (inner fold, alpha), per-voxel alpha = lowest mean
+                           inner MSE (ties to the larger alpha, as brainfit), then one Ridge refit
+                           per distinct chosen alpha on that alpha's voxels. float32.
+  searchlight  20,000 centres (a box mask), 92 conditions, model = the 'animacy' RDM of
+               tests/data/kriegeskorte2008, radius 3 (<= 3 voxels), correlation RDM, Spearman.
+               Anchors:
+                 numpy       batched: gather spheres of equal size, centre, normalise, Gram, rank.
+                 rsatoolbox  rsatoolbox.util.searchlight.get_searchlight_RDMs (calc_rdm per
+                             sphere) + rsatoolbox.rdm.compare(model, rdms, method='spearman'),
+                             on a random subsample of centres (500; 100 with --quick) with
+                             brainfit's spheres (rsatoolbox's own get_volume_searchlight uses
+                             distance < r, brainfit <= r); the time is EXTRAPOLATED linearly to
+                             all centres and marked so.
+  permutation  the same searchlight with 1,000 permutations of the model's condition labels.
+               Anchor: numpy, every centre's ranks once, all permutations as one matrix product.
+               Agreement is checked on the observed map only: the two draw different
+               permutations (brainfit's own RNG), so null maps and p-values cannot be compared
+               value by value (their null-maximum summaries are printed for information).
+
+Agreement tolerances (max |brainfit - anchor| over voxels/centres):
+  ridge 1e-3: the data are f32; brainfit's Gram matrices and eigendecompositions are f64, the
+        anchors' solves f32, so predictions differ at f32 rounding (~1e-6 relative) and a voxel
+        whose inner-CV errors tie to within that rounding (or within himalaya's 1e-10*log(alpha)
+        tie-break) may pick a neighbouring alpha; tests/golden_ridge.rs holds brainfit to
+        himalaya at 1e-3 in f32 for the same reason.
+  searchlight / permutation 1e-6: everything is f64 on both sides; the only difference left is
+        the rank order of two dissimilarities equal to within f64 rounding, and one such swap
+        moves a Spearman rho over 4,186 pairs by about 12 / 4186^2 = 7e-7.
+
+FLOP counts (nominal: the dense products the method needs; brainfit's GFLOP/s = count / its
+wall time, compared with this machine's GEMM rate measured here with numpy at N threads):
+  ridge   for every split (2 outer training parts, 2 x 5 inner) with m training rows, t test
+          rows, p features, r = min(m, p): decomposition, once per split (workers cache it):
+          primal (m >= p) 2mp^2 (X'X) + 9p^3 (eigh) + 2mp^2 + 2tp^2, dual (m < p) 2m^2p (XX') +
+          9m^3 (eigh) + 2tmp + 2tm^2; voxel products 2rmv (W'Y) plus 2trv per alpha for an inner
+          split, 2trv once for an outer refit. The voxel products dominate and are f32 GEMMs,
+          so the reference rate is sgemm.
+  searchlight  per centre with s sphere voxels and c conditions: Gram 2*c^2*s, comparison
+          2*P*(1 + n_perm) with P = c(c-1)/2 pairs (one model). f64, so the reference is dgemm.
+          Ranking (O(P log P) per centre) is not counted.
 """
 import argparse
 import json
@@ -24,19 +80,42 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import nibabel as nib
-from scipy.stats import rankdata
-
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "brainfit"
 KRIEG = ROOT / "tests" / "data" / "kriegeskorte2008"
+ALPHAS = (-2, 5, 10)  # numpy.logspace(start, stop, num)
+N_PERM = 1000
+TOL = {"ridge": 1e-3, "searchlight": 1e-6, "permutation": 1e-6}
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
-def run_brainfit(job: Path) -> float:
-    start = time.perf_counter()
-    subprocess.run([str(BIN), "run", str(job)], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="sizes divided by ~10 (about 2 minutes)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for brainfit and every anchor")
+    ap.add_argument("--workdir", default="/tmp/brainfit-bench")
+    ap.add_argument("--only", nargs="+", choices=["ridge", "searchlight", "permutation"])
+    ap.add_argument("--json", help="also write the results' JSON to this file")
+    ap.add_argument("--anchor", help=argparse.SUPPRESS)  # internal: run one anchor in this process
+    ap.add_argument("--case-dir", help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+ARGS = parse_args()
+# before numpy is imported, so that its BLAS starts with this many threads
+for var in THREAD_VARS:
+    os.environ[var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
+from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
+
+threadpool_limits(ARGS.threads)
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers
 
 
 def box_mask(n_voxels: int):
@@ -47,6 +126,7 @@ def box_mask(n_voxels: int):
 
 
 def spheres(mask: np.ndarray, radius: float):
+    """brainfit's spheres: mask voxels within Euclidean distance <= radius, in mask (C) order."""
     coords = np.argwhere(mask)  # C order = nilearn's apply_mask order
     index = -np.ones(mask.shape, np.int64)
     index[tuple(coords.T)] = np.arange(len(coords))
@@ -67,11 +147,97 @@ def zscore_rows(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def numpy_searchlight_features(data, members, batch=256):
-    """Batched numpy: per centre, correlation RDM ranks as unit-norm centred features."""
+def kfold(n, k):
+    """scikit-learn KFold(k) without shuffling: contiguous folds, the first n % k one row longer."""
+    from sklearn.model_selection import KFold
+    return list(KFold(k).split(np.arange(n)))
+
+
+def r2(yt, pred):
+    yt = yt.astype(np.float64)
+    pred = pred.astype(np.float64)
+    return 1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# anchors: each runs in its own process (`--anchor NAME --case-dir DIR`), reads the case's
+# inputs, writes its result as DIR/anchor-NAME.npy and its figures as DIR/anchor-NAME.json
+
+
+def anchor_ridge_himalaya(case: Path):
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+    from sklearn.model_selection import KFold
+    set_backend("numpy")
+    x, y = np.load(case / "x.npy"), np.load(case / "y.npy")
+    alphas = np.logspace(*ALPHAS)
+    start = time.perf_counter()
+    scores = []
+    for train, test in kfold(len(x), 2):
+        model = RidgeCV(alphas=alphas, cv=KFold(5), fit_intercept=True, solver_params=dict(warn=False))
+        model.fit(x[train], y[train])
+        scores.append(r2(y[test], np.asarray(model.predict(x[test]))))
+    seconds = time.perf_counter() - start
+    return np.mean(scores, axis=0), dict(seconds=seconds)
+
+
+def anchor_ridge_himalayakernel(case: Path):
+    from himalaya.backend import set_backend
+    from himalaya.kernel_ridge import KernelRidgeCV
+    from sklearn.model_selection import KFold
+    set_backend("numpy")
+    x, y = np.load(case / "x.npy"), np.load(case / "y.npy")
+    alphas = np.logspace(*ALPHAS)
+    start = time.perf_counter()
+    scores = []
+    for train, test in kfold(len(x), 2):
+        model = KernelRidgeCV(alphas=alphas, kernel="linear", cv=KFold(5), fit_intercept=True, warn=False)
+        model.fit(x[train], y[train])
+        scores.append(r2(y[test], np.asarray(model.predict(x[test]))))
+    seconds = time.perf_counter() - start
+    return np.mean(scores, axis=0), dict(seconds=seconds)
+
+
+def anchor_ridge_sklearn(case: Path):
+    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.model_selection import KFold
+    x, y = np.load(case / "x.npy"), np.load(case / "y.npy")
+    alphas = np.logspace(*ALPHAS)
+    note = None
+    try:  # what issue 12 asked for first; scikit-learn refuses it (see the module docstring)
+        RidgeCV(alphas=alphas, alpha_per_target=True, cv=KFold(5)).fit(x[:50, :5], y[:50, :3])
+    except ValueError as e:
+        note = f"RidgeCV(alpha_per_target=True, cv=KFold(5)): {e}; nested CV written with Ridge instead"
+    start = time.perf_counter()
+    scores = []
+    for train, test in kfold(len(x), 2):
+        xo, yo = x[train], y[train]
+        mse = np.zeros((len(alphas), y.shape[1]))
+        inner = kfold(len(train), 5)
+        for itr, ite in inner:
+            for ai, alpha in enumerate(alphas):
+                pred = Ridge(alpha=alpha, fit_intercept=True).fit(xo[itr], yo[itr]).predict(xo[ite])
+                err = yo[ite].astype(np.float64) - pred
+                mse[ai] += (err * err).mean(0) / len(inner)
+        # argmin with ties to the larger alpha: the last minimum along the ascending grid
+        best = len(alphas) - 1 - np.argmin(mse[::-1], axis=0)
+        pred = np.zeros((len(test), y.shape[1]), np.float64)
+        for ai in np.unique(best):
+            cols = np.flatnonzero(best == ai)
+            pred[:, cols] = Ridge(alpha=alphas[ai], fit_intercept=True).fit(xo, yo[:, cols]).predict(x[test])
+        scores.append(r2(y[test], pred))
+    seconds = time.perf_counter() - start
+    return np.mean(scores, axis=0), dict(seconds=seconds, note=note)
+
+
+def numpy_searchlight_features(data, members, batch=256, model_f=None):
+    """Batched numpy: per centre, the correlation RDM's ranks as unit-norm centred features.
+
+    With model_f, returns only each centre's Spearman rho (features @ model_f), batch by batch,
+    instead of keeping every centre's features."""
     n = data.shape[0]
     iu = np.triu_indices(n, 1)
-    feats = np.empty((len(members), len(iu[0])))
+    out = np.empty(len(members)) if model_f is not None else np.empty((len(members), len(iu[0])))
     sizes = np.array([len(m) for m in members])
     for size in np.unique(sizes):  # batch spheres of equal size so they stack
         idx = np.flatnonzero(sizes == size)
@@ -83,101 +249,321 @@ def numpy_searchlight_features(data, members, batch=256):
             patterns /= np.linalg.norm(patterns, axis=2, keepdims=True)
             gram = patterns @ np.transpose(patterns, (0, 2, 1))
             rdms = 1.0 - gram[:, iu[0], iu[1]]
-            feats[chunk] = zscore_rows(rankdata(rdms, axis=1))
-    return feats
+            feats = zscore_rows(rankdata(rdms, axis=1))
+            out[chunk] = feats @ model_f if model_f is not None else feats
+    return out
 
 
-def case_searchlight(work: Path, n_centres: int, n_perm: int):
+def load_searchlight(case: Path):
+    data = np.load(case / "brain.npy")
+    mask = np.load(case / "mask.npy")
+    model = np.load(case / "model.npy")
+    members = spheres(mask, 3.0)
+    model_f = zscore_rows(rankdata(model[np.triu_indices(len(model), 1)])[None, :])[0]
+    return data, members, model, model_f
+
+
+def anchor_searchlight_numpy(case: Path):
+    data, members, _, model_f = load_searchlight(case)
+    start = time.perf_counter()
+    rho = numpy_searchlight_features(data, members, model_f=model_f)
+    return rho, dict(seconds=time.perf_counter() - start)
+
+
+def anchor_searchlight_rsatoolbox(case: Path):
+    import rsatoolbox
+    from rsatoolbox.util.searchlight import get_searchlight_RDMs
+    data, members, model, _ = load_searchlight(case)
+    n_sample = int(json.loads((case / "params.json").read_text())["rsatoolbox_centres"])
+    sample = np.sort(np.random.default_rng(2).choice(len(members), size=min(n_sample, len(members)), replace=False))
+    model_rdm = rsatoolbox.rdm.RDMs(model[np.triu_indices(len(model), 1)][None, :], dissimilarity_measure="model")
+    start = time.perf_counter()
+    rdms = get_searchlight_RDMs(data.astype(np.float64), sample, [members[i] for i in sample],
+                                np.arange(data.shape[0]), method="correlation", verbose=False)
+    rho_sample = rsatoolbox.rdm.compare(model_rdm, rdms, method="spearman")[0]
+    seconds = time.perf_counter() - start
+    rho = np.full(len(members), np.nan)
+    rho[sample] = rho_sample
+    return rho, dict(seconds=seconds * len(members) / len(sample), measured_seconds=seconds,
+                     computed_centres=len(sample), extrapolated=True)
+
+
+def anchor_permutation_numpy(case: Path):
+    data, members, model, model_f = load_searchlight(case)
+    n = len(model)
+    rng = np.random.default_rng(3)
+    perms = np.stack([rng.permutation(n) for _ in range(N_PERM)])
+    start = time.perf_counter()
+    feats = numpy_searchlight_features(data, members)
+    rho = feats @ model_f
+    iu = np.triu_indices(n, 1)
+    sq = np.zeros((n, n))
+    sq[iu] = model_f
+    sq = sq + sq.T
+    permuted = np.stack([sq[p][:, p][iu] for p in perms], axis=1)  # [pairs, n_perm]
+    null = feats @ permuted  # [centres, n_perm]
+    count = (null >= rho[:, None]).sum(axis=1)
+    p = (1 + count) / (1 + N_PERM)
+    null_max = null.max(axis=0)
+    seconds = time.perf_counter() - start
+    return rho, dict(seconds=seconds, null_max_mean=float(null_max.mean()), null_max_sd=float(null_max.std()),
+                     min_p=float(p.min()))
+
+
+ANCHORS = {
+    "ridge-himalaya": anchor_ridge_himalaya,
+    "ridge-himalayakernel": anchor_ridge_himalayakernel,
+    "ridge-sklearn": anchor_ridge_sklearn,
+    "searchlight-numpy": anchor_searchlight_numpy,
+    "searchlight-rsatoolbox": anchor_searchlight_rsatoolbox,
+    "permutation-numpy": anchor_permutation_numpy,
+}
+
+
+def anchor_main():
+    case = Path(ARGS.case_dir)
+    result, info = ANCHORS[ARGS.anchor](case)
+    np.save(case / f"anchor-{ARGS.anchor}.npy", result)
+    info["blas_threads"] = [i["num_threads"] for i in threadpool_info()]
+    (case / f"anchor-{ARGS.anchor}.json").write_text(json.dumps(info))
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+def run_child(cmd, env=None):
+    """Runs cmd in a fresh process; returns (wall seconds, that process's peak RSS in MB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it; tell Popen
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stdout.write(out.decode(errors="replace"))
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}")
+    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+
+
+def run_brainfit(case: Path):
+    seconds, rss = run_child([str(BIN), "run", str(case / "job.toml"), "--workers", str(ARGS.threads)])
+    return dict(brainfit_s=seconds, brainfit_rss_mb=rss)
+
+
+def run_anchor(case: Path, name: str):
+    _, rss = run_child([sys.executable, __file__, "--anchor", name, "--case-dir", str(case),
+                        "--threads", str(ARGS.threads)])
+    info = json.loads((case / f"anchor-{name}.json").read_text())
+    return np.load(case / f"anchor-{name}.npy"), info, rss
+
+
+def gemm_rates():
+    """Best of 3 of a 2048x2048 GEMM, f32 and f64, in GFLOP/s, at the pinned thread count."""
+    n = 2048
+    rates = {}
+    for dtype in (np.float32, np.float64):
+        a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+        b = a.T.copy()
+        a @ b  # warm-up
+        best = min(timed(lambda: a @ b) for _ in range(3))
+        rates[np.dtype(dtype).name] = 2 * n ** 3 / best / 1e9
+    return rates
+
+
+def timed(f):
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+def ridge_flops(n, p, v, n_alpha, k_outer=2, k_inner=5):
+    def split(m, t, alphas_per_voxel):
+        r = min(m, p)
+        if m >= p:  # primal: X'X, eigh, W = Xc V, A = X_test V
+            decomposition = 2 * m * p * p + 9 * p ** 3 + 2 * m * p * p + 2 * t * p * p
+        else:  # dual: Xc Xc', eigh, X_test Xc', A = (X_test Xc') U
+            decomposition = 2 * m * m * p + 9 * m ** 3 + 2 * t * m * p + 2 * t * m * m
+        return decomposition + 2 * r * m * v + 2 * t * r * v * alphas_per_voxel
+    total = 0
+    for train, test in kfold(n, k_outer):
+        total += split(len(train), len(test), 1)  # refit: each voxel predicted with its own alpha
+        for itr, ite in kfold(len(train), k_inner):
+            total += split(len(itr), len(ite), n_alpha)
+    return total
+
+
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def searchlight_flops(members, c, n_perm):
+    pairs = c * (c - 1) // 2
+    return sum(2 * c * c * len(m) for m in members) + len(members) * 2 * pairs * (1 + n_perm)
+
+
+def write_job(case: Path, body: str):
+    (case / "job.toml").write_text(f'name = "bench-{case.name}"\noutput = "out"\n' + body)
+
+
+def case_ridge(work: Path, v: int):
+    n, p = 1200, 800
+    case = work / "ridge"
+    case.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, p)).astype(np.float32)
+    # a weak, voxel-specific signal, so that alphas across the grid get chosen
+    y = (x @ rng.standard_normal((p, v)).astype(np.float32) * rng.uniform(0, 0.1, v).astype(np.float32)
+         + rng.standard_normal((n, v)).astype(np.float32))
+    np.save(case / "x.npy", x)
+    np.save(case / "y.npy", y.astype(np.float32))
+    per_task = min(4096, ceil_div(ceil_div(v, ARGS.threads), 512) * 512)  # >= threads tasks, multiple of 512
+    tasks = ceil_div(v, per_task)
+    write_job(case, '[data]\nbrain = "y.npy"\n[features]\nx = "x.npy"\n'
+              f'[encoding]\nalphas = {{ logspace = [{ALPHAS[0]}, {ALPHAS[1]}, {ALPHAS[2]}] }}\n'
+              'cv = { kind = "kfold", k = 2 }\ninner_cv = { kind = "kfold", k = 5 }\nscore = "r2"\n'
+              f'[execution]\nvoxels_per_task = {per_task}\n')
+    bf = run_brainfit(case)
+    score = np.load(case / "out/encoding/x/score.npy")
+    flops = ridge_flops(n, p, v, ALPHAS[2])
+    rows = []
+    for name in ("ridge-himalaya", "ridge-himalayakernel", "ridge-sklearn"):
+        result, info, rss = run_anchor(case, name)
+        rows.append(row("ridge", name.split("-")[1], bf, info, rss, score, result, flops, "float32",
+                        dict(samples=n, features=p, voxels=v, alphas=ALPHAS[2], outer_folds=2, inner_folds=5,
+                             tasks=tasks)))
+    return rows
+
+
+def case_searchlight(work: Path, n_centres: int, n_perm: int, rsatoolbox_centres: int):
+    name = "permutation" if n_perm else "searchlight"
+    case = work / name
+    case.mkdir(parents=True, exist_ok=True)
+    import nibabel as nib
     models = np.load(KRIEG / "model_rdms.npy")
-    model = models[0][np.triu_indices(92, 1)]  # animacy
     rng = np.random.default_rng(0)
     mask = box_mask(n_centres)
     data = rng.standard_normal((92, n_centres)).astype(np.float32)
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "brain.npy", data)
-    np.save(work / "model.npy", models[0])
-    nib.save(nib.Nifti1Image(mask, np.eye(4)), work / "mask.nii.gz")
+    np.save(case / "brain.npy", data)
+    np.save(case / "model.npy", models[0])  # animacy
+    np.save(case / "mask.npy", mask)
+    nib.save(nib.Nifti1Image(mask, np.eye(4)), case / "mask.nii.gz")
+    (case / "params.json").write_text(json.dumps(dict(rsatoolbox_centres=rsatoolbox_centres)))
+    per_task = min(2048, ceil_div(n_centres, ARGS.threads))
     perm = f"[permutation]\nn = {n_perm}\nseed = 0\n" if n_perm else ""
-    (work / "job.toml").write_text(
-        "name = \"bench-searchlight\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\nmask = \"mask.nii.gz\"\n"
-        "[rsa]\nmodels = { animacy = \"model.npy\" }\n[searchlight]\nradius = 3.0\nmin_voxels = 1\n" + perm)
-    t_brainfit = run_brainfit(work / "job.toml")
-    rho_brainfit = np.load(work / "out/searchlight/animacy/rho.npy")
-
+    write_job(case, '[data]\nbrain = "brain.npy"\nmask = "mask.nii.gz"\n'
+              '[rsa]\nmodels = { animacy = "model.npy" }\n'
+              '[searchlight]\nradius = 3.0\nmin_voxels = 1\nrdm = "correlation"\ncompare = "spearman"\n'
+              + perm + f"[execution]\ncentres_per_task = {per_task}\n")
+    bf = run_brainfit(case)
+    out = case / "out/searchlight/animacy"
+    centres = np.load(out / "centres.npy")
+    rho_bf = np.full(n_centres, np.nan)
+    rho_bf[centres] = np.load(out / "rho.npy")
     members = spheres(mask, 3.0)
-    start = time.perf_counter()
-    feats = numpy_searchlight_features(data, members)
-    model_f = zscore_rows(rankdata(model)[None, :])[0]
-    rho = feats @ model_f
+    flops = searchlight_flops(members, 92, n_perm)
+    params = dict(centres=len(centres), conditions=92, radius=3.0,
+                  mean_sphere=round(float(np.mean([len(m) for m in members])), 1), tasks=ceil_div(n_centres, per_task))
+    rows = []
     if n_perm:
-        perms = np.stack([rng.permutation(92) for _ in range(n_perm)])
-        iu = np.triu_indices(92, 1)
-        sq = np.zeros((92, 92)); sq[iu] = model_f; sq = sq + sq.T
-        permuted = np.stack([sq[p][:, p][iu] for p in perms], axis=1)  # [pairs, n_perm]
-        null = feats @ permuted
-        count = (null >= rho[:, None]).sum(axis=1)
-        null_max = null.max(axis=0)
-    t_numpy = time.perf_counter() - start
-    diff = float(np.max(np.abs(rho - rho_brainfit)))
-    return t_brainfit, t_numpy, diff, len(members)
+        null_max = np.load(out / "null_max.npy")
+        p = np.load(out / "p.npy")
+        params.update(permutations=n_perm, brainfit_null_max_mean=float(null_max.mean()),
+                      brainfit_null_max_sd=float(null_max.std()), brainfit_min_p=float(np.nanmin(p)),
+                      brainfit_null_max_n=len(null_max))
+        anchors = ["permutation-numpy"]
+    else:
+        anchors = ["searchlight-numpy", "searchlight-rsatoolbox"]
+    for anchor in anchors:
+        result, info, rss = run_anchor(case, anchor)
+        rows.append(row(name, anchor.split("-")[1], bf, info, rss, rho_bf, result, flops, "float64", params))
+    return rows
 
 
-def case_ridge(work: Path, n: int, p: int, v: int):
-    from himalaya.ridge import RidgeCV
-    from sklearn.model_selection import KFold
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((n, p)).astype(np.float32)
-    y = (x @ rng.standard_normal((p, v)).astype(np.float32) * 0.05 + rng.standard_normal((n, v)).astype(np.float32))
-    work.mkdir(parents=True, exist_ok=True)
-    np.save(work / "x.npy", x)
-    np.save(work / "y.npy", y)
-    alphas = np.logspace(-2, 5, 15)
-    (work / "job.toml").write_text(
-        "name = \"bench-ridge\"\noutput = \"out\"\n[data]\nbrain = \"y.npy\"\n[features]\nx = \"x.npy\"\n"
-        "[encoding]\nalphas = { logspace = [-2, 5, 15] }\n")
-    t_brainfit = run_brainfit(work / "job.toml")
-    score_brainfit = np.load(work / "out/encoding/x/score.npy")
-    start = time.perf_counter()
-    scores = []
-    for train, test in KFold(5).split(x):
-        model = RidgeCV(alphas=alphas, cv=KFold(5), fit_intercept=True)
-        model.fit(x[train], y[train])
-        pred = model.predict(x[test])
-        yt = y[test]
-        scores.append(1 - ((yt - pred) ** 2).sum(0) / ((yt - yt.mean(0)) ** 2).sum(0))
-    t_himalaya = time.perf_counter() - start
-    diff = float(np.max(np.abs(np.mean(scores, axis=0) - score_brainfit)))
-    return t_brainfit, t_himalaya, diff
+def row(case, anchor, bf, info, anchor_rss, ours, theirs, flops, dtype, params):
+    both = ~np.isnan(theirs)  # rsatoolbox computed a subsample only
+    diff = float(np.max(np.abs(ours[both] - theirs[both])))
+    gflops = flops / bf["brainfit_s"] / 1e9
+    return dict(case=case, anchor=anchor, **bf, anchor_s=info["seconds"], ratio=info["seconds"] / bf["brainfit_s"],
+                max_abs_diff=diff, tol=TOL[case], agree=bool(diff <= TOL[case]), compared=int(both.sum()),
+                anchor_rss_mb=anchor_rss, gflop=flops / 1e9, brainfit_gflops=gflops, gemm_dtype=dtype,
+                pct_of_gemm=100 * gflops / GEMM[dtype], params=params,
+                **{k: v for k, v in info.items() if k != "seconds"})
+
+
+def table(rows):
+    head = ["case", "anchor", "brainfit s", "anchor s", "ratio anchor/brainfit", "max abs diff (tol)", "agree",
+            "brainfit RSS MB", "anchor RSS MB", "brainfit GFLOP/s (% of GEMM)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        anchor_s = f"{r['anchor_s']:.2f}" + (f" (extrapolated from {r['computed_centres']} centres)"
+                                             if r.get("extrapolated") else "")
+        lines.append("| " + " | ".join([
+            r["case"], r["anchor"], f"{r['brainfit_s']:.2f}", anchor_s, f"{r['ratio']:.1f}",
+            f"{r['max_abs_diff']:.1e} ({r['tol']:.0e})", "pass" if r["agree"] else "FAIL",
+            f"{r['brainfit_rss_mb']:.0f}", f"{r['anchor_rss_mb']:.0f}",
+            f"{r['brainfit_gflops']:.1f} ({r['pct_of_gemm']:.0f}% of {'s' if r['gemm_dtype'] == 'float32' else 'd'}gemm)",
+        ]) + " |")
+    return "\n".join(lines)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="small sizes, to check the script")
-    ap.add_argument("--workdir", default="/tmp/brainfit-bench")
-    ap.add_argument("--only", choices=["searchlight", "permutation", "ridge"])
-    args = ap.parse_args()
-    work = Path(args.workdir)
+    global GEMM
     if not BIN.exists():
-        sys.exit(f"{BIN} missing: run `cargo build --release` first")
-    scale = 0.1 if args.quick else 1.0
-    results = {}
-    if args.only in (None, "searchlight"):
-        tb, tn, diff, centres = case_searchlight(work / "sl", int(20000 * scale), 0)
-        results["searchlight"] = dict(centres=centres, brainfit_s=tb, numpy_s=tn, ratio=tn / tb, max_abs_diff=diff)
-    if args.only in (None, "permutation"):
-        tb, tn, diff, centres = case_searchlight(work / "perm", int(20000 * scale), 1000)
-        results["permutation"] = dict(centres=centres, permutations=1000, brainfit_s=tb, numpy_s=tn, ratio=tn / tb, max_abs_diff=diff)
-    if args.only in (None, "ridge"):
-        v = int(10000 * scale)
-        tb, th, diff = case_ridge(work / "ridge", 1200, 512, v)
-        results["ridge"] = dict(samples=1200, features=512, voxels=v, brainfit_s=tb, himalaya_s=th, ratio=th / tb, max_abs_diff=diff)
-    cores = os.cpu_count()
-    print(json.dumps({"cores": cores, **results}, indent=2))
-    for name, r in results.items():
-        anchor = "himalaya" if name == "ridge" else "numpy"
-        print(f"{name:12s} brainfit {r['brainfit_s']:.2f} s, {anchor} {r.get('numpy_s', r.get('himalaya_s')):.2f} s "
-              f"-> brainfit {r['ratio']:.1f}x faster (max |diff| {r['max_abs_diff']:.1e})")
+        sys.exit(f"{BIN} missing: run scripts/bench/compare.sh (it builds it) or `cargo build --release`")
+    work = Path(ARGS.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    scale = 0.1 if ARGS.quick else 1.0
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
+            for i in threadpool_info()]
+    print(f"machine: {cpu}, {os.cpu_count()} cores; threads: {ARGS.threads} (brainfit --workers {ARGS.threads}, "
+          f"anchors' BLAS pinned with threadpoolctl and {', '.join(THREAD_VARS[:3])})")
+    for b in blas:
+        print(f"anchors' BLAS: {b['internal_api']} {b['version']}, kernel {b['architecture']}, "
+              f"{b['num_threads']} threads ({b['threading_layer']})")
+    GEMM = gemm_rates()
+    print(f"GEMM 2048x2048 (numpy, best of 3): sgemm {GEMM['float32']:.1f} GFLOP/s, "
+          f"dgemm {GEMM['float64']:.1f} GFLOP/s")
+    rows = []
+    cases = ARGS.only or ["ridge", "searchlight", "permutation"]
+    if "ridge" in cases:
+        print("ridge ...", flush=True)
+        rows += case_ridge(work, int(8000 * scale))
+    if "searchlight" in cases:
+        print("searchlight ...", flush=True)
+        rows += case_searchlight(work, int(20000 * scale), 0, 100 if ARGS.quick else 500)
+    if "permutation" in cases:
+        print("permutation ...", flush=True)
+        rows += case_searchlight(work, int(20000 * scale), N_PERM, 0)
+    result = dict(quick=ARGS.quick, cpu=cpu, cores=os.cpu_count(), threads=ARGS.threads, blas=blas,
+                  gemm_gflops=GEMM, cases=rows)
+    print()
+    print(json.dumps(result, indent=2))
+    if ARGS.json:
+        Path(ARGS.json).write_text(json.dumps(result, indent=2))
+    print()
+    print(table(rows))
+    for r in rows:
+        if r.get("note"):
+            print(f"note ({r['case']}/{r['anchor']}): {r['note']}")
+        if r.get("extrapolated"):
+            print(f"note ({r['case']}/{r['anchor']}): anchor time EXTRAPOLATED linearly from {r['computed_centres']} "
+                  f"random centres ({r['measured_seconds']:.2f} s) to {r['params']['centres']}; agreement on those "
+                  "centres only")
+        if r["case"] == "permutation":
+            pm = r["params"]
+            print(f"note (permutation): agreement on the observed map only; brainfit and numpy draw different "
+                  f"permutations. Null maxima, for information: brainfit mean {pm['brainfit_null_max_mean']:.4f} "
+                  f"sd {pm['brainfit_null_max_sd']:.4f}, numpy mean {r['null_max_mean']:.4f} sd {r['null_max_sd']:.4f}")
+    failed = [f"{r['case']}/{r['anchor']}" for r in rows if not r["agree"]]
+    if failed:
+        sys.exit(f"agreement check failed: {', '.join(failed)}")
+    print("all agreement checks passed")
 
 
 if __name__ == "__main__":
-    main()
+    if ARGS.anchor:
+        anchor_main()
+    else:
+        main()
