@@ -143,13 +143,15 @@ impl<T: Real> FoldBasis<T> {
         (crate::linalg::matmul::<B, T>(self.w.t(), yc.view()), mean)
     }
 
-    /// Test-part predictions (without the mean) for one alpha: `A · diag(1/(λ+α)) · proj`.
+    /// Test-part predictions (without the mean) for one alpha: `(A · diag(1/(λ+α))) · proj`.
+    /// The shrinkage scales the columns of `A` (`n_test × rank`), not the rows of `proj`
+    /// (`rank × n_voxels`, the larger one): one small copy per alpha instead of a large one.
     fn predict<B: LinalgBackend>(&self, proj: ArrayView2<'_, T>, alpha: f64, out: &mut Array2<T>) {
-        let mut scaled = proj.to_owned();
-        for (mut row, &l) in scaled.axis_iter_mut(Axis(0)).zip(&self.eigenvalues) {
-            row *= T::from_f64(1.0 / (l + alpha));
+        let mut scaled = self.a.clone();
+        for (mut column, &l) in scaled.axis_iter_mut(Axis(1)).zip(&self.eigenvalues) {
+            column *= T::from_f64(1.0 / (l + alpha));
         }
-        B::gemm(self.a.view(), scaled.view(), out.view_mut());
+        B::gemm(scaled.view(), proj, out.view_mut());
     }
 }
 
