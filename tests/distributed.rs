@@ -183,12 +183,7 @@ fn coordinator_lines(
     });
     let line =
         rx.recv_timeout(Duration::from_secs(30)).expect("the coordinator prints its address");
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let addr = common::listening_address(&line);
     let mut lines = vec![addr];
     for _ in 1..more {
         lines.push(rx.recv_timeout(Duration::from_secs(30)).expect("more output"));

@@ -330,12 +330,7 @@ async fn check_jobs(server: &Server, root: &str) {
         &mut line,
     )
     .unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_string();
+    let addr = common::listening_address(&line);
     let url = format!("http://{addr}");
     let _worker = Reaped(
         Command::new(bin)

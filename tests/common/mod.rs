@@ -259,3 +259,13 @@ pub(crate) fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)>
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     Some((status, body))
 }
+
+/// The address in a coordinator's first line of output (`... listening on HOST:PORT ...`).
+#[allow(dead_code)] // not every test binary starts a coordinator
+pub(crate) fn listening_address(line: &str) -> String {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in the coordinator's first line {line:?}"))
+        .to_string()
+}
