@@ -10,10 +10,10 @@ GEMM and eigendecomposition with `Par::Seq`, parallelism is across tasks); every
 same N as OMP/OPENBLAS/MKL_NUM_THREADS, set before numpy is imported, plus
 `threadpoolctl.threadpool_limits(N)`. Default N: all cores (os.cpu_count()). The job files set
 `voxels_per_task` / `centres_per_task` so that a case has at least N tasks (results never depend
-on task sizes; at the full sizes these are the defaults).
+on task sizes; with 2 threads at the full sizes these are the defaults).
 
-Processes. brainfit and every anchor run in a fresh child process; peak RSS is that child's own
-`ru_maxrss` (os.wait4), so no case's memory leaks into another's. brainfit's time is the whole
+Processes. brainfit and every anchor run in a fresh child process under /usr/bin/time; peak RSS
+is that process's own (`%M`), so no case's memory leaks into another's. brainfit's time is the whole
 `brainfit run` (start, reading the inputs, planning, computing, writing and publishing the
 outputs); an anchor's time is its computation only (inputs already in memory, imports done), so
 ratios err in the anchors' favour.
@@ -75,6 +75,7 @@ wall time, compared with this machine's GEMM rate measured here with numpy at N 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -92,7 +93,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VE
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="sizes divided by ~10 (about 2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="sizes divided by 10 (about 20 s on 2 cores)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for brainfit and every anchor")
     ap.add_argument("--workdir", default="/tmp/brainfit-bench")
     ap.add_argument("--only", nargs="+", choices=["ridge", "searchlight", "permutation"])
@@ -164,38 +165,33 @@ def r2(yt, pred):
 # inputs, writes its result as DIR/anchor-NAME.npy and its figures as DIR/anchor-NAME.json
 
 
-def anchor_ridge_himalaya(case: Path):
+def himalaya_nested(case: Path, make_model):
+    """Nested CV with a himalaya estimator (numpy backend) per outer fold: held-out R²."""
     from himalaya.backend import set_backend
-    from himalaya.ridge import RidgeCV
-    from sklearn.model_selection import KFold
     set_backend("numpy")
     x, y = np.load(case / "x.npy"), np.load(case / "y.npy")
-    alphas = np.logspace(*ALPHAS)
     start = time.perf_counter()
     scores = []
     for train, test in kfold(len(x), 2):
-        model = RidgeCV(alphas=alphas, cv=KFold(5), fit_intercept=True, solver_params=dict(warn=False))
+        model = make_model(np.logspace(*ALPHAS))
         model.fit(x[train], y[train])
         scores.append(r2(y[test], np.asarray(model.predict(x[test]))))
     seconds = time.perf_counter() - start
     return np.mean(scores, axis=0), dict(seconds=seconds)
+
+
+def anchor_ridge_himalaya(case: Path):
+    from himalaya.ridge import RidgeCV
+    from sklearn.model_selection import KFold
+    return himalaya_nested(case, lambda alphas: RidgeCV(
+        alphas=alphas, cv=KFold(5), fit_intercept=True, solver_params=dict(warn=False)))
 
 
 def anchor_ridge_himalayakernel(case: Path):
-    from himalaya.backend import set_backend
     from himalaya.kernel_ridge import KernelRidgeCV
     from sklearn.model_selection import KFold
-    set_backend("numpy")
-    x, y = np.load(case / "x.npy"), np.load(case / "y.npy")
-    alphas = np.logspace(*ALPHAS)
-    start = time.perf_counter()
-    scores = []
-    for train, test in kfold(len(x), 2):
-        model = KernelRidgeCV(alphas=alphas, kernel="linear", cv=KFold(5), fit_intercept=True, warn=False)
-        model.fit(x[train], y[train])
-        scores.append(r2(y[test], np.asarray(model.predict(x[test]))))
-    seconds = time.perf_counter() - start
-    return np.mean(scores, axis=0), dict(seconds=seconds)
+    return himalaya_nested(case, lambda alphas: KernelRidgeCV(
+        alphas=alphas, kernel="linear", cv=KFold(5), fit_intercept=True, warn=False))
 
 
 def anchor_ridge_sklearn(case: Path):
@@ -324,7 +320,7 @@ def anchor_main():
     case = Path(ARGS.case_dir)
     result, info = ANCHORS[ARGS.anchor](case)
     np.save(case / f"anchor-{ARGS.anchor}.npy", result)
-    info["blas_threads"] = [i["num_threads"] for i in threadpool_info()]
+    info["threadpools"] = [f"{i['internal_api']} {i['version']}: {i['num_threads']} threads" for i in threadpool_info()]
     (case / f"anchor-{ARGS.anchor}.json").write_text(json.dumps(info))
 
 
@@ -332,18 +328,27 @@ def anchor_main():
 # the driver
 
 
+TIME = "/usr/bin/time"  # GNU time: reports its child's own peak RSS (%M)
+
+
 def run_child(cmd, env=None):
-    """Runs cmd in a fresh process; returns (wall seconds, that process's peak RSS in MB)."""
+    """Runs cmd in a fresh process; returns (wall seconds, that process's peak RSS in MB).
+
+    The RSS comes from GNU time, not from os.wait4 here: on Linux a child's ru_maxrss starts
+    at its parent's RSS at fork (the high-water mark survives exec), so wait4 would report at
+    least this driver's own RSS. /usr/bin/time is small when it forks the command."""
+    rss_file = Path(ARGS.workdir) / "rss.txt"
+    wrapped = [TIME, "-f", "%M", "-o", str(rss_file), *map(str, cmd)] if os.access(TIME, os.X_OK) else cmd
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it; tell Popen
+    proc = subprocess.run(wrapped, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.stdout.write(out.decode(errors="replace"))
+        sys.stdout.write(proc.stdout.decode(errors="replace"))
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}")
-    return seconds, usage.ru_maxrss / 1024  # Linux: KiB
+    if wrapped is cmd:  # no GNU time: an upper bound, see above
+        print(f"warning: {TIME} missing; peak RSS includes this driver's RSS", file=sys.stderr)
+        return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return seconds, int(rss_file.read_text().split()[-1]) / 1024  # KiB
 
 
 def run_brainfit(case: Path):
@@ -515,13 +520,16 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     scale = 0.1 if ARGS.quick else 1.0
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    import sklearn.linear_model  # noqa: F401  (loads scikit-learn's OpenMP runtime, so it is listed too)
     blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
             for i in threadpool_info()]
     print(f"machine: {cpu}, {os.cpu_count()} cores; threads: {ARGS.threads} (brainfit --workers {ARGS.threads}, "
           f"anchors' BLAS pinned with threadpoolctl and {', '.join(THREAD_VARS[:3])})")
     for b in blas:
-        print(f"anchors' BLAS: {b['internal_api']} {b['version']}, kernel {b['architecture']}, "
-              f"{b['num_threads']} threads ({b['threading_layer']})")
+        kernel = f", kernel {b['architecture']}" if b.get("architecture") else ""
+        threading = f" ({b['threading_layer']})" if b.get("threading_layer") else ""
+        version = f" {b['version']}" if b.get("version") else ""
+        print(f"anchors' thread pool: {b['internal_api']}{version}{kernel}, {b['num_threads']} threads{threading}")
     GEMM = gemm_rates()
     print(f"GEMM 2048x2048 (numpy, best of 3): sgemm {GEMM['float32']:.1f} GFLOP/s, "
           f"dgemm {GEMM['float64']:.1f} GFLOP/s")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Create the project's Python environments, each from its pinned requirements file:
 #   repo-root/.venv       requirements.txt       the fixture generators (make_fixtures.py)
-#   repo-root/.venv-test  requirements-test.txt  servers that `cargo test` starts (moto_server)
-# Two venvs because their pins cannot share one (botocore needs python-dateutil<3, the
+#   repo-root/.venv-test  requirements-test.txt  servers and tools that `cargo test` runs
+#   repo-root/.venv-bench scripts/bench/requirements.txt  the anchors of scripts/bench/compare.sh
+# Separate venvs because their pins cannot share one (botocore needs python-dateutil<3, the
 # fixture stack pins 4.0.0). Idempotent: a venv that already satisfies every pin of its file
-# is left alone. `setup_venv.sh fixtures` or `setup_venv.sh test` sets up only one of them.
+# is left alone. `setup_venv.sh fixtures`, `test` or `bench` sets up only that one (`all`, the
+# default, is fixtures and test).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -55,4 +57,7 @@ case "$WHICH" in
 esac
 case "$WHICH" in
   all | test) setup "${TEST_VENV:-$ROOT/.venv-test}" "$HERE/requirements-test.txt" ;;
+esac
+case "$WHICH" in
+  bench) setup "${BENCH_VENV:-$ROOT/.venv-bench}" "$ROOT/scripts/bench/requirements.txt" ;;
 esac
