@@ -462,7 +462,8 @@ impl Store {
 
     /// Columns `columns` of a 2-D `.npy` (`[n_rows, n_cols]`, e.g. a voxel chunk of a brain
     /// matrix) read with range requests instead of a whole download: one request for a
-    /// Fortran-order file, one per row for a C-order file (up to 32 in flight). Returns the
+    /// Fortran-order file; for a C-order file one range per row, rows less than
+    /// [`COALESCE_GAP`] apart merged into one request (up to 32 in flight). Returns the
     /// `[n_rows, k]` array and the number of requests made.
     pub async fn get_npy_columns(
         &self,
@@ -483,13 +484,22 @@ impl Store {
             });
         }
         let ranges = crate::npy::column_ranges(&header, columns.start, columns.end, url)?;
-        let requests = ranges.len();
+        let merged = coalesce(&ranges, COALESCE_GAP);
+        let requests = merged.len();
         let chunks: Vec<Bytes> =
-            futures::stream::iter(ranges.into_iter().map(|r| self.get_range(url, r)))
+            futures::stream::iter(merged.clone().into_iter().map(|r| self.get_range(url, r)))
                 .buffered(32)
                 .try_collect()
                 .await?;
-        let raw: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let mut raw = Vec::with_capacity(ranges.iter().map(|r| (r.end - r.start) as usize).sum());
+        let mut m = 0;
+        for r in &ranges {
+            while merged[m].end < r.end {
+                m += 1;
+            }
+            let at = (r.start - merged[m].start) as usize;
+            raw.extend_from_slice(&chunks[m][at..at + (r.end - r.start) as usize]);
+        }
         Ok((crate::npy::decode_columns(&header, &raw, columns.end - columns.start, url)?, requests))
     }
 
@@ -512,6 +522,23 @@ impl Store {
             Err(e) => Err(map_store_err(url, "delete", e)),
         }
     }
+}
+
+/// Byte ranges this close are read as one request, the bytes between them read and dropped:
+/// on object stores a request costs about as much as transferring this many bytes, and a
+/// C-order brain matrix's rows are many small ranges.
+pub const COALESCE_GAP: u64 = 64 * 1024;
+
+/// `ranges` (ascending, disjoint) with those at most `gap` bytes apart merged.
+fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start >= last.end && r.start - last.end <= gap => last.end = r.end,
+            _ => out.push(r.clone()),
+        }
+    }
+    out
 }
 
 /// Bytes read from storage by this process, for metrics.
@@ -941,6 +968,15 @@ mod tests {
         assert_eq!(parent_url("/a.toml"), "/");
         assert_eq!(parent_url("jobs/a.toml"), "jobs");
         assert_eq!(parent_url("a.toml"), "");
+    }
+
+    #[test]
+    fn close_ranges_are_read_together() {
+        let r = |a: u64, b: u64| a..b;
+        assert_eq!(coalesce(&[r(0, 10), r(20, 30), r(100, 110)], 10), vec![r(0, 30), r(100, 110)]);
+        assert_eq!(coalesce(&[r(0, 10), r(10, 20)], 0), vec![r(0, 20)]);
+        assert_eq!(coalesce(&[r(5, 6)], 0), vec![r(5, 6)]);
+        assert!(coalesce(&[], 64).is_empty());
     }
 
     #[test]

@@ -144,17 +144,25 @@ fn store_futures_are_send() {
     assert_send(store.size("memory://a/b"));
 }
 
-/// A voxel chunk of a brain matrix comes from range requests: one per row in C order, one in
-/// Fortran order; both give exactly the columns a whole read gives.
+/// A voxel chunk of a brain matrix comes from range requests: in C order one per row, rows
+/// closer than `COALESCE_GAP` merged; one in Fortran order; all give exactly the columns a
+/// whole read gives.
 #[tokio::test]
 async fn npy_column_chunks_use_range_requests() {
-    use brainfit_io::{parse_npy, write_npy};
+    use brainfit_io::{COALESCE_GAP, parse_npy, write_npy};
     let store = Store::new();
     let c_order = ndarray::Array2::from_shape_fn((7, 13), |(i, j)| (i * 100 + j) as f32);
     store.put("memory://chunks/c.npy", write_npy(&c_order.view()).into()).await.unwrap();
     let (chunk, requests) = store.get_npy_columns("memory://chunks/c.npy", 3..9).await.unwrap();
-    assert_eq!(requests, 7);
+    assert_eq!(requests, 1, "7 rows 28 bytes apart: one request");
     assert_eq!(chunk.to_f64(), c_order.slice(ndarray::s![.., 3..9]).mapv(f64::from).into_dyn());
+    // rows farther apart than the gap: one request each
+    let cols = (COALESCE_GAP as usize) / 4 + 20;
+    let wide = ndarray::Array2::from_shape_fn((5, cols), |(i, j)| (i * cols + j) as f32);
+    store.put("memory://chunks/w.npy", write_npy(&wide.view()).into()).await.unwrap();
+    let (chunk, requests) = store.get_npy_columns("memory://chunks/w.npy", 2..12).await.unwrap();
+    assert_eq!(requests, 5);
+    assert_eq!(chunk.to_f64(), wide.slice(ndarray::s![.., 2..12]).mapv(f64::from).into_dyn());
     // Fortran order (made by numpy): one request
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/npy/be_f4_fortran_3x2.npy");
     let bytes = std::fs::read(path).unwrap();

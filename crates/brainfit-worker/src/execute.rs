@@ -323,12 +323,24 @@ impl Executor {
         task: usize,
         abandon: Abandon,
     ) -> Result<Part> {
+        let started = std::time::Instant::now();
         let loaded = self.load(&job, task).await?;
+        let loaded_in = started.elapsed();
         abandon.check()?;
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.compute(&job, task, loaded, &abandon))
-            .await
-            .map_err(|e| WorkerError::Panic(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let computing = std::time::Instant::now();
+            let part = me.compute(&job, task, loaded, &abandon);
+            tracing::debug!(
+                task = %job.tasks[task].key(),
+                load_s = loaded_in.as_secs_f64(),
+                compute_s = computing.elapsed().as_secs_f64(),
+                "task computed"
+            );
+            part
+        })
+        .await
+        .map_err(|e| WorkerError::Panic(e.to_string()))?
     }
 
     /// Reads what task `task` needs ([`Loaded`]).
