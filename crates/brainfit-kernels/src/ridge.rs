@@ -177,7 +177,9 @@ pub struct EncodingResult {
 }
 
 impl<T: Real> NestedCv<T> {
-    /// Decomposes `x` for every outer fold and every inner fold within it.
+    /// Decomposes `x` for every outer fold and every inner fold within it, on as many threads
+    /// as the machine offers (the folds are independent; a worker's other threads would
+    /// otherwise wait for this one). The result does not depend on the thread count.
     pub fn new<B: LinalgBackend>(
         x: ArrayView2<'_, T>,
         outer: &[Fold],
@@ -185,17 +187,28 @@ impl<T: Real> NestedCv<T> {
         groups: Option<&[i64]>,
         intercept: bool,
     ) -> Result<Self> {
-        let outer = outer
+        // every split to decompose: each outer fold's refit, then its inner folds
+        let mut splits: Vec<&Fold> = Vec::new();
+        let inner_folds = outer
             .iter()
-            .map(|fold| {
-                let refit = FoldBasis::new::<B>(x, fold, intercept)?;
-                let inner = split_within(inner, &fold.train, groups)?
-                    .iter()
-                    .map(|f| FoldBasis::new::<B>(x, f, intercept))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((refit, inner))
-            })
+            .map(|fold| split_within(inner, &fold.train, groups))
             .collect::<Result<Vec<_>>>()?;
+        for (fold, inner) in outer.iter().zip(&inner_folds) {
+            splits.push(fold);
+            splits.extend(inner);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut bases = build_in_parallel(splits.len(), threads, |i| {
+            FoldBasis::new::<B>(x, splits[i], intercept)
+        })?
+        .into_iter();
+        let outer = inner_folds
+            .iter()
+            .map(|inner| {
+                let refit = bases.next().expect("one basis per split");
+                (refit, bases.by_ref().take(inner.len()).collect())
+            })
+            .collect();
         Ok(NestedCv { n_samples: x.nrows(), outer })
     }
 
@@ -294,6 +307,37 @@ impl<T: Real> NestedCv<T> {
             })
             .collect()
     }
+}
+
+/// `build(0..n)` on up to `threads` scoped threads, in order; the first error (by index) wins.
+fn build_in_parallel<V: Send>(
+    n: usize,
+    threads: usize,
+    build: impl Fn(usize) -> Result<V> + Sync,
+) -> Result<Vec<V>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<Result<V>>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            let built = build(i);
+            *slots[i].lock().expect("slot lock") = Some(built);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.clamp(1, n.max(1)) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .map(|slot| slot.into_inner().expect("slot lock").expect("every index was built"))
+        .collect()
 }
 
 /// Refits on the outer training part with each voxel's alpha; held-out score per voxel.
@@ -526,6 +570,19 @@ mod tests {
         assert!(r.score[1].is_nan());
         assert_eq!(r.alpha[1], 10.0);
         assert!(r.score[0].is_finite() && r.score[0] > 0.5);
+    }
+
+    #[test]
+    fn parallel_builds_keep_their_order_and_their_first_error() {
+        for threads in [1, 2, 5, 64] {
+            let got = build_in_parallel(7, threads, |i| Ok(i * i)).unwrap();
+            assert_eq!(got, vec![0, 1, 4, 9, 16, 25, 36]);
+            let err = build_in_parallel(7, threads, |i| {
+                if i % 3 == 2 { Err(KernelError::Parameter(format!("{i}"))) } else { Ok(i) }
+            });
+            assert!(matches!(err, Err(KernelError::Parameter(m)) if m == "2"));
+        }
+        assert!(build_in_parallel(0, 4, Ok).unwrap().is_empty());
     }
 
     #[test]
