@@ -108,7 +108,7 @@ pub fn slab_span(voxels: &[[usize; 3]], centres: Range<usize>, reach: usize) -> 
         return centres.start.min(voxels.len())..centres.start.min(voxels.len());
     }
     let low = voxels[centres.start][0].saturating_sub(reach);
-    let high = voxels[centres.end - 1][0] + reach;
+    let high = voxels[centres.end - 1][0].saturating_add(reach);
     voxels.partition_point(|v| v[0] < low)..voxels.partition_point(|v| v[0] <= high)
 }
 
@@ -798,6 +798,7 @@ mod tests {
             let first = hoods.members(0)[0];
             assert!(hoods.window(0..1, first + 1).is_err(), "a member lies before the window");
             assert!(hoods.window(0..hoods.len() + 1, 0).is_err());
+            assert_eq!(slab_span(&vox, 5..9, usize::MAX), 0..vox.len(), "an unbounded reach");
         }
     }
 
