@@ -43,10 +43,12 @@ fn validate(files: &[PathBuf]) -> Output {
 }
 
 /// The environment variables the binary reads: those its commands' --help name, the log
-/// filter and the memory budget (read directly); the object stores' AWS_*, GOOGLE_* and
+/// filter and the memory budgets (read directly); the object stores' AWS_*, GOOGLE_* and
 /// AZURE_* ones are allowed by check_manifests.py.
 fn binary_variables() -> Vec<String> {
-    let mut vars = vec!["BRAINFIT_LOG".to_string(), "BRAINFIT_MAX_ARRAY_BYTES".to_string()];
+    let mut vars = ["BRAINFIT_LOG", "BRAINFIT_MAX_ARRAY_BYTES", "BRAINFIT_WHOLE_BRAIN_BYTES"]
+        .map(String::from)
+        .to_vec();
     for command in ["coordinator", "worker", "submit"] {
         let out = Command::new(env!("CARGO_BIN_EXE_brainfit"))
             .args([command, "--help"])

@@ -294,6 +294,31 @@ async fn searchlight_matches_brute_force_and_finds_the_planted_blob() {
     }
 }
 
+/// A brain matrix above `BRAINFIT_WHOLE_BRAIN_BYTES` is read in slabs, task by task (here
+/// forced with a budget of 0 and one centre per task): the same bytes as a whole read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searchlight_slabs_and_whole_reads_give_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().display().to_string();
+    let store = Store::new();
+    write_volume_study(&store, &base).await;
+    let job = SEARCHLIGHT_JOB.replace("centres_per_task = 100", "centres_per_task = 5");
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
+    let out = |f: &str| join_url(&base, &format!("out/searchlight/category/{f}"));
+    let mut runs = Vec::new();
+    for budget in ["0", "1000000000"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_brainfit"))
+            .args(["run", &format!("{base}/job.toml"), "--workers", "2"])
+            .env("BRAINFIT_WHOLE_BRAIN_BYTES", budget)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        runs.push(output_bytes(&store, &out).await);
+    }
+    assert!(runs[0] == runs[1], "slabs and whole reads differ");
+}
+
 async fn output_bytes(store: &Store, dir: &impl Fn(&str) -> String) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for f in ["rho.npy", "p.npy", "p_fwe.npy", "null_max.npy", "centres.npy", "rho.nii.gz"] {

@@ -75,6 +75,6 @@ pub use npy::{
     parse_npy_header, parse_npz, write_npy,
 };
 pub use store::{
-    COALESCE_GAP, PutOutcome, Store, bytes_read, canonical_url, is_within, join_url, parent_url,
-    resolve_relative,
+    COALESCE_GAP, PutOutcome, ReadCount, Store, bytes_read, canonical_url, counting_reads,
+    is_within, join_url, parent_url, resolve_relative,
 };

@@ -463,7 +463,8 @@ impl Store {
     /// Columns `columns` of a 2-D `.npy` (`[n_rows, n_cols]`, e.g. a voxel chunk of a brain
     /// matrix) read with range requests instead of a whole download: one request for a
     /// Fortran-order file; for a C-order file one range per row, rows less than
-    /// [`COALESCE_GAP`] apart merged into one request (up to 32 in flight). Returns the
+    /// [`COALESCE_GAP`] apart (and no farther than a row's length) merged into one request (up
+    /// to 32 in flight). Returns the
     /// `[n_rows, k]` array and the number of requests made.
     pub async fn get_npy_columns(
         &self,
@@ -524,17 +525,22 @@ impl Store {
     }
 }
 
-/// Byte ranges this close are read as one request, the bytes between them read and dropped:
-/// on object stores a request costs about as much as transferring this many bytes, and a
-/// C-order brain matrix's rows are many small ranges.
+/// Byte ranges this close are read as one request, the bytes between them read and dropped
+/// (when the gap is also no longer than the range after it): on object stores a request costs
+/// about as much as transferring this many bytes, and a C-order brain matrix's rows are many
+/// small ranges.
 pub const COALESCE_GAP: u64 = 64 * 1024;
 
-/// `ranges` (ascending, disjoint) with those at most `gap` bytes apart merged.
+/// `ranges` (ascending, disjoint) with a range merged into the one before it when the gap
+/// between them is at most `gap` bytes and no longer than the range itself: never more than
+/// twice the bytes asked for.
 fn coalesce(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
     let mut out: Vec<Range<u64>> = Vec::new();
     for r in ranges {
         match out.last_mut() {
-            Some(last) if r.start >= last.end && r.start - last.end <= gap => last.end = r.end,
+            Some(last) if r.start >= last.end && r.start - last.end <= gap.min(r.end - r.start) => {
+                last.end = r.end;
+            }
             _ => out.push(r.clone()),
         }
     }
@@ -546,6 +552,38 @@ static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 fn count_read(n: usize) {
     BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    // inside a `counting_reads` scope (elsewhere there is nothing to count into)
+    let _ = TASK_READS.try_with(|count| {
+        let mut c = count.get();
+        c.requests += 1;
+        c.bytes += n as u64;
+        count.set(c);
+    });
+}
+
+/// Reads made by one piece of work ([`counting_reads`]): object reads (whole or ranges) and
+/// their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadCount {
+    /// Read requests (whole objects and ranges; metadata requests are not counted).
+    pub requests: u64,
+    /// Bytes they returned.
+    pub bytes: u64,
+}
+
+tokio::task_local! {
+    static TASK_READS: std::cell::Cell<ReadCount>;
+}
+
+/// Runs `work`, counting the reads it makes through any [`Store`] on this async task (reads
+/// made by tasks it spawns are not counted): what one brainfit task reads, for its log line.
+pub async fn counting_reads<F: std::future::Future>(work: F) -> (F::Output, ReadCount) {
+    TASK_READS
+        .scope(std::cell::Cell::new(ReadCount::default()), async {
+            let out = work.await;
+            (out, TASK_READS.with(std::cell::Cell::get))
+        })
+        .await
 }
 
 /// Bytes this process has read from storage (every [`Store::get`] and [`Store::get_range`]),
@@ -975,6 +1013,9 @@ mod tests {
         let r = |a: u64, b: u64| a..b;
         assert_eq!(coalesce(&[r(0, 10), r(20, 30), r(100, 110)], 10), vec![r(0, 30), r(100, 110)]);
         assert_eq!(coalesce(&[r(0, 10), r(10, 20)], 0), vec![r(0, 20)]);
+        // a gap longer than the range is not read: at most twice the bytes asked for
+        assert_eq!(coalesce(&[r(0, 10), r(25, 30)], 64), vec![r(0, 10), r(25, 30)]);
+        assert_eq!(coalesce(&[r(0, 10), r(15, 20)], 64), vec![r(0, 20)]);
         assert_eq!(coalesce(&[r(5, 6)], 0), vec![r(5, 6)]);
         assert!(coalesce(&[], 64).is_empty());
     }

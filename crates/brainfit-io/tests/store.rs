@@ -153,9 +153,23 @@ async fn npy_column_chunks_use_range_requests() {
     let store = Store::new();
     let c_order = ndarray::Array2::from_shape_fn((7, 13), |(i, j)| (i * 100 + j) as f32);
     store.put("memory://chunks/c.npy", write_npy(&c_order.view()).into()).await.unwrap();
+    let (chunk, requests) = store.get_npy_columns("memory://chunks/c.npy", 3..10).await.unwrap();
+    assert_eq!(requests, 1, "7 rows of 28 bytes, 24 bytes apart: one request");
+    assert_eq!(chunk.to_f64(), c_order.slice(ndarray::s![.., 3..10]).mapv(f64::from).into_dyn());
+    // rows 24 bytes long, 28 apart: the gaps would more than double the bytes, one per row
     let (chunk, requests) = store.get_npy_columns("memory://chunks/c.npy", 3..9).await.unwrap();
-    assert_eq!(requests, 1, "7 rows 28 bytes apart: one request");
+    assert_eq!(requests, 7);
     assert_eq!(chunk.to_f64(), c_order.slice(ndarray::s![.., 3..9]).mapv(f64::from).into_dyn());
+    // what a piece of work read, counted: the header, then the merged rows
+    let (read, count) =
+        brainfit_io::counting_reads(store.get_npy_columns("memory://chunks/c.npy", 3..10)).await;
+    assert_eq!(read.unwrap().1, 1);
+    let file = store.size("memory://chunks/c.npy").await.unwrap();
+    // the header probe reads this small file whole; the rows span row 0 col 3 to row 6 col 10
+    let span = ((6 * 13 + 10) - 3) * 4;
+    assert_eq!(count, brainfit_io::ReadCount { requests: 2, bytes: file + span });
+    let (_, nothing) = brainfit_io::counting_reads(async {}).await;
+    assert_eq!(nothing, brainfit_io::ReadCount::default());
     // rows farther apart than the gap: one request each
     let cols = (COALESCE_GAP as usize) / 4 + 20;
     let wide = ndarray::Array2::from_shape_fn((5, cols), |(i, j)| (i * cols + j) as f32);

@@ -203,6 +203,23 @@ pub struct Executor {
     decompositions_f64: Cache<NestedCv<f64>>,
     pub(crate) models: Cache<crate::rsa::Models>,
     pub(crate) spheres: Cache<brainfit_kernels::searchlight::Neighbourhoods>,
+    /// A searchlight reads a `.npy` brain matrix whole (once per process) up to this many
+    /// bytes, and above it only the slabs each task's spheres reach.
+    whole_brain_bytes: u64,
+}
+
+/// Default of `BRAINFIT_WHOLE_BRAIN_BYTES`: 2 GiB.
+pub const DEFAULT_WHOLE_BRAIN_BYTES: u64 = 2 << 30;
+
+/// `BRAINFIT_WHOLE_BRAIN_BYTES`, else [`DEFAULT_WHOLE_BRAIN_BYTES`]: up to this size a
+/// searchlight's brain matrix is read once per worker process — one request, each byte once —
+/// above it each task reads only its slabs, so that memory is bounded by the task (at the cost
+/// of more requests, and of reading the slabs at the tasks' edges twice).
+fn whole_brain_bytes() -> u64 {
+    std::env::var("BRAINFIT_WHOLE_BRAIN_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_WHOLE_BRAIN_BYTES)
 }
 
 /// What differs between the precisions a task computes in: its decomposition cache, and
@@ -307,6 +324,7 @@ impl Executor {
             decompositions_f64: Cache::with_capacity(8),
             models: Cache::with_capacity(4),
             spheres: Cache::with_capacity(2),
+            whole_brain_bytes: whole_brain_bytes(),
         }
     }
 
@@ -324,7 +342,8 @@ impl Executor {
         abandon: Abandon,
     ) -> Result<Part> {
         let started = std::time::Instant::now();
-        let loaded = self.load(&job, task).await?;
+        let (loaded, reads) = brainfit_io::counting_reads(self.load(&job, task)).await;
+        let loaded = loaded?;
         let loaded_in = started.elapsed();
         abandon.check()?;
         let me = self.clone();
@@ -334,6 +353,8 @@ impl Executor {
             tracing::debug!(
                 task = %job.tasks[task].key(),
                 load_s = loaded_in.as_secs_f64(),
+                read_requests = reads.requests,
+                read_bytes = reads.bytes,
                 compute_s = computing.elapsed().as_secs_f64(),
                 "task computed"
             );
@@ -376,21 +397,24 @@ impl Executor {
             Task::Searchlight { subject: si, voxels } => {
                 let sl = job.spec.searchlight.as_ref().expect("searchlight tasks need it");
                 let subject = &job.spec.subjects[*si];
-                // from a .npy, only the slabs of voxels the task's spheres reach (range
-                // requests); a NIfTI image is read once per process
-                if inputs::is_nifti(subject.brain_url()?) {
+                // a NIfTI image, or a .npy matrix within the budget, is read once per process;
+                // from a larger .npy only the slabs of voxels the task's spheres reach
+                let inv = &job.inventory.subjects[*si];
+                let item = if inv.f64_data { 8 } else { 4 };
+                let matrix_bytes = (inv.n_samples * inv.n_voxels * item) as u64;
+                if inputs::is_nifti(subject.brain_url()?) || matrix_bytes <= self.whole_brain_bytes
+                {
                     loaded.brain = Some(self.brain(job, *si).await?);
                 } else {
                     let mask = self.mask(job, *si).await?;
                     let reach = sl.radius.reach(mask.pixdim[0]);
                     let span = slab_span(&mask.voxels, voxels[0]..voxels[1], reach);
-                    let f64_data = job.inventory.subjects[*si].f64_data;
                     let columns = inputs::load_brain_columns(
                         &self.store,
                         subject,
                         span.start,
                         span.end,
-                        f64_data,
+                        inv.f64_data,
                     );
                     loaded.columns = Some(columns.await?);
                     loaded.column_offset = span.start;
@@ -652,7 +676,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_searchlight_task_reads_only_the_slabs_its_spheres_reach() {
+    async fn above_the_budget_a_searchlight_task_reads_only_the_slabs_its_spheres_reach() {
         let store = Store::new();
         let base = "memory://worker-window/study";
         volume_study(&store, base, "brain.npy").await;
@@ -662,7 +686,10 @@ mod tests {
         let spec = JobSpec::from_toml(job, "job.toml", base).unwrap();
         let run = JobRun::prepare(&store, spec, "r1".into()).await.unwrap();
         assert_eq!(run.tasks.len(), 5, "160 centres in tasks of 32: two slabs each");
-        let executor = Executor::new(store);
+        let whole = Executor::new(store.clone());
+        let loaded = whole.load(&run, 0).await.unwrap();
+        assert!(loaded.brain.is_some() && loaded.columns.is_none(), "7.5 kB: read whole");
+        let executor = Executor { whole_brain_bytes: 0, ..Executor::new(store) };
         for (t, task) in run.tasks.iter().enumerate() {
             let Task::Searchlight { voxels, .. } = task else { panic!("{task:?}") };
             let loaded = executor.load(&run, t).await.unwrap();
