@@ -117,14 +117,20 @@ pub enum Radius {
 }
 
 impl Radius {
-    /// How many voxels of size `voxel_size` (mm, for a radius in mm) a sphere reaches along one
-    /// axis: the largest `d` with `d * size <= radius` (with the spheres' 1e-9 tolerance).
-    pub fn reach(self, voxel_size: f64) -> usize {
-        let (r, size) = match self {
-            Radius::Voxels(r) => (r, 1.0),
-            Radius::Millimetres(r) => (r, voxel_size),
-        };
-        ((r * r + 1e-9).sqrt() / size).floor() as usize
+    /// The radius and the voxel size to measure it in, for a mask of voxel sizes `pixdim`:
+    /// `[1, 1, 1]` for a radius in voxels, the mask's voxel sizes for one in millimetres.
+    pub fn with_voxel_size(self, pixdim: [f64; 3]) -> (f64, [f64; 3]) {
+        match self {
+            Radius::Voxels(r) => (r, [1.0; 3]),
+            Radius::Millimetres(r) => (r, pixdim),
+        }
+    }
+
+    /// How many voxels a sphere reaches along the first axis, for a mask of voxel sizes
+    /// `pixdim`: the largest `d` with `d * size <= radius` (with the spheres' 1e-9 tolerance).
+    pub fn reach(self, pixdim: [f64; 3]) -> usize {
+        let (r, size) = self.with_voxel_size(pixdim);
+        ((r * r + 1e-9).sqrt() / size[0]).floor() as usize
     }
 }
 

@@ -407,7 +407,7 @@ impl Executor {
                     loaded.brain = Some(self.brain(job, *si).await?);
                 } else {
                     let mask = self.mask(job, *si).await?;
-                    let reach = sl.radius.reach(mask.pixdim[0]);
+                    let reach = sl.radius.reach(mask.pixdim);
                     let span = slab_span(&mask.voxels, voxels[0]..voxels[1], reach);
                     let columns = inputs::load_brain_columns(
                         &self.store,

@@ -11,7 +11,6 @@ use crate::{JobContext, Result};
 use brainfit_io::Mask;
 use brainfit_job::inputs::roi_columns;
 use brainfit_job::plan::{brain_rdm_names, model_names};
-use brainfit_job::spec::Radius;
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, with_matrix};
 use brainfit_kernels::compare::{CompareMethod, Relabeller, compare, comparison_features};
@@ -288,10 +287,7 @@ impl Executor {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
         self.spheres.get_or_build(format!("{}/{si}", job.id), || {
-            let (radius, size) = match sl.radius {
-                Radius::Voxels(r) => (r, [1.0; 3]),
-                Radius::Millimetres(r) => (r, mask.pixdim),
-            };
+            let (radius, size) = sl.radius.with_voxel_size(mask.pixdim);
             Ok(spheres(&mask.voxels, mask.shape, radius, size, sl.min_voxels)
                 .map_err(JobError::from)?)
         })
