@@ -44,6 +44,20 @@ enum Command {
         /// The job file.
         job: String,
     },
+    /// Write a voxel-major (Fortran-order) copy of brain data, once per data set: a task then
+    /// reads its voxels in one range request, not one per sample. Point the job's `[data]
+    /// brain` at the copy (same mask); the results are the same to the bit.
+    Prepare {
+        /// The brain data: a 2-D `.npy` `[n_samples, n_voxels]`, or a 4-D NIfTI image (needs
+        /// --mask). A path or a URL.
+        brain: String,
+        /// Where to write the copy: an `.npy` path or URL (written whole or not at all).
+        out: String,
+        /// The mask: selects a NIfTI image's voxels; an `.npy`'s voxel count is checked
+        /// against it.
+        #[arg(long)]
+        mask: Option<String>,
+    },
     /// Make a synthetic study with planted effects, run every analysis on it, and report
     /// whether the effects were recovered.
     Demo {
@@ -270,6 +284,7 @@ async fn async_main() -> Result<()> {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     if std::env::args().any(|a| a == "--token" || a.starts_with("--token=")) {
         eprintln!(
@@ -330,6 +345,21 @@ async fn async_main() -> Result<()> {
             for warning in &inventory.warnings {
                 println!("  warning: {warning}");
             }
+        }
+        Command::Prepare { brain, out, mask } => {
+            let started = std::time::Instant::now();
+            let p = brainfit_job::prepare::voxel_major_copy(&store, &brain, mask.as_deref(), &out)
+                .await
+                .with_context(|| format!("nothing was written to {out}"))?;
+            println!(
+                "brainfit prepare: wrote {out} in {:.1} s: {} samples x {} voxels, {}, voxel-major \
+                 (Fortran order), {:.1} MB; point the job's [data] brain at it, with the same mask",
+                started.elapsed().as_secs_f64(),
+                p.n_samples,
+                p.n_voxels,
+                if p.f64_data { "float64" } else { "float32" },
+                p.bytes as f64 / 1e6
+            );
         }
         Command::Demo { out, workers } => {
             claim_demo_dir(&out)?;

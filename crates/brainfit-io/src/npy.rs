@@ -288,7 +288,18 @@ impl NpyElement for bool {
 /// fit), C order, little-endian, header padded with spaces to a multiple of 64 bytes and
 /// ending in `\n`, exactly as `np.save` lays it out.
 pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
-    let shape = a.shape();
+    let mut out = npy_header::<T>(a.shape(), false);
+    out.reserve(a.len() * std::mem::size_of::<T>());
+    // `iter()` walks the array in logical (C) order whatever its memory layout.
+    for &x in a {
+        x.write_le(&mut out);
+    }
+    out
+}
+
+/// The header of a `.npy` file of `T` values of shape `shape`, laid out as `np.save` lays it
+/// out; the data follows it, in Fortran order (first index fastest) when `fortran_order`.
+pub fn npy_header<T: NpyElement>(shape: &[usize], fortran_order: bool) -> Vec<u8> {
     let shape_repr = match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
@@ -297,8 +308,9 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
             format!("({})", parts.join(", "))
         }
     };
+    let order = if fortran_order { "True" } else { "False" };
     let dict =
-        format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", T::DTYPE, shape_repr);
+        format!("{{'descr': '{}', 'fortran_order': {order}, 'shape': {}, }}", T::DTYPE, shape_repr);
     // Version 1.0 stores the header length in 2 bytes; fall back to 2.0 (4 bytes) if needed.
     let (version, prefix_len) = {
         let v1_total = padded_len(10 + dict.len() + 1);
@@ -306,7 +318,7 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
     };
     let total = padded_len(prefix_len + dict.len() + 1);
     let header_len = total - prefix_len;
-    let mut out = Vec::with_capacity(total + a.len() * std::mem::size_of::<T>());
+    let mut out = Vec::with_capacity(total);
     out.extend_from_slice(MAGIC);
     out.push(version);
     out.push(0);
@@ -319,10 +331,6 @@ pub fn write_npy<T: NpyElement, D: Dimension>(a: &ArrayView<T, D>) -> Vec<u8> {
     out.extend_from_slice(dict.as_bytes());
     out.resize(total - 1, b' ');
     out.push(b'\n');
-    // `iter()` walks the array in logical (C) order whatever its memory layout.
-    for &x in a {
-        x.write_le(&mut out);
-    }
     out
 }
 
@@ -625,8 +633,8 @@ fn decode_body(
     })
 }
 
-/// Columns `columns` of a 2-D `.npy` whose header is `header`, from the raw bytes of exactly
-/// those columns: `[n_rows, k]` row after row for a C-order file, column after column for a
+/// `k` columns of a 2-D `.npy` whose header is `header`, from the raw bytes of exactly those
+/// columns: `[n_rows, k]` row after row for a C-order file, column after column for a
 /// Fortran-order one (as [`column_ranges`] lists them).
 pub fn decode_columns(header: &NpyHeader, raw: &[u8], k: usize, name: &str) -> Result<NpyArray> {
     let dtype = Dtype::parse(&header.dtype, name)?;
@@ -641,13 +649,12 @@ pub fn decode_columns(header: &NpyHeader, raw: &[u8], k: usize, name: &str) -> R
     Ok(NpyArray { data: decode_body(raw, &dtype, &shape, header.fortran_order, name)? })
 }
 
-/// Byte ranges holding columns `start..end` of a 2-D `.npy` (`[n_rows, n_cols]`): one range
-/// for a Fortran-order file, one per row for a C-order file.
-#[allow(clippy::single_range_in_vec_init)] // a list of byte ranges, here of one
+/// Byte ranges holding the columns `runs` (ascending, disjoint column ranges) of a 2-D `.npy`
+/// (`[n_rows, n_cols]`), in the order [`decode_columns`] reads them: one range per run for a
+/// Fortran-order file; for a C-order file, row after row, one range per run of each row.
 pub fn column_ranges(
     header: &NpyHeader,
-    start: usize,
-    end: usize,
+    runs: &[std::ops::Range<usize>],
     name: &str,
 ) -> Result<Vec<std::ops::Range<u64>>> {
     if header.shape.len() != 2 {
@@ -657,19 +664,32 @@ pub fn column_ranges(
         ));
     }
     let (rows, cols) = (header.shape[0] as u64, header.shape[1] as u64);
-    if start > end || end as u64 > cols {
-        return Err(npy_err(
-            name,
-            format!("columns {start}..{end} are outside its {cols} columns"),
-        ));
+    let mut previous_end = 0;
+    for run in runs {
+        if run.start > run.end || run.end as u64 > cols || run.start < previous_end {
+            return Err(npy_err(
+                name,
+                format!(
+                    "columns {}..{} are outside its {cols} columns or not in ascending order",
+                    run.start, run.end
+                ),
+            ));
+        }
+        previous_end = run.end;
     }
     let item = header.item_size(name)? as u64;
     let off = header.data_offset as u64;
-    let (s, e) = (start as u64, end as u64);
+    let runs = runs.iter().filter(|r| r.start < r.end).map(|r| (r.start as u64, r.end as u64));
     Ok(if header.fortran_order {
-        vec![off + s * rows * item..off + e * rows * item]
+        runs.map(|(s, e)| off + s * rows * item..off + e * rows * item).collect()
     } else {
-        (0..rows).map(|r| off + (r * cols + s) * item..off + (r * cols + e) * item).collect()
+        let runs: Vec<(u64, u64)> = runs.collect();
+        (0..rows)
+            .flat_map(|r| {
+                runs.iter()
+                    .map(move |&(s, e)| off + (r * cols + s) * item..off + (r * cols + e) * item)
+            })
+            .collect()
     })
 }
 

@@ -58,7 +58,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{IoError, Result};
 
@@ -403,6 +403,19 @@ impl Store {
         Ok(())
     }
 
+    /// A writer that uploads one object in parts (a multipart upload), for objects too large
+    /// to hold in memory at once: nothing is visible at `url` until [`ObjectWriter::finish`],
+    /// and an upload that is aborted, or dropped unfinished, leaves nothing there.
+    pub async fn writer(&self, url: &str) -> Result<ObjectWriter> {
+        let (store, path) = self.resolve(url)?;
+        let upload = store.put_multipart(&path).await.map_err(|e| map_store_err(url, "put", e))?;
+        Ok(ObjectWriter {
+            url: url.to_string(),
+            upload: Some(object_store::WriteMultipart::new(upload)),
+            written: 0,
+        })
+    }
+
     /// Create-only put: writes the object if nothing exists at `url`, otherwise leaves the
     /// existing object untouched and returns [`PutOutcome::AlreadyExists`] (not an
     /// error). Used to commit task results so that the first finished attempt wins.
@@ -464,12 +477,23 @@ impl Store {
     /// matrix) read with range requests instead of a whole download: one request for a
     /// Fortran-order file; for a C-order file one range per row, rows less than
     /// [`COALESCE_GAP`] apart (and no farther than a row's length) merged into one request (up
-    /// to 32 in flight). Returns the
-    /// `[n_rows, k]` array and the number of requests made.
+    /// to 32 in flight). Returns the `[n_rows, k]` array and the number of requests made.
     pub async fn get_npy_columns(
         &self,
         url: &str,
         columns: Range<usize>,
+    ) -> Result<(crate::NpyArray, usize)> {
+        self.get_npy_column_runs(url, &[columns]).await
+    }
+
+    /// The columns of several runs (ascending, disjoint column ranges, e.g. the voxels of a few
+    /// ROIs) of a 2-D `.npy`, side by side in that order, read as [`Store::get_npy_columns`]
+    /// reads one run: one range per run (Fortran order) or per run and row (C order), ranges
+    /// close together merged into one request.
+    pub async fn get_npy_column_runs(
+        &self,
+        url: &str,
+        runs: &[Range<usize>],
     ) -> Result<(crate::NpyArray, usize)> {
         let size = self.size(url).await?;
         let head = self.get_range(url, 0..size.min(65_536)).await?;
@@ -484,7 +508,7 @@ impl Store {
                 ),
             });
         }
-        let ranges = crate::npy::column_ranges(&header, columns.start, columns.end, url)?;
+        let ranges = crate::npy::column_ranges(&header, runs, url)?;
         let merged = coalesce(&ranges, COALESCE_GAP);
         let requests = merged.len();
         let chunks: Vec<Bytes> =
@@ -501,7 +525,8 @@ impl Store {
             let at = (r.start - merged[m].start) as usize;
             raw.extend_from_slice(&chunks[m][at..at + (r.end - r.start) as usize]);
         }
-        Ok((crate::npy::decode_columns(&header, &raw, columns.end - columns.start, url)?, requests))
+        let k = runs.iter().map(|r| r.end - r.start).sum();
+        Ok((crate::npy::decode_columns(&header, &raw, k, url)?, requests))
     }
 
     /// Moves the object at `from` to `to`, replacing what is there: a rename on a local file
@@ -522,6 +547,45 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_store_err(url, "delete", e)),
         }
+    }
+}
+
+/// An object being written in parts ([`Store::writer`]).
+pub struct ObjectWriter {
+    url: String,
+    /// `None` once finished or aborted.
+    upload: Option<object_store::WriteMultipart>,
+    written: u64,
+}
+
+/// Parts uploaded at once by an [`ObjectWriter`] (each part is 5 MiB, object_store's default):
+/// bounds its memory.
+const PARTS_IN_FLIGHT: usize = 8;
+
+impl ObjectWriter {
+    /// Appends `bytes` (buffered into parts; waits while too many parts are in flight).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let upload = self.upload.as_mut().expect("written after finish or abort");
+        upload
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| map_store_err(&self.url, "put", e))?;
+        upload.write(bytes);
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the upload: the object appears at its URL, whole. Returns its size in bytes.
+    pub async fn finish(mut self) -> Result<u64> {
+        let upload = self.upload.take().expect("finished once");
+        upload.finish().await.map_err(|e| map_store_err(&self.url, "put", e))?;
+        Ok(self.written)
+    }
+
+    /// Abandons the upload: nothing is written at its URL.
+    pub async fn abort(mut self) -> Result<()> {
+        let upload = self.upload.take().expect("aborted once");
+        upload.abort().await.map_err(|e| map_store_err(&self.url, "put", e))
     }
 }
 

@@ -185,6 +185,27 @@ async fn npy_column_chunks_use_range_requests() {
     let (chunk, requests) = store.get_npy_columns("memory://chunks/f.npy", 1..2).await.unwrap();
     assert_eq!(requests, 1);
     assert_eq!(chunk.to_f64(), whole.slice(ndarray::s![.., 1..2]).into_dyn());
+    // several runs of columns (the voxels of a few ROIs), side by side, in either order
+    let runs = [1..3, 5..6, 9..13];
+    let picked = [1, 2, 5, 9, 10, 11, 12];
+    let (chunk, requests) =
+        store.get_npy_column_runs("memory://chunks/c.npy", &runs).await.unwrap();
+    assert_eq!(requests, 1, "rows of 52 bytes: every gap is short, one request");
+    assert_eq!(
+        chunk.to_f64(),
+        c_order.select(ndarray::Axis(1), &picked).mapv(f64::from).into_dyn()
+    );
+    let fortran = write_npy(&c_order.t().as_standard_layout().t());
+    store.put("memory://chunks/f13.npy", fortran.into()).await.unwrap();
+    let (chunk, requests) =
+        store.get_npy_column_runs("memory://chunks/f13.npy", &runs).await.unwrap();
+    assert_eq!(requests, 3, "one per run: 28, 112 and 56 bytes apart ... merged only when short");
+    assert_eq!(
+        chunk.to_f64(),
+        c_order.select(ndarray::Axis(1), &picked).mapv(f64::from).into_dyn()
+    );
+    let err = store.get_npy_column_runs("memory://chunks/c.npy", &[5..6, 1..3]).await.unwrap_err();
+    assert!(err.to_string().contains("ascending"), "{err}");
     // out of range and truncated files are clear errors naming the object
     let err = store.get_npy_columns("memory://chunks/c.npy", 10..14).await.unwrap_err().to_string();
     assert!(err.contains("c.npy") && err.contains("outside"), "{err}");

@@ -95,6 +95,17 @@ fn input_err(url: &str, message: impl Into<String>) -> JobError {
     JobError::Input { url: url.to_string(), message: message.into() }
 }
 
+/// Reads time-resolved data (`[n_times, n_conditions, n_channels]`), checked for shape and
+/// NaN/Inf, in double precision.
+pub async fn load_time_resolved(store: &Store, url: &str) -> Result<ndarray::Array3<f64>> {
+    let a = parse_npy(&store.get(url).await?, url)?;
+    check_finite(&a, url)?;
+    let shape = a.shape().to_vec();
+    a.into_f64().into_dimensionality::<ndarray::Ix3>().map_err(|_| {
+        input_err(url, format!("expected [n_times, n_conditions, n_channels], got {shape:?}"))
+    })
+}
+
 /// Reads and checks a 3-D mask.
 pub async fn load_mask(store: &Store, url: &str) -> Result<Mask> {
     let bytes = store.get(url).await?;
@@ -124,6 +135,37 @@ async fn npy_shape(store: &Store, url: &str) -> Result<(Vec<usize>, String)> {
 
 fn dtype_size(dtype: &str) -> Option<usize> {
     dtype.get(2..).and_then(|s| s.parse().ok())
+}
+
+/// Samples, voxels and precision (`true` for float64) of a subject's 2-D `.npy` brain data,
+/// from its header alone, checked against its mask when one is given.
+pub async fn brain_npy_shape(
+    store: &Store,
+    subject: &SubjectSpec,
+    mask: Option<&Mask>,
+) -> Result<(usize, usize, bool)> {
+    let url = subject.brain_url()?;
+    let (shape, dtype) = npy_shape(store, url).await?;
+    if shape.len() != 2 {
+        return Err(input_err(
+            url,
+            format!("brain data must be 2-D [n_samples, n_voxels], got shape {shape:?}"),
+        ));
+    }
+    if let Some(mask) = mask
+        && mask.len() != shape[1]
+    {
+        return Err(input_err(
+            url,
+            format!(
+                "has {} voxel columns but the mask {} has {} voxels",
+                shape[1],
+                subject.mask.as_deref().unwrap_or(""),
+                mask.len()
+            ),
+        ));
+    }
+    Ok((shape[0], shape[1], dtype.ends_with("f8")))
 }
 
 /// Index and value of the first NaN or Inf of an array, if any.
@@ -423,27 +465,7 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             }
             (dim[3], mask.len(), false)
         } else {
-            let (shape, dtype) = npy_shape(store, url).await?;
-            if shape.len() != 2 {
-                return Err(input_err(
-                    url,
-                    format!("brain data must be 2-D [n_samples, n_voxels], got shape {shape:?}"),
-                ));
-            }
-            if let Some(mask) = &mask
-                && mask.len() != shape[1]
-            {
-                return Err(input_err(
-                    url,
-                    format!(
-                        "has {} voxel columns but the mask {} has {} voxels",
-                        shape[1],
-                        subject.mask.as_deref().unwrap_or(""),
-                        mask.len()
-                    ),
-                ));
-            }
-            (shape[0], shape[1], dtype.ends_with("f8"))
+            brain_npy_shape(store, subject, mask.as_ref()).await?
         };
         if n_samples < 2 || n_voxels == 0 {
             return Err(input_err(
@@ -659,24 +681,21 @@ pub(crate) async fn check_rsa_inputs(
     Ok(())
 }
 
-/// Voxel columns `[start, end)` of a subject's `.npy` brain data, checked for NaN/Inf, read
-/// with range requests (one per sample row in C order, one in all in Fortran order) so that a
-/// task holds only its chunk. (A NIfTI image is compressed, not range-addressable: load it
+/// The voxel columns of `runs` (ascending, disjoint ranges of voxels) of the `.npy` brain data
+/// at `url` (a subject's, or one being prepared), side by side, checked for NaN/Inf, read with range requests (per run one per
+/// sample row in C order, close ones merged; one in all in Fortran order) so that a task holds
+/// only its voxels. (A NIfTI image is compressed, not range-addressable: load it
 /// whole once with [`load_brain`].)
 pub async fn load_brain_columns(
     store: &Store,
-    subject: &SubjectSpec,
-    start: usize,
-    end: usize,
+    url: &str,
+    runs: &[std::ops::Range<usize>],
     as_f64: bool,
 ) -> Result<Matrix> {
-    let url = subject.brain_url()?;
-    let (a, _requests) = store.get_npy_columns(url, start..end).await?;
+    let (a, _requests) = store.get_npy_column_runs(url, runs).await?;
     if let Some((pos, v)) = first_non_finite(&a) {
-        return Err(input_err(
-            url,
-            format!("contains {v} at sample {}, voxel {}", pos[0], start + pos[1]),
-        ));
+        let voxel = runs.iter().flat_map(Clone::clone).nth(pos[1]).unwrap_or(pos[1]);
+        return Err(input_err(url, format!("contains {v} at sample {}, voxel {voxel}", pos[0])));
     }
     to_matrix(&a, url, as_f64)
 }

@@ -11,6 +11,7 @@ pub mod merge;
 pub mod outputs;
 pub mod part;
 pub mod plan;
+pub mod prepare;
 pub mod run;
 pub mod spec;
 pub mod stats;

@@ -188,8 +188,11 @@ pub(crate) struct Loaded {
     pub brain_rdms: Vec<Array1<f64>>,
     /// ROI RSA: the ROI masks, in job order.
     pub rois: Vec<Mask>,
-    /// Time-resolved RSA: the data file's bytes.
-    pub time_data: Option<bytes::Bytes>,
+    /// ROI RSA: each ROI's voxels, as columns of `columns` when it is given, else of the whole
+    /// brain matrix.
+    pub roi_columns: Vec<Vec<usize>>,
+    /// Time-resolved RSA: `[n_times, n_conditions, n_channels]` (read once per process).
+    pub time_data: Option<Arc<ndarray::Array3<f64>>>,
 }
 
 /// Runs tasks; shared by all workers of a process.
@@ -199,6 +202,7 @@ pub struct Executor {
     brains: AsyncCache<BrainData>,
     masks: AsyncCache<Mask>,
     groups: AsyncCache<Option<Vec<i64>>>,
+    time_data: AsyncCache<ndarray::Array3<f64>>,
     decompositions_f32: Cache<NestedCv<f32>>,
     decompositions_f64: Cache<NestedCv<f64>>,
     pub(crate) models: Cache<crate::rsa::Models>,
@@ -320,6 +324,7 @@ impl Executor {
             brains: AsyncCache::with_capacity(2),
             masks: AsyncCache::with_capacity(8),
             groups: AsyncCache::with_capacity(8),
+            time_data: AsyncCache::with_capacity(1),
             decompositions_f32: Cache::with_capacity(8),
             decompositions_f64: Cache::with_capacity(8),
             models: Cache::with_capacity(4),
@@ -374,13 +379,15 @@ impl Executor {
                 loaded.groups = Some(self.groups(job, si).await?);
                 // only this task's voxels are read from a .npy (range requests); a NIfTI image
                 // is read once per process
-                if inputs::is_nifti(subject.brain_url()?) {
+                let url = subject.brain_url()?;
+                if inputs::is_nifti(url) {
                     loaded.brain = Some(self.brain(job, si).await?);
                 } else {
-                    let [start, end] = *voxels;
+                    let chunk = voxels[0]..voxels[1];
+                    let chunk = std::slice::from_ref(&chunk);
                     let columns =
-                        inputs::load_brain_columns(&self.store, subject, start, end, inv.f64_data);
-                    loaded.columns = Some(columns.await?);
+                        inputs::load_brain_columns(&self.store, url, chunk, inv.f64_data).await?;
+                    loaded.columns = Some(columns);
                 }
                 let key = format!("{}/{space}", subject_key(job, si));
                 loaded.decomposition = if inv.f64_data {
@@ -406,17 +413,17 @@ impl Executor {
                 {
                     loaded.brain = Some(self.brain(job, *si).await?);
                 } else {
-                    let mask = self.mask(job, *si).await?;
+                    let mask = self.mask(job, *si, "a searchlight").await?;
                     let reach = sl.radius.reach(mask.pixdim);
                     let span = slab_span(&mask.voxels, voxels[0]..voxels[1], reach);
                     let columns = inputs::load_brain_columns(
                         &self.store,
-                        subject,
-                        span.start,
-                        span.end,
+                        subject.brain_url()?,
+                        std::slice::from_ref(&span),
                         inv.f64_data,
-                    );
-                    loaded.columns = Some(columns.await?);
+                    )
+                    .await?;
+                    loaded.columns = Some(columns);
                     loaded.column_offset = span.start;
                     loaded.groups = Some(self.groups(job, *si).await?);
                     loaded.mask = Some(mask);
@@ -425,25 +432,67 @@ impl Executor {
             }
             Task::Rsa { subject: si, .. } => {
                 let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
-                // brain patterns are read only when there are ROIs (given RDMs need none)
-                if job.spec.subjects[*si].brain.is_some() {
-                    loaded.brain = Some(self.brain(job, *si).await?);
-                }
                 for url in r.brain_rdms.values() {
                     loaded.brain_rdms.push(inputs::load_rdm(&self.store, url).await?);
                 }
                 for url in r.rois.values() {
                     loaded.rois.push(inputs::load_mask(&self.store, url).await?);
                 }
+                // brain patterns are read only when there are ROIs (given RDMs need none): a
+                // NIfTI image or a .npy matrix within the budget whole, once per process; from
+                // a larger .npy only the voxels the ROIs cover
+                let subject = &job.spec.subjects[*si];
+                if !r.rois.is_empty() {
+                    let inv = &job.inventory.subjects[*si];
+                    let item = if inv.f64_data { 8 } else { 4 };
+                    let matrix_bytes = (inv.n_samples * inv.n_voxels * item) as u64;
+                    let whole = inputs::is_nifti(subject.brain_url()?)
+                        || matrix_bytes <= self.whole_brain_bytes;
+                    let mask = if whole {
+                        let brain = self.brain(job, *si).await?;
+                        let mask = brain.mask.clone();
+                        loaded.brain = Some(brain);
+                        Arc::new(mask.ok_or_else(|| no_mask(subject, "[rsa] rois"))?)
+                    } else {
+                        self.mask(job, *si, "[rsa] rois").await?
+                    };
+                    let mut per_roi = Vec::new();
+                    for (url, roi) in r.rois.values().zip(&loaded.rois) {
+                        per_roi.push(inputs::roi_columns(&mask, roi, url)?);
+                    }
+                    loaded.roi_columns = if whole {
+                        per_roi
+                    } else {
+                        let (runs, positions) = column_runs(&per_roi);
+                        let columns = inputs::load_brain_columns(
+                            &self.store,
+                            subject.brain_url()?,
+                            &runs,
+                            inv.f64_data,
+                        )
+                        .await?;
+                        loaded.columns = Some(columns);
+                        positions
+                    };
+                }
+                loaded.groups = Some(self.groups(job, *si).await?);
                 loaded.models = Some(self.load_models(job, *si, r.rdm).await?);
             }
             Task::TimeResolved { .. } => {
                 let t = job.spec.time_resolved.as_ref().expect("time-resolved tasks need it");
-                loaded.time_data = Some(self.store.get(&t.data).await.map_err(JobError::from)?);
+                // every task needs all of the data (tasks split the permutations): once per
+                // process
+                let key = job.id.clone();
+                let store = &self.store;
+                loaded.time_data = Some(
+                    self.time_data
+                        .get_or_load(key, async {
+                            Ok(inputs::load_time_resolved(store, &t.data).await?)
+                        })
+                        .await?,
+                );
                 loaded.models = Some(self.load_models(job, 0, t.rdm).await?);
-                if job.spec.subjects[0].brain.is_some() {
-                    loaded.brain = Some(self.brain(job, 0).await?);
-                }
+                loaded.groups = Some(self.groups(job, 0).await?);
             }
         }
         Ok(loaded)
@@ -482,13 +531,11 @@ impl Executor {
             .await
     }
 
-    /// A subject's mask, read once per process.
-    async fn mask(&self, job: &JobContext, si: usize) -> Result<Arc<Mask>> {
+    /// A subject's mask, read once per process; `needed_by` (e.g. "a searchlight") names what
+    /// needs it in the error when the job gives none.
+    async fn mask(&self, job: &JobContext, si: usize, needed_by: &str) -> Result<Arc<Mask>> {
         let subject = &job.spec.subjects[si];
-        let url = subject.mask.as_deref().ok_or_else(|| JobError::Input {
-            url: subject.brain_url().unwrap_or_default().to_string(),
-            message: "a searchlight needs a [data] mask".into(),
-        })?;
+        let url = subject.mask.as_deref().ok_or_else(|| no_mask(subject, needed_by))?;
         self.masks
             .get_or_load(subject_key(job, si), async {
                 Ok(inputs::load_mask(&self.store, url).await?)
@@ -595,6 +642,32 @@ impl Executor {
 }
 
 /// Feature space `name` of subject `si`, as the inventory knows it.
+/// The error for a job that needs a subject's mask and gives none.
+fn no_mask(subject: &SubjectSpec, needed_by: &str) -> WorkerError {
+    JobError::Input {
+        url: subject.brain_url().unwrap_or_default().to_string(),
+        message: format!("{needed_by} need a [data] mask"),
+    }
+    .into()
+}
+
+/// The union of several sorted column lists (e.g. ROIs' voxels) as ascending runs of columns,
+/// and each list's columns as positions in the runs' columns laid side by side.
+fn column_runs(lists: &[Vec<usize>]) -> (Vec<std::ops::Range<usize>>, Vec<Vec<usize>>) {
+    let union: std::collections::BTreeSet<usize> = lists.iter().flatten().copied().collect();
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for &c in &union {
+        match runs.last_mut() {
+            Some(run) if run.end == c => run.end += 1,
+            _ => runs.push(c..c + 1),
+        }
+    }
+    let position: std::collections::HashMap<usize, usize> =
+        union.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+    let positions = lists.iter().map(|l| l.iter().map(|c| position[c]).collect()).collect();
+    (runs, positions)
+}
+
 fn space_ref(job: &JobContext, si: usize, name: &str) -> Result<brainfit_job::SpaceRef> {
     job.inventory.subjects[si]
         .spaces
@@ -699,6 +772,54 @@ mod tests {
             let lo = voxels[0].saturating_sub(16);
             let hi = (voxels[1] + 16).min(160);
             assert_eq!((loaded.column_offset, columns.dim()), (lo, (12, hi - lo)), "task {t}");
+        }
+    }
+
+    #[tokio::test]
+    async fn above_the_budget_an_roi_task_reads_only_its_rois_voxels_and_computes_the_same() {
+        let store = Store::new();
+        let base = "memory://worker-rois/study";
+        volume_study(&store, base, "brain.npy").await;
+        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
+        // ROI "a": slab i = 2 and half of slab 3 (24 voxels); ROI "b": slab 7 (16 voxels)
+        let a = ndarray::Array3::<f32>::from_shape_fn((10, 4, 4), |(i, j, _)| {
+            f32::from(u8::from(i == 2 || (i == 3 && j < 2)))
+        });
+        let b = ndarray::Array3::<f32>::from_shape_fn((10, 4, 4), |(i, _, _)| {
+            f32::from(u8::from(i == 7))
+        });
+        for (name, roi) in [("a", &a), ("b", &b)] {
+            let nii = write_nifti_f32(roi.view(), &eye, true);
+            store.put(&format!("{base}/{name}.nii.gz"), nii.into()).await.unwrap();
+        }
+        let job = "name = \"roi\"\noutput = \"out\"\n[data]\nbrain = \"brain.npy\"\n\
+                   mask = \"mask.nii.gz\"\n[rsa]\nmodels = { m = \"model.npy\" }\n\
+                   rois = { a = \"a.nii.gz\", b = \"b.nii.gz\" }\n\
+                   [permutation]\nn = 20\n";
+        let spec = JobSpec::from_toml(job, "job.toml", base).unwrap();
+        let run = JobRun::prepare(&store, spec, "r1".into()).await.unwrap();
+        let whole = Arc::new(Executor::new(store.clone()));
+        let bounded = Arc::new(Executor { whole_brain_bytes: 0, ..Executor::new(store) });
+        let (loaded, whole_reads) = brainfit_io::counting_reads(whole.load(&run, 0)).await;
+        let loaded = loaded.unwrap();
+        assert!(loaded.brain.is_some() && loaded.columns.is_none(), "7.5 kB: read whole");
+        let (loaded, bounded_reads) = brainfit_io::counting_reads(bounded.load(&run, 0)).await;
+        let loaded = loaded.unwrap();
+        assert!(loaded.brain.is_none(), "the whole brain is not read");
+        let columns = loaded.columns.as_ref().expect("the ROIs' columns");
+        assert_eq!(columns.dim(), (12, 40), "24 + 16 voxels");
+        let a_then_b: Vec<Vec<usize>> = vec![(0..24).collect(), (24..40).collect()];
+        assert_eq!(loaded.roi_columns, a_then_b);
+        // the same reads, but for the brain: its header (the probe reads this small file
+        // whole) and then 12 rows of two runs, 96 and 64 bytes, too far apart to merge (224
+        // bytes within a row, 256 between rows): 24 ranges of 1,920 bytes in all
+        assert_eq!(bounded_reads.requests, whole_reads.requests + 24);
+        assert_eq!(bounded_reads.bytes, whole_reads.bytes + 1920);
+        let run = Arc::new(run);
+        for t in 0..run.tasks.len() {
+            let from_whole = whole.execute(run.clone(), t, Abandon::default()).await.unwrap();
+            let from_columns = bounded.execute(run.clone(), t, Abandon::default()).await.unwrap();
+            assert_eq!(from_whole.encode(), from_columns.encode(), "task {t}");
         }
     }
 }

@@ -9,7 +9,6 @@
 use crate::execute::{Executor, Loaded, ModelsLoaded, checkpoint};
 use crate::{JobContext, Result};
 use brainfit_io::Mask;
-use brainfit_job::inputs::roi_columns;
 use brainfit_job::plan::{brain_rdm_names, model_names};
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, with_matrix};
@@ -21,7 +20,7 @@ use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::searchlight::{
     Neighbourhoods, searchlight, sphere_rdm, spheres, time_resolved,
 };
-use ndarray::{Array1, Array2, Array3, Axis, Ix3, s};
+use ndarray::{Array1, Array2, Axis, s};
 use std::sync::Arc;
 
 /// Permutations computed per matrix product, at most.
@@ -392,17 +391,12 @@ impl Executor {
         loaded: Loaded,
     ) -> Result<Part> {
         let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
-        let subject = &job.spec.subjects[si];
-        let brain = loaded.brain;
         let mut brains: Vec<Array1<f64>> = loaded.brain_rdms;
-        for (url, roi) in r.rois.values().zip(&loaded.rois) {
-            let brain = brain.as_ref().expect("the spec requires [data] for rois");
-            let mask = brain.mask.as_ref().ok_or_else(|| JobError::Input {
-                url: subject.brain_url().unwrap_or_default().to_string(),
-                message: "[rsa] rois need a [data] mask".into(),
-            })?;
-            let cols = roi_columns(mask, roi, url)?;
-            let d = with_matrix!(&brain.matrix, |y| rdm(y.select(Axis(1), &cols).view(), r.rdm));
+        // the ROIs' voxels: columns of the task's own read, or of the subject's whole matrix
+        let patterns = loaded.columns.as_ref().or(loaded.brain.as_ref().map(|b| &b.matrix));
+        for (url, cols) in r.rois.values().zip(&loaded.roi_columns) {
+            let patterns = patterns.expect("ROI tasks load brain patterns");
+            let d = with_matrix!(patterns, |y| rdm(y.select(Axis(1), cols).view(), r.rdm));
             brains.push(d.map_err(|e| JobError::Input {
                 url: url.clone(),
                 message: format!("ROI RDM: {e}"),
@@ -410,7 +404,7 @@ impl Executor {
         }
         let models = self.models(job, si, r.rdm, loaded.models)?;
         let names = brain_rdm_names(&job.spec);
-        let scheme = scheme_for(job, brain.as_ref().and_then(|b| b.groups.as_deref()));
+        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref));
         // Per method: the brains' and models' comparison features where they exist (then a
         // comparison is a dot product and a relabelling only re-indexes the model's features).
         let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
@@ -471,26 +465,10 @@ impl Executor {
             .time_resolved
             .as_ref()
             .expect("time-resolved tasks exist only with [time_resolved]");
-        let bytes = loaded.time_data.expect("time-resolved tasks load their data");
-        let a = brainfit_io::parse_npy(&bytes, &t.data).map_err(JobError::from)?;
-        if a.has_non_finite() {
-            return Err(JobError::Input {
-                url: t.data.clone(),
-                message: "contains NaN or Inf".into(),
-            }
-            .into());
-        }
-        let data: Array3<f64> =
-            a.to_f64().into_dimensionality::<Ix3>().map_err(|_| JobError::Input {
-                url: t.data.clone(),
-                message: format!(
-                    "expected [n_times, n_conditions, n_channels], got {:?}",
-                    a.shape()
-                ),
-            })?;
+        let data = loaded.time_data.expect("time-resolved tasks load their data");
         let models = self.models(job, 0, t.rdm, loaded.models)?;
         let features = models.features(t.compare);
-        let scheme = scheme_for(job, loaded.brain.as_ref().and_then(|b| b.groups.as_deref()));
+        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref));
         let block = with_nulls(
             &models,
             features.as_ref(),
