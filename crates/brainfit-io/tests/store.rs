@@ -186,24 +186,31 @@ async fn npy_column_chunks_use_range_requests() {
     assert_eq!(requests, 1);
     assert_eq!(chunk.to_f64(), whole.slice(ndarray::s![.., 1..2]).into_dyn());
     // several runs of columns (the voxels of a few ROIs), side by side, in either order
-    let runs = [1..3, 5..6, 9..13];
-    let picked = [1, 2, 5, 9, 10, 11, 12];
+    let pick = |runs: &[std::ops::Range<usize>]| {
+        let columns: Vec<usize> = runs.iter().flat_map(Clone::clone).collect();
+        c_order.select(ndarray::Axis(1), &columns).mapv(f64::from).into_dyn()
+    };
+    // rows of 52 bytes; every gap (4, 12 and, across rows, 4 bytes) is shorter than the range
+    // after it: one request
+    let runs = [1..3, 4..6, 9..13];
     let (chunk, requests) =
         store.get_npy_column_runs("memory://chunks/c.npy", &runs).await.unwrap();
-    assert_eq!(requests, 1, "rows of 52 bytes: every gap is short, one request");
-    assert_eq!(
-        chunk.to_f64(),
-        c_order.select(ndarray::Axis(1), &picked).mapv(f64::from).into_dyn()
-    );
-    let fortran = write_npy(&c_order.t().as_standard_layout().t());
+    assert_eq!((chunk.to_f64(), requests), (pick(&runs), 1));
+    // a one-voxel run 8 bytes past the one before it is read on its own: 1 + 7 rows
+    let runs = [1..3, 5..6, 9..13];
+    let (chunk, requests) =
+        store.get_npy_column_runs("memory://chunks/c.npy", &runs).await.unwrap();
+    assert_eq!((chunk.to_f64(), requests), (pick(&runs), 8));
+    // Fortran order: columns of 28 bytes, one range per run (112-byte gaps)
+    let mut fortran = brainfit_io::npy_header::<f32>(&[7, 13], true);
+    for x in c_order.t() {
+        fortran.extend_from_slice(&x.to_le_bytes());
+    }
     store.put("memory://chunks/f13.npy", fortran.into()).await.unwrap();
+    let runs = [0..1, 5..6, 10..13];
     let (chunk, requests) =
         store.get_npy_column_runs("memory://chunks/f13.npy", &runs).await.unwrap();
-    assert_eq!(requests, 3, "one per run: 28, 112 and 56 bytes apart ... merged only when short");
-    assert_eq!(
-        chunk.to_f64(),
-        c_order.select(ndarray::Axis(1), &picked).mapv(f64::from).into_dyn()
-    );
+    assert_eq!((chunk.to_f64(), requests), (pick(&runs), 3));
     let err = store.get_npy_column_runs("memory://chunks/c.npy", &[5..6, 1..3]).await.unwrap_err();
     assert!(err.to_string().contains("ascending"), "{err}");
     // out of range and truncated files are clear errors naming the object
