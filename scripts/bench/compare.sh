@@ -6,8 +6,8 @@
 #
 # 1. creates or updates .venv-bench/ from scripts/bench/requirements.txt with
 #    `scripts/python/setup_venv.sh bench` (exact pins; python3 or $PYTHON);
-# 2. builds target/release/brainfit (`cargo build --release --bin brainfit`) when it is missing
-#    or older than any source (src/ crates/ proto/ Cargo.toml Cargo.lock);
+# 2. builds target/release/brainfit when it is missing or older than any source
+#    (scripts/bench/release_binary.sh);
 # 3. runs scripts/bench/side_by_side.py, which prints the BLAS and GEMM rates, one markdown table
 #    and the JSON, and exits non-zero when brainfit and an anchor disagree.
 # --quick divides the sizes by 10: about 20 s on 2 cores, the full sizes about 65 s (plus the
@@ -20,19 +20,6 @@ VENV="${BENCH_VENV:-$ROOT/.venv-bench}"
 # the venv, like the project's others (a venv that already satisfies every pin is left alone)
 BENCH_VENV="$VENV" bash "$ROOT/scripts/python/setup_venv.sh" bench
 
-BIN="$ROOT/target/release/brainfit"
-cd "$ROOT"
-stale=""
-if [ ! -x "$BIN" ]; then
-  stale="missing"
-else
-  newer="$(find src crates proto build.rs Cargo.toml Cargo.lock -type f -newer "$BIN" -print -quit 2>/dev/null || true)"
-  [ -z "$newer" ] || stale="older than $newer"
-fi
-if [ -n "$stale" ]; then
-  echo "compare.sh: $BIN $stale; cargo build --release --bin brainfit (the first build takes ~10 minutes on 2 cores)"
-  cargo build --release --bin brainfit
-  touch "$BIN"  # cargo leaves an up-to-date binary's mtime alone
-fi
+bash "$HERE/release_binary.sh"
 
 exec "$VENV/bin/python" "$HERE/side_by_side.py" "$@"
