@@ -407,10 +407,7 @@ impl Executor {
                 // a NIfTI image, or a .npy matrix within the budget, is read once per process;
                 // from a larger .npy only the slabs of voxels the task's spheres reach
                 let inv = &job.inventory.subjects[*si];
-                let item = if inv.f64_data { 8 } else { 4 };
-                let matrix_bytes = (inv.n_samples * inv.n_voxels * item) as u64;
-                if inputs::is_nifti(subject.brain_url()?) || matrix_bytes <= self.whole_brain_bytes
-                {
+                if self.reads_whole_brain(job, *si)? {
                     loaded.brain = Some(self.brain(job, *si).await?);
                 } else {
                     let mask = self.mask(job, *si, "a searchlight").await?;
@@ -443,37 +440,28 @@ impl Executor {
                 // a larger .npy only the voxels the ROIs cover
                 let subject = &job.spec.subjects[*si];
                 if !r.rois.is_empty() {
-                    let inv = &job.inventory.subjects[*si];
-                    let item = if inv.f64_data { 8 } else { 4 };
-                    let matrix_bytes = (inv.n_samples * inv.n_voxels * item) as u64;
-                    let whole = inputs::is_nifti(subject.brain_url()?)
-                        || matrix_bytes <= self.whole_brain_bytes;
-                    let mask = if whole {
+                    let columns_of = |mask: &Mask| -> Result<Vec<Vec<usize>>> {
+                        let rois = r.rois.values().zip(&loaded.rois);
+                        Ok(rois
+                            .map(|(url, roi)| inputs::roi_columns(mask, roi, url))
+                            .collect::<std::result::Result<_, _>>()?)
+                    };
+                    if self.reads_whole_brain(job, *si)? {
                         let brain = self.brain(job, *si).await?;
-                        let mask = brain.mask.clone();
+                        let mask =
+                            brain.mask.as_ref().ok_or_else(|| no_mask(subject, "[rsa] rois"));
+                        loaded.roi_columns = columns_of(mask?)?;
                         loaded.brain = Some(brain);
-                        Arc::new(mask.ok_or_else(|| no_mask(subject, "[rsa] rois"))?)
                     } else {
-                        self.mask(job, *si, "[rsa] rois").await?
-                    };
-                    let mut per_roi = Vec::new();
-                    for (url, roi) in r.rois.values().zip(&loaded.rois) {
-                        per_roi.push(inputs::roi_columns(&mask, roi, url)?);
-                    }
-                    loaded.roi_columns = if whole {
-                        per_roi
-                    } else {
-                        let (runs, positions) = column_runs(&per_roi);
-                        let columns = inputs::load_brain_columns(
-                            &self.store,
-                            subject.brain_url()?,
-                            &runs,
-                            inv.f64_data,
-                        )
-                        .await?;
+                        let mask = self.mask(job, *si, "[rsa] rois").await?;
+                        let (runs, positions) = column_runs(&columns_of(&mask)?);
+                        let url = subject.brain_url()?;
+                        let f64_data = job.inventory.subjects[*si].f64_data;
+                        let columns =
+                            inputs::load_brain_columns(&self.store, url, &runs, f64_data).await?;
                         loaded.columns = Some(columns);
-                        positions
-                    };
+                        loaded.roi_columns = positions;
+                    }
                 }
                 loaded.groups = Some(self.groups(job, *si).await?);
                 loaded.models = Some(self.load_models(job, *si, r.rdm).await?);
@@ -517,6 +505,17 @@ impl Executor {
             Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms, loaded),
             Task::TimeResolved { perms } => self.time_resolved(job, *perms, loaded),
         }
+    }
+
+    /// Whether a task reads subject `si`'s brain data whole (once per process): a NIfTI image
+    /// (compressed: it cannot be range-read), or a `.npy` matrix within
+    /// `BRAINFIT_WHOLE_BRAIN_BYTES`; else each task reads only the voxels it needs.
+    fn reads_whole_brain(&self, job: &JobContext, si: usize) -> Result<bool> {
+        let inv = &job.inventory.subjects[si];
+        let item = if inv.f64_data { 8 } else { 4 };
+        let matrix_bytes = (inv.n_samples * inv.n_voxels * item) as u64;
+        Ok(inputs::is_nifti(job.spec.subjects[si].brain_url()?)
+            || matrix_bytes <= self.whole_brain_bytes)
     }
 
     /// A subject's brain data, mask and group labels, read once per process.
