@@ -682,10 +682,10 @@ pub(crate) async fn check_rsa_inputs(
 }
 
 /// The voxel columns of `runs` (ascending, disjoint ranges of voxels) of the `.npy` brain data
-/// at `url` (a subject's, or one being prepared), side by side, checked for NaN/Inf, read with range requests (per run one per
-/// sample row in C order, close ones merged; one in all in Fortran order) so that a task holds
-/// only its voxels. (A NIfTI image is compressed, not range-addressable: load it
-/// whole once with [`load_brain`].)
+/// at `url` (a subject's, or one being prepared), side by side, checked for NaN/Inf, read with
+/// range requests (per run one per sample row in C order, close ones merged; one in all in
+/// Fortran order) so that a task holds only its voxels. (A NIfTI image is compressed, not
+/// range-addressable: load it whole once with [`load_brain`].)
 pub async fn load_brain_columns(
     store: &Store,
     url: &str,

@@ -73,43 +73,44 @@ async fn copy_in_blocks(
         groups: None,
         features: Default::default(),
     };
-    if inputs::is_nifti(brain) {
-        // compressed: decoded whole, once
+    // a NIfTI image is compressed: decoded whole, once; a .npy is read a block at a time
+    let (whole, n, v, f64_data) = if inputs::is_nifti(brain) {
         let (matrix, _) = inputs::load_brain(store, &subject).await?;
         let (n, v) = matrix.dim();
         let f64_data = matches!(matrix, Matrix::F64(_));
-        let mut writer = start(store, out, n, v, f64_data).await?;
-        let step = block_columns(n, v, f64_data, block_bytes);
-        for c in (0..v).step_by(step) {
-            let block = with_matrix!(&matrix, |a| voxel_major_bytes(
-                a.slice(ndarray::s![.., c..(c + step).min(v)])
-            ));
-            if let Err(e) = writer.write(&block).await {
-                return Err(abandon(writer, e.into()).await);
-            }
-        }
-        return finish(writer, n, v, f64_data).await;
-    }
-    let mask = match mask {
-        Some(url) => Some(inputs::load_mask(store, url).await?),
-        None => None,
+        (Some(matrix), n, v, f64_data)
+    } else {
+        let mask = match mask {
+            Some(url) => Some(inputs::load_mask(store, url).await?),
+            None => None,
+        };
+        let (n, v, f64_data) = inputs::brain_npy_shape(store, &subject, mask.as_ref()).await?;
+        (None, n, v, f64_data)
     };
-    let (n, v, f64_data) = inputs::brain_npy_shape(store, &subject, mask.as_ref()).await?;
     let mut writer = start(store, out, n, v, f64_data).await?;
     let step = block_columns(n, v, f64_data, block_bytes);
     for c in (0..v).step_by(step) {
         let columns = c..(c + step).min(v);
-        let read =
-            inputs::load_brain_columns(store, brain, std::slice::from_ref(&columns), f64_data);
-        let block = match read.await {
-            Ok(block) => with_matrix!(&block, |a| voxel_major_bytes(a.view())),
-            Err(e) => return Err(abandon(writer, e).await),
+        let block = match &whole {
+            Some(matrix) => Ok(with_matrix!(matrix, |a| voxel_major_bytes(
+                a.slice(ndarray::s![.., columns.clone()])
+            ))),
+            None => {
+                inputs::load_brain_columns(store, brain, std::slice::from_ref(&columns), f64_data)
+                    .await
+                    .map(|block| with_matrix!(&block, |a| voxel_major_bytes(a.view())))
+            }
         };
-        if let Err(e) = writer.write(&block).await {
-            return Err(abandon(writer, e.into()).await);
+        let written = match block {
+            Ok(block) => writer.write(&block).await.map_err(JobError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            return Err(abandon(writer, e).await);
         }
     }
-    finish(writer, n, v, f64_data).await
+    let bytes = writer.finish().await?;
+    Ok(Prepared { n_samples: n, n_voxels: v, f64_data, bytes })
 }
 
 /// Columns per block: as many as fit in `block_bytes`, at least one.
@@ -133,11 +134,6 @@ async fn start(
         return Err(abandon(writer, e.into()).await);
     }
     Ok(writer)
-}
-
-async fn finish(writer: ObjectWriter, n: usize, v: usize, f64_data: bool) -> Result<Prepared> {
-    let bytes = writer.finish().await?;
-    Ok(Prepared { n_samples: n, n_voxels: v, f64_data, bytes })
 }
 
 /// Aborts the upload (nothing is left at its URL) and returns the error that stopped it.
