@@ -3,7 +3,7 @@
 
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
-use brainfit_kernels::ridge::{NestedCv, RidgeSpec};
+use brainfit_kernels::ridge::{NestedCv, SpectralSpec};
 use brainfit_kernels::rng::Rng;
 use brainfit_kernels::score::ScoreKind;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -15,7 +15,7 @@ fn ridge(c: &mut Criterion) {
     let x: Array2<f32> = rng.normal_array((n, p));
     let y: Array2<f32> = rng.normal_array((n, v));
     let outer = split(CvScheme::KFold { k: 5 }, n, None).unwrap();
-    let spec = RidgeSpec::new(brainfit_job_free_logspace(), true, ScoreKind::R2).unwrap();
+    let spec = SpectralSpec::ridge(brainfit_job_free_logspace(), true, ScoreKind::R2).unwrap();
     let mut group = c.benchmark_group("ridge");
     group.sample_size(10);
     group.bench_function("decompose 300x100, 5x5 folds", |b| {

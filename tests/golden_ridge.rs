@@ -1,17 +1,19 @@
-//! Voxelwise ridge against himalaya: fixtures made by scripts/python/make_fixtures.py with
-//! himalaya's RidgeCV (per-voxel alpha, inner CV inside each outer fold) and scikit-learn's
-//! splitters. Scores must agree to 1e-4 (they agree far closer in f64), and the chosen alphas
-//! must be the same grid points.
+//! The spectral encoding models against their references, on fixtures made by
+//! scripts/python/make_fixtures.py: ridge against himalaya's RidgeCV (per-voxel alpha, inner
+//! CV inside each outer fold) and scikit-learn's splitters; PCR (scikit-learn's PCA then
+//! LinearRegression) and PLS (PLSRegression(scale=False), one target at a time) under the
+//! same nested CV over a components grid. Scores must agree to 1e-4 (they agree far closer in
+//! f64), and the chosen hyperparameters must be the same grid points.
 
 use brainfit_io::parse_npy;
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
-use brainfit_kernels::ridge::{NestedCv, RidgeSpec};
+use brainfit_kernels::ridge::{NestedCv, SpectralModel, SpectralSpec};
 use brainfit_kernels::score::ScoreKind;
 use ndarray::{Array1, Array2, Ix1, Ix2};
 
 fn load(case: &str, name: &str) -> brainfit_io::NpyArray {
-    let path = format!("{}/tests/fixtures/ridge/{case}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/{case}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     parse_npy(&bytes, &path).unwrap()
 }
@@ -21,10 +23,11 @@ fn f64_2d(case: &str, name: &str) -> Array2<f64> {
 }
 
 fn check_case(case: &str, tolerance: f64, single_precision: bool) {
+    let case = &format!("ridge/{case}");
     let x = f64_2d(case, "X");
     let y = f64_2d(case, "Y");
     let alphas: Array1<f64> = load(case, "alphas").to_f64().into_dimensionality::<Ix1>().unwrap();
-    let groups: Option<Vec<i64>> = (case == "groups")
+    let groups: Option<Vec<i64>> = (case == "ridge/groups")
         .then(|| load(case, "groups").to_i64("groups").unwrap().iter().copied().collect());
     let (outer_scheme, inner) = match groups {
         Some(_) => (CvScheme::LeaveOneGroupOut, CvScheme::LeaveOneGroupOut),
@@ -34,7 +37,7 @@ fn check_case(case: &str, tolerance: f64, single_precision: bool) {
     let outer = split(outer_scheme, x.nrows(), g).unwrap();
     let want_alpha = f64_2d(case, "fold_alpha");
     for (kind, file) in [(ScoreKind::R2, "fold_r2"), (ScoreKind::Pearson, "fold_pearson")] {
-        let spec = RidgeSpec::new(alphas.to_vec(), true, kind).unwrap();
+        let spec = SpectralSpec::ridge(alphas.to_vec(), true, kind).unwrap();
         let want = f64_2d(case, file);
         let (score, fold_alpha) = if single_precision {
             let cv = NestedCv::new::<Backend>(x.mapv(|v| v as f32).view(), &outer, inner, g, true)
@@ -82,4 +85,55 @@ fn leave_one_run_out_matches_himalaya() {
 fn heldout_matches_himalaya_in_f64_and_f32() {
     check_case("heldout", 1e-9, false);
     check_case("heldout", 1e-3, true);
+}
+
+/// PCR or PLS on fixture `components/<case>`: every outer fold's score and chosen number of
+/// components, in f64 (to `tolerance`) and f32 (scores only, to 1e-3).
+fn check_components(case: &str, model: SpectralModel, tolerance: f64) {
+    let case = &format!("components/{case}");
+    let x = f64_2d(case, "X");
+    let y = f64_2d(case, "Y");
+    let ks: Vec<usize> = load(case, "components")
+        .to_i64("components")
+        .unwrap()
+        .iter()
+        .map(|&k| k as usize)
+        .collect();
+    let path = format!("{}/tests/fixtures/{case}/groups.npy", env!("CARGO_MANIFEST_DIR"));
+    let groups: Option<Vec<i64>> = std::path::Path::new(&path)
+        .exists()
+        .then(|| load(case, "groups").to_i64("groups").unwrap().iter().copied().collect());
+    let g = groups.as_deref();
+    let scheme = if g.is_some() { CvScheme::LeaveOneGroupOut } else { CvScheme::KFold { k: 5 } };
+    let outer = split(scheme, x.nrows(), g).unwrap();
+    let want_k = f64_2d(case, "fold_components");
+    for (kind, file) in [(ScoreKind::R2, "fold_r2"), (ScoreKind::Pearson, "fold_pearson")] {
+        let spec = SpectralSpec::components(model, ks.clone(), true, kind).unwrap();
+        let want = f64_2d(case, file);
+        let got = NestedCv::new::<Backend>(x.view(), &outer, scheme, g, true)
+            .unwrap()
+            .fit::<Backend>(y.view(), &spec)
+            .unwrap();
+        let worst = (&got.fold_score - &want).iter().fold(0.0f64, |m, d| m.max(d.abs()));
+        assert!(worst < tolerance, "{case} {file}: max |brainfit - scikit-learn| = {worst:e}");
+        assert_eq!(got.fold_alpha, want_k, "{case}: chosen components");
+        let got32 = NestedCv::new::<Backend>(x.mapv(|v| v as f32).view(), &outer, scheme, g, true)
+            .unwrap()
+            .fit::<Backend>(y.mapv(|v| v as f32).view(), &spec)
+            .unwrap();
+        let worst32 = (&got32.fold_score - &want).iter().fold(0.0f64, |m, d| m.max(d.abs()));
+        assert!(worst32 < 1e-3, "{case} {file} in f32: max difference {worst32:e}");
+    }
+}
+
+#[test]
+fn pcr_matches_scikit_learn() {
+    check_components("pcr_tall", SpectralModel::Pcr, 1e-9);
+    check_components("pcr_wide", SpectralModel::Pcr, 1e-9);
+}
+
+#[test]
+fn pls_matches_scikit_learn() {
+    check_components("pls_tall", SpectralModel::Pls, 1e-9);
+    check_components("pls_wide", SpectralModel::Pls, 1e-9);
 }

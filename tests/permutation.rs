@@ -8,7 +8,7 @@ use brainfit_io::{Store, join_url, parse_npy, write_npy};
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
-use brainfit_kernels::ridge::{NestedCv, RidgeSpec};
+use brainfit_kernels::ridge::{NestedCv, SpectralSpec};
 use brainfit_kernels::rng::Rng;
 use brainfit_kernels::score::ScoreKind;
 use ndarray::{Array1, Array2, Axis};
@@ -91,7 +91,7 @@ async fn encoding_p_values_match_a_brute_force_refit() {
         common::run_embedded(&store, base, &job(scheme, 4096), 2).await.unwrap();
         let (p, p_fwe) = (read(&store, base, "p.npy").await, read(&store, base, "p_fwe.npy").await);
         // brute force: every permutation refits from scratch, decompositions included
-        let spec = RidgeSpec::new(vec![0.1, 10.0, 1000.0], true, ScoreKind::R2).unwrap();
+        let spec = SpectralSpec::ridge(vec![0.1, 10.0, 1000.0], true, ScoreKind::R2).unwrap();
         let outer = split(CvScheme::KFold { k: 3 }, 36, None).unwrap();
         let fit = |y: &Array2<f32>| {
             let cv =

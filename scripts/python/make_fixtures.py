@@ -225,6 +225,101 @@ def fixture_ridge():
 
 
 # ---------------------------------------------------------------------------
+# Fixture 1b: PCR and PLS (scikit-learn), nested CV over a components grid
+# ---------------------------------------------------------------------------
+
+def make_latent_data(seed, n, p, v, r):
+    """X from r latent factors plus noise (so the leading components carry the
+    signal); each voxel reads the factors with a weight scale from 3 down to
+    0.05 plus unit noise, so the best number of components varies by voxel."""
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, r)) * np.geomspace(4.0, 1.0, r)
+    X = latent @ rng.standard_normal((r, p)) + 0.7 * rng.standard_normal((n, p))
+    X += rng.uniform(-3.0, 3.0, size=p)
+    scale = np.geomspace(3.0, 0.05, v)
+    Y = latent @ (rng.standard_normal((r, v)) * scale) + rng.standard_normal((n, v))
+    Y += rng.uniform(-5.0, 5.0, size=v)
+    return X, Y
+
+
+def components_fit_predict(model, k, Xtr, ytr, Xte):
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+
+    if model == "pcr":
+        est = make_pipeline(PCA(n_components=k, svd_solver="full"), LinearRegression())
+    else:
+        est = PLSRegression(n_components=k, scale=False)
+    est.fit(Xtr, ytr)
+    return np.asarray(est.predict(Xte), dtype=np.float64).reshape(-1)
+
+
+def run_components_case(name, model, X, Y, ks, outer, inner_fn, groups=None):
+    """Nested CV per voxel: inner mean-of-fold-MSE per k, minimised, ties to the
+    fewer components; refit on the outer training part; scores on its test part."""
+    out = FIX / "components" / name
+    v = Y.shape[1]
+    ks = np.asarray(sorted(ks, reverse=True))  # least regularised first, like brainfit
+    fold_k = np.zeros((len(outer), v))
+    fold_r2 = np.zeros((len(outer), v))
+    fold_pearson = np.zeros((len(outer), v))
+    min_gap = np.inf
+    for f, (tr, te) in enumerate(outer):
+        inner = inner_fn(tr)
+        for j in range(v):
+            mse = np.zeros(len(ks))
+            for a, b in inner:
+                for i, k in enumerate(ks):
+                    pred = components_fit_predict(model, int(k), X[tr][a], Y[tr][a, j], X[tr][b])
+                    mse[i] += ((Y[tr][b, j] - pred) ** 2).mean() / len(inner)
+            best = len(ks) - 1 - int(np.argmin(mse[::-1]))
+            srt = np.sort(mse)
+            min_gap = min(min_gap, (srt[1] - srt[0]) / srt[0])
+            pred = components_fit_predict(model, int(ks[best]), X[tr], Y[tr, j], X[te])
+            yt = Y[te, j]
+            fold_r2[f, j] = 1.0 - ((yt - pred) ** 2).sum() / ((yt - yt.mean()) ** 2).sum()
+            fold_pearson[f, j] = scipy.stats.pearsonr(pred, yt)[0]
+            fold_k[f, j] = ks[best]
+    assert min_gap > 1e-9, f"{name}: near-tie in the components choice; change seed"
+    save(out / "X.npy", X)
+    save(out / "Y.npy", Y)
+    save(out / "components.npy", ks, np.int64)
+    if groups is not None:
+        save(out / "groups.npy", groups, np.int64)
+    save(out / "fold_components.npy", fold_k)
+    save(out / "fold_r2.npy", fold_r2)
+    save(out / "fold_pearson.npy", fold_pearson)
+    uniq, cnt = np.unique(fold_k, return_counts=True)
+    log(f"components/{name}: chosen {dict(zip(uniq.tolist(), cnt.tolist()))}; "
+        f"min rel gap {min_gap:.3g}; mean r2 {np.round(fold_r2.mean(0), 2).tolist()}")
+
+
+def fixture_components():
+    from sklearn.model_selection import KFold, LeaveOneGroupOut
+
+    def kfold(n):
+        return list(KFold(n_splits=5, shuffle=False).split(np.zeros(n)))
+
+    X, Y = make_latent_data(seed=404, n=100, p=25, v=10, r=4)
+    for model in ("pcr", "pls"):
+        run_components_case(f"{model}_tall", model, X, Y, [1, 2, 3, 5, 8, 13, 20],
+                            kfold(100), lambda tr: kfold(len(tr)))
+    # held out (nobody tuned on it): wide, run-structured, leave-one-run-out both levels
+    groups = np.repeat(np.arange(6), 12).astype(np.int64)
+    X, Y = make_latent_data(seed=505, n=72, p=90, v=8, r=6)
+    outer = list(LeaveOneGroupOut().split(X, groups=groups))
+
+    def logo_inner(tr):
+        return list(LeaveOneGroupOut().split(np.zeros(len(tr)), groups=groups[tr]))
+
+    for model in ("pcr", "pls"):
+        run_components_case(f"{model}_wide", model, X, Y, [1, 2, 4, 8, 16, 32],
+                            outer, logo_inner, groups)
+
+
+# ---------------------------------------------------------------------------
 # Fixture 2: RSA
 # ---------------------------------------------------------------------------
 
@@ -517,11 +612,13 @@ def fixture_searchlight():
 
 
 def main():
-    which = sys.argv[1:] or ["ridge", "rsa", "nifti", "searchlight"]
+    which = sys.argv[1:] or ["ridge", "components", "rsa", "nifti", "searchlight"]
     if "searchlight" in which:
         fixture_searchlight()
     if "ridge" in which:
         fixture_ridge()
+    if "components" in which:
+        fixture_components()
     if "rsa" in which:
         fixture_rsa()
     if "nifti" in which:

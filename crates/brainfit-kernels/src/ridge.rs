@@ -1,21 +1,41 @@
-//! Voxelwise ridge regression with nested cross-validation and a per-voxel alpha.
+//! Voxelwise ridge regression and its spectral relatives, principal component regression (PCR)
+//! and partial least squares (PLS1), with nested cross-validation and a per-voxel
+//! hyperparameter.
 //!
-//! For every split, the training features are decomposed **once** and every alpha is scored from
-//! that decomposition; no refit per alpha. With `Xc` the (centred) training features:
+//! For every split, the training features are decomposed **once** and every grid value is
+//! scored from that decomposition; no refit per value. With `Xc` the (centred) training features:
 //!
 //! * primal (`n_train >= p`): `Xcᵀ Xc = V Λ Vᵀ`, `W = Xc V`, `A = X_test V`;
 //! * dual (`n_train < p`, wide layers): `Xc Xcᵀ = U Λ Uᵀ`, `W = U`, `A = X_test Xcᵀ U`;
 //!
-//! and in both cases the prediction for alpha `α` is `A · diag(1 / (λ + α)) · (Wᵀ Yc)`, so one
-//! code path serves both regimes. Gram matrices and eigendecompositions are computed in f64
-//! whatever the data's type; `W`, `A` and the big products with the voxel data run in the data's
-//! type (f32 GEMMs for f32 data), and squared errors, means and scores accumulate in f64.
+//! and in both cases the test prediction is `A · (f(λ) ⊙ Wᵀ Yc)` for a filter `f` on the
+//! eigenvalues, so one code path serves both regimes and all three estimators:
 //!
-//! Inside each outer training part, an inner cross-validation picks alpha per voxel: the mean
-//! over inner folds of each fold's mean squared error, minimised, ties going to the larger alpha
-//! (himalaya's rule). Each fit centres X and Y on its own training part when `intercept` is on.
-//! The model is then refit on the whole outer training part with each voxel's alpha and scored
-//! on the outer test part.
+//! * **ridge**, alpha `α`: `f(λ) = 1 / (λ + α)`;
+//! * **PCR** with `k` components (PCA of the training part, least squares on the first `k`
+//!   component scores): `f(λ) = 1 / λ` on the `k` largest eigenvalues, `0` elsewhere;
+//! * **PLS1** with `k` components (scikit-learn's `PLSRegression(scale=False)` on one target):
+//!   its coefficients are the least-squares fit within the Krylov space
+//!   `span{Xcᵀy, (XcᵀXc) Xcᵀy, …}` (Helland 1988), so in the eigenbasis `f(λ) = P(λ)` for the
+//!   polynomial `P` of degree `< k` minimising `Σᵢ λᵢ sᵢ² P(λᵢ)² − 2 Σᵢ sᵢ² P(λᵢ)`, where
+//!   `s = Vᵀ Xcᵀ y`. `P` is the projection of `1/λ` onto polynomials in the inner product of
+//!   weights `λᵢ sᵢ²`; the orthonormal polynomials come from the Stieltjes (Lanczos)
+//!   recurrence with full re-orthogonalisation, so every `k` of a grid falls out of one pass
+//!   per voxel, at `O(rank · k²)` flops instead of NIPALS's `O(n · p · k)`. This filter
+//!   depends on the voxel.
+//!
+//! Eigenvalues below `1e-10 · λ_max` count as zero: PCR and PLS leave those directions out, as
+//! a pseudo-inverse does.
+//!
+//! Gram matrices and eigendecompositions are computed in f64 whatever the data's type; `W`,
+//! `A` and the big products with the voxel data run in the data's type (f32 GEMMs for f32
+//! data), and squared errors, means and scores accumulate in f64.
+//!
+//! Inside each outer training part, an inner cross-validation picks the grid value per voxel:
+//! the mean over inner folds of each fold's mean squared error, minimised, ties going to the
+//! more regularised value (the larger alpha, himalaya's rule; the fewer components). Each fit
+//! centres X and Y on its own training part when `intercept` is on. The model is then refit on
+//! the whole outer training part with each voxel's value and scored on the outer test part.
 //!
 //! Voxels are processed in batches of [`VOXEL_BATCH`] columns so memory stays bounded and every
 //! voxel's arithmetic is the same whichever task it falls in, as long as tasks start at
@@ -30,42 +50,100 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, Zip, s};
 /// Voxels per internal batch: fixes GEMM shapes so results do not depend on task sizes.
 pub const VOXEL_BATCH: usize = 512;
 
-/// Checked ridge parameters.
+/// The estimators that are filters on the training features' spectrum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpectralModel {
+    /// Ridge regression; the grid holds alphas.
+    Ridge,
+    /// Principal component regression; the grid holds numbers of components.
+    Pcr,
+    /// Partial least squares (PLS1, one target per voxel); the grid holds numbers of
+    /// components.
+    Pls,
+}
+
+/// Checked parameters of a spectral estimator: which one, its hyperparameter grid, the
+/// intercept and the held-out score.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RidgeSpec {
-    alphas: Vec<f64>,
+pub struct SpectralSpec {
+    model: SpectralModel,
+    /// From the least to the most regularised value: alphas ascending, components descending.
+    grid: Vec<f64>,
     /// Centre X and Y on each training part (himalaya's and scikit-learn's `fit_intercept`).
     pub intercept: bool,
     /// Held-out score to report.
     pub score: ScoreKind,
 }
 
-impl RidgeSpec {
-    /// Checks the alpha grid (non-empty, finite, positive) and sorts it ascending.
-    pub fn new(mut alphas: Vec<f64>, intercept: bool, score: ScoreKind) -> Result<Self> {
-        if alphas.is_empty() {
-            return Err(KernelError::Parameter("the alpha grid is empty".into()));
-        }
-        if let Some(a) = alphas.iter().find(|a| !(a.is_finite() && **a > 0.0)) {
-            return Err(KernelError::Parameter(format!("alphas must be finite and > 0, got {a}")));
-        }
-        alphas.sort_by(f64::total_cmp);
-        alphas.dedup();
-        Ok(RidgeSpec { alphas, intercept, score })
+impl SpectralSpec {
+    /// Ridge: checks the alpha grid (non-empty, finite, positive) and sorts it ascending.
+    pub fn ridge(alphas: Vec<f64>, intercept: bool, score: ScoreKind) -> Result<Self> {
+        let mut grid = check_alphas(alphas)?;
+        grid.dedup();
+        Ok(SpectralSpec { model: SpectralModel::Ridge, grid, intercept, score })
     }
 
-    /// The alpha grid, ascending.
-    pub fn alphas(&self) -> &[f64] {
-        &self.alphas
+    /// PCR or PLS: checks the grid of component counts (non-empty, each `>= 1`) and sorts it
+    /// descending. `model` must not be [`SpectralModel::Ridge`].
+    pub fn components(
+        model: SpectralModel,
+        mut components: Vec<usize>,
+        intercept: bool,
+        score: ScoreKind,
+    ) -> Result<Self> {
+        if model == SpectralModel::Ridge {
+            return Err(KernelError::Parameter("ridge takes alphas, not components".into()));
+        }
+        if components.is_empty() {
+            return Err(KernelError::Parameter("the components grid is empty".into()));
+        }
+        if components.contains(&0) {
+            return Err(KernelError::Parameter("components must be >= 1".into()));
+        }
+        components.sort_unstable_by(|a, b| b.cmp(a));
+        components.dedup();
+        let grid = components.into_iter().map(|k| k as f64).collect();
+        Ok(SpectralSpec { model, grid, intercept, score })
+    }
+
+    /// Which estimator.
+    pub fn model(&self) -> SpectralModel {
+        self.model
+    }
+
+    /// The hyperparameter grid from the least to the most regularised value: alphas ascending
+    /// (ridge), numbers of components descending (PCR, PLS).
+    pub fn grid(&self) -> &[f64] {
+        &self.grid
     }
 }
+
+/// Checks an alpha grid (non-empty, finite, positive) and sorts it ascending.
+pub(crate) fn check_alphas(mut alphas: Vec<f64>) -> Result<Vec<f64>> {
+    if alphas.is_empty() {
+        return Err(KernelError::Parameter("the alpha grid is empty".into()));
+    }
+    if let Some(a) = alphas.iter().find(|a| !(a.is_finite() && **a > 0.0)) {
+        return Err(KernelError::Parameter(format!("alphas must be finite and > 0, got {a}")));
+    }
+    alphas.sort_by(f64::total_cmp);
+    Ok(alphas)
+}
+
+/// Eigenvalues below this fraction of the largest count as zero (PCR, PLS).
+const RANK_TOLERANCE: f64 = 1e-10;
 
 /// The decomposition of one training part's features, projected onto its test part.
 #[derive(Debug, Clone)]
 pub struct FoldBasis<T> {
     fold: Fold,
     intercept: bool,
+    /// Decomposed `Xc Xcᵀ` (`n_train < p`) rather than `Xcᵀ Xc`.
+    dual: bool,
     eigenvalues: Array1<f64>,
+    /// Indices of the eigenvalues, largest first.
+    descending: Vec<usize>,
     w: Array2<T>,
     a: Array2<T>,
 }
@@ -96,7 +174,8 @@ impl<T: Real> FoldBasis<T> {
             x_test -= &mean;
         }
         let (n_train, p) = x_train.dim();
-        let (eigenvalues, w, a) = if n_train >= p {
+        let dual = n_train < p;
+        let (eigenvalues, w, a) = if !dual {
             let gram = crate::linalg::matmul::<B, f64>(x_train.t(), x_train.view());
             let (lambda, v) = B::eigh(gram.view())?;
             let w = crate::linalg::matmul::<B, f64>(x_train.view(), v.view());
@@ -109,10 +188,15 @@ impl<T: Real> FoldBasis<T> {
             let a = crate::linalg::matmul::<B, f64>(cross.view(), u.view());
             (lambda, u, a)
         };
+        let eigenvalues = eigenvalues.mapv(|l: f64| l.max(0.0));
+        let mut descending: Vec<usize> = (0..eigenvalues.len()).collect();
+        descending.sort_by(|&i, &j| eigenvalues[j].total_cmp(&eigenvalues[i]));
         Ok(FoldBasis {
             fold: fold.clone(),
             intercept,
-            eigenvalues: eigenvalues.mapv(|l| l.max(0.0)),
+            dual,
+            eigenvalues,
+            descending,
             w: cast(w),
             a: cast(a),
         })
@@ -143,15 +227,144 @@ impl<T: Real> FoldBasis<T> {
         (crate::linalg::matmul::<B, T>(self.w.t(), yc.view()), mean)
     }
 
-    /// Test-part predictions (without the mean) for one alpha: `(A · diag(1/(λ+α))) · proj`.
-    /// The shrinkage scales the columns of `A` (`n_test × rank`), not the rows of `proj`
-    /// (`rank × n_voxels`, the larger one): one small copy per alpha instead of a large one.
-    fn predict<B: LinalgBackend>(&self, proj: ArrayView2<'_, T>, alpha: f64, out: &mut Array2<T>) {
+    /// Eigenvalues at or below this count as zero.
+    fn rank_floor(&self) -> f64 {
+        self.descending.first().map_or(0.0, |&i| self.eigenvalues[i] * RANK_TOLERANCE)
+    }
+
+    /// The filter of a voxel-independent estimator (ridge, PCR) at one grid value.
+    fn filter(&self, model: SpectralModel, value: f64) -> Vec<f64> {
+        match model {
+            SpectralModel::Ridge => self.eigenvalues.iter().map(|l| 1.0 / (l + value)).collect(),
+            SpectralModel::Pcr => {
+                let floor = self.rank_floor();
+                let mut f = vec![0.0; self.eigenvalues.len()];
+                for &i in self.descending.iter().take(value as usize) {
+                    let l = self.eigenvalues[i];
+                    if l > floor {
+                        f[i] = 1.0 / l;
+                    }
+                }
+                f
+            }
+            SpectralModel::Pls => unreachable!("the PLS filter depends on the voxel"),
+        }
+    }
+
+    /// Test-part predictions (without the mean) for a voxel-independent filter:
+    /// `(A · diag(f)) · proj`. The filter scales the columns of `A` (`n_test × rank`), not the
+    /// rows of `proj` (`rank × n_voxels`, the larger one): one small copy per grid value
+    /// instead of a large one.
+    fn predict<B: LinalgBackend>(
+        &self,
+        proj: ArrayView2<'_, T>,
+        filter: &[f64],
+        out: &mut Array2<T>,
+    ) {
         let mut scaled = self.a.clone();
-        for (mut column, &l) in scaled.axis_iter_mut(Axis(1)).zip(&self.eigenvalues) {
-            column *= T::from_f64(1.0 / (l + alpha));
+        for (mut column, &f) in scaled.axis_iter_mut(Axis(1)).zip(filter) {
+            column *= T::from_f64(f);
         }
         B::gemm(scaled.view(), proj, out.view_mut());
+    }
+
+    /// PLS1 coefficients in the eigenbasis, `P_k(λ) ⊙ proj`, for every voxel (column of `proj`)
+    /// and every component count of `ks` (ascending): `each(i, j, column)` receives the `i`-th
+    /// count's coefficients of voxel `j`. A voxel whose Krylov space is exhausted before `k`
+    /// (at most as many distinct directions as `k`) keeps its exact least-squares fit.
+    fn pls_coefficients(
+        &self,
+        proj: ArrayView2<'_, T>,
+        ks: &[usize],
+        mut each: impl FnMut(usize, usize, &[f64]),
+    ) {
+        let floor = self.rank_floor();
+        // the directions that count; eigenvalues scaled to (0, 1] (P scales back by 1/λ_max)
+        let nodes: Vec<usize> =
+            self.descending.iter().copied().filter(|&i| self.eigenvalues[i] > floor).collect();
+        let top = nodes.first().map_or(1.0, |&i| self.eigenvalues[i]);
+        let t: Vec<f64> = nodes.iter().map(|&i| self.eigenvalues[i] / top).collect();
+        let k_max = ks.last().copied().unwrap_or(0);
+        let m = nodes.len();
+        let mut coefficients = vec![0.0; self.eigenvalues.len()];
+        let (mut s2, mut weight, mut p) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+        let mut basis: Vec<Vec<f64>> = Vec::with_capacity(k_max);
+        for (j, column) in proj.axis_iter(Axis(1)).enumerate() {
+            // sᵢ² where s = Vᵀ Xcᵀ y: proj itself (primal), or σᵢ·proj (dual)
+            for (e, &i) in nodes.iter().enumerate() {
+                let c = column[i].as_f64();
+                s2[e] = if self.dual { self.eigenvalues[i] * c * c } else { c * c };
+                weight[e] = t[e] * s2[e];
+            }
+            p.fill(0.0);
+            basis.clear();
+            let norm = weight.iter().sum::<f64>().sqrt();
+            let mut q: Option<Vec<f64>> = (norm > 0.0).then(|| vec![1.0 / norm; m]);
+            let mut next = 0; // index into ks of the next count to hand out
+            for degree in 1..=k_max {
+                if let Some(qj) = q.take() {
+                    let coefficient: f64 = s2.iter().zip(&qj).map(|(s, q)| s * q).sum();
+                    p.iter_mut().zip(&qj).for_each(|(p, q)| *p += coefficient * q);
+                    if degree < k_max {
+                        // next orthonormal polynomial: t·q_j, orthogonalised twice against all
+                        let mut r: Vec<f64> = t.iter().zip(&qj).map(|(t, q)| t * q).collect();
+                        basis.push(qj);
+                        for _ in 0..2 {
+                            for b in &basis {
+                                let dot: f64 = (0..m).map(|e| weight[e] * r[e] * b[e]).sum();
+                                r.iter_mut().zip(b).for_each(|(r, b)| *r -= dot * b);
+                            }
+                        }
+                        let beta = (0..m).map(|e| weight[e] * r[e] * r[e]).sum::<f64>().sqrt();
+                        if beta > 1e-10 {
+                            r.iter_mut().for_each(|r| *r /= beta);
+                            q = Some(r);
+                        }
+                    }
+                }
+                while next < ks.len() && ks[next] == degree {
+                    coefficients.fill(0.0);
+                    for (e, &i) in nodes.iter().enumerate() {
+                        coefficients[i] = p[e] / top * column[i].as_f64();
+                    }
+                    each(next, j, &coefficients);
+                    next += 1;
+                }
+            }
+        }
+    }
+
+    /// Test-part predictions (without the mean) at every grid value of `spec`, handed to
+    /// `each(grid index, predictions)` in turn.
+    fn predict_grid<B: LinalgBackend>(
+        &self,
+        proj: ArrayView2<'_, T>,
+        spec: &SpectralSpec,
+        mut each: impl FnMut(usize, &Array2<T>),
+    ) {
+        let mut pred = Array2::<T>::zeros((self.a.nrows(), proj.ncols()));
+        match spec.model {
+            SpectralModel::Ridge | SpectralModel::Pcr => {
+                for (gi, &value) in spec.grid.iter().enumerate() {
+                    self.predict::<B>(proj, &self.filter(spec.model, value), &mut pred);
+                    each(gi, &pred);
+                }
+            }
+            SpectralModel::Pls => {
+                // the grid descends; the recurrence hands out ascending counts
+                let ks: Vec<usize> = spec.grid.iter().rev().map(|&k| k as usize).collect();
+                let mut coefficients: Vec<Array2<T>> =
+                    ks.iter().map(|_| Array2::zeros(proj.dim())).collect();
+                self.pls_coefficients(proj, &ks, |i, j, c| {
+                    let mut column = coefficients[i].column_mut(j);
+                    column.iter_mut().zip(c).for_each(|(d, &c)| *d = T::from_f64(c));
+                });
+                for (i, c) in coefficients.iter().enumerate() {
+                    B::gemm(self.a.view(), c.view(), pred.view_mut());
+                    each(ks.len() - 1 - i, &pred);
+                }
+            }
+        }
     }
 }
 
@@ -168,11 +381,12 @@ pub struct NestedCv<T> {
 pub struct EncodingResult {
     /// Mean over outer folds of the held-out score, `[n_voxels]`.
     pub score: Array1<f64>,
-    /// Alpha chosen most often across outer folds (ties: the larger), `[n_voxels]`.
+    /// Hyperparameter (alpha, or number of components) chosen most often across outer folds
+    /// (ties: the more regularised value), `[n_voxels]`.
     pub alpha: Array1<f64>,
     /// Held-out score per outer fold, `[n_outer, n_voxels]`.
     pub fold_score: Array2<f64>,
-    /// Alpha chosen in each outer fold, `[n_outer, n_voxels]`.
+    /// Hyperparameter chosen in each outer fold, `[n_outer, n_voxels]`.
     pub fold_alpha: Array2<f64>,
 }
 
@@ -226,7 +440,7 @@ impl<T: Real> NestedCv<T> {
     pub fn fit<B: LinalgBackend>(
         &self,
         y: ArrayView2<'_, T>,
-        spec: &RidgeSpec,
+        spec: &SpectralSpec,
     ) -> Result<EncodingResult> {
         if y.nrows() != self.n_samples {
             return Err(KernelError::Shape(format!(
@@ -237,42 +451,34 @@ impl<T: Real> NestedCv<T> {
         }
         let (n_outer, v) = (self.outer.len(), y.ncols());
         let mut fold_score = Array2::<f64>::zeros((n_outer, v));
-        let mut fold_alpha_index = Array2::<usize>::zeros((n_outer, v));
+        let mut fold_choice = Array2::<usize>::zeros((n_outer, v));
         for start in (0..v).step_by(VOXEL_BATCH) {
             let cols = start..(start + VOXEL_BATCH).min(v);
             let yb = y.slice(s![.., cols.clone()]);
             for (k, (refit, inner)) in self.outer.iter().enumerate() {
-                let chosen = Self::choose_alphas::<B>(inner, yb, spec);
+                let chosen = Self::choose::<B>(inner, yb, spec);
                 let score = refit_and_score::<B, T>(refit, yb, spec, &chosen);
                 fold_score.slice_mut(s![k, cols.clone()]).assign(&score);
-                fold_alpha_index.slice_mut(s![k, cols.clone()]).assign(&Array1::from(chosen));
+                fold_choice.slice_mut(s![k, cols.clone()]).assign(&Array1::from(chosen));
             }
         }
-        let alphas = spec.alphas();
-        let score = fold_score.mean_axis(Axis(0)).expect("at least one outer fold");
-        let alpha = fold_alpha_index
-            .columns()
-            .into_iter()
-            .map(|c| alphas[mode_prefer_larger(c.iter().copied(), alphas.len())])
-            .collect();
-        let fold_alpha = fold_alpha_index.mapv(|i| alphas[i]);
-        Ok(EncodingResult { score, alpha, fold_score, fold_alpha })
+        Ok(EncodingResult::from_choices(fold_score, &fold_choice, spec.grid()))
     }
 
-    /// Index into the alpha grid minimising the mean inner-fold MSE of each voxel.
-    fn choose_alphas<B: LinalgBackend>(
+    /// Index into the grid minimising the mean inner-fold MSE of each voxel.
+    fn choose<B: LinalgBackend>(
         inner: &[FoldBasis<T>],
         y: ArrayView2<'_, T>,
-        spec: &RidgeSpec,
+        spec: &SpectralSpec,
     ) -> Vec<usize> {
-        let (n_alpha, v) = (spec.alphas().len(), y.ncols());
-        let mut mean_mse = Array2::<f64>::zeros((n_alpha, v));
+        let v = y.ncols();
+        let mut mean_mse = Array2::<f64>::zeros((spec.grid.len(), v));
         for basis in inner {
             let (proj, mean) = basis.project::<B>(y);
             let test = &basis.fold.test;
             // each fold's MSE weighs 1 / n_folds, whatever its size
             let weight = 1.0 / (test.len() as f64 * inner.len() as f64);
-            // test targets around the training mean, in f64, once for all alphas
+            // test targets around the training mean, in f64, once for all grid values
             let mut centred = Array2::<f64>::zeros((test.len(), v));
             for (mut c, &i) in centred.rows_mut().into_iter().zip(test) {
                 Zip::from(&mut c)
@@ -280,10 +486,8 @@ impl<T: Real> NestedCv<T> {
                     .and(&mean)
                     .for_each(|c, &x, &m| *c = x.as_f64() - m);
             }
-            let mut pred = Array2::<T>::zeros((test.len(), v));
             let mut sse = Array1::<f64>::zeros(v);
-            for (ai, &alpha) in spec.alphas().iter().enumerate() {
-                basis.predict::<B>(proj.view(), alpha, &mut pred);
+            basis.predict_grid::<B>(proj.view(), spec, |gi, pred| {
                 sse.fill(0.0);
                 for (c, p) in centred.rows().into_iter().zip(pred.rows()) {
                     Zip::from(&mut sse).and(c).and(p).for_each(|s, &c, &p| {
@@ -291,26 +495,47 @@ impl<T: Real> NestedCv<T> {
                         *s += e * e;
                     });
                 }
-                mean_mse.row_mut(ai).scaled_add(weight, &sse);
-            }
+                mean_mse.row_mut(gi).scaled_add(weight, &sse);
+            });
         }
-        (0..v)
-            .map(|j| {
-                let mut best = 0;
-                for ai in 1..n_alpha {
-                    // alphas ascend, so `<=` hands ties to the larger alpha
-                    if mean_mse[(ai, j)] <= mean_mse[(best, j)] {
-                        best = ai;
-                    }
-                }
-                best
-            })
-            .collect()
+        (0..v).map(|j| argmin_prefer_later(mean_mse.column(j).iter().copied())).collect()
     }
 }
 
+impl EncodingResult {
+    /// The result from each outer fold's scores and grid choices (`[n_outer, n_voxels]`):
+    /// mean score, and the value chosen most often (ties: the more regularised one, later in
+    /// `grid`).
+    pub(crate) fn from_choices(
+        fold_score: Array2<f64>,
+        fold_choice: &Array2<usize>,
+        grid: &[f64],
+    ) -> Self {
+        let score = fold_score.mean_axis(Axis(0)).expect("at least one outer fold");
+        let alpha = fold_choice
+            .columns()
+            .into_iter()
+            .map(|c| grid[mode_prefer_larger(c.iter().copied(), grid.len())])
+            .collect();
+        let fold_alpha = fold_choice.mapv(|i| grid[i]);
+        EncodingResult { score, alpha, fold_score, fold_alpha }
+    }
+}
+
+/// Index of the smallest value; ties (and NaNs never beating anything) go to the later index.
+pub(crate) fn argmin_prefer_later(values: impl Iterator<Item = f64>) -> usize {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, x) in values.enumerate() {
+        match best {
+            Some((_, b)) if !(x <= b) => {}
+            _ => best = Some((i, x)),
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
 /// `build(0..n)` on up to `threads` scoped threads, in order; the first error (by index) wins.
-fn build_in_parallel<V: Send>(
+pub(crate) fn build_in_parallel<V: Send>(
     n: usize,
     threads: usize,
     build: impl Fn(usize) -> Result<V> + Sync,
@@ -340,36 +565,60 @@ fn build_in_parallel<V: Send>(
         .collect()
 }
 
-/// Refits on the outer training part with each voxel's alpha; held-out score per voxel.
+/// Refits on the outer training part with each voxel's grid value; held-out score per voxel.
 fn refit_and_score<B: LinalgBackend, T: Real>(
     basis: &FoldBasis<T>,
     y: ArrayView2<'_, T>,
-    spec: &RidgeSpec,
+    spec: &SpectralSpec,
     chosen: &[usize],
 ) -> Array1<f64> {
     let (proj, mean) = basis.project::<B>(y);
     let test = &basis.fold.test;
     let mut pred = Array2::<f64>::zeros((test.len(), y.ncols()));
-    for (ai, &alpha) in spec.alphas().iter().enumerate() {
-        let cols: Vec<usize> = (0..chosen.len()).filter(|&j| chosen[j] == ai).collect();
-        if cols.is_empty() {
-            continue;
-        }
-        let sub = proj.select(Axis(1), &cols);
-        let mut p = Array2::<T>::zeros((test.len(), cols.len()));
-        basis.predict::<B>(sub.view(), alpha, &mut p);
+    let mut add = |cols: &[usize], p: &Array2<T>| {
         for (c, &j) in cols.iter().enumerate() {
             for r in 0..test.len() {
                 pred[(r, j)] = mean[j] + p[(r, c)].as_f64();
             }
+        }
+    };
+    match spec.model {
+        SpectralModel::Ridge | SpectralModel::Pcr => {
+            for (gi, &value) in spec.grid.iter().enumerate() {
+                let cols: Vec<usize> = (0..chosen.len()).filter(|&j| chosen[j] == gi).collect();
+                if cols.is_empty() {
+                    continue;
+                }
+                let sub = proj.select(Axis(1), &cols);
+                let mut p = Array2::<T>::zeros((test.len(), cols.len()));
+                basis.predict::<B>(sub.view(), &basis.filter(spec.model, value), &mut p);
+                add(&cols, &p);
+            }
+        }
+        SpectralModel::Pls => {
+            // each voxel's own count: one pass over the counts chosen, then one product
+            let mut ks: Vec<usize> = chosen.iter().map(|&gi| spec.grid[gi] as usize).collect();
+            let want = ks.clone();
+            ks.sort_unstable();
+            ks.dedup();
+            let mut coefficients = Array2::<T>::zeros(proj.dim());
+            basis.pls_coefficients(proj.view(), &ks, |i, j, c| {
+                if ks[i] == want[j] {
+                    let mut column = coefficients.column_mut(j);
+                    column.iter_mut().zip(c).for_each(|(d, &c)| *d = T::from_f64(c));
+                }
+            });
+            let mut p = Array2::<T>::zeros((test.len(), y.ncols()));
+            B::gemm(basis.a.view(), coefficients.view(), p.view_mut());
+            add(&(0..y.ncols()).collect::<Vec<_>>(), &p);
         }
     }
     let truth = y.select(Axis(0), test);
     score_columns(spec.score, truth.view(), pred.view())
 }
 
-/// Most frequent index; ties go to the larger index (the larger alpha).
-fn mode_prefer_larger(indices: impl Iterator<Item = usize>, n: usize) -> usize {
+/// Most frequent index; ties go to the larger index (the more regularised value).
+pub(crate) fn mode_prefer_larger(indices: impl Iterator<Item = usize>, n: usize) -> usize {
     let mut counts = vec![0usize; n];
     indices.for_each(|i| counts[i] += 1);
     let mut best = 0;
@@ -414,13 +663,16 @@ mod tests {
         x
     }
 
-    /// Naive ridge: explicit normal equations per voxel and alpha; predictions on `test`.
+    /// Naive fits of one voxel on `train`, predictions on `test`: ridge by its normal
+    /// equations; PCR as least squares on the first `k` principal component scores; PLS1 by
+    /// NIPALS with deflation (scikit-learn's algorithm for one target).
     fn naive_predict(
         x: &Array2<f64>,
         y: &Array1<f64>,
         train: &[usize],
         test: &[usize],
-        alpha: f64,
+        model: SpectralModel,
+        value: f64,
         intercept: bool,
     ) -> Array1<f64> {
         let xt = x.select(Axis(0), train);
@@ -432,8 +684,44 @@ mod tests {
         };
         let xc = &xt - &xm;
         let yc = &yt - ym;
-        let gram = xc.t().dot(&xc) + Array2::<f64>::eye(x.ncols()) * alpha;
-        let beta = solve(gram, xc.t().dot(&yc));
+        let p = x.ncols();
+        let beta = match model {
+            SpectralModel::Ridge => {
+                solve(xc.t().dot(&xc) + Array2::<f64>::eye(p) * value, xc.t().dot(&yc))
+            }
+            SpectralModel::Pcr => {
+                let (lambda, v) = Backend::eigh(xc.t().dot(&xc).view()).unwrap();
+                let mut order: Vec<usize> = (0..p).collect();
+                order.sort_by(|&i, &j| lambda[j].total_cmp(&lambda[i]));
+                let vk = v.select(Axis(1), &order[..value as usize]);
+                let z = xc.dot(&vk);
+                vk.dot(&solve(z.t().dot(&z), z.t().dot(&yc)))
+            }
+            SpectralModel::Pls => {
+                let k = value as usize;
+                let (mut xd, mut yd) = (xc.clone(), yc.clone());
+                let (mut w_all, mut p_all, mut q_all) =
+                    (Array2::<f64>::zeros((p, k)), Array2::<f64>::zeros((p, k)), vec![0.0; k]);
+                for a in 0..k {
+                    let mut w = xd.t().dot(&yd);
+                    w /= w.dot(&w).sqrt();
+                    let t = xd.dot(&w);
+                    let tt = t.dot(&t);
+                    let loading = xd.t().dot(&t) / tt;
+                    let q = yd.dot(&t) / tt;
+                    for r in 0..xd.nrows() {
+                        for c in 0..p {
+                            xd[(r, c)] -= t[r] * loading[c];
+                        }
+                        yd[r] -= q * t[r];
+                    }
+                    w_all.column_mut(a).assign(&w);
+                    p_all.column_mut(a).assign(&loading);
+                    q_all[a] = q;
+                }
+                w_all.dot(&solve(p_all.t().dot(&w_all), Array1::from(q_all)))
+            }
+        };
         let xs = &x.select(Axis(0), test) - &xm;
         xs.dot(&beta) + ym
     }
@@ -445,28 +733,37 @@ mod tests {
         outer: &[Fold],
         inner: CvScheme,
         groups: Option<&[i64]>,
-        spec: &RidgeSpec,
+        spec: &SpectralSpec,
     ) -> (Vec<f64>, Vec<f64>) {
         let mut scores = vec![];
         let mut chosen = vec![];
         for fold in outer {
             let inner_folds = split_within(inner, &fold.train, groups).unwrap();
             let mut best = (f64::INFINITY, 0.0);
-            for &alpha in spec.alphas() {
+            for &value in spec.grid() {
                 let mse: f64 = inner_folds
                     .iter()
                     .map(|f| {
-                        let p = naive_predict(x, y, &f.train, &f.test, alpha, spec.intercept);
+                        let p = naive_predict(
+                            x,
+                            y,
+                            &f.train,
+                            &f.test,
+                            spec.model,
+                            value,
+                            spec.intercept,
+                        );
                         f.test.iter().zip(&p).map(|(&i, q)| (y[i] - q).powi(2)).sum::<f64>()
                             / f.test.len() as f64
                     })
                     .sum::<f64>()
                     / inner_folds.len() as f64;
                 if mse <= best.0 * (1.0 + 1e-12) {
-                    best = (mse, alpha);
+                    best = (mse, value);
                 }
             }
-            let p = naive_predict(x, y, &fold.train, &fold.test, best.1, spec.intercept);
+            let p =
+                naive_predict(x, y, &fold.train, &fold.test, spec.model, best.1, spec.intercept);
             let truth = y.select(Axis(0), &fold.test).insert_axis(Axis(1));
             let s = score_columns(spec.score, truth.view(), p.insert_axis(Axis(1)).view())[0];
             scores.push(s);
@@ -494,22 +791,20 @@ mod tests {
         outer_k: usize,
         inner: CvScheme,
         groups: Option<Vec<i64>>,
-        intercept: bool,
-        score: ScoreKind,
+        spec: &SpectralSpec,
     ) {
         let mut rng = Rng::new((n * 1000 + p * 10 + v) as u64);
         let (x, y) = planted(&mut rng, n, p, v);
-        let spec =
-            RidgeSpec::new(vec![1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4], intercept, score).unwrap();
+        let intercept = spec.intercept;
         let outer = match &groups {
             Some(g) => split(CvScheme::LeaveOneGroupOut, n, Some(g)).unwrap(),
             None => split(CvScheme::KFold { k: outer_k }, n, None).unwrap(),
         };
         let g = groups.as_deref();
         let cv = NestedCv::new::<Backend>(x.view(), &outer, inner, g, intercept).unwrap();
-        let got = cv.fit::<Backend>(y.view(), &spec).unwrap();
+        let got = cv.fit::<Backend>(y.view(), spec).unwrap();
         for j in 0..v {
-            let (s, a) = naive_nested(&x, &y.column(j).to_owned(), &outer, inner, g, &spec);
+            let (s, a) = naive_nested(&x, &y.column(j).to_owned(), &outer, inner, g, spec);
             for k in 0..outer.len() {
                 assert_eq!(got.fold_alpha[(k, j)], a[k], "alpha, voxel {j} fold {k} ({n}x{p})");
                 let d = got.fold_score[(k, j)] - s[k];
@@ -523,38 +818,90 @@ mod tests {
         let cv32 =
             NestedCv::new::<Backend>(x.mapv(|e| e as f32).view(), &outer, inner, g, intercept)
                 .unwrap();
-        let got32 = cv32.fit::<Backend>(y.mapv(|e| e as f32).view(), &spec).unwrap();
+        let got32 = cv32.fit::<Backend>(y.mapv(|e| e as f32).view(), spec).unwrap();
         let max_diff = (&got32.score - &got.score).iter().fold(0.0f64, |m, d| m.max(d.abs()));
         assert!(max_diff < 1e-3, "f32 scores differ by {max_diff}");
     }
 
+    fn ridge(intercept: bool, score: ScoreKind) -> SpectralSpec {
+        SpectralSpec::ridge(vec![1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4], intercept, score).unwrap()
+    }
+
+    fn components(model: SpectralModel, ks: &[usize], intercept: bool) -> SpectralSpec {
+        SpectralSpec::components(model, ks.to_vec(), intercept, ScoreKind::R2).unwrap()
+    }
+
     #[test]
     fn tall_kfold_matches_normal_equations() {
-        check_against_naive(60, 6, 5, 5, CvScheme::KFold { k: 4 }, None, true, ScoreKind::R2);
-        check_against_naive(47, 9, 4, 3, CvScheme::KFold { k: 5 }, None, false, ScoreKind::Pearson);
+        let k4 = CvScheme::KFold { k: 4 };
+        check_against_naive(60, 6, 5, 5, k4, None, &ridge(true, ScoreKind::R2));
+        let k5 = CvScheme::KFold { k: 5 };
+        check_against_naive(47, 9, 4, 3, k5, None, &ridge(false, ScoreKind::Pearson));
     }
 
     #[test]
     fn wide_uses_dual_form_and_matches() {
-        check_against_naive(30, 80, 4, 5, CvScheme::KFold { k: 3 }, None, true, ScoreKind::R2);
-        check_against_naive(24, 24, 3, 4, CvScheme::KFold { k: 4 }, None, true, ScoreKind::Pearson);
+        let k3 = CvScheme::KFold { k: 3 };
+        check_against_naive(30, 80, 4, 5, k3, None, &ridge(true, ScoreKind::R2));
+        let k4 = CvScheme::KFold { k: 4 };
+        check_against_naive(24, 24, 3, 4, k4, None, &ridge(true, ScoreKind::Pearson));
     }
 
     #[test]
     fn groups_and_one_sample_inner_folds() {
         let groups: Vec<i64> = (0..36).map(|i| i / 9).collect();
-        check_against_naive(
-            36,
-            5,
-            3,
-            0,
-            CvScheme::LeaveOneGroupOut,
-            Some(groups),
-            true,
-            ScoreKind::R2,
-        );
+        let logo = CvScheme::LeaveOneGroupOut;
+        check_against_naive(36, 5, 3, 0, logo, Some(groups), &ridge(true, ScoreKind::R2));
         // 10 samples, outer 5-fold -> 8 training samples, inner 8-fold -> one-sample folds
-        check_against_naive(10, 3, 2, 5, CvScheme::KFold { k: 8 }, None, true, ScoreKind::R2);
+        let k8 = CvScheme::KFold { k: 8 };
+        check_against_naive(10, 3, 2, 5, k8, None, &ridge(true, ScoreKind::R2));
+    }
+
+    #[test]
+    fn pcr_matches_least_squares_on_principal_components() {
+        let (k4, k3) = (CvScheme::KFold { k: 4 }, CvScheme::KFold { k: 3 });
+        let pcr = SpectralModel::Pcr;
+        check_against_naive(60, 6, 5, 5, k4, None, &components(pcr, &[1, 2, 4, 6], true));
+        check_against_naive(47, 9, 4, 3, k4, None, &components(pcr, &[2, 5, 9], false));
+        // dual: 16 training samples in the inner folds, rank 15 after centring
+        check_against_naive(30, 80, 4, 5, k3, None, &components(pcr, &[1, 3, 8, 15], true));
+        let groups: Vec<i64> = (0..36).map(|i| i / 9).collect();
+        let logo = CvScheme::LeaveOneGroupOut;
+        check_against_naive(36, 5, 3, 0, logo, Some(groups), &components(pcr, &[1, 3], true));
+    }
+
+    #[test]
+    fn pls_matches_nipals() {
+        let (k4, k3) = (CvScheme::KFold { k: 4 }, CvScheme::KFold { k: 3 });
+        let pls = SpectralModel::Pls;
+        check_against_naive(60, 6, 5, 5, k4, None, &components(pls, &[1, 2, 4, 6], true));
+        check_against_naive(47, 9, 4, 3, k4, None, &components(pls, &[2, 5, 9], false));
+        check_against_naive(30, 80, 4, 5, k3, None, &components(pls, &[1, 3, 8, 12], true));
+        check_against_naive(80, 40, 3, 4, k4, None, &components(pls, &[1, 2, 3, 5, 10, 25], true));
+        let groups: Vec<i64> = (0..36).map(|i| i / 9).collect();
+        let logo = CvScheme::LeaveOneGroupOut;
+        check_against_naive(36, 5, 3, 0, logo, Some(groups), &components(pls, &[1, 3], true));
+    }
+
+    #[test]
+    fn pls_and_pcr_with_every_component_are_least_squares() {
+        // with as many components as directions, both are the ordinary least-squares fit,
+        // i.e. ridge as alpha -> 0; PLS asked for more keeps that fit
+        let mut rng = Rng::new(11);
+        let (x, y) = planted(&mut rng, 40, 5, 3);
+        let outer = split(CvScheme::KFold { k: 4 }, 40, None).unwrap();
+        let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 3 }, None, true)
+            .unwrap();
+        let fit = |spec: SpectralSpec| cv.fit::<Backend>(y.view(), &spec).unwrap().fold_score;
+        let least_squares = fit(SpectralSpec::ridge(vec![1e-9], true, ScoreKind::R2).unwrap());
+        for spec in [
+            components(SpectralModel::Pcr, &[5], true),
+            components(SpectralModel::Pls, &[5], true),
+            components(SpectralModel::Pls, &[9], true),
+        ] {
+            let d = (&fit(spec) - &least_squares).iter().fold(0.0f64, |m, d| m.max(d.abs()));
+            assert!(d < 1e-9, "{d}");
+        }
     }
 
     #[test]
@@ -562,7 +909,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let (x, mut y) = planted(&mut rng, 40, 4, 3);
         y.column_mut(1).fill(7.0);
-        let spec = RidgeSpec::new(vec![10.0, 0.1, 1.0], true, ScoreKind::R2).unwrap();
+        let spec = SpectralSpec::ridge(vec![10.0, 0.1, 1.0], true, ScoreKind::R2).unwrap();
         let outer = split(CvScheme::KFold { k: 4 }, 40, None).unwrap();
         let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 3 }, None, true)
             .unwrap();
@@ -589,7 +936,7 @@ mod tests {
     fn results_do_not_depend_on_chunking() {
         let mut rng = Rng::new(5);
         let (x, y) = planted(&mut rng, 50, 7, 2 * VOXEL_BATCH + 17);
-        let spec = RidgeSpec::new(vec![0.1, 1.0, 10.0], true, ScoreKind::R2).unwrap();
+        let spec = SpectralSpec::ridge(vec![0.1, 1.0, 10.0], true, ScoreKind::R2).unwrap();
         let outer = split(CvScheme::KFold { k: 5 }, 50, None).unwrap();
         let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 5 }, None, true)
             .unwrap();
@@ -600,14 +947,22 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_errors() {
-        assert!(RidgeSpec::new(vec![], true, ScoreKind::R2).is_err());
-        assert!(RidgeSpec::new(vec![1.0, -1.0], true, ScoreKind::R2).is_err());
-        assert!(RidgeSpec::new(vec![f64::NAN], true, ScoreKind::R2).is_err());
+        assert!(SpectralSpec::ridge(vec![], true, ScoreKind::R2).is_err());
+        assert!(SpectralSpec::ridge(vec![1.0, -1.0], true, ScoreKind::R2).is_err());
+        assert!(SpectralSpec::ridge(vec![f64::NAN], true, ScoreKind::R2).is_err());
+        let pls = SpectralModel::Pls;
+        assert!(SpectralSpec::components(pls, vec![], true, ScoreKind::R2).is_err());
+        assert!(SpectralSpec::components(pls, vec![2, 0], true, ScoreKind::R2).is_err());
+        assert!(
+            SpectralSpec::components(SpectralModel::Ridge, vec![2], true, ScoreKind::R2).is_err()
+        );
+        let grid = SpectralSpec::components(pls, vec![2, 10, 2, 5], true, ScoreKind::R2).unwrap();
+        assert_eq!(grid.grid(), [10.0, 5.0, 2.0], "least regularised first");
         let x = Array2::<f64>::zeros((10, 2));
         let outer = split(CvScheme::KFold { k: 2 }, 10, None).unwrap();
         let cv = NestedCv::new::<Backend>(x.view(), &outer, CvScheme::KFold { k: 2 }, None, true)
             .unwrap();
-        let spec = RidgeSpec::new(vec![1.0], true, ScoreKind::R2).unwrap();
+        let spec = SpectralSpec::ridge(vec![1.0], true, ScoreKind::R2).unwrap();
         assert!(cv.fit::<Backend>(Array2::<f64>::zeros((9, 2)).view(), &spec).is_err());
     }
 }
