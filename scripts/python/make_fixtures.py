@@ -5,7 +5,7 @@ nilearn), asserting internal cross-checks while doing so.
 
 Usage (from the repository root):
     scripts/python/setup_venv.sh
-    .venv/bin/python scripts/python/make_fixtures.py
+    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded rsa nifti searchlight
 
 Deterministic: every random draw uses a fixed seed (numpy default_rng).
 Arrays are saved with np.save, C order, float64 unless stated otherwise.
@@ -612,13 +612,20 @@ def fixture_searchlight():
 
 
 def main():
-    which = sys.argv[1:] or ["ridge", "components", "rsa", "nifti", "searchlight"]
+    which = sys.argv[1:] or [
+        "ridge", "components", "lasso", "banded", "rsa", "nifti", "searchlight"]
     if "searchlight" in which:
         fixture_searchlight()
     if "ridge" in which:
         fixture_ridge()
     if "components" in which:
         fixture_components()
+    if "lasso" in which:  # its own script (scikit-learn's Lasso under the nested CV)
+        import make_fixtures_lasso
+        make_fixtures_lasso.main()
+    if "banded" in which:  # its own script (himalaya's BandedRidgeCV)
+        import make_fixtures_banded
+        make_fixtures_banded.main()
     if "rsa" in which:
         fixture_rsa()
     if "nifti" in which:

@@ -8,12 +8,17 @@
 //! Linear algebra goes through the small [`linalg::LinalgBackend`] trait: pure-Rust faer by
 //! default, a system LAPACK/BLAS through ndarray-linalg with the `lapack` cargo feature.
 
+pub mod banded;
 pub mod compare;
 pub mod cv;
+pub mod encoder;
+pub mod identification;
+pub mod lasso;
 pub mod linalg;
 pub mod permutation;
 pub mod preprocess;
 pub mod rdm;
+pub mod reliability;
 pub mod ridge;
 pub mod rng;
 pub mod score;

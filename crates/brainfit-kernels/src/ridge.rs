@@ -442,6 +442,30 @@ impl<T: Real> NestedCv<T> {
         y: ArrayView2<'_, T>,
         spec: &SpectralSpec,
     ) -> Result<EncodingResult> {
+        self.fit_keeping::<B>(y, spec, false).map(|(result, _)| result)
+    }
+
+    /// [`NestedCv::fit`], also returning each outer fold's held-out predictions
+    /// (`[n_test, n_voxels]`, in the order of the fold's test samples).
+    pub fn fit_predict<B: LinalgBackend>(
+        &self,
+        y: ArrayView2<'_, T>,
+        spec: &SpectralSpec,
+    ) -> Result<(EncodingResult, Vec<Array2<f64>>)> {
+        self.fit_keeping::<B>(y, spec, true)
+    }
+
+    /// The outer test parts, in fold order.
+    pub fn test_parts(&self) -> impl Iterator<Item = &[usize]> {
+        self.outer.iter().map(|(refit, _)| refit.fold.test.as_slice())
+    }
+
+    fn fit_keeping<B: LinalgBackend>(
+        &self,
+        y: ArrayView2<'_, T>,
+        spec: &SpectralSpec,
+        keep: bool,
+    ) -> Result<(EncodingResult, Vec<Array2<f64>>)> {
         if y.nrows() != self.n_samples {
             return Err(KernelError::Shape(format!(
                 "brain data has {} samples, features have {}",
@@ -452,17 +476,27 @@ impl<T: Real> NestedCv<T> {
         let (n_outer, v) = (self.outer.len(), y.ncols());
         let mut fold_score = Array2::<f64>::zeros((n_outer, v));
         let mut fold_choice = Array2::<usize>::zeros((n_outer, v));
+        let mut predictions: Vec<Array2<f64>> = match keep {
+            true => self.test_parts().map(|t| Array2::zeros((t.len(), v))).collect(),
+            false => Vec::new(),
+        };
         for start in (0..v).step_by(VOXEL_BATCH) {
             let cols = start..(start + VOXEL_BATCH).min(v);
             let yb = y.slice(s![.., cols.clone()]);
             for (k, (refit, inner)) in self.outer.iter().enumerate() {
                 let chosen = Self::choose::<B>(inner, yb, spec);
-                let score = refit_and_score::<B, T>(refit, yb, spec, &chosen);
+                let pred = refit_predict::<B, T>(refit, yb, spec, &chosen);
+                let truth = yb.select(Axis(0), &refit.fold.test);
+                let score = score_columns(spec.score, truth.view(), pred.view());
                 fold_score.slice_mut(s![k, cols.clone()]).assign(&score);
                 fold_choice.slice_mut(s![k, cols.clone()]).assign(&Array1::from(chosen));
+                if keep {
+                    predictions[k].slice_mut(s![.., cols.clone()]).assign(&pred);
+                }
             }
         }
-        Ok(EncodingResult::from_choices(fold_score, &fold_choice, spec.grid()))
+        let result = EncodingResult::from_choices(fold_score, &fold_choice, spec.grid());
+        Ok((result, predictions))
     }
 
     /// Index into the grid minimising the mean inner-fold MSE of each voxel.
@@ -527,7 +561,9 @@ pub(crate) fn argmin_prefer_later(values: impl Iterator<Item = f64>) -> usize {
     let mut best: Option<(usize, f64)> = None;
     for (i, x) in values.enumerate() {
         match best {
-            Some((_, b)) if !(x <= b) => {}
+            // NaN on either side never wins (as `!(x <= b)`)
+            Some((_, b))
+                if matches!(x.partial_cmp(&b), None | Some(std::cmp::Ordering::Greater)) => {}
             _ => best = Some((i, x)),
         }
     }
@@ -565,13 +601,14 @@ pub(crate) fn build_in_parallel<V: Send>(
         .collect()
 }
 
-/// Refits on the outer training part with each voxel's grid value; held-out score per voxel.
-fn refit_and_score<B: LinalgBackend, T: Real>(
+/// Refits on the outer training part with each voxel's grid value; held-out predictions,
+/// `[n_test, n_voxels]`.
+fn refit_predict<B: LinalgBackend, T: Real>(
     basis: &FoldBasis<T>,
     y: ArrayView2<'_, T>,
     spec: &SpectralSpec,
     chosen: &[usize],
-) -> Array1<f64> {
+) -> Array2<f64> {
     let (proj, mean) = basis.project::<B>(y);
     let test = &basis.fold.test;
     let mut pred = Array2::<f64>::zeros((test.len(), y.ncols()));
@@ -613,8 +650,7 @@ fn refit_and_score<B: LinalgBackend, T: Real>(
             add(&(0..y.ncols()).collect::<Vec<_>>(), &p);
         }
     }
-    let truth = y.select(Axis(0), test);
-    score_columns(spec.score, truth.view(), pred.view())
+    pred
 }
 
 /// Most frequent index; ties go to the larger index (the more regularised value).
@@ -702,7 +738,7 @@ mod tests {
                 let (mut xd, mut yd) = (xc.clone(), yc.clone());
                 let (mut w_all, mut p_all, mut q_all) =
                     (Array2::<f64>::zeros((p, k)), Array2::<f64>::zeros((p, k)), vec![0.0; k]);
-                for a in 0..k {
+                for (a, q_a) in q_all.iter_mut().enumerate() {
                     let mut w = xd.t().dot(&yd);
                     w /= w.dot(&w).sqrt();
                     let t = xd.dot(&w);
@@ -717,7 +753,7 @@ mod tests {
                     }
                     w_all.column_mut(a).assign(&w);
                     p_all.column_mut(a).assign(&loading);
-                    q_all[a] = q;
+                    *q_a = q;
                 }
                 w_all.dot(&solve(p_all.t().dot(&w_all), Array1::from(q_all)))
             }
