@@ -211,12 +211,24 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
         );
         for (space, e) in subject.encoding.iter().flatten() {
             println!(
-                "    encoding {space:<16} {:>5} features  mean score {:>7.4}  max {:>7.4} at {}  median alpha {:.3e}",
+                "    encoding {space:<16} {:>5} features  {} mean score {:>7.4}  max {:>7.4} at {}  median {} {:.3e}",
                 e.n_features,
+                e.model,
                 or_nan(e.score.mean),
                 or_nan(e.score.max),
                 peak(&e.score),
-                or_nan(e.alpha_median)
+                e.hyperparameter,
+                or_nan(e.chosen_median)
+            );
+        }
+        for (target, d) in subject.decoding.iter().flatten() {
+            println!(
+                "    decoding {target:<16} {:>5} units  mean score {:>7.4}  identification {:.3} (chance {:.3}), pairwise {:.3}",
+                d.score.n,
+                or_nan(d.score.mean),
+                d.top1_accuracy,
+                d.top1_chance,
+                d.pairwise_accuracy
             );
         }
         for (model, sl) in subject.searchlight.iter().flatten() {

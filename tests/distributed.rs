@@ -61,7 +61,7 @@ fn reference() -> Arc<Files> {
     );
     assert!(out.status.success(), "{}", text(&out));
     let outs = job_outputs(dir.path());
-    assert_eq!(outs.len(), 6, "score/alpha/score.nii.gz for two spaces");
+    assert_eq!(outs.len(), 11, "score/alpha/score.nii.gz for two spaces, and the best space");
     *r = Some(Arc::new(outs));
     r.clone().unwrap()
 }
@@ -281,6 +281,58 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
         text(&out)
     );
     assert!(!log(dir.path(), "coordinator.log").contains(TOKEN), "no credential is logged");
+}
+
+/// LASSO, PCR, PLS, banded-ridge (with variance partitioning) and decoding jobs sharded over
+/// real worker processes (three voxel chunks per fit, with permutations) give the embedded
+/// run's bytes: one cluster, one job per model.
+#[test]
+fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
+    const SMALL: StudySize = StudySize { samples: 96, runs: 4, voxels: 1536, a: 12, b: 20 };
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(write_sized_study(&Store::new(), &file_url(dir.path()), SMALL));
+    // each job's analysis table, in place of the reference job's ridge encoding
+    let models = [
+        ("lasso", "[encoding]\nmodel = \"lasso\"\nalphas = { logspace = [-2, 0, 3] }"),
+        ("pcr", "[encoding]\nmodel = \"pcr\"\ncomponents = [2, 5, 10]"),
+        ("pls", "[encoding]\nmodel = \"pls\"\ncomponents = [1, 3, 8]"),
+        (
+            "banded_ridge",
+            "[encoding]\nmodel = \"banded_ridge\"\nalphas = [0.1, 10.0, 1000.0]\npartition = true\n\
+             random_search = { n_iter = 6 }",
+        ),
+        ("decoding", "[decoding]\nalphas = { logspace = [1, 5, 3] }"),
+    ];
+    let job = |_: &str, table: &str, out: &str| {
+        let file = dir.path().join(format!("{out}.toml"));
+        let text = JOB
+            .replace("output = \"out\"", &format!("output = \"{out}\""))
+            .replace("[encoding]\nalphas = { logspace = [-1, 3, 5] }", table)
+            + "[permutation]\nn = 3\nscheme = \"whole-groups\"\n";
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    for (model, grid) in models {
+        let file = job(model, grid, &format!("embedded-{model}"));
+        let out = run_cli(Command::new(bin()).arg("run").arg(&file).args(["--workers", "2"]), 120);
+        assert!(out.status.success(), "{model}: {}", text(&out));
+    }
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
+    for (model, grid) in models {
+        let file = job(model, grid, &format!("distributed-{model}"));
+        let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
+        assert!(out.status.success(), "{model}: {}", text(&out));
+        let read =
+            |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
+        let embedded = read(&format!("embedded-{model}"));
+        assert!(
+            embedded.iter().any(|(n, _)| n.ends_with("p_fwe.npy")),
+            "{model}: permutation maps written"
+        );
+        assert!(read(&format!("distributed-{model}")) == embedded, "{model}: outputs differ");
+    }
 }
 
 #[test]

@@ -27,7 +27,12 @@ async fn memory_run_is_identical_for_1_and_4_workers() {
             "encoding/a/score.npy",
             "encoding/b/alpha.npy",
             "encoding/b/score.nii.gz",
-            "encoding/b/score.npy"
+            "encoding/b/score.npy",
+            "encoding/best_score.nii.gz",
+            "encoding/best_score.npy",
+            "encoding/best_space.nii.gz",
+            "encoding/best_space.npy",
+            "encoding/best_space_labels.csv",
         ]
     );
     assert!(one == four, "outputs differ between 1 and 4 workers");

@@ -278,7 +278,7 @@ async fn reference_outputs() -> Vec<(String, Vec<u8>)> {
     let spec = JobSpec::from_toml(JOB, "job.toml", "memory://ref/study").unwrap();
     run_job(&memory, spec, RunOptions { workers: 2, on_progress: None }).await.unwrap();
     let reference = outputs(&memory, "memory://ref/study/out").await;
-    assert_eq!(reference.len(), 6);
+    assert_eq!(reference.len(), 11, "two spaces (score, alpha, NIfTI) and the best space");
     reference
 }
 

@@ -27,6 +27,11 @@ pub struct JobFile {
     pub features: BTreeMap<String, String>,
     /// Voxelwise encoding.
     pub encoding: Option<EncodingFile>,
+    /// Decoding: ridge from voxels to feature units.
+    pub decoding: Option<DecodingFile>,
+    /// ROI masks (name -> NIfTI URL) the encoding profile summarises scores in.
+    #[serde(default)]
+    pub rois: BTreeMap<String, String>,
     /// Searchlight RSA.
     pub searchlight: Option<SearchlightFile>,
     /// ROI-level RSA.
@@ -49,6 +54,9 @@ pub struct DataFile {
     pub mask: Option<String>,
     /// Group (run) label per sample: `.npy` of integers or an inline list.
     pub groups: Option<GroupsFile>,
+    /// Repeated measurements of the brain data (`.npy`, each shaped like it), for the
+    /// encoding noise ceiling.
+    pub repeats: Option<Vec<String>>,
 }
 
 /// Group labels: a URL or an inline list.
@@ -104,8 +112,18 @@ pub enum CvFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncodingFile {
-    /// Alpha grid.
+    /// The estimator; ridge by default.
+    pub model: Option<EncodingModelFile>,
+    /// Alpha grid (ridge, lasso).
     pub alphas: Option<AlphasFile>,
+    /// Grid of component counts (pcr, pls).
+    pub components: Option<Vec<u64>>,
+    /// banded_ridge: the feature spaces fit jointly (default: every space).
+    pub bands: Option<Vec<String>>,
+    /// banded_ridge: the random search over band weights.
+    pub random_search: Option<RandomSearchFile>,
+    /// banded_ridge: variance partitioning over every subset of the bands.
+    pub partition: Option<bool>,
     /// Outer cross-validation.
     pub cv: Option<CvFile>,
     /// Inner cross-validation choosing alpha per voxel.
@@ -118,6 +136,57 @@ pub struct EncodingFile {
     pub delays: Option<Vec<i64>>,
     /// `"none"` or `"per-group"`.
     pub zscore: Option<ZscoreFile>,
+}
+
+/// `[decoding]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodingFile {
+    /// Feature spaces to decode (default: every space).
+    pub spaces: Option<Vec<String>>,
+    /// ROIs (names of `[rois]` / `[rsa] rois` entries) to decode from, each on its own
+    /// (default: the whole mask).
+    pub rois: Option<Vec<String>>,
+    /// Alpha grid.
+    pub alphas: Option<AlphasFile>,
+    /// Outer cross-validation.
+    pub cv: Option<CvFile>,
+    /// Inner cross-validation choosing alpha per unit.
+    pub inner_cv: Option<CvFile>,
+    /// `"r2"` or `"pearson"`.
+    pub score: Option<ScoreKind>,
+    /// Centre X and Y on each training part.
+    pub intercept: Option<bool>,
+    /// `"none"` or `"per-group"`.
+    pub zscore: Option<ZscoreFile>,
+}
+
+/// `[encoding] model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodingModelFile {
+    /// Ridge regression.
+    Ridge,
+    /// LASSO.
+    Lasso,
+    /// Principal component regression.
+    Pcr,
+    /// Partial least squares (PLS1 per voxel).
+    Pls,
+    /// Banded ridge over several feature spaces.
+    BandedRidge,
+}
+
+/// `[encoding] random_search`: candidate band weights for banded ridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSearchFile {
+    /// Number of candidates (the first is equal weights).
+    pub n_iter: Option<usize>,
+    /// Dirichlet concentrations the candidates cycle through.
+    pub concentrations: Option<Vec<f64>>,
+    /// Seed of the candidates.
+    pub seed: Option<u64>,
 }
 
 /// `zscore`: per-run (group) z-scoring of brain data and features.

@@ -391,12 +391,12 @@ pub fn subject_prefix(subject: &SubjectSpec) -> String {
 /// will: a CV that cannot be made (k larger than the data, one group for group CV) is an error
 /// now, not in every task. With per-run z-scoring every fold must also hold whole runs: a run
 /// split by a fold would have its z-scoring statistics include test rows, a leak into the
-/// training rows.
+/// training rows. Returns the size of the smallest training part (inner or outer).
 fn check_cv(
     e: &crate::spec::EncodingSpec,
     n: usize,
     groups: Option<&[i64]>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<usize, String> {
     use brainfit_kernels::cv::split;
     // the run a fold splits (one with rows on both sides of it), if any
     let split_run = |test: &[usize], labels: Option<&[i64]>| {
@@ -415,7 +415,9 @@ fn check_cv(
         )
     };
     let outer = split(e.cv, n, groups).map_err(|err| format!("[encoding] cv: {err}"))?;
+    let mut smallest_train = n;
     for fold in &outer {
+        smallest_train = smallest_train.min(fold.train.len());
         if let Some(run) = split_run(&fold.test, groups) {
             return Err(leak("cv", run));
         }
@@ -429,10 +431,33 @@ fn check_cv(
                 )
             })?;
         for inner_fold in &inner {
+            smallest_train = smallest_train.min(inner_fold.train.len());
             if let Some(run) = split_run(&inner_fold.test, train_groups.as_deref()) {
                 return Err(leak("inner_cv", run));
             }
         }
+    }
+    Ok(smallest_train)
+}
+
+/// PCR and PLS cannot use more components than a training part has directions: its number
+/// of features, or of samples (one less with the intercept, which centring removes).
+fn check_components(
+    e: &crate::spec::EncodingSpec,
+    space: &str,
+    n_features: usize,
+    smallest_train: usize,
+) -> std::result::Result<(), String> {
+    if e.model.hyperparameter() != "components" {
+        return Ok(());
+    }
+    let rank = n_features.min(smallest_train - usize::from(e.model.intercept()));
+    let most = e.model.grid().first().copied().unwrap_or(0.0);
+    if most > rank as f64 {
+        return Err(format!(
+            "[encoding] components: {most} components, but feature space {space} gives at most {rank} ({n_features} features; the smallest training part of the cross-validation has {smallest_train} samples{})",
+            if e.model.intercept() { ", one direction fewer once centred" } else { "" }
+        ));
     }
     Ok(())
 }
@@ -473,6 +498,17 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                 format!("brain data of shape [{n_samples}, {n_voxels}] is too small"),
             ));
         }
+        for repeat in &subject.repeats {
+            let (shape, _) = npy_shape(store, repeat).await?;
+            if shape != [n_samples, n_voxels] {
+                return Err(input_err(
+                    repeat,
+                    format!(
+                        "a [data] repeats measurement must be shaped like the brain data, [{n_samples}, {n_voxels}]; got {shape:?}"
+                    ),
+                ));
+            }
+        }
         let groups = load_groups(store, subject, n_samples).await?;
         let invalid = |message: String| JobError::Invalid {
             file: spec.source_name.clone(),
@@ -490,6 +526,7 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                 ));
             }
         }
+        let mut smallest_train = n_samples;
         if let Some(e) = &spec.encoding {
             let longest = brainfit_kernels::preprocess::longest_run(n_samples, groups.as_deref());
             if let Some(d) = e.delays.iter().find(|d| d.unsigned_abs() as usize >= longest) {
@@ -497,7 +534,11 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                     "[encoding] delay {d} is not shorter than the longest run ({longest} samples): its features would be all zeros"
                 )));
             }
-            check_cv(e, n_samples, groups.as_deref()).map_err(invalid)?;
+            smallest_train = check_cv(e, n_samples, groups.as_deref()).map_err(invalid)?;
+        }
+        if let Some(d) = &spec.decoding {
+            check_cv(&d.fit, n_samples, groups.as_deref())
+                .map_err(|e| invalid(e.replace("[encoding]", "[decoding]")))?;
         }
         let mut spaces = Vec::new();
         for (space, shape) in space_refs(store, subject).await? {
@@ -510,12 +551,16 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                     ),
                 ));
             }
-            let p = shape[1..].iter().product();
+            let p: usize = shape[1..].iter().product();
             if p == 0 {
                 return Err(input_err(
                     &space.url,
                     format!("feature space {} has no features", space.name),
                 ));
+            }
+            if let Some(e) = &spec.encoding {
+                let n_features = p.saturating_mul(e.delays.len());
+                check_components(e, &space.name, n_features, smallest_train).map_err(invalid)?;
             }
             spaces.push((space, p));
         }
@@ -614,17 +659,20 @@ pub(crate) async fn check_rsa_inputs(
     if let Some(r) = &spec.rsa {
         files.extend(r.models.values());
         files.extend(r.brain_rdms.values());
-        if !r.rois.is_empty() && subject.mask.is_none() {
-            return Err(input_err(subject.brain_url()?, "[rsa] rois need a [data] mask"));
-        }
-        let mask = match (&r.rois.is_empty(), &subject.mask) {
-            (false, Some(m)) => Some(load_mask(store, m).await?),
-            _ => None,
+    }
+    let rois = spec.profile_rois();
+    if !rois.is_empty() {
+        let Some(mask) = &subject.mask else {
+            return Err(input_err(
+                subject.brain_url()?,
+                "[rsa] rois and [rois] need a [data] mask",
+            ));
         };
-        for (name, url) in &r.rois {
+        let mask = load_mask(store, mask).await?;
+        for (name, url) in rois {
             let roi = load_mask(store, url).await?;
-            let mask = mask.as_ref().expect("checked above");
-            roi_columns(mask, &roi, url).map_err(|e| input_err(url, format!("ROI {name}: {e}")))?;
+            roi_columns(&mask, &roi, url)
+                .map_err(|e| input_err(url, format!("ROI {name}: {e}")))?;
         }
     }
     for url in files {

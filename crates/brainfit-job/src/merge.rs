@@ -11,11 +11,14 @@ use crate::plan::{Analysis, Task, brain_rdm_names, model_names};
 use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
-    EncodingSummary, MapStats, MapSummary, Peak, PermutationSummary, RsaRow, SubjectSummary,
-    Summary,
+    BestSpaceSummary, CeilingSummary, DecodingSummary, EncodingSummary, MapStats, MapSummary,
+    PartitionSummary, Peak, PermutationSummary, RsaRow, SubjectSummary, Summary,
 };
 use crate::{JobError, Part, Result};
 use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
+use brainfit_kernels::encoder::EncoderSpec;
+use brainfit_kernels::identification::{Identification, IdentificationSums};
+use brainfit_kernels::reliability::{is_reliable, normalised_score};
 use ndarray::{Array1, ArrayView1};
 use std::collections::BTreeMap;
 
@@ -70,21 +73,25 @@ fn map_stats_located(
     stats
 }
 
-/// A warning when the median chosen alpha sits at the lowest or highest alpha of the grid:
-/// the grid probably does not reach the best regularisation for most voxels.
-fn alpha_edge_warning(space: &str, median: Option<f64>, grid: &[f64]) -> Option<String> {
-    let (median, lowest, highest) = (median?, *grid.first()?, *grid.last()?);
+/// A warning when the median chosen hyperparameter sits at the least or the most regularised
+/// end of the grid (`grid` runs from the least to the most regularised value): the grid
+/// probably does not reach the best regularisation for most voxels.
+fn grid_edge_warning(space: &str, median: Option<f64>, model: &EncoderSpec) -> Option<String> {
+    let grid = model.grid();
+    let (median, least, most) = (median?, *grid.first()?, *grid.last()?);
     if grid.len() < 2 {
         return None;
     }
-    let edge = if median <= lowest {
-        format!("the lowest alpha of the grid ({lowest:e}); extend it downwards")
-    } else if median >= highest {
-        format!("the highest alpha of the grid ({highest:e}); extend it upwards")
+    let what = model.hyperparameter();
+    let (low, high) = if least < most { (least, most) } else { (most, least) };
+    let edge = if median <= low {
+        format!("the lowest {what} value of the grid ({low:e}); extend it downwards")
+    } else if median >= high {
+        format!("the highest {what} value of the grid ({high:e}); extend it upwards")
     } else {
         return None;
     };
-    Some(format!("encoding {space}: the median chosen alpha is {edge}"))
+    Some(format!("encoding {space}: the median chosen {what} is {edge}"))
 }
 
 async fn put_npy(
@@ -191,6 +198,14 @@ fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array
     Ok(Array1::from(out))
 }
 
+/// A subject's merged encoding: per fit, across spaces, and the variance partition.
+struct EncodingMerged {
+    spaces: BTreeMap<String, EncodingSummary>,
+    best_space: Option<BestSpaceSummary>,
+    partition: Option<BTreeMap<String, PartitionSummary>>,
+    ceiling: Option<CeilingSummary>,
+}
+
 /// What the merge of one subject's analyses reads.
 struct SubjectMerge<'a> {
     outputs: &'a StagedOutputs<'a>,
@@ -206,19 +221,25 @@ struct SubjectMerge<'a> {
 }
 
 impl SubjectMerge<'_> {
-    /// Encoding: per feature space, the score, alpha and permutation maps.
-    async fn encoding(
-        &self,
-        warnings: &mut Vec<String>,
-    ) -> Result<BTreeMap<String, EncodingSummary>> {
+    /// Encoding: per feature space, the score, chosen-hyperparameter and permutation maps;
+    /// with several spaces, the best space per voxel and the ROI profile.
+    async fn encoding(&self, store: &Store, warnings: &mut Vec<String>) -> Result<EncodingMerged> {
         let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
         let mut summary = BTreeMap::new();
-        for (space, p) in &inv.spaces {
+        let mut scores = Vec::new();
+        let encoding = spec.encoding.as_ref().expect("encoding tasks need [encoding]");
+        let model = &encoding.model;
+        let fits = crate::plan::encoding_fits(spec, inv);
+        let ceiling = match fits.first().filter(|_| !subject.repeats.is_empty()) {
+            Some(first) => Some(self.ceiling(&first.name).await?),
+            None => None,
+        };
+        for fit in fits {
             let mine: Vec<(&Task, &Part)> = self
                 .done
                 .iter()
                 .copied()
-                .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == self.si && *s == space.name))
+                .filter(|(t, _)| matches!(t, Task::Encoding { subject, space: s, .. } if *subject == self.si && *s == fit.name))
                 .collect();
             let blocks = mine
                 .iter()
@@ -230,26 +251,322 @@ impl SubjectMerge<'_> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let maps = merge_blocks(&blocks, 1, inv.n_voxels, self.n_perms)?;
-            let alpha = concat(&mine, "alpha", inv.n_voxels)?;
-            let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Encoding(&space.name) };
+            let chosen = concat(&mine, "alpha", inv.n_voxels)?;
+            let dir = MapDir::Encoding(&fit.name);
+            let urls = MapUrls { spec, subject: Some(subject), dir };
             let score = maps.value.row(0).to_owned();
             put_map(self.outputs, &urls, MapFile::Score, mask, &score).await?;
-            put_npy(self.outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
+            let chosen_file = match model.hyperparameter() {
+                "components" => MapFile::Components,
+                _ => MapFile::Alpha,
+            };
+            put_npy(self.outputs, &urls.npy(chosen_file)?, chosen.view()).await?;
             put_stats(self.outputs, &urls, mask, &maps, 0).await?;
-            let alpha_median = median(alpha.view());
-            let grid = spec.encoding.as_ref().map_or(&[][..], |e| e.ridge.alphas());
-            let edge = alpha_edge_warning(&space.name, alpha_median, grid);
+            if let Some(ceiling) = &ceiling {
+                let normalised = ndarray::Zip::from(&score)
+                    .and(ceiling)
+                    .map_collect(|&s, &c| normalised_score(s, c, model.score(), inv.n_samples));
+                let url = |ext| spec.output_url(Some(subject), &dir.file("score_normalised", ext));
+                put_npy(self.outputs, &url("npy")?, normalised.view()).await?;
+                put_nifti(self.outputs, &url("nii.gz")?, mask, &normalised).await?;
+            }
+            let joint = fit.spaces.len() > 1;
+            for (b, band) in fit.spaces.iter().enumerate().filter(|_| joint) {
+                for (what, stem) in [("weight", "weight"), ("split", "split")] {
+                    let values = concat(&mine, &format!("{what}:{b}"), inv.n_voxels)?;
+                    let name = format!("{stem}_{band}");
+                    let url = |ext| spec.output_url(Some(subject), &dir.file(&name, ext));
+                    put_npy(self.outputs, &url("npy")?, values.view()).await?;
+                    put_nifti(self.outputs, &url("nii.gz")?, mask, &values).await?;
+                }
+            }
+            let chosen_median = median(chosen.view());
+            let edge = grid_edge_warning(&fit.name, chosen_median, model);
             warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
+            let n_features = fit
+                .spaces
+                .iter()
+                .map(|s| inv.spaces.iter().find(|(r, _)| r.name == *s).map_or(0, |(_, p)| *p))
+                .sum();
             summary.insert(
-                space.name.clone(),
+                fit.name.clone(),
                 EncodingSummary {
-                    alpha_median,
-                    n_features: *p,
+                    model: (if joint { "banded_ridge" } else { model.name() }).into(),
+                    hyperparameter: model.hyperparameter().into(),
+                    chosen_median,
+                    n_features,
                     score: map_stats_located(score.view(), mask, |v| v),
                     significant_fwe_05: significant(&maps, 0),
                 },
             );
+            scores.push((fit, score));
         }
+        let singles: Vec<(String, Array1<f64>)> = scores
+            .iter()
+            .filter(|(fit, _)| fit.spaces.len() == 1)
+            .map(|(fit, score)| (fit.name.clone(), score.clone()))
+            .collect();
+        let best = if singles.len() > 1 { Some(self.best_space(&singles).await?) } else { None };
+        let mut all: Vec<(String, Array1<f64>)> =
+            scores.iter().map(|(fit, score)| (fit.name.clone(), score.clone())).collect();
+        let mut partition = None;
+        if encoding.banded.as_ref().is_some_and(|b| b.partition) {
+            let mut stats = BTreeMap::new();
+            for (name, values) in self.partition(&scores).await? {
+                let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+                let mean =
+                    (!finite.is_empty()).then(|| finite.iter().sum::<f64>() / finite.len() as f64);
+                let n_negative = finite.iter().filter(|&&v| v < 0.0).count();
+                stats.insert(
+                    name.clone(),
+                    PartitionSummary { mean, n_finite: finite.len(), n_negative },
+                );
+                all.push((format!("partition:{name}"), values));
+            }
+            partition = Some(stats);
+        }
+        self.profile(store, &all).await?;
+        let ceiling = ceiling.map(|c| {
+            let finite: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+            CeilingSummary {
+                mean: (!finite.is_empty())
+                    .then(|| finite.iter().sum::<f64>() / finite.len() as f64),
+                n_reliable: finite.iter().filter(|&&v| is_reliable(v, inv.n_samples)).count(),
+            }
+        });
+        Ok(EncodingMerged { spaces: summary, best_space: best, partition, ceiling })
+    }
+
+    /// The noise ceiling the tasks of fit `first` computed from `[data] repeats`, written as
+    /// `encoding/ceiling.*`.
+    async fn ceiling(&self, first: &str) -> Result<Array1<f64>> {
+        let mine: Vec<(&Task, &Part)> = self
+            .done
+            .iter()
+            .copied()
+            .filter(|(t, _)| matches!(t, Task::Encoding { subject, space, .. } if *subject == self.si && space == first))
+            .collect();
+        let ceiling = concat(&mine, "ceiling", self.inv.n_voxels)?;
+        let url = |ext: &str| {
+            self.spec.output_url(Some(self.subject), &format!("{}.{ext}", layout::CEILING))
+        };
+        put_npy(self.outputs, &url("npy")?, ceiling.view()).await?;
+        put_nifti(self.outputs, &url("nii.gz")?, self.mask.as_ref(), &ceiling).await?;
+        Ok(ceiling)
+    }
+
+    /// Variance partitioning (Lescroart et al. 2015; de Heer et al. 2017): from the R² of
+    /// every union of the bands, the R² each subset of bands shares and no other band explains
+    /// — for a single band its unique R² — by inclusion–exclusion over the complements:
+    /// `P(S) = Σ_{W ⊆ S} (−1)^{|S|−|W|+1} R²(T ∖ W)`, `T` all bands, `R²(∅) = 0`. Writes one
+    /// map per subset below `encoding/partition/` and returns them (subset name, map). Estimates are not clipped: a negative one means the fits' R²
+    /// are not additive there (noise, or suppression between the bands).
+    async fn partition(
+        &self,
+        fits: &[(crate::spec::Fit, Array1<f64>)],
+    ) -> Result<Vec<(String, Array1<f64>)>> {
+        let mut out = Vec::new();
+        let all = fits.last().expect("the union of the bands is fit last");
+        let bands = &all.0.spaces;
+        let score_of = |members: &[&String]| -> Array1<f64> {
+            if members.is_empty() {
+                return Array1::zeros(self.inv.n_voxels);
+            }
+            let found = fits.iter().find(|(f, _)| {
+                f.spaces.len() == members.len() && f.spaces.iter().all(|s| members.contains(&s))
+            });
+            found.expect("every subset of the bands is fit").1.clone()
+        };
+        let n = bands.len();
+        for (subset, _) in fits {
+            let s: Vec<usize> = subset
+                .spaces
+                .iter()
+                .map(|b| bands.iter().position(|x| x == b).expect("a band"))
+                .collect();
+            let mut value = Array1::<f64>::zeros(self.inv.n_voxels);
+            // W runs over the subsets of S; T ∖ W keeps every band outside W
+            for w in 0u32..(1 << s.len()) {
+                let dropped: Vec<usize> =
+                    (0..s.len()).filter(|i| w & (1 << i) != 0).map(|i| s[i]).collect();
+                let kept: Vec<&String> =
+                    (0..n).filter(|b| !dropped.contains(b)).map(|b| &bands[b]).collect();
+                let sign = if (s.len() - dropped.len() + 1).is_multiple_of(2) { 1.0 } else { -1.0 };
+                value.scaled_add(sign, &score_of(&kept));
+            }
+            let rel = layout::partition(&subset.name);
+            let url = |ext: &str| self.spec.output_url(Some(self.subject), &format!("{rel}.{ext}"));
+            put_npy(self.outputs, &url("npy")?, value.view()).await?;
+            put_nifti(self.outputs, &url("nii.gz")?, self.mask.as_ref(), &value).await?;
+            out.push((subset.name.clone(), value));
+        }
+        Ok(out)
+    }
+
+    /// Each voxel's best feature space (its label, 1-based in `scores`' order; 0 where no
+    /// space has a finite score) and the winning score (Güçlü & van Gerven 2015).
+    async fn best_space(&self, scores: &[(String, Array1<f64>)]) -> Result<BestSpaceSummary> {
+        let (spec, subject, mask) = (self.spec, Some(self.subject), self.mask.as_ref());
+        let n = self.inv.n_voxels;
+        let mut label = Array1::<i64>::zeros(n);
+        let mut best = Array1::from_elem(n, f64::NAN);
+        for (l, (_, score)) in scores.iter().enumerate() {
+            for v in 0..n {
+                // strictly greater: a tie goes to the space listed first
+                if score[v].is_finite() && (best[v].is_nan() || score[v] > best[v]) {
+                    (label[v], best[v]) = (l as i64 + 1, score[v]);
+                }
+            }
+        }
+        let url = |stem: &str, ext: &str| spec.output_url(subject, &format!("{stem}.{ext}"));
+        let outputs = self.outputs;
+        outputs.put(&url(layout::BEST_SPACE, "npy")?, write_npy(&label.view()).into()).await?;
+        put_nifti(outputs, &url(layout::BEST_SPACE, "nii.gz")?, mask, &label.mapv(|l| l as f64))
+            .await?;
+        put_npy(outputs, &url(layout::BEST_SCORE, "npy")?, best.view()).await?;
+        put_nifti(outputs, &url(layout::BEST_SCORE, "nii.gz")?, mask, &best).await?;
+        let won: Vec<usize> =
+            (1..=scores.len()).map(|l| label.iter().filter(|&&x| x == l as i64).count()).collect();
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(["label", "space", "n_voxels"]).map_err(csv_err)?;
+        for (l, ((name, _), n)) in scores.iter().zip(&won).enumerate() {
+            csv.write_record([(l + 1).to_string(), name.clone(), n.to_string()])
+                .map_err(csv_err)?;
+        }
+        let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
+        outputs.put(&spec.output_url(subject, layout::BEST_SPACE_LABELS)?, bytes.into()).await?;
+        Ok(BestSpaceSummary {
+            spaces: scores.iter().map(|(name, _)| name.clone()).collect(),
+            voxels_won: won,
+        })
+    }
+
+    /// The layer profile: the mean score (over voxels with a finite score) of every feature
+    /// space in every ROI of `[rois]` and `[rsa] rois`, in `encoding/profile.csv`.
+    async fn profile(&self, store: &Store, scores: &[(String, Array1<f64>)]) -> Result<()> {
+        let rois = self.spec.profile_rois();
+        let Some(mask) = self.mask.as_ref().filter(|_| !rois.is_empty()) else {
+            return Ok(());
+        };
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(["roi", "space", "n_voxels", "mean_score"]).map_err(csv_err)?;
+        for (roi, url) in rois {
+            let columns = crate::inputs::roi_columns(mask, &load_mask(store, url).await?, url)?;
+            for (space, score) in scores {
+                let finite: Vec<f64> =
+                    columns.iter().map(|&c| score[c]).filter(|v| v.is_finite()).collect();
+                let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+                csv.write_record([
+                    roi.to_string(),
+                    space.clone(),
+                    finite.len().to_string(),
+                    format!("{mean:?}"),
+                ])
+                .map_err(csv_err)?;
+            }
+        }
+        let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
+        let url = self.spec.output_url(Some(self.subject), layout::PROFILE)?;
+        self.outputs.put(&url, bytes.into()).await?;
+        Ok(())
+    }
+
+    /// Decoding: per source and feature space, the per-unit score, alpha and permutation maps
+    /// and the identification accuracy, from the identification sums of every unit shard.
+    async fn decoding(&self, store: &Store) -> Result<BTreeMap<String, DecodingSummary>> {
+        let (spec, subject, inv) = (self.spec, self.subject, self.inv);
+        let mut summary = BTreeMap::new();
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record([
+            "source",
+            "space",
+            "n_units",
+            "top1_accuracy",
+            "top1_chance",
+            "pairwise_accuracy",
+        ])
+        .map_err(csv_err)?;
+        for (source, space, n_units) in crate::plan::decoding_targets(spec, inv) {
+            let mine: Vec<(&Task, &Part)> = self
+                .done
+                .iter()
+                .copied()
+                .filter(|(t, _)| matches!(t, Task::Decoding { subject, source: s, space: f, .. } if *subject == self.si && *s == source && *f == space))
+                .collect();
+            let blocks = mine
+                .iter()
+                .map(|(t, p)| match t {
+                    Task::Decoding { units, .. } => {
+                        Ok((*units, [0, self.n_perms.unwrap_or(0)], MapBlock::read(p)?))
+                    }
+                    _ => unreachable!("filtered to decoding tasks"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let maps = merge_blocks(&blocks, 1, n_units, self.n_perms)?;
+            let alpha = concat(&mine, "alpha", n_units)?;
+            let urls =
+                MapUrls { spec, subject: Some(subject), dir: MapDir::Decoding(&source, &space) };
+            let score = maps.value.row(0).to_owned();
+            put_npy(self.outputs, &urls.npy(MapFile::Score)?, score.view()).await?;
+            put_npy(self.outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
+            put_null_npys(self.outputs, &urls, &maps, 0).await?;
+            // identification: every fold's sums over all units, then scored
+            let mut identification: Option<Identification> = None;
+            for fold in 0.. {
+                let name = format!("ident:{fold}");
+                let mut total: Option<IdentificationSums> = None;
+                for (_, p) in &mine {
+                    let Ok((_, flat)) = p.get(&name) else { break };
+                    let sums = IdentificationSums::from_flat(flat)?;
+                    match &mut total {
+                        Some(t) => t.add(&sums)?,
+                        None => total = Some(sums),
+                    }
+                }
+                let Some(total) = total else { break };
+                let scored = total.identify();
+                match &mut identification {
+                    Some(i) => i.add(scored),
+                    None => identification = Some(scored),
+                }
+            }
+            let id = identification.ok_or_else(|| {
+                JobError::Corrupt(format!("decoding {space} from {source}: no identification sums"))
+            })?;
+            csv.write_record([
+                source.clone(),
+                space.clone(),
+                n_units.to_string(),
+                format!("{:?}", id.top1_accuracy()),
+                format!("{:?}", id.top1_chance()),
+                format!("{:?}", id.pairwise_accuracy()),
+            ])
+            .map_err(csv_err)?;
+            let n_voxels = match source.as_str() {
+                crate::spec::WHOLE_MASK => inv.n_voxels,
+                roi => {
+                    let url = spec.profile_rois()[roi];
+                    let mask = self.mask.as_ref().ok_or_else(|| {
+                        JobError::Corrupt("decoding from an ROI without a mask".into())
+                    })?;
+                    crate::inputs::roi_columns(mask, &load_mask(store, url).await?, url)?.len()
+                }
+            };
+            summary.insert(
+                format!("{source}/{space}"),
+                DecodingSummary {
+                    n_voxels,
+                    score: map_stats(score.view()),
+                    significant_fwe_05: significant(&maps, 0),
+                    top1_accuracy: id.top1_accuracy(),
+                    top1_chance: id.top1_chance(),
+                    pairwise_accuracy: id.pairwise_accuracy(),
+                },
+            );
+        }
+        let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
+        let url = spec.output_url(Some(subject), layout::DECODING_IDENTIFICATION)?;
+        self.outputs.put(&url, bytes.into()).await?;
         Ok(summary)
     }
 
@@ -436,6 +753,10 @@ pub async fn write_outputs(
         let merge =
             SubjectMerge { outputs, spec, si, subject, inv, mask, done: done.clone(), n_perms };
         let mut entry = SubjectSummary {
+            decoding: None,
+            best_space: None,
+            ceiling: None,
+            partition: None,
             encoding: None,
             n_samples: inv.n_samples,
             n_voxels: inv.n_voxels,
@@ -448,12 +769,16 @@ pub async fn write_outputs(
         for analysis in Analysis::ALL.into_iter().filter(|a| a.per_subject() && a.requested(spec)) {
             match (analysis, &spec.searchlight, &spec.rsa) {
                 (Analysis::Encoding, _, _) => {
-                    entry.encoding = Some(merge.encoding(&mut warnings).await?);
+                    let merged = merge.encoding(store, &mut warnings).await?;
+                    entry.encoding = Some(merged.spaces);
+                    (entry.best_space, entry.partition) = (merged.best_space, merged.partition);
+                    entry.ceiling = merged.ceiling;
                 }
                 (Analysis::Searchlight, Some(sl), _) => {
                     entry.searchlight = Some(merge.searchlight(sl).await?);
                 }
                 (Analysis::RoiRsa, _, Some(r)) => entry.rsa = merge.roi_rsa(r).await?,
+                (Analysis::Decoding, _, _) => entry.decoding = Some(merge.decoding(store).await?),
                 (Analysis::Searchlight | Analysis::RoiRsa | Analysis::TimeResolved, _, _) => {
                     unreachable!("requested per-subject analyses have their section")
                 }
@@ -489,7 +814,7 @@ pub async fn write_outputs(
 }
 
 fn csv_err(e: csv::Error) -> JobError {
-    JobError::Corrupt(format!("writing rsa/compare.csv: {e}"))
+    JobError::Corrupt(format!("writing a CSV output: {e}"))
 }
 
 fn median(values: ArrayView1<'_, f64>) -> Option<f64> {

@@ -29,6 +29,37 @@ pub mod layout {
     /// The lock object of the output directory.
     pub const LOCK: &str = ".brainfit/lock.json";
 
+    /// Encoding with several feature spaces: each voxel's best space, as a label (1 + its
+    /// index in [`BEST_SPACE_LABELS`]; 0 where no space has a finite score), `.npy` and NIfTI.
+    pub const BEST_SPACE: &str = "encoding/best_space";
+    /// ... the winning score per voxel, `.npy` and NIfTI.
+    pub const BEST_SCORE: &str = "encoding/best_score";
+    /// ... the labels' feature spaces, `label,space,n_voxels` (voxels each space wins).
+    pub const BEST_SPACE_LABELS: &str = "encoding/best_space_labels.csv";
+    /// ... the mean score of each feature space in each ROI, `roi,space,n_voxels,mean_score`.
+    pub const PROFILE: &str = "encoding/profile.csv";
+    /// Banded ridge with `partition`: the variance partition of `bands` (names joined by `+`):
+    /// the R² only those bands share (a single band's: its unique R²).
+    pub fn partition(bands: &str) -> String {
+        format!("encoding/partition/{bands}")
+    }
+    /// Decoding: identification accuracy per source and feature space.
+    pub const DECODING_IDENTIFICATION: &str = "decoding/identification.csv";
+    /// With `[data] repeats`: the split-half noise ceiling per voxel, `.npy` and NIfTI.
+    pub const CEILING: &str = "encoding/ceiling";
+    /// The files directly below `encoding/`, which no feature space may take as its name.
+    pub const ENCODING_FILES: [&str; 9] = [
+        "partition",
+        "ceiling.npy",
+        "ceiling.nii.gz",
+        "best_space.npy",
+        "best_space.nii.gz",
+        "best_score.npy",
+        "best_score.nii.gz",
+        "best_space_labels.csv",
+        "profile.csv",
+    ];
+
     /// ROI RSA: brain RDM `brain` (condensed).
     pub fn rsa_rdm(brain: &str) -> String {
         format!("rsa/rdms/{brain}.npy")
@@ -59,6 +90,8 @@ pub mod layout {
         Searchlight(&'a str),
         /// `time_resolved/<model>/` (at the output's root).
         TimeResolved(&'a str),
+        /// `decoding/<source>/<space>/`: one feature space decoded from one source.
+        Decoding(&'a str, &'a str),
     }
 
     /// The files of a map directory.
@@ -66,8 +99,10 @@ pub mod layout {
     pub enum MapFile {
         /// Encoding score per voxel.
         Score,
-        /// Chosen alpha per voxel.
+        /// Chosen alpha per voxel (ridge, LASSO).
         Alpha,
+        /// Chosen number of components per voxel (PCR, PLS).
+        Components,
         /// RDM comparison per centre or time point.
         Rho,
         /// Searchlight centres' mask indices.
@@ -85,6 +120,7 @@ pub mod layout {
             match self {
                 MapFile::Score => "score",
                 MapFile::Alpha => "alpha",
+                MapFile::Components => "components",
                 MapFile::Rho => "rho",
                 MapFile::Centres => "centres",
                 MapFile::P => "p",
@@ -100,7 +136,13 @@ pub mod layout {
                 MapDir::Encoding(space) => format!("encoding/{space}"),
                 MapDir::Searchlight(model) => format!("searchlight/{model}"),
                 MapDir::TimeResolved(model) => format!("time_resolved/{model}"),
+                MapDir::Decoding(source, space) => format!("decoding/{source}/{space}"),
             }
+        }
+
+        /// A file of the directory by stem and extension (maps named after feature spaces).
+        pub fn file(self, stem: &str, extension: &str) -> String {
+            format!("{}/{stem}.{extension}", self.dir())
         }
 
         /// The `.npy` of `file`.

@@ -38,6 +38,18 @@ pub enum Task {
         /// Permutation range.
         perms: [usize; 2],
     },
+    /// Decoding of units `[start, end)` of a feature space from a subject's voxels (the whole
+    /// mask or one ROI), with every permutation.
+    Decoding {
+        /// Subject index in the job.
+        subject: usize,
+        /// The voxels decoded from: an ROI's name, or [`crate::spec::WHOLE_MASK`].
+        source: String,
+        /// Feature space name.
+        space: String,
+        /// Unit range `[start, end)` of the (flattened) feature space.
+        units: [usize; 2],
+    },
     /// Time-resolved RSA for permutations `[start, end)` (the observed values too).
     TimeResolved {
         /// Permutation range.
@@ -58,6 +70,9 @@ impl Task {
             Task::Rsa { subject, perms } => {
                 format!("s{subject:03}-rsa-p{:08}-{:08}", perms[0], perms[1])
             }
+            Task::Decoding { subject, source, space, units } => {
+                format!("s{subject:03}-decoding-{source}-{space}-u{:08}-{:08}", units[0], units[1])
+            }
             Task::TimeResolved { perms } => {
                 format!("time-resolved-p{:08}-{:08}", perms[0], perms[1])
             }
@@ -77,6 +92,14 @@ impl Task {
             }
             Task::TimeResolved { perms } => {
                 format!("time-resolved RSA (permutations {}..{})", perms[0], perms[1])
+            }
+            Task::Decoding { subject: s, source, space, units } => {
+                format!(
+                    "{}decoding {space} from {source} units {}..{}",
+                    subject(*s),
+                    units[0],
+                    units[1]
+                )
             }
             Task::Encoding { subject, space, voxels } => format!(
                 "encoding {}{space} voxels {}..{}",
@@ -107,15 +130,22 @@ pub enum Analysis {
     RoiRsa,
     /// `[encoding]`, per subject and feature space.
     Encoding,
+    /// `[decoding]`, per subject, source and feature space.
+    Decoding,
     /// `[time_resolved]`, once per job.
     TimeResolved,
 }
 
 impl Analysis {
-    /// Every analysis, in plan order: per subject searchlight, ROI RSA, encoding; then the
-    /// job-wide ones.
-    pub const ALL: [Analysis; 4] =
-        [Analysis::Searchlight, Analysis::RoiRsa, Analysis::Encoding, Analysis::TimeResolved];
+    /// Every analysis, in plan order: per subject searchlight, ROI RSA, encoding, decoding;
+    /// then the job-wide ones.
+    pub const ALL: [Analysis; 5] = [
+        Analysis::Searchlight,
+        Analysis::RoiRsa,
+        Analysis::Encoding,
+        Analysis::Decoding,
+        Analysis::TimeResolved,
+    ];
 
     /// Whether `spec` asks for this analysis.
     pub fn requested(self, spec: &JobSpec) -> bool {
@@ -125,6 +155,7 @@ impl Analysis {
                 spec.rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty())
             }
             Analysis::Encoding => spec.encoding.is_some(),
+            Analysis::Decoding => spec.decoding.is_some(),
             Analysis::TimeResolved => spec.time_resolved.is_some(),
         }
     }
@@ -148,16 +179,29 @@ impl Analysis {
                 .collect(),
             Analysis::Encoding => {
                 let inv = &inventory.subjects[si];
-                inv.spaces
-                    .iter()
-                    .flat_map(|(space, _)| {
-                        ranges(inv.n_voxels, ex.voxels_per_task).map(|voxels| Task::Encoding {
+                encoding_fits(spec, inv)
+                    .into_iter()
+                    .flat_map(|fit| {
+                        ranges(inv.n_voxels, ex.voxels_per_task).map(move |voxels| Task::Encoding {
                             subject: si,
-                            space: space.name.clone(),
+                            space: fit.name.clone(),
                             voxels,
                         })
                     })
                     .collect()
+            }
+            Analysis::Decoding => {
+                let inv = &inventory.subjects[si];
+                let mut tasks = Vec::new();
+                for (source, space, p) in decoding_targets(spec, inv) {
+                    tasks.extend(ranges(p, ex.voxels_per_task).map(|units| Task::Decoding {
+                        subject: si,
+                        source: source.clone(),
+                        space: space.clone(),
+                        units,
+                    }));
+                }
+                tasks
             }
             Analysis::TimeResolved => {
                 perm_ranges(spec).into_iter().map(|perms| Task::TimeResolved { perms }).collect()
@@ -175,8 +219,12 @@ impl Analysis {
             Analysis::RoiRsa | Analysis::TimeResolved => perm_tasks,
             Analysis::Encoding => {
                 let inv = &inventory.subjects[si];
-                inv.spaces.len() * chunks(inv.n_voxels, ex.voxels_per_task)
+                encoding_fits(spec, inv).len() * chunks(inv.n_voxels, ex.voxels_per_task)
             }
+            Analysis::Decoding => decoding_targets(spec, &inventory.subjects[si])
+                .iter()
+                .map(|(_, _, p)| chunks(*p, ex.voxels_per_task))
+                .sum(),
         }
     }
 }
@@ -188,9 +236,37 @@ impl Task {
             Task::Encoding { .. } => Analysis::Encoding,
             Task::Searchlight { .. } => Analysis::Searchlight,
             Task::Rsa { .. } => Analysis::RoiRsa,
+            Task::Decoding { .. } => Analysis::Decoding,
             Task::TimeResolved { .. } => Analysis::TimeResolved,
         }
     }
+}
+
+/// A subject's decoding targets in plan order: (source, feature space, units) for every
+/// source ([`crate::spec::DecodingSpec::sources`]) and decoded space; none without `[decoding]`.
+pub fn decoding_targets(
+    spec: &JobSpec,
+    inv: &crate::inputs::SubjectInventory,
+) -> Vec<(String, String, usize)> {
+    let Some(d) = &spec.decoding else { return Vec::new() };
+    let names: Vec<&str> = inv.spaces.iter().map(|(s, _)| s.name.as_str()).collect();
+    let mut out = Vec::new();
+    for source in d.sources() {
+        for space in d.decoded(&names) {
+            let p = inv.spaces.iter().find(|(s, _)| s.name == space).map_or(0, |(_, p)| *p);
+            out.push((source.to_string(), space.to_string(), p));
+        }
+    }
+    out
+}
+
+/// A subject's encoding fits ([`crate::spec::EncodingSpec::fits`]); none without `[encoding]`.
+pub fn encoding_fits(
+    spec: &JobSpec,
+    inv: &crate::inputs::SubjectInventory,
+) -> Vec<crate::spec::Fit> {
+    let names: Vec<&str> = inv.spaces.iter().map(|(s, _)| s.name.as_str()).collect();
+    spec.encoding.as_ref().map(|e| e.fits(&names)).unwrap_or_default()
 }
 
 /// The permutation ranges of analyses that shard their permutations (small maps); with none,

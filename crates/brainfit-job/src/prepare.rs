@@ -72,6 +72,7 @@ async fn copy_in_blocks(
         mask: mask.map(str::to_string),
         groups: None,
         features: Default::default(),
+        repeats: Vec::new(),
     };
     // a NIfTI image is compressed: decoded whole, once; a .npy is read a block at a time
     let (whole, n, v, f64_data) = if inputs::is_nifti(brain) {
@@ -215,6 +216,7 @@ mod tests {
             mask: Some("memory://n/mask.nii.gz".into()),
             groups: None,
             features: Default::default(),
+            repeats: Vec::new(),
         };
         let (Matrix::F32(want), _) = inputs::load_brain(&store, &subject).await.unwrap() else {
             panic!("a NIfTI image is read as float32")

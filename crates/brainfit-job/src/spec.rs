@@ -5,15 +5,16 @@
 //! workers and every process sees the same spec.
 
 use crate::file::{
-    AlphasFile, CvFile, DataFile, EncodingFile, ExecutionFile, GroupsFile, JobFile, RsaFile,
-    SchemeFile, SearchlightFile, TimeResolvedFile, ZscoreFile,
+    AlphasFile, CvFile, DataFile, DecodingFile, EncodingFile, EncodingModelFile, ExecutionFile,
+    GroupsFile, JobFile, RsaFile, SchemeFile, SearchlightFile, TimeResolvedFile, ZscoreFile,
 };
 use crate::{JobError, Result};
 use brainfit_kernels::compare::CompareMethod;
 use brainfit_kernels::cv::CvScheme;
+use brainfit_kernels::encoder::EncoderSpec;
 use brainfit_kernels::permutation::Scheme;
 use brainfit_kernels::rdm::RdmMethod;
-use brainfit_kernels::ridge::{RidgeSpec, VOXEL_BATCH};
+use brainfit_kernels::ridge::{SpectralModel, SpectralSpec, VOXEL_BATCH};
 use brainfit_kernels::score::ScoreKind;
 use std::collections::BTreeMap;
 
@@ -28,6 +29,10 @@ pub struct JobSpec {
     pub subjects: Vec<SubjectSpec>,
     /// Voxelwise encoding, if requested.
     pub encoding: Option<EncodingSpec>,
+    /// `[rois]`: ROI masks (name -> URL) the encoding profile summarises scores in.
+    pub rois: BTreeMap<String, String>,
+    /// Decoding, if requested.
+    pub decoding: Option<DecodingSpec>,
     /// Searchlight RSA, if requested.
     pub searchlight: Option<SearchlightSpec>,
     /// ROI-level RSA, if requested.
@@ -58,6 +63,8 @@ pub struct SubjectSpec {
     pub groups: Option<GroupsSpec>,
     /// Feature files: entry name -> URL (an `.npz` expands to one space per key).
     pub features: BTreeMap<String, String>,
+    /// Repeated measurements of the brain data (`.npy` URLs), for the noise ceiling.
+    pub repeats: Vec<String>,
 }
 
 impl SubjectSpec {
@@ -95,8 +102,11 @@ pub enum GroupsSpec {
 /// Checked `[encoding]`.
 #[derive(Debug, Clone)]
 pub struct EncodingSpec {
-    /// Alpha grid, score kind and intercept.
-    pub ridge: RidgeSpec,
+    /// The estimator with its hyperparameter grid, score kind and intercept (for banded
+    /// ridge: ridge with its alpha grid, which single-band fits use).
+    pub model: EncoderSpec,
+    /// Banded ridge, if `model = "banded_ridge"`.
+    pub banded: Option<BandedSpec>,
     /// Outer cross-validation.
     pub cv: CvScheme,
     /// Inner cross-validation.
@@ -105,6 +115,121 @@ pub struct EncodingSpec {
     pub delays: Vec<i64>,
     /// Z-score brain data and features within each run first.
     pub zscore_per_group: bool,
+}
+
+/// Checked `[decoding]`: ridge from a subject's voxels (the whole mask, or each ROI) to every
+/// unit of a feature space.
+#[derive(Debug, Clone)]
+pub struct DecodingSpec {
+    /// The fit: ridge with its alphas, CV, score, intercept and z-scoring (no delays).
+    pub fit: EncodingSpec,
+    /// Feature spaces decoded; `None`: every space of the subject.
+    pub spaces: Option<Vec<String>>,
+    /// The ROIs decoded from, each on its own; empty: the whole mask.
+    pub rois: Vec<String>,
+}
+
+/// The name of the whole mask as a decoding source.
+pub const WHOLE_MASK: &str = "brain";
+
+impl DecodingSpec {
+    /// What a subject's voxels are decoded from: each ROI, or the whole mask.
+    pub fn sources(&self) -> Vec<&str> {
+        if self.rois.is_empty() {
+            vec![WHOLE_MASK]
+        } else {
+            self.rois.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// The decoded feature spaces of a subject whose spaces are `spaces` (inventory order).
+    pub fn decoded<'a>(&self, spaces: &[&'a str]) -> Vec<&'a str> {
+        spaces
+            .iter()
+            .copied()
+            .filter(|s| self.spaces.as_ref().is_none_or(|want| want.iter().any(|w| w == s)))
+            .collect()
+    }
+}
+
+/// Checked `[encoding]` of a banded-ridge job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandedSpec {
+    /// The spaces fit jointly, in this order; `None`: every feature space of the subject.
+    pub bands: Option<Vec<String>>,
+    /// Candidate band weights: how many ...
+    pub n_iter: usize,
+    /// ... the Dirichlet concentrations they cycle through ...
+    pub concentrations: Vec<f64>,
+    /// ... and their seed.
+    pub seed: u64,
+    /// Fit every non-empty subset of the bands and write the variance partition.
+    pub partition: bool,
+}
+
+/// Most band-weight candidates a random search may try.
+pub const MAX_CANDIDATES: usize = 1_000;
+/// Most repeated measurements `[data] repeats` may list.
+pub const MAX_REPEATS: usize = 64;
+/// Most bands a variance partition may have (`2^bands - 1` fits).
+pub const MAX_PARTITION_BANDS: usize = 3;
+
+/// One encoding fit of a subject: a feature space, or several fit jointly (banded ridge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fit {
+    /// The output directory below `encoding/` and the task keys' name: the space's name, or
+    /// the bands' names joined by `+` (a character no space name has).
+    pub name: String,
+    /// The feature spaces, in band order.
+    pub spaces: Vec<String>,
+}
+
+impl EncodingSpec {
+    /// The model fit `fit` runs: banded ridge over its bands (with the alpha grid and the
+    /// random search's candidates) when it has several, else the job's model.
+    pub fn encoder(&self, fit: &Fit) -> EncoderSpec {
+        match &self.banded {
+            Some(b) if fit.spaces.len() > 1 => EncoderSpec::Banded {
+                alphas: self.model.grid().to_vec(),
+                candidates: brainfit_kernels::banded::simplex_candidates(
+                    fit.spaces.len(),
+                    b.n_iter,
+                    &b.concentrations,
+                    b.seed,
+                ),
+                intercept: self.model.intercept(),
+                score: self.model.score(),
+            },
+            _ => self.model.clone(),
+        }
+    }
+
+    /// The fits of a subject whose feature spaces are `spaces` (in inventory order): one per
+    /// space; for banded ridge, the bands jointly, and with `partition`, every non-empty
+    /// subset of them (single spaces first, the whole set last).
+    pub fn fits(&self, spaces: &[&str]) -> Vec<Fit> {
+        let Some(b) = &self.banded else {
+            return spaces
+                .iter()
+                .map(|s| Fit { name: s.to_string(), spaces: vec![s.to_string()] })
+                .collect();
+        };
+        let bands: Vec<String> = match &b.bands {
+            Some(bands) => bands.clone(),
+            None => spaces.iter().map(ToString::to_string).collect(),
+        };
+        let fit = |members: Vec<String>| Fit { name: members.join("+"), spaces: members };
+        if !b.partition {
+            return vec![fit(bands)];
+        }
+        let n = bands.len();
+        let mut subsets: Vec<u32> = (1..(1u32 << n)).collect();
+        subsets.sort_by_key(|m| (m.count_ones(), m.reverse_bits()));
+        subsets
+            .into_iter()
+            .map(|m| fit((0..n).filter(|i| m & (1 << i) != 0).map(|i| bands[i].clone()).collect()))
+            .collect()
+    }
 }
 
 /// Searchlight radius.
@@ -384,6 +509,7 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
             GroupsFile::List(l) => GroupsSpec::List(l.clone()),
         }),
         features: file.features.iter().chain(extra).map(|(k, v)| (k.clone(), resolve(v))).collect(),
+        repeats: d.repeats.iter().flatten().map(|r| resolve(r)).collect(),
     };
     let mut subjects = Vec::new();
     match (&file.data, &file.subjects) {
@@ -403,6 +529,7 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
             // given RDMs and MEG data need no brain patterns
             let needs_brain = [
                 (file.encoding.is_some(), "[encoding]"),
+                (file.decoding.is_some(), "[decoding]"),
                 (file.searchlight.is_some(), "[searchlight]"),
                 (file.rsa.as_ref().is_some_and(|r| !r.rois.is_empty()), "[rsa] rois"),
             ];
@@ -415,32 +542,99 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
                 mask: None,
                 groups: None,
                 features: file.features.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
+                repeats: Vec::new(),
             });
+        }
+    }
+    for s in &subjects {
+        if s.repeats.len() == 1 || s.repeats.len() > MAX_REPEATS {
+            return Err(format!(
+                "[data] repeats: 2 to {MAX_REPEATS} measurements ({} lists {})",
+                s.label(),
+                s.repeats.len()
+            ));
+        }
+        if let Some(r) = s.repeats.iter().find(|r| !r.ends_with(".npy")) {
+            return Err(format!(
+                "[data] repeats must be .npy files shaped like the brain data, got {r}"
+            ));
         }
     }
     for (space, _) in subjects.iter().flat_map(|s| s.features.iter()) {
         check_name("[features]", space)?;
+        if crate::outputs::layout::ENCODING_FILES.contains(&space.as_str()) {
+            return Err(format!(
+                "[features] {space:?} is the name of an output file below encoding/; rename the feature space"
+            ));
+        }
     }
     Ok(subjects)
 }
 
 /// `[encoding]`, checked against the subjects (groups, feature spaces).
 fn parse_encoding(e: &EncodingFile, subjects: &[SubjectSpec]) -> Checked<EncodingSpec> {
-    let alphas = match &e.alphas {
-        None => logspace(-2.0, 5.0, 15),
-        Some(AlphasFile::List(l)) if l.len() <= MAX_ALPHAS => l.clone(),
+    let model = e.model.unwrap_or(EncodingModelFile::Ridge);
+    let score = e.score.unwrap_or(ScoreKind::R2);
+    let intercept = e.intercept.unwrap_or(true);
+    let alphas = |default: Vec<f64>| match &e.alphas {
+        None => Ok(default),
+        Some(AlphasFile::List(l)) if l.len() <= MAX_ALPHAS => Ok(l.clone()),
         Some(AlphasFile::Logspace { logspace: (a, b, n) }) if *n <= MAX_ALPHAS => {
-            logspace(*a, *b, *n)
+            Ok(logspace(*a, *b, *n))
         }
-        Some(_) => {
-            return Err(format!(
-                "[encoding] alphas: at most {MAX_ALPHAS} values (each is scored for every voxel and fold)"
-            ));
+        Some(_) => Err(format!(
+            "[encoding] alphas: at most {MAX_ALPHAS} values (each is scored for every voxel and fold)"
+        )),
+    };
+    let spectral = match model {
+        EncodingModelFile::Pcr => Some(SpectralModel::Pcr),
+        EncodingModelFile::Pls => Some(SpectralModel::Pls),
+        EncodingModelFile::Ridge | EncodingModelFile::Lasso | EncodingModelFile::BandedRidge => {
+            None
         }
     };
-    let score = e.score.unwrap_or(ScoreKind::R2);
-    let ridge = RidgeSpec::new(alphas, e.intercept.unwrap_or(true), score)
-        .map_err(|err| format!("[encoding] {err}"))?;
+    let banded = parse_banded(e, model, score, subjects)?;
+    let name = format!("{model:?}").to_lowercase();
+    match (spectral, &e.alphas, &e.components) {
+        (Some(_), Some(_), _) => {
+            return Err(format!(
+                "[encoding] model = \"{name}\" takes components = [...], not alphas"
+            ));
+        }
+        (Some(_), None, None) => {
+            return Err(format!(
+                "[encoding] model = \"{name}\" needs components = [...], the numbers of components the inner CV chooses from (e.g. [1, 2, 5, 10, 25])"
+            ));
+        }
+        (None, _, Some(_)) => {
+            return Err(format!(
+                "[encoding] model = \"{name}\" takes alphas, not components (components are for pcr and pls)"
+            ));
+        }
+        _ => {}
+    }
+    let model = match (model, spectral, &e.components) {
+        (_, Some(m), Some(ks)) => {
+            if ks.len() > MAX_ALPHAS {
+                return Err(format!("[encoding] components: at most {MAX_ALPHAS} values"));
+            }
+            // the real bound (the training parts' rank) is checked against the data
+            let ks = ks.iter().map(|&k| usize::try_from(k).unwrap_or(usize::MAX)).collect();
+            EncoderSpec::Spectral(
+                SpectralSpec::components(m, ks, intercept, score)
+                    .map_err(|err| format!("[encoding] components: {err}"))?,
+            )
+        }
+        (EncodingModelFile::Lasso, ..) => {
+            // for z-scored data, where the largest useful alpha is below 1
+            EncoderSpec::lasso(alphas(logspace(-3.0, 0.0, 10))?, intercept, score)
+                .map_err(|err| format!("[encoding] {err}"))?
+        }
+        _ => EncoderSpec::Spectral(
+            SpectralSpec::ridge(alphas(logspace(-2.0, 5.0, 15))?, intercept, score)
+                .map_err(|err| format!("[encoding] {err}"))?,
+        ),
+    };
     let zscore_per_group = e.zscore == Some(ZscoreFile::PerGroup);
     let delays = e.delays.clone().unwrap_or_else(|| vec![0]);
     if delays.len() > MAX_DELAYS {
@@ -470,7 +664,131 @@ fn parse_encoding(e: &EncodingFile, subjects: &[SubjectSpec]) -> Checked<Encodin
     if subjects.iter().all(|s| s.features.is_empty()) {
         return Err("[encoding] needs at least one [features] space".into());
     }
-    Ok(EncodingSpec { ridge, cv, inner_cv, delays, zscore_per_group })
+    Ok(EncodingSpec { model, banded, cv, inner_cv, delays, zscore_per_group })
+}
+
+/// The banded-ridge keys of `[encoding]`: refused for other models, checked and defaulted for
+/// `model = "banded_ridge"`.
+fn parse_banded(
+    e: &EncodingFile,
+    model: EncodingModelFile,
+    score: ScoreKind,
+    subjects: &[SubjectSpec],
+) -> Checked<Option<BandedSpec>> {
+    if model != EncodingModelFile::BandedRidge {
+        if e.bands.is_some() || e.random_search.is_some() || e.partition.is_some() {
+            return Err(
+                "[encoding] bands, random_search and partition are for model = \"banded_ridge\""
+                    .into(),
+            );
+        }
+        return Ok(None);
+    }
+    let partition = e.partition.unwrap_or(false);
+    let search = e.random_search.as_ref();
+    let n_iter = search.and_then(|r| r.n_iter).unwrap_or(20);
+    if !(1..=MAX_CANDIDATES).contains(&n_iter) {
+        return Err(format!(
+            "[encoding] random_search n_iter must be 1 to {MAX_CANDIDATES}, got {n_iter}"
+        ));
+    }
+    let concentrations = search.and_then(|r| r.concentrations.clone()).unwrap_or(vec![0.1, 1.0]);
+    if concentrations.is_empty() || concentrations.len() > MAX_CANDIDATES {
+        return Err(format!(
+            "[encoding] random_search concentrations: 1 to {MAX_CANDIDATES} values"
+        ));
+    }
+    if let Some(c) = concentrations.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+        return Err(format!(
+            "[encoding] random_search concentrations must be finite and > 0, got {c}"
+        ));
+    }
+    let seed = search.and_then(|r| r.seed).unwrap_or(0);
+    if let Some(bands) = &e.bands {
+        for band in bands {
+            if let Some(s) = subjects.iter().find(|s| !s.features.contains_key(band)) {
+                return Err(format!(
+                    "[encoding] bands: {band:?} is not a [features] space of {}",
+                    s.label()
+                ));
+            }
+        }
+        if bands.iter().collect::<std::collections::BTreeSet<_>>().len() != bands.len() {
+            return Err("[encoding] bands: a space is listed twice".into());
+        }
+    }
+    let counts: Vec<usize> = match &e.bands {
+        Some(bands) => vec![bands.len()],
+        None => subjects.iter().map(|s| s.features.len()).collect(),
+    };
+    if let Some(n) = counts.iter().find(|&&n| n < 2) {
+        return Err(format!(
+            "[encoding] model = \"banded_ridge\" needs at least 2 bands (feature spaces), got {n}"
+        ));
+    }
+    if partition {
+        if score != ScoreKind::R2 {
+            return Err("[encoding] partition needs score = \"r2\": variance partitioning adds and subtracts explained variance".into());
+        }
+        if let Some(n) = counts.iter().find(|&&n| n > MAX_PARTITION_BANDS) {
+            return Err(format!(
+                "[encoding] partition: at most {MAX_PARTITION_BANDS} bands (every subset is fit), got {n}; list them in bands = [...]"
+            ));
+        }
+    }
+    Ok(Some(BandedSpec { bands: e.bands.clone(), n_iter, concentrations, seed, partition }))
+}
+
+/// `[decoding]`: ridge (the `[encoding]` parser's checks and defaults, messages naming
+/// `[decoding]`), the spaces and the ROIs.
+fn parse_decoding(
+    d: &DecodingFile,
+    subjects: &[SubjectSpec],
+    rois: &BTreeMap<String, String>,
+    rsa: Option<&RsaSpec>,
+) -> Checked<DecodingSpec> {
+    let as_encoding = EncodingFile {
+        model: None,
+        alphas: d.alphas.clone(),
+        components: None,
+        bands: None,
+        random_search: None,
+        partition: None,
+        cv: d.cv,
+        inner_cv: d.inner_cv,
+        score: d.score,
+        intercept: d.intercept,
+        delays: None,
+        zscore: d.zscore,
+    };
+    let fit = parse_encoding(&as_encoding, subjects)
+        .map_err(|e| e.replace("[encoding]", "[decoding]"))?;
+    if let Some(spaces) = &d.spaces {
+        if spaces.is_empty() {
+            return Err("[decoding] spaces must list at least one feature space".into());
+        }
+        for space in spaces {
+            if let Some(s) = subjects.iter().find(|s| !s.features.contains_key(space)) {
+                return Err(format!(
+                    "[decoding] spaces: {space:?} is not a [features] space of {}",
+                    s.label()
+                ));
+            }
+        }
+    }
+    let names = d.rois.clone().unwrap_or_default();
+    for name in &names {
+        let known = rois.contains_key(name) || rsa.is_some_and(|r| r.rois.contains_key(name));
+        if !known {
+            return Err(format!(
+                "[decoding] rois: {name:?} is not an entry of [rois] or [rsa] rois"
+            ));
+        }
+    }
+    if names.iter().collect::<std::collections::BTreeSet<_>>().len() != names.len() {
+        return Err("[decoding] rois: an ROI is listed twice".into());
+    }
+    Ok(DecodingSpec { fit, spaces: d.spaces.clone(), rois: names })
 }
 
 /// `[searchlight]`: one radius, a mask for every subject, RDMs it can compute.
@@ -589,6 +907,20 @@ impl JobSpec {
         let searchlight =
             section(&file.searchlight, |s| parse_searchlight(s, &subjects)).map_err(invalid)?;
         let rsa = section(&file.rsa, |r| parse_rsa(r, &resolve)).map_err(invalid)?;
+        let mut rois = BTreeMap::new();
+        for (name, url) in &file.rois {
+            check_name("[rois]", name).map_err(invalid)?;
+            let url = resolve(url);
+            if rsa.as_ref().and_then(|r| r.rois.get(name)).is_some_and(|other| *other != url) {
+                return Err(invalid(format!(
+                    "[rois] {name:?} names another mask than [rsa] rois {name:?}"
+                )));
+            }
+            rois.insert(name.clone(), url);
+        }
+        let decoding =
+            section(&file.decoding, |d| parse_decoding(d, &subjects, &rois, rsa.as_ref()))
+                .map_err(invalid)?;
         let time_resolved =
             section(&file.time_resolved, |t| parse_time_resolved(t, &resolve)).map_err(invalid)?;
         let permutation =
@@ -596,9 +928,14 @@ impl JobSpec {
         let execution = parse_execution(file.execution.as_ref()).map_err(invalid)?;
 
         let roi_rsa = rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
-        if encoding.is_none() && searchlight.is_none() && !roi_rsa && time_resolved.is_none() {
+        if encoding.is_none()
+            && decoding.is_none()
+            && searchlight.is_none()
+            && !roi_rsa
+            && time_resolved.is_none()
+        {
             return Err(invalid(
-                "no analysis requested: add [encoding], [searchlight], [rsa] brain_rdms/rois or [time_resolved]"
+                "no analysis requested: add [encoding], [decoding], [searchlight], [rsa] brain_rdms/rois or [time_resolved]"
                     .into(),
             ));
         }
@@ -610,6 +947,8 @@ impl JobSpec {
             output: resolve(&file.output),
             subjects,
             encoding,
+            rois,
+            decoding,
             searchlight,
             rsa,
             time_resolved,
@@ -656,6 +995,7 @@ impl JobSpec {
                 urls.push(u);
             }
             urls.extend(s.features.values().map(String::as_str));
+            urls.extend(s.repeats.iter().map(String::as_str));
         }
         if let Some(r) = &self.rsa {
             urls.extend(
@@ -666,8 +1006,16 @@ impl JobSpec {
                     .map(String::as_str),
             );
         }
+        urls.extend(self.rois.values().map(String::as_str));
         urls.extend(self.time_resolved.as_ref().map(|t| t.data.as_str()));
         urls
+    }
+
+    /// The ROIs the encoding profile summarises scores in: `[rois]` and `[rsa] rois`
+    /// (name -> URL).
+    pub fn profile_rois(&self) -> BTreeMap<&str, &str> {
+        let rsa = self.rsa.as_ref().map(|r| r.rois.iter()).into_iter().flatten();
+        rsa.chain(&self.rois).map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
     /// Checks that every URL of the job lies under one of `roots` (none given: no check), so a
@@ -692,15 +1040,16 @@ impl JobSpec {
     }
 
     /// The URL of output `relative` (`/`-separated) of `subject` (`None`: at the job's output
-    /// root). The only way outputs are named: every component must pass [`check_name`], so no
-    /// output can land outside `output`, whatever the job file's names.
+    /// root). The only way outputs are named: every component must pass [`check_name`] (or
+    /// be names joined by `+`, as banded ridge names its fits), so no output can land outside
+    /// `output`, whatever the job file's names.
     pub fn output_url(&self, subject: Option<&SubjectSpec>, relative: &str) -> Result<String> {
         let path = match subject {
             Some(s) => s.output_path(relative),
             None => relative.to_string(),
         };
-        for component in path.split('/') {
-            check_name("output path component", component)
+        for name in path.split('/').flat_map(|component| component.split('+')) {
+            check_name("output path component", name)
                 .map_err(|e| JobError::Invalid { file: self.source_name.clone(), message: e })?;
         }
         Ok(brainfit_io::join_url(&self.output, &path))
@@ -758,8 +1107,9 @@ conv = "c.npy"
         assert_eq!(s.output, "file:///data/study/out");
         let e = s.encoding.unwrap();
         assert_eq!(e.cv, CvScheme::KFold { k: 5 });
-        assert_eq!(e.ridge.alphas().len(), 15);
-        assert!(e.ridge.intercept);
+        assert_eq!(e.model.grid().len(), 15);
+        assert!(e.model.intercept());
+        assert_eq!(e.model.name(), "ridge");
         assert_eq!(s.execution.voxels_per_task, 4096);
     }
 

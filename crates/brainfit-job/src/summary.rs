@@ -51,6 +51,19 @@ pub struct PermutationSummary {
 /// One subject's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubjectSummary {
+    /// Encoding with several feature spaces: which space wins where.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_space: Option<BestSpaceSummary>,
+    /// Banded ridge with `partition`: per subset of the bands (names joined by `+`), its
+    /// variance partition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<BTreeMap<String, PartitionSummary>>,
+    /// Decoding per `<source>/<space>` (present when the job decodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<BTreeMap<String, DecodingSummary>>,
+    /// The encoding noise ceiling, with `[data] repeats`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<CeilingSummary>,
     /// Encoding per feature space (present when the job encodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<BTreeMap<String, EncodingSummary>>,
@@ -70,11 +83,63 @@ pub struct SubjectSummary {
     pub searchlight: Option<BTreeMap<String, MapSummary>>,
 }
 
+/// The best feature space per voxel (`encoding/best_space.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestSpaceSummary {
+    /// The spaces in label order: label `l` is `spaces[l - 1]`.
+    pub spaces: Vec<String>,
+    /// Voxels each space wins, in the same order.
+    pub voxels_won: Vec<usize>,
+}
+
+/// One feature space decoded from one source (`decoding/<source>/<space>/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodingSummary {
+    /// Voxels decoded from.
+    pub n_voxels: usize,
+    /// The per-unit score map.
+    pub score: MapStats,
+    /// Units with `p_fwe < 0.05` (with permutations).
+    pub significant_fwe_05: Option<usize>,
+    /// Fraction of test stimuli identified among all test stimuli of their fold.
+    pub top1_accuracy: f64,
+    /// Its chance level (the mean of `1 / n_test`).
+    pub top1_chance: f64,
+    /// Mean pairwise identification accuracy (chance 0.5).
+    pub pairwise_accuracy: f64,
+}
+
+/// The noise ceiling (`encoding/ceiling.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CeilingSummary {
+    /// Mean over voxels with a finite ceiling.
+    pub mean: Option<f64>,
+    /// Voxels whose ceiling is reliable (at least 0.1, split-half correlation significantly
+    /// positive): they get a normalised score.
+    pub n_reliable: usize,
+}
+
+/// One variance partition (`encoding/partition/<bands>.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionSummary {
+    /// Mean over voxels with a finite estimate.
+    pub mean: Option<f64>,
+    /// Voxels with a finite estimate.
+    pub n_finite: usize,
+    /// Voxels whose estimate is negative: not clipped, since a negative unique or shared R²
+    /// means the fits' R² are not additive there (noise, or suppression between bands).
+    pub n_negative: usize,
+}
+
 /// One feature space's encoding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncodingSummary {
-    /// Median chosen alpha over voxels with a finite one.
-    pub alpha_median: Option<f64>,
+    /// The estimator (`"ridge"`, `"lasso"`, `"pcr"`, `"pls"`).
+    pub model: String,
+    /// What it chose per voxel: `"alpha"` or `"components"` (the name of its map).
+    pub hyperparameter: String,
+    /// Median chosen value over voxels with a finite one.
+    pub chosen_median: Option<f64>,
     /// Features (after delays).
     pub n_features: usize,
     /// The score map.

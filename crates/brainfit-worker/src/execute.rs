@@ -15,15 +15,16 @@
 use crate::{Abandon, JobContext, Result, WorkerError};
 use brainfit_io::{Mask, Store};
 use brainfit_job::inputs::{self, Matrix, with_precision};
-use brainfit_job::spec::{EncodingSpec, PermutationSpec, SubjectSpec};
+use brainfit_job::spec::{EncodingSpec, Fit, PermutationSpec, SubjectSpec};
 use brainfit_job::stats::MapBlock;
 use brainfit_job::{JobError, Part, Task, with_matrix};
 use brainfit_kernels::Real;
 use brainfit_kernels::cv::split;
+use brainfit_kernels::encoder::{Encoder, EncoderSpec, Fitted};
+use brainfit_kernels::identification::IdentificationSums;
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
-use brainfit_kernels::ridge::NestedCv;
 use brainfit_kernels::searchlight::slab_span;
 use ndarray::{Array1, Array2, Axis};
 use std::collections::VecDeque;
@@ -149,9 +150,9 @@ impl<V> AsyncCache<V> {
 /// A feature space's decompositions in the precision its job computes in.
 pub(crate) enum Decomposition {
     /// Single precision.
-    F32(Arc<NestedCv<f32>>),
+    F32(Arc<Encoder<f32>>),
     /// Double precision.
-    F64(Arc<NestedCv<f64>>),
+    F64(Arc<Encoder<f64>>),
 }
 
 /// A subject's model RDMs: built already (and held), or the inputs to build them from.
@@ -178,10 +179,12 @@ pub(crate) struct Loaded {
     pub column_offset: usize,
     /// Searchlight over `columns`: the subject's mask (read once per process).
     pub mask: Option<Arc<Mask>>,
-    /// Encoding: the feature space's decompositions, if cached ...
+    /// Encoding: the fit's encoder, if cached ...
     pub decomposition: Option<Decomposition>,
-    /// ... else its activations.
-    pub space: Option<Matrix>,
+    /// ... else the activations of its feature spaces, in band order.
+    pub spaces: Vec<Matrix>,
+    /// Encoding, the subject's first fit: this task's voxels of each repeated measurement.
+    pub repeats: Vec<Matrix>,
     /// RSA: the model RDMs or their inputs.
     pub models: Option<ModelsLoaded>,
     /// ROI RSA: the given brain RDMs, in job order.
@@ -203,8 +206,8 @@ pub struct Executor {
     masks: AsyncCache<Mask>,
     groups: AsyncCache<Option<Vec<i64>>>,
     time_data: AsyncCache<ndarray::Array3<f64>>,
-    decompositions_f32: Cache<NestedCv<f32>>,
-    decompositions_f64: Cache<NestedCv<f64>>,
+    decompositions_f32: Cache<Encoder<f32>>,
+    decompositions_f64: Cache<Encoder<f64>>,
     pub(crate) models: Cache<crate::rsa::Models>,
     pub(crate) spheres: Cache<brainfit_kernels::searchlight::Neighbourhoods>,
     /// A searchlight reads a `.npy` brain matrix whole (once per process) up to this many
@@ -229,19 +232,19 @@ fn whole_brain_bytes() -> u64 {
 /// What differs between the precisions a task computes in: its decomposition cache, and
 /// taking a loaded matrix in that precision.
 trait Decompositions: Real {
-    fn cache(executor: &Executor) -> &Cache<NestedCv<Self>>;
+    fn cache(executor: &Executor) -> &Cache<Encoder<Self>>;
     /// The loaded decomposition, if it is in this precision.
-    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<Self>>>;
+    fn loaded(d: &Decomposition) -> Option<Arc<Encoder<Self>>>;
     /// The matrix in this precision (loaded in it already: no copy then).
     fn from_matrix(m: Matrix) -> Array2<Self>;
 }
 
 impl Decompositions for f32 {
-    fn cache(executor: &Executor) -> &Cache<NestedCv<f32>> {
+    fn cache(executor: &Executor) -> &Cache<Encoder<f32>> {
         &executor.decompositions_f32
     }
 
-    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<f32>>> {
+    fn loaded(d: &Decomposition) -> Option<Arc<Encoder<f32>>> {
         match d {
             Decomposition::F32(cv) => Some(cv.clone()),
             Decomposition::F64(_) => None,
@@ -257,11 +260,11 @@ impl Decompositions for f32 {
 }
 
 impl Decompositions for f64 {
-    fn cache(executor: &Executor) -> &Cache<NestedCv<f64>> {
+    fn cache(executor: &Executor) -> &Cache<Encoder<f64>> {
         &executor.decompositions_f64
     }
 
-    fn loaded(d: &Decomposition) -> Option<Arc<NestedCv<f64>>> {
+    fn loaded(d: &Decomposition) -> Option<Arc<Encoder<f64>>> {
         match d {
             Decomposition::F64(cv) => Some(cv.clone()),
             Decomposition::F32(_) => None,
@@ -395,10 +398,25 @@ impl Executor {
                 } else {
                     self.decompositions_f32.get_built(&key).map(Decomposition::F32)
                 };
+                let first = brainfit_job::plan::encoding_fits(&job.spec, inv)
+                    .first()
+                    .map(|f| f.name == *space);
+                if first == Some(true) {
+                    for url in &subject.repeats {
+                        let chunk = voxels[0]..voxels[1];
+                        let chunk = std::slice::from_ref(&chunk);
+                        let columns =
+                            inputs::load_brain_columns(&self.store, url, chunk, inv.f64_data)
+                                .await?;
+                        loaded.repeats.push(columns);
+                    }
+                }
                 if loaded.decomposition.is_none() {
-                    let space = space_ref(job, si, space)?;
-                    let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
-                    loaded.space = Some(with_precision(x, inv.f64_data));
+                    for name in &fit(job, si, space)?.spaces {
+                        let space = space_ref(job, si, name)?;
+                        let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
+                        loaded.spaces.push(with_precision(x, inv.f64_data));
+                    }
                 }
             }
             Task::Searchlight { subject: si, voxels } => {
@@ -466,6 +484,47 @@ impl Executor {
                 loaded.groups = Some(self.groups(job, *si).await?);
                 loaded.models = Some(self.load_models(job, *si, r.rdm).await?);
             }
+            Task::Decoding { subject: si, source, space, .. } => {
+                let (si, inv) = (*si, &job.inventory.subjects[*si]);
+                let subject = &job.spec.subjects[si];
+                loaded.groups = Some(self.groups(job, si).await?);
+                let key = format!("{}/decoding:{source}", subject_key(job, si));
+                loaded.decomposition = if inv.f64_data {
+                    self.decompositions_f64.get_built(&key).map(Decomposition::F64)
+                } else {
+                    self.decompositions_f32.get_built(&key).map(Decomposition::F32)
+                };
+                if loaded.decomposition.is_none() {
+                    // the voxels decoded from: the whole mask, or one ROI's columns (read
+                    // alone from a .npy above the whole-brain budget)
+                    if source == brainfit_job::spec::WHOLE_MASK {
+                        let brain = self.brain(job, si).await?;
+                        loaded.columns = Some(inputs::columns(&brain.matrix, 0, inv.n_voxels));
+                    } else {
+                        let url =
+                            job.spec.profile_rois().get(source.as_str()).map(ToString::to_string);
+                        let url =
+                            url.ok_or_else(|| JobError::Corrupt(format!("unknown ROI {source}")))?;
+                        let roi = inputs::load_mask(&self.store, &url).await?;
+                        let mask = self.mask(job, si, "[decoding] rois").await?;
+                        let columns = inputs::roi_columns(&mask, &roi, &url)?;
+                        if self.reads_whole_brain(job, si)? {
+                            let brain = self.brain(job, si).await?;
+                            loaded.columns = Some(select_columns(&brain.matrix, &columns));
+                        } else {
+                            let (runs, _) = column_runs(std::slice::from_ref(&columns));
+                            let url = subject.brain_url()?;
+                            loaded.columns = Some(
+                                inputs::load_brain_columns(&self.store, url, &runs, inv.f64_data)
+                                    .await?,
+                            );
+                        }
+                    }
+                }
+                let space = space_ref(job, si, space)?;
+                let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
+                loaded.spaces.push(with_precision(x, inv.f64_data));
+            }
             Task::TimeResolved { .. } => {
                 let t = job.spec.time_resolved.as_ref().expect("time-resolved tasks need it");
                 // every task needs all of the data (tasks split the permutations): once per
@@ -504,7 +563,56 @@ impl Executor {
             }
             Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms, loaded),
             Task::TimeResolved { perms } => self.time_resolved(job, *perms, loaded),
+            Task::Decoding { subject, source, units, .. } => {
+                self.decoding(job, *subject, source, *units, loaded)
+            }
         }
+    }
+
+    /// Decoding: ridge from the source's voxels to the units `units` of a feature space,
+    /// scored per unit, with permutation nulls and each outer fold's identification sums.
+    fn decoding(
+        &self,
+        job: &JobContext,
+        si: usize,
+        source: &str,
+        units: [usize; 2],
+        loaded: Loaded,
+    ) -> Result<Part> {
+        let spec = &job.spec.decoding.as_ref().expect("decoding tasks need [decoding]").fit;
+        let groups = loaded.groups.as_ref().expect("loaded for decoding").as_deref();
+        let features = loaded.spaces.into_iter().next().expect("loaded for decoding");
+        let y = inputs::columns(&features, units[0], units[1]);
+        let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
+        let (mut decomposition, mut voxels) =
+            (loaded.decomposition, loaded.columns.into_iter().collect());
+        let fit = Fit { name: format!("decoding:{source}"), spaces: vec![source.to_string()] };
+        let (block, fitted, sums) = with_matrix!(y, |y| {
+            let encoder = self.encoder(
+                job,
+                si,
+                &fit,
+                &spec.model,
+                spec,
+                groups,
+                &mut decomposition,
+                &mut voxels,
+            )?;
+            let Encoder::Spectral(cv) = encoder.as_ref() else {
+                unreachable!("decoding fits ridge")
+            };
+            let (block, fitted, predictions) = decode_with_nulls(cv, y, spec, groups, perms)?;
+            (block, fitted, predictions)
+        });
+        let n = units[1] - units[0];
+        let mut part = Part::new();
+        block.write(&mut part);
+        part.push("alpha", vec![n], fitted.chosen.to_vec());
+        for (k, s) in sums.iter().enumerate() {
+            let flat = s.to_flat();
+            part.push(&format!("ident:{k}"), vec![flat.len()], flat);
+        }
+        Ok(part)
     }
 
     /// Whether a task reads subject `si`'s brain data whole (once per process): a NIfTI image
@@ -583,7 +691,7 @@ impl Executor {
         &self,
         job: &JobContext,
         si: usize,
-        space: &str,
+        fit_name: &str,
         voxels: [usize; 2],
         loaded: Loaded,
     ) -> Result<Part> {
@@ -596,48 +704,141 @@ impl Executor {
         };
         let n = voxels[1] - voxels[0];
         let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
-        let (mut decomposition, mut x) = (loaded.decomposition, loaded.space);
-        let (block, alpha) = with_matrix!(y, |y| {
-            let cv = self.nested_cv(job, si, space, spec, groups, &mut decomposition, &mut x)?;
-            encode_with_nulls(&cv, y, spec, groups, perms)?
+        let fit = fit(job, si, fit_name)?;
+        let model = spec.encoder(&fit);
+        let (mut decomposition, mut spaces) = (loaded.decomposition, loaded.spaces);
+        let (block, fitted) = with_matrix!(y, |y| {
+            let encoder =
+                self.encoder(job, si, &fit, &model, spec, groups, &mut decomposition, &mut spaces)?;
+            encode_with_nulls(&encoder, y, spec, &model, groups, perms)?
         });
         let mut part = Part::new();
         block.write(&mut part);
-        part.push("alpha", vec![n], alpha);
+        part.push("alpha", vec![n], fitted.chosen.to_vec());
+        if !loaded.repeats.is_empty() {
+            part.push("ceiling", vec![n], noise_ceiling(loaded.repeats, spec, groups)?.to_vec());
+        }
+        if let Some((weight, split)) = &fitted.bands {
+            for b in 0..fit.spaces.len() {
+                part.push(&format!("weight:{b}"), vec![n], weight.row(b).to_vec());
+                part.push(&format!("split:{b}"), vec![n], split.row(b).to_vec());
+            }
+        }
         Ok(part)
     }
 
-    /// The nested-CV decompositions of a feature space: the loaded ones, or built once per
-    /// process from the loaded activations.
+    /// The encoder of a fit: the loaded one, or built once per process from the loaded
+    /// activations of its feature spaces.
     #[allow(clippy::too_many_arguments)]
-    fn nested_cv<T: Decompositions>(
+    fn encoder<T: Decompositions>(
         &self,
         job: &JobContext,
         si: usize,
-        space: &str,
+        fit: &Fit,
+        model: &EncoderSpec,
         spec: &EncodingSpec,
         groups: Option<&[i64]>,
         decomposition: &mut Option<Decomposition>,
-        x: &mut Option<Matrix>,
-    ) -> Result<Arc<NestedCv<T>>> {
+        spaces: &mut Vec<Matrix>,
+    ) -> Result<Arc<Encoder<T>>> {
         if let Some(cv) = decomposition.as_ref().and_then(T::loaded) {
             return Ok(cv);
         }
-        let space = space_ref(job, si, space)?;
-        T::cache(self).get_or_build(format!("{}/{}", subject_key(job, si), space.name), || {
-            let x = x.take().ok_or_else(|| {
-                // the decompositions were cached when the task was loaded
-                JobError::Corrupt(format!("feature space {} was not loaded", space.name))
-            })?;
-            prepare_and_decompose(T::from_matrix(x), spec, groups).map_err(|e| {
-                JobError::Input {
-                    url: space.url.clone(),
-                    message: format!("feature space {}: {e}", space.name),
-                }
-                .into()
+        T::cache(self).get_or_build(format!("{}/{}", subject_key(job, si), fit.name), || {
+            if spaces.len() != fit.spaces.len() {
+                // the encoder was cached when the task was loaded
+                return Err(JobError::Corrupt(format!("fit {} was not loaded", fit.name)).into());
+            }
+            let xs = std::mem::take(spaces).into_iter().map(T::from_matrix).collect();
+            prepare_and_decompose(xs, spec, model, groups).map_err(|e| {
+                // a feature space's URL; decoding's inputs are the brain data
+                let url = match space_ref(job, si, &fit.spaces[0]) {
+                    Ok(space) => space.url,
+                    Err(_) => job.spec.subjects[si].brain_url().unwrap_or_default().to_string(),
+                };
+                JobError::Input { url, message: format!("{}: {e}", fit.name) }.into()
             })
         })
     }
+}
+
+/// The split-half noise ceiling of a voxel chunk from its repeated measurements, each
+/// preprocessed as the brain data are (z-scored within runs when the job asks for it).
+fn noise_ceiling(
+    repeats: Vec<Matrix>,
+    spec: &EncodingSpec,
+    groups: Option<&[i64]>,
+) -> Result<ndarray::Array1<f64>> {
+    let mut prepared: Vec<Array2<f64>> = repeats.into_iter().map(f64::from_matrix).collect();
+    if spec.zscore_per_group {
+        for r in &mut prepared {
+            zscore_per_group(r.view_mut(), groups.expect("checked by the spec"))
+                .map_err(JobError::from)?;
+        }
+    }
+    let views: Vec<_> = prepared.iter().map(|r| r.view()).collect();
+    Ok(brainfit_kernels::reliability::split_half_ceiling(&views).map_err(JobError::from)?)
+}
+
+/// Columns `columns` (any order) of a matrix, as an owned matrix of the same precision.
+fn select_columns(m: &Matrix, columns: &[usize]) -> Matrix {
+    match m {
+        Matrix::F32(a) => Matrix::F32(a.select(Axis(1), columns)),
+        Matrix::F64(a) => Matrix::F64(a.select(Axis(1), columns)),
+    }
+}
+
+/// Decoding's observed fit with held-out predictions, each outer fold's identification sums
+/// over this task's units, and the permutation nulls (targets re-paired with the brain data,
+/// then preprocessed as observed ones are, as in [`encode_with_nulls`]).
+fn decode_with_nulls<T: Real>(
+    cv: &brainfit_kernels::ridge::NestedCv<T>,
+    y: Array2<T>,
+    spec: &EncodingSpec,
+    groups: Option<&[i64]>,
+    perms: Option<(PermutationSpec, Scheme)>,
+) -> Result<(MapBlock, Fitted, Vec<IdentificationSums>)> {
+    let EncoderSpec::Spectral(ridge) = &spec.model else { unreachable!("decoding fits ridge") };
+    let preprocess = |mut y: Array2<T>| -> Result<Array2<T>> {
+        if spec.zscore_per_group {
+            zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
+                .map_err(JobError::from)?;
+        }
+        Ok(y)
+    };
+    let observed_y = preprocess(y.clone())?;
+    let (observed, predictions) =
+        cv.fit_predict::<Backend>(observed_y.view(), ridge).map_err(JobError::from)?;
+    let sums = cv
+        .test_parts()
+        .zip(&predictions)
+        .map(|(test, pred)| {
+            let truth = observed_y.select(Axis(0), test);
+            IdentificationSums::new(pred.view(), truth.view())
+        })
+        .collect::<brainfit_kernels::Result<Vec<_>>>()
+        .map_err(JobError::from)?;
+    let value = observed.score.clone().insert_axis(Axis(0));
+    let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
+    let block = MapBlock::compute(value, 0..n_perm, |k| {
+        checkpoint()?;
+        let (p, scheme) = perms.as_ref().expect("permutations requested");
+        let order = permutation(y.nrows(), scheme, p.seed, k);
+        let shuffled = preprocess(y.select(Axis(0), &order))?;
+        let null = cv.fit::<Backend>(shuffled.view(), ridge).map_err(JobError::from)?;
+        Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
+    })?;
+    let fitted = Fitted { score: observed.score, chosen: observed.alpha, bands: None };
+    Ok((block, fitted, sums))
+}
+
+/// Fit `name` (a feature space, or bands joined by `+`) of subject `si`.
+fn fit(job: &JobContext, si: usize, name: &str) -> Result<Fit> {
+    let inv = &job.inventory.subjects[si];
+    brainfit_job::plan::encoding_fits(&job.spec, inv)
+        .into_iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| JobError::Corrupt(format!("unknown encoding fit {name}")).into())
 }
 
 /// Feature space `name` of subject `si`, as the inventory knows it.
@@ -676,34 +877,41 @@ fn space_ref(job: &JobContext, si: usize, name: &str) -> Result<brainfit_job::Sp
         .ok_or_else(|| JobError::Corrupt(format!("unknown feature space {name}")).into())
 }
 
-/// Per-run preprocessing of the features (z-scoring, FIR delays), then the nested CV's
-/// decompositions.
+/// Per-run preprocessing of each feature space (z-scoring, FIR delays), then the encoder of
+/// `model` over them.
 pub fn prepare_and_decompose<T: Real>(
-    mut x: Array2<T>,
+    spaces: Vec<Array2<T>>,
     spec: &EncodingSpec,
+    model: &EncoderSpec,
     groups: Option<&[i64]>,
-) -> brainfit_kernels::Result<NestedCv<T>> {
-    if spec.zscore_per_group {
-        zscore_per_group(x.view_mut(), groups.expect("checked by the spec"))?;
+) -> brainfit_kernels::Result<Encoder<T>> {
+    let mut prepared = Vec::with_capacity(spaces.len());
+    for mut x in spaces {
+        if spec.zscore_per_group {
+            zscore_per_group(x.view_mut(), groups.expect("checked by the spec"))?;
+        }
+        prepared.push(if spec.delays == [0] { x } else { delay(x.view(), &spec.delays, groups)? });
     }
-    let x = if spec.delays == [0] { x } else { delay(x.view(), &spec.delays, groups)? };
-    let outer = split(spec.cv, x.nrows(), groups)?;
-    NestedCv::new::<Backend>(x.view(), &outer, spec.inner_cv, groups, spec.ridge.intercept)
+    let n = prepared.first().map_or(0, Array2::nrows);
+    let outer = split(spec.cv, n, groups)?;
+    let views: Vec<_> = prepared.iter().map(|x| x.view()).collect();
+    Encoder::new::<Backend>(&views, &outer, spec.inner_cv, groups, model)
 }
 
 /// Observed scores of a voxel chunk and, with permutations, their null counts and maxima.
 ///
 /// A permutation re-pairs stimuli and responses (`y`'s rows, as loaded) and then applies the
 /// same per-run preprocessing the observed data get (z-scoring), so the null sees exactly what
-/// the observed data saw, before re-running the whole nested CV, alpha selection included.
-/// X's decompositions are reused: X does not change, so that reuse is exact.
+/// the observed data saw, before re-running the whole nested CV, hyperparameter selection
+/// included. X's decompositions are reused: X does not change, so that reuse is exact.
 pub fn encode_with_nulls<T: Real>(
-    cv: &NestedCv<T>,
+    encoder: &Encoder<T>,
     y: Array2<T>,
     spec: &EncodingSpec,
+    model: &EncoderSpec,
     groups: Option<&[i64]>,
     perms: Option<(PermutationSpec, Scheme)>,
-) -> Result<(MapBlock, Vec<f64>)> {
+) -> Result<(MapBlock, Fitted)> {
     let preprocess = |mut y: Array2<T>| -> Result<Array2<T>> {
         if spec.zscore_per_group {
             zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
@@ -712,7 +920,7 @@ pub fn encode_with_nulls<T: Real>(
         Ok(y)
     };
     let observed =
-        cv.fit::<Backend>(preprocess(y.clone())?.view(), &spec.ridge).map_err(JobError::from)?;
+        encoder.fit::<Backend>(preprocess(y.clone())?.view(), model).map_err(JobError::from)?;
     let value = observed.score.clone().insert_axis(Axis(0));
     let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
     let block = MapBlock::compute(value, 0..n_perm, |k| {
@@ -720,10 +928,10 @@ pub fn encode_with_nulls<T: Real>(
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
         let shuffled = preprocess(y.select(Axis(0), &order))?;
-        let null = cv.fit::<Backend>(shuffled.view(), &spec.ridge).map_err(JobError::from)?;
+        let null = encoder.fit::<Backend>(shuffled.view(), model).map_err(JobError::from)?;
         Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;
-    Ok((block, observed.alpha.to_vec()))
+    Ok((block, observed))
 }
 
 #[cfg(test)]
