@@ -38,8 +38,8 @@ fn demo_recovers_every_planted_effect_and_never_overwrites_foreign_directories()
     assert!(stderr.contains("replacing the earlier demo"), "{stderr}");
     let recovered = stdout.lines().filter(|l| l.ends_with("-> recovered")).count();
     assert_eq!(
-        recovered, 7,
-        "every planted effect (2 encoding, 2 searchlight, 2 ROI, MEG):\n{stdout}"
+        recovered, 11,
+        "every planted effect (2 encoding, 2 searchlight, 2 best space, 2 partition, 2 ROI, MEG):\n{stdout}"
     );
     assert!(!stdout.contains("NOT recovered"), "{stdout}");
     // what a reader needs: task counts in words, the permutation floor, peaks as coordinates

@@ -342,3 +342,17 @@ async fn decoding_predicts_the_planted_layers_and_identifies_the_stimuli() {
     .unwrap_err();
     assert!(err.contains("[decoding] rois") && err.contains("v1"), "{err}");
 }
+
+#[test]
+fn partition_fits_come_in_size_then_band_order() {
+    let spec = brainfit_job::JobSpec::from_toml(
+        &job("model = \"banded_ridge\"\npartition = true\nbands = [\"b\", \"a\", \"c\"]")
+            .replace("b = \"b.npy\"", "b = \"b.npy\"\nc = \"c.npy\""),
+        "job.toml",
+        "memory://x",
+    )
+    .unwrap();
+    let names: Vec<String> =
+        spec.encoding.unwrap().fits(&["a", "b", "c"]).into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["b", "a", "c", "b+a", "b+c", "a+c", "b+a+c"]);
+}

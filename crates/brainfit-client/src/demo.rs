@@ -6,9 +6,9 @@
 //! sphere on the left are driven by "edges", voxels in a sphere on the right by "objects"; all
 //! other voxels are noise. A simulated MEG recording of the same stimuli (30 time points × 32
 //! channels) carries the "objects" geometry between time points 10 and 15. A good analysis
-//! finds each space's effect in its own sphere (encoding, searchlight RSA, ROI RSA), and the
-//! MEG effect in its time window (time-resolved RSA), and calls them significant after
-//! family-wise correction.
+//! finds each space's effect in its own sphere (encoding, best layer, variance partition,
+//! searchlight RSA, ROI RSA), and the MEG effect in its time window (time-resolved RSA), and
+//! calls them significant after family-wise correction.
 
 use crate::Result;
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
@@ -140,11 +140,14 @@ groups = "inputs/runs.npy"       # six runs of 30 stimuli
 edges   = "inputs/edges.npy"
 objects = "inputs/objects.npy"
 
-[encoding]                       # voxelwise ridge, alpha per voxel, leave-one-run-out
-alphas   = { logspace = [-1, 4, 11] }
-cv       = { kind = "group" }
-inner_cv = { kind = "group" }
-score    = "r2"
+[encoding]                       # each layer alone (ridge) and both jointly (banded ridge),
+model     = "banded_ridge"       #   alpha per voxel, leave-one-run-out, then the variance
+partition = true                 #   partition: what each layer explains alone, what they share
+alphas    = { logspace = [-1, 4, 11] }
+random_search = { n_iter = 6, concentrations = [0.1] }
+cv        = { kind = "group" }
+inner_cv  = { kind = "group" }
+score     = "r2"
 
 [searchlight]                    # every feature space's RDM against 4 mm spheres
 radius_mm = 4.0
@@ -287,6 +290,41 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
                 )),
                 best.map_or(f64::NAN, |i| rho[i]),
                 sig.len()
+            ),
+        );
+    }
+    // best space per voxel: each sphere is won by the space planted in it
+    let best =
+        read_vector(store, &join_url(output, &format!("{}.npy", layout::BEST_SPACE))).await?;
+    let labels = ["edges", "objects"]; // label l is the l-th space in name order
+    for planted in &study.planted {
+        let label = labels.iter().position(|&s| s == planted.space).map_or(0.0, |i| i as f64 + 1.0);
+        let won = planted.voxels.iter().filter(|&&v| best[v] == label).count();
+        say(
+            won * 4 >= planted.voxels.len() * 3,
+            format!(
+                "best space {:<8} wins {won} of the {} voxels of its sphere (encoding/best_space.nii.gz)",
+                planted.space,
+                planted.voxels.len()
+            ),
+        );
+    }
+    // variance partition: each sphere's variance is unique to its own layer, not shared
+    let partition = |bands: &str| join_url(output, &format!("{}.npy", layout::partition(bands)));
+    let shared = read_vector(store, &partition("edges+objects")).await?;
+    for planted in &study.planted {
+        let own = read_vector(store, &partition(planted.space)).await?;
+        let other_name = if planted.space == "edges" { "objects" } else { "edges" };
+        let other = read_vector(store, &partition(other_name)).await?;
+        let mean = |m: &[f64]| {
+            planted.voxels.iter().map(|&v| m[v]).sum::<f64>() / planted.voxels.len() as f64
+        };
+        let (own, other, shared) = (mean(&own), mean(&other), mean(&shared));
+        say(
+            own > 0.15 && own > other + 0.1 && shared.abs() < 0.1,
+            format!(
+                "partition  {:<8} sphere: unique R² {own:.3} ({}), {other:.3} ({other_name}), shared {shared:.3}",
+                planted.space, planted.space
             ),
         );
     }

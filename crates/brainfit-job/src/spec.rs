@@ -224,7 +224,7 @@ impl EncodingSpec {
         }
         let n = bands.len();
         let mut subsets: Vec<u32> = (1..(1u32 << n)).collect();
-        subsets.sort_by_key(|m| (m.count_ones(), m.reverse_bits()));
+        subsets.sort_by_key(|&m| (m.count_ones(), m)); // by size, then lexicographically
         subsets
             .into_iter()
             .map(|m| fit((0..n).filter(|i| m & (1 << i) != 0).map(|i| bands[i].clone()).collect()))
