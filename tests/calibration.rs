@@ -501,3 +501,111 @@ async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
     // ROI RSA: both RDMs share the run structure, which a free permutation destroys
     assert!(rates[1].fwe_rate() > ALPHA + half_width(rates[1].sets), "{:?}", rates[1]);
 }
+
+/// The inference paths of issue 13 in one job per data set, on betas in runs with run offsets
+/// and scales (the default within-group scheme): a PLS encoding map (the models share the
+/// permutation machinery; PLS chooses its hyperparameter per voxel like every other), the ROI
+/// profile's p and its max-over-ROIs correction, and decoding's per-unit p with FWE over
+/// units. Returns (encoding, profile, decoding) (p, p_fwe) for data set `i`.
+async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 3] {
+    let base = "memory://calibration/models";
+    let runs = BETAS;
+    let mut rng = Rng::new(7_000_003 * i as u64 + u64::from(planted));
+    let x: Array2<f64> = rng.normal_array((runs.n(), FEATURES));
+    let mut y = runs.noise(&mut rng, VOXELS);
+    if planted {
+        // voxels 0..3 read x strongly (unit-norm weights, signal variance 36); x is then
+        // decodable from them
+        let mut w: Array2<f64> = rng.normal_array((FEATURES, 3));
+        for mut column in w.columns_mut() {
+            let norm = column.dot(&column).sqrt();
+            column /= norm;
+        }
+        y.slice_mut(ndarray::s![.., ..3]).scaled_add(6.0, &x.dot(&w));
+    }
+    put(store, base, "x.npy", &x).await;
+    put(store, base, "brain.npy", &y).await;
+    put(store, base, "runs.npy", &runs.labels()).await;
+    if i == 0 {
+        // a 10-voxel mask and two ROIs of 5
+        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
+        let mask = Array3::<f32>::ones((VOXELS, 1, 1));
+        let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
+        a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
+        let b = mask.mapv(|m| m) - &a;
+        for (name, m) in [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)] {
+            let bytes = write_nifti_f32(m.view(), &eye, true);
+            store.put(&join_url(base, name), bytes.into()).await.unwrap();
+        }
+    }
+    let n_perm = if planted { 99 } else { N_PERM };
+    let job = format!(
+        r#"
+name = "calibration"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+[features]
+x = "x.npy"
+[rois]
+a = "a.nii.gz"
+b = "b.nii.gz"
+[encoding]
+model = "pls"
+components = [1, 2, 4]
+cv = {{ kind = "group" }}
+inner_cv = {{ kind = "group" }}
+[decoding]
+alphas = [1, 10, 100, 1000]
+cv = {{ kind = "group" }}
+inner_cv = {{ kind = "group" }}
+[permutation]
+n = {n_perm}
+seed = {i}
+"#
+    );
+    common::run_embedded(store, base, &job, 1).await.unwrap();
+    let out = join_url(base, "out");
+    let maps = |dir: String| async move {
+        (
+            vector(store, &format!("{dir}/p.npy")).await,
+            vector(store, &format!("{dir}/p_fwe.npy")).await,
+        )
+    };
+    let encoding = maps(format!("{out}/encoding/x")).await;
+    let decoding = maps(format!("{out}/decoding/brain/x")).await;
+    let csv = store.get(&format!("{out}/encoding/profile.csv")).await.unwrap();
+    let (mut p, mut p_fwe) = (Vec::new(), Vec::new());
+    for line in String::from_utf8_lossy(&csv).lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        p.push(fields[4].parse().unwrap());
+        p_fwe.push(fields[5].parse().unwrap());
+    }
+    [encoding, (p, p_fwe), decoding]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pls_encoding_roi_profiles_and_decoding_are_calibrated_in_runs() {
+    let store = Store::new();
+    let mut rates = [Rates::default(); 3];
+    for i in 0..N_SETS {
+        for (r, (p, p_fwe)) in rates.iter_mut().zip(issue13_run(&store, i, false).await) {
+            r.add(&p, &p_fwe);
+        }
+    }
+    let names = ["PLS encoding, betas in runs", "ROI profile (2 ROIs)", "decoding (5 units)"];
+    for (name, r) in names.iter().zip(&rates) {
+        println!("{}", r.row(name));
+    }
+    for (name, r) in names.iter().zip(&rates) {
+        assert!(r.calibrated(), "{name}: {r:?}");
+    }
+    let [encoding, profile, decoding] = issue13_run(&store, 0, true).await;
+    assert!(encoding.1[..3].iter().all(|&p| p <= ALPHA), "planted voxels: {:?}", encoding.1);
+    assert!(profile.1[0] <= ALPHA, "ROI a holds them: {:?}", profile.1);
+    // three voxels carry at most three of x's five directions: most units are decodable
+    let decoded = decoding.1.iter().filter(|&&p| p <= ALPHA).count();
+    assert!(decoded >= 3, "x decoded: {:?}", decoding.1);
+}

@@ -28,9 +28,13 @@ async fn planted_study(store: &Store, base: &str) {
     // ROI "front": the first 64 voxels in mask (C) order, i.e. i = 0 and 1
     let mut front = Array3::<f32>::zeros(SIDE);
     front.slice_mut(ndarray::s![..2, .., ..]).fill(1.0);
-    let files: [(&str, Vec<u8>); 6] = [
+    // ROI "back": the last 128 voxels (i = 4..8), all noise
+    let mut back = Array3::<f32>::zeros(SIDE);
+    back.slice_mut(ndarray::s![4.., .., ..]).fill(1.0);
+    let files: [(&str, Vec<u8>); 7] = [
         ("mask.nii.gz", write_nifti_f32(mask.view(), &eye, true)),
         ("front.nii.gz", write_nifti_f32(front.view(), &eye, true)),
+        ("back.nii.gz", write_nifti_f32(back.view(), &eye, true)),
         ("brain.npy", write_npy(&brain.view())),
         ("a.npy", write_npy(&a.view())),
         ("b.npy", write_npy(&b.view())),
@@ -355,4 +359,32 @@ fn partition_fits_come_in_size_then_band_order() {
     let names: Vec<String> =
         spec.encoding.unwrap().fits(&["a", "b", "c"]).into_iter().map(|f| f.name).collect();
     assert_eq!(names, ["b", "a", "c", "b+a", "b+c", "a+c", "b+a+c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roi_profile_gets_permutation_p_values_corrected_over_the_rois() {
+    let store = Store::new();
+    let base = "memory://models/profile";
+    planted_study(&store, base).await;
+    let job = job("")
+        .replace("front = \"front.nii.gz\"", "front = \"front.nii.gz\"\nback = \"back.nii.gz\"")
+        + "[permutation]\nn = 19\nscheme = \"within-group\"\n";
+    common::run_embedded(&store, base, &job, 2).await.unwrap();
+    let out = common::outputs(&store, &join_url(base, "out")).await;
+    let profile = &out.iter().find(|(n, _)| n == "encoding/profile.csv").unwrap().1;
+    let profile = String::from_utf8(profile.clone()).unwrap();
+    let rows: Vec<Vec<&str>> = profile.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], ["roi", "space", "n_voxels", "mean_score", "p", "p_fwe"]);
+    // ROIs in name order: back (noise), front (both layers' planted voxels)
+    for row in &rows[1..] {
+        let (p, p_fwe): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+        assert!((1.0 / 20.0..=1.0).contains(&p) && p <= p_fwe, "{row:?}");
+        match row[0] {
+            "front" => {
+                assert_eq!(p_fwe, 0.05, "planted voxels: no null ROI mean reaches it: {row:?}")
+            }
+            "back" => assert!(p > 0.05, "noise: {row:?}"),
+            roi => panic!("unexpected ROI {roi}"),
+        }
+    }
 }

@@ -198,6 +198,55 @@ fn concat(parts: &[(&Task, &Part)], name: &str, expected: usize) -> Result<Array
     Ok(Array1::from(out))
 }
 
+/// A fit's ROI means per permutation, `[n_rois, n_perms]`, from its tasks' sums and counts of
+/// finite null scores (`None` without permutations or ROIs).
+fn roi_null_means(
+    parts: &[(&Task, &Part)],
+    n_perms: Option<usize>,
+) -> Result<Option<ndarray::Array2<f64>>> {
+    let Some(n) = n_perms else { return Ok(None) };
+    let (mut sum, mut count): (Option<ndarray::Array2<f64>>, Option<ndarray::Array2<f64>>) =
+        (None, None);
+    for (_, part) in parts {
+        for (name, total) in [("roi_null_sum", &mut sum), ("roi_null_count", &mut count)] {
+            let Ok((shape, values)) = part.get(name) else { return Ok(None) };
+            let a = ndarray::Array2::from_shape_vec((shape[0], shape[1]), values.to_vec())
+                .map_err(|e| JobError::Corrupt(format!("{name}: {e}")))?;
+            if a.ncols() != n {
+                return Err(JobError::Corrupt(format!(
+                    "{name}: {} permutations, expected {n}",
+                    a.ncols()
+                )));
+            }
+            match total {
+                Some(t) => *t += &a,
+                None => *total = Some(a),
+            }
+        }
+    }
+    Ok(sum.zip(count).map(|(s, c)| s / c))
+}
+
+/// The uncorrected and ROI-family-wise p of ROI `r`'s observed mean `observed` against the
+/// ROI means per permutation `null` (`[n_rois, n_perms]`): `(1 + #{null ≥ observed}) /
+/// (1 + n)`, over ROI `r`'s nulls and over each permutation's maximum across ROIs.
+fn profile_p(observed: f64, null: &ndarray::Array2<f64>, r: usize) -> (f64, f64) {
+    let n = null.ncols() as f64;
+    if !observed.is_finite() {
+        return (f64::NAN, f64::NAN);
+    }
+    let exceed = null.row(r).iter().filter(|&&x| x >= observed).count() as f64;
+    let max_exceed = null
+        .columns()
+        .into_iter()
+        .filter(|c| {
+            c.iter().copied().filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max)
+                >= observed
+        })
+        .count() as f64;
+    ((1.0 + exceed) / (1.0 + n), (1.0 + max_exceed) / (1.0 + n))
+}
+
 /// A subject's merged encoding: per fit, across spaces, and the variance partition.
 struct EncodingMerged {
     spaces: BTreeMap<String, EncodingSummary>,
@@ -227,6 +276,7 @@ impl SubjectMerge<'_> {
         let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
         let mut summary = BTreeMap::new();
         let mut scores = Vec::new();
+        let mut profile_nulls = BTreeMap::new();
         let encoding = spec.encoding.as_ref().expect("encoding tasks need [encoding]");
         let model = &encoding.model;
         let fits = crate::plan::encoding_fits(spec, inv);
@@ -299,6 +349,9 @@ impl SubjectMerge<'_> {
                     significant_fwe_05: significant(&maps, 0),
                 },
             );
+            if let Some(null) = roi_null_means(&mine, self.n_perms)? {
+                profile_nulls.insert(fit.name.clone(), null);
+            }
             scores.push((fit, score));
         }
         let singles: Vec<(String, Array1<f64>)> = scores
@@ -325,7 +378,7 @@ impl SubjectMerge<'_> {
             }
             partition = Some(stats);
         }
-        self.profile(store, &all).await?;
+        self.profile(store, &all, &profile_nulls).await?;
         let ceiling = ceiling.map(|c| {
             let finite: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
             CeilingSummary {
@@ -442,27 +495,51 @@ impl SubjectMerge<'_> {
     }
 
     /// The layer profile: the mean score (over voxels with a finite score) of every feature
-    /// space in every ROI of `[rois]` and `[rsa] rois`, in `encoding/profile.csv`.
-    async fn profile(&self, store: &Store, scores: &[(String, Array1<f64>)]) -> Result<()> {
+    /// space in every ROI of `[rois]` and `[rsa] rois`, in `encoding/profile.csv`; with
+    /// permutations, for each fit (`nulls`: its ROI means per permutation, `[n_rois,
+    /// n_perms]`) the uncorrected p and the p corrected by the maximum over the ROIs.
+    async fn profile(
+        &self,
+        store: &Store,
+        scores: &[(String, Array1<f64>)],
+        nulls: &BTreeMap<String, ndarray::Array2<f64>>,
+    ) -> Result<()> {
         let rois = self.spec.profile_rois();
         let Some(mask) = self.mask.as_ref().filter(|_| !rois.is_empty()) else {
             return Ok(());
         };
         let mut csv = csv::Writer::from_writer(Vec::new());
-        csv.write_record(["roi", "space", "n_voxels", "mean_score"]).map_err(csv_err)?;
-        for (roi, url) in rois {
-            let columns = crate::inputs::roi_columns(mask, &load_mask(store, url).await?, url)?;
+        let mut header = vec!["roi", "space", "n_voxels", "mean_score"];
+        if self.n_perms.is_some() {
+            header.extend(["p", "p_fwe"]);
+        }
+        csv.write_record(&header).map_err(csv_err)?;
+        let mut columns = Vec::new();
+        for url in rois.values() {
+            columns.push(crate::inputs::roi_columns(mask, &load_mask(store, url).await?, url)?);
+        }
+        for (r, roi) in rois.keys().enumerate() {
             for (space, score) in scores {
                 let finite: Vec<f64> =
-                    columns.iter().map(|&c| score[c]).filter(|v| v.is_finite()).collect();
+                    columns[r].iter().map(|&c| score[c]).filter(|v| v.is_finite()).collect();
                 let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-                csv.write_record([
+                let mut record = vec![
                     roi.to_string(),
                     space.clone(),
                     finite.len().to_string(),
                     format!("{mean:?}"),
-                ])
-                .map_err(csv_err)?;
+                ];
+                if self.n_perms.is_some() {
+                    // partitions have no null: they are differences of fits, each with its own
+                    match nulls.get(space) {
+                        Some(null) => {
+                            let (p, p_fwe) = profile_p(mean, null, r);
+                            record.extend([format!("{p:?}"), format!("{p_fwe:?}")]);
+                        }
+                        None => record.extend([String::new(), String::new()]),
+                    }
+                }
+                csv.write_record(&record).map_err(csv_err)?;
             }
         }
         let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
@@ -825,4 +902,64 @@ fn median(values: ArrayView1<'_, f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ROI profile's null from chunked sums equals the null computed from whole null maps,
+    /// and its p-values are the permutation rule's.
+    #[test]
+    fn roi_nulls_from_chunks_match_whole_maps() {
+        let mut rng = brainfit_kernels::rng::Rng::new(5);
+        // 3 permutations' null maps over 10 voxels (one NaN), ROIs {0..6} and {4..10}
+        let mut null: ndarray::Array2<f64> = rng.normal_array((3, 10));
+        null[(1, 5)] = f64::NAN;
+        let rois = [0..6, 4..10];
+        let chunks = [0..4, 4..7, 7..10];
+        let tasks: Vec<Task> = chunks
+            .iter()
+            .map(|c| Task::Encoding { subject: 0, space: "a".into(), voxels: [c.start, c.end] })
+            .collect();
+        let parts: Vec<Part> = chunks
+            .iter()
+            .map(|chunk| {
+                let (mut sum, mut count) = (vec![0.0; 6], vec![0.0; 6]); // [2 rois, 3 perms]
+                for (r, roi) in rois.iter().enumerate() {
+                    for v in chunk.clone().filter(|v| roi.contains(v)) {
+                        for k in 0..3 {
+                            if null[(k, v)].is_finite() {
+                                sum[r * 3 + k] += null[(k, v)];
+                                count[r * 3 + k] += 1.0;
+                            }
+                        }
+                    }
+                }
+                let mut part = Part::new();
+                part.push("roi_null_sum", vec![2, 3], sum);
+                part.push("roi_null_count", vec![2, 3], count);
+                part
+            })
+            .collect();
+        let pairs: Vec<(&Task, &Part)> = tasks.iter().zip(&parts).collect();
+        let means = roi_null_means(&pairs, Some(3)).unwrap().unwrap();
+        for (r, roi) in rois.iter().enumerate() {
+            for k in 0..3 {
+                let finite: Vec<f64> =
+                    roi.clone().map(|v| null[(k, v)]).filter(|x| x.is_finite()).collect();
+                let want = finite.iter().sum::<f64>() / finite.len() as f64;
+                assert!((means[(r, k)] - want).abs() < 1e-12);
+            }
+        }
+        // p: ROI 0's own nulls; p_fwe: each permutation's larger ROI mean
+        let observed = means[(0, 1)];
+        let (p, p_fwe) = profile_p(observed, &means, 0);
+        let own = (0..3).filter(|&k| means[(0, k)] >= observed).count() as f64;
+        let max = (0..3).filter(|&k| means[(0, k)].max(means[(1, k)]) >= observed).count() as f64;
+        assert_eq!((p, p_fwe), ((1.0 + own) / 4.0, (1.0 + max) / 4.0));
+        assert!(p <= p_fwe);
+        assert!(roi_null_means(&pairs, None).unwrap().is_none());
+        assert!(roi_null_means(&pairs, Some(4)).is_err(), "a part with other permutations");
+    }
 }

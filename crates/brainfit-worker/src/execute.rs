@@ -398,6 +398,22 @@ impl Executor {
                 } else {
                     self.decompositions_f32.get_built(&key).map(Decomposition::F32)
                 };
+                // the ROI profile's null sums: each ROI's voxels among this chunk's
+                let rois = job.spec.profile_rois();
+                if job.spec.permutation.is_some() && !rois.is_empty() {
+                    let mask = self.mask(job, si, "[rois]").await?;
+                    for url in rois.values() {
+                        let roi = inputs::load_mask(&self.store, url).await?;
+                        let columns = inputs::roi_columns(&mask, &roi, url)?;
+                        loaded.roi_columns.push(
+                            columns
+                                .into_iter()
+                                .filter(|c| (voxels[0]..voxels[1]).contains(c))
+                                .map(|c| c - voxels[0])
+                                .collect(),
+                        );
+                    }
+                }
                 let first = brainfit_job::plan::encoding_fits(&job.spec, inv)
                     .first()
                     .map(|f| f.name == *space);
@@ -707,14 +723,20 @@ impl Executor {
         let fit = fit(job, si, fit_name)?;
         let model = spec.encoder(&fit);
         let (mut decomposition, mut spaces) = (loaded.decomposition, loaded.spaces);
-        let (block, fitted) = with_matrix!(y, |y| {
+        let rois = &loaded.roi_columns;
+        let (block, fitted, roi_nulls) = with_matrix!(y, |y| {
             let encoder =
                 self.encoder(job, si, &fit, &model, spec, groups, &mut decomposition, &mut spaces)?;
-            encode_with_nulls(&encoder, y, spec, &model, groups, perms)?
+            encode_with_nulls(&encoder, y, spec, &model, groups, perms.clone(), rois)?
         });
         let mut part = Part::new();
         block.write(&mut part);
         part.push("alpha", vec![n], fitted.chosen.to_vec());
+        if perms.is_some() && !rois.is_empty() {
+            for (name, a) in ["roi_null_sum", "roi_null_count"].into_iter().zip(&roi_nulls) {
+                part.push(name, a.shape().to_vec(), a.iter().copied().collect());
+            }
+        }
         if !loaded.repeats.is_empty() {
             part.push("ceiling", vec![n], noise_ceiling(loaded.repeats, spec, groups)?.to_vec());
         }
@@ -898,7 +920,10 @@ pub fn prepare_and_decompose<T: Real>(
     Encoder::new::<Backend>(&views, &outer, spec.inner_cv, groups, model)
 }
 
-/// Observed scores of a voxel chunk and, with permutations, their null counts and maxima.
+/// Observed scores of a voxel chunk and, with permutations, their null counts and maxima,
+/// and for each ROI (`rois`: positions among the chunk's voxels) the sum and the number of its
+/// finite null scores per permutation (`[n_rois, n_perms]` each), from which the merge gets
+/// the ROI profile's null distribution exactly however the voxels are chunked.
 ///
 /// A permutation re-pairs stimuli and responses (`y`'s rows, as loaded) and then applies the
 /// same per-run preprocessing the observed data get (z-scoring), so the null sees exactly what
@@ -911,7 +936,8 @@ pub fn encode_with_nulls<T: Real>(
     model: &EncoderSpec,
     groups: Option<&[i64]>,
     perms: Option<(PermutationSpec, Scheme)>,
-) -> Result<(MapBlock, Fitted)> {
+    rois: &[Vec<usize>],
+) -> Result<(MapBlock, Fitted, [Array2<f64>; 2])> {
     let preprocess = |mut y: Array2<T>| -> Result<Array2<T>> {
         if spec.zscore_per_group {
             zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
@@ -923,15 +949,25 @@ pub fn encode_with_nulls<T: Real>(
         encoder.fit::<Backend>(preprocess(y.clone())?.view(), model).map_err(JobError::from)?;
     let value = observed.score.clone().insert_axis(Axis(0));
     let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n as u64);
+    let mut roi_sum = Array2::<f64>::zeros((rois.len(), n_perm as usize));
+    let mut roi_count = Array2::<f64>::zeros((rois.len(), n_perm as usize));
     let block = MapBlock::compute(value, 0..n_perm, |k| {
         checkpoint()?;
         let (p, scheme) = perms.as_ref().expect("permutations requested");
         let order = permutation(y.nrows(), scheme, p.seed, k);
         let shuffled = preprocess(y.select(Axis(0), &order))?;
         let null = encoder.fit::<Backend>(shuffled.view(), model).map_err(JobError::from)?;
+        for (r, columns) in rois.iter().enumerate() {
+            for &c in columns {
+                if null.score[c].is_finite() {
+                    roi_sum[(r, k as usize)] += null.score[c];
+                    roi_count[(r, k as usize)] += 1.0;
+                }
+            }
+        }
         Ok::<_, crate::WorkerError>(null.score.insert_axis(Axis(0)))
     })?;
-    Ok((block, observed))
+    Ok((block, observed, [roi_sum, roi_count]))
 }
 
 #[cfg(test)]
