@@ -381,7 +381,7 @@ async fn the_roi_profile_gets_permutation_p_values_corrected_over_the_rois() {
         assert!((1.0 / 20.0..=1.0).contains(&p) && p <= p_fwe, "{row:?}");
         match row[0] {
             "front" => {
-                assert_eq!(p_fwe, 0.05, "planted voxels: no null ROI mean reaches it: {row:?}")
+                assert_eq!(p_fwe, 0.05, "planted voxels: no null ROI mean reaches it: {row:?}");
             }
             "back" => assert!(p > 0.05, "noise: {row:?}"),
             roi => panic!("unexpected ROI {roi}"),
