@@ -290,12 +290,30 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
 fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
     const SMALL: StudySize = StudySize { samples: 96, runs: 4, voxels: 1536, a: 12, b: 20 };
     let dir = tempfile::tempdir().unwrap();
-    rt().block_on(write_sized_study(&Store::new(), &file_url(dir.path()), SMALL));
-    // each job's analysis table, in place of the reference job's ridge encoding
+    rt().block_on(async {
+        let store = Store::new();
+        let base = file_url(dir.path());
+        write_sized_study(&store, &base, SMALL).await;
+        // two noisy repeats of the brain data, for the noise ceiling of the pls job
+        let url = brainfit_io::join_url(&base, "brain.npy");
+        let brain = brainfit_io::parse_npy(&store.get(&url).await.unwrap(), "brain").unwrap();
+        let brain = brain.to_f64().into_dimensionality::<ndarray::Ix2>().unwrap();
+        let mut rng = brainfit_kernels::rng::Rng::new(5);
+        for name in ["rep0.npy", "rep1.npy"] {
+            let noise: ndarray::Array2<f64> = rng.normal_array(brain.dim());
+            let bytes = brainfit_io::write_npy(&(&brain + &noise).view());
+            store.put(&brainfit_io::join_url(&base, name), bytes.into()).await.unwrap();
+        }
+    });
+    // each job's analysis table, in place of the reference job's ridge encoding; the pls job
+    // also has a noise ceiling and an ROI profile (the whole mask as the ROI: every chunk)
     let models = [
         ("lasso", "[encoding]\nmodel = \"lasso\"\nalphas = { logspace = [-2, 0, 3] }"),
         ("pcr", "[encoding]\nmodel = \"pcr\"\ncomponents = [2, 5, 10]"),
-        ("pls", "[encoding]\nmodel = \"pls\"\ncomponents = [1, 3, 8]"),
+        (
+            "pls",
+            "[rois]\nall = \"mask.nii.gz\"\n[encoding]\nmodel = \"pls\"\ncomponents = [1, 3, 8]",
+        ),
         (
             "banded_ridge",
             "[encoding]\nmodel = \"banded_ridge\"\nalphas = [0.1, 10.0, 1000.0]\npartition = true\n\
@@ -305,10 +323,14 @@ fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
     ];
     let job = |_: &str, table: &str, out: &str| {
         let file = dir.path().join(format!("{out}.toml"));
-        let text = JOB
+        let mut text = JOB
             .replace("output = \"out\"", &format!("output = \"{out}\""))
             .replace("[encoding]\nalphas = { logspace = [-1, 3, 5] }", table)
             + "[permutation]\nn = 3\nscheme = \"whole-groups\"\n";
+        if table.contains("[rois]") {
+            let repeats = "groups = \"runs.npy\"\nrepeats = [\"rep0.npy\", \"rep1.npy\"]";
+            text = text.replace("groups = \"runs.npy\"", repeats);
+        }
         std::fs::write(&file, text).unwrap();
         file
     };
@@ -331,6 +353,13 @@ fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
             embedded.iter().any(|(n, _)| n.ends_with("p_fwe.npy")),
             "{model}: permutation maps written"
         );
+        if model == "pls" {
+            for file in
+                ["encoding/ceiling.npy", "encoding/a/score_normalised.npy", "encoding/profile.csv"]
+            {
+                assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
+            }
+        }
         assert!(read(&format!("distributed-{model}")) == embedded, "{model}: outputs differ");
     }
 }
