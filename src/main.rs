@@ -221,6 +221,21 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
                 or_nan(e.chosen_median)
             );
         }
+        if let Some(c) = &subject.ceiling {
+            println!(
+                "    noise ceiling: mean {:.3}, {} reliable voxels (encoding/ceiling.nii.gz)",
+                or_nan(c.mean),
+                c.n_reliable
+            );
+        }
+        for (bands, p) in subject.partition.iter().flatten() {
+            println!(
+                "    partition {bands:<15} mean R² {:>7.4}  ({} of {} voxels negative)",
+                or_nan(p.mean),
+                p.n_negative,
+                p.n_finite
+            );
+        }
         for (target, d) in subject.decoding.iter().flatten() {
             println!(
                 "    decoding {target:<16} {:>5} units  mean score {:>7.4}  identification {:.3} (chance {:.3}), pairwise {:.3}",
