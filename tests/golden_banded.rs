@@ -5,33 +5,28 @@
 //! space's share of them must agree to 1e-4 in f64 (they agree far closer), and the chosen
 //! band weights and alphas must be the same wherever himalaya's choice is not a near-tie.
 
-use brainfit_io::parse_npy;
+mod common;
+
 use brainfit_kernels::banded::{BandedResult, BandedRidgeCv};
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::score::ScoreKind;
-use ndarray::{Array1, Array2, Array3, ArrayD, Ix1, Ix2, Ix3};
+use ndarray::{Array1, Array2, Array3};
 
 /// Below this relative gap between the best and second-best inner-CV MSE, a choice is a
 /// near-tie and may go either way.
 const NEAR_TIE: f64 = 1e-6;
 
-fn load(case: &str, name: &str) -> ArrayD<f64> {
-    let path = format!("{}/tests/fixtures/banded/{case}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    parse_npy(&bytes, &path).unwrap().to_f64()
-}
-
 fn f64_1d(case: &str, name: &str) -> Array1<f64> {
-    load(case, name).into_dimensionality::<Ix1>().unwrap()
+    common::fixture_f64(&format!("banded/{case}"), name)
 }
 
 fn f64_2d(case: &str, name: &str) -> Array2<f64> {
-    load(case, name).into_dimensionality::<Ix2>().unwrap()
+    common::fixture_f64(&format!("banded/{case}"), name)
 }
 
 fn f64_3d(case: &str, name: &str) -> Array3<f64> {
-    load(case, name).into_dimensionality::<Ix3>().unwrap()
+    common::fixture_f64(&format!("banded/{case}"), name)
 }
 
 fn max_abs_diff<D: ndarray::Dimension>(

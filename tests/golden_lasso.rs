@@ -9,24 +9,23 @@
 //! grid); `groups` (leave-one-run-out, as many features as inner training samples) is held
 //! out: generated once, nobody tuned on it.
 
-use brainfit_io::parse_npy;
+mod common;
+
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::lasso::{LassoCv, lasso_path};
 use brainfit_kernels::score::ScoreKind;
-use ndarray::{Array1, Array2, Axis, Ix1, Ix2, s};
+use ndarray::{Array1, Array2, Axis, s};
 
 fn load(case: &str, name: &str) -> brainfit_io::NpyArray {
-    let path = format!("{}/tests/fixtures/lasso/{case}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    parse_npy(&bytes, &path).unwrap()
+    common::fixture(&format!("lasso/{case}"), name)
 }
 
 fn f64_2d(case: &str, name: &str) -> Array2<f64> {
-    load(case, name).to_f64().into_dimensionality::<Ix2>().unwrap()
+    common::fixture_f64(&format!("lasso/{case}"), name)
 }
 
 fn f64_1d(case: &str, name: &str) -> Array1<f64> {
-    load(case, name).to_f64().into_dimensionality::<Ix1>().unwrap()
+    common::fixture_f64(&format!("lasso/{case}"), name)
 }
 
 /// Largest |a − b| over entries where either is a number; NaN against a number fails.

@@ -5,21 +5,18 @@
 //! same nested CV over a components grid. Scores must agree to 1e-4 (they agree far closer in
 //! f64), and the chosen hyperparameters must be the same grid points.
 
-use brainfit_io::parse_npy;
+mod common;
+
 use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::ridge::{NestedCv, SpectralModel, SpectralSpec};
 use brainfit_kernels::score::ScoreKind;
-use ndarray::{Array1, Array2, Ix1, Ix2};
+use ndarray::{Array1, Array2, Ix1};
 
-fn load(case: &str, name: &str) -> brainfit_io::NpyArray {
-    let path = format!("{}/tests/fixtures/{case}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    parse_npy(&bytes, &path).unwrap()
-}
+use common::fixture as load;
 
 fn f64_2d(case: &str, name: &str) -> Array2<f64> {
-    load(case, name).to_f64().into_dimensionality::<Ix2>().unwrap()
+    common::fixture_f64(case, name)
 }
 
 fn check_case(case: &str, tolerance: f64, single_precision: bool) {

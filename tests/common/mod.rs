@@ -269,3 +269,15 @@ pub(crate) fn listening_address(line: &str) -> String {
         .unwrap_or_else(|| panic!("no address in the coordinator's first line {line:?}"))
         .to_string()
 }
+
+/// Reference fixture `tests/fixtures/<dir>/<name>.npy` (made by scripts/python/make_fixtures.py).
+pub(crate) fn fixture(dir: &str, name: &str) -> brainfit_io::NpyArray {
+    let path = format!("{}/tests/fixtures/{dir}/{name}.npy", env!("CARGO_MANIFEST_DIR"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    brainfit_io::parse_npy(&bytes, &path).unwrap()
+}
+
+/// [`fixture`] as an f64 array of dimension `D`.
+pub(crate) fn fixture_f64<D: ndarray::Dimension>(dir: &str, name: &str) -> ndarray::Array<f64, D> {
+    fixture(dir, name).to_f64().into_dimensionality::<D>().unwrap()
+}

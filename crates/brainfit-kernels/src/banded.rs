@@ -780,30 +780,10 @@ mod tests {
 
     const ALPHAS: [f64; 7] = [1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4];
 
-    /// Solves `m x = b` by Gaussian elimination with partial pivoting: obviously correct,
-    /// slow, f64.
-    fn solve(mut m: Array2<f64>, mut b: Array1<f64>) -> Array1<f64> {
-        let n = b.len();
-        for c in 0..n {
-            let p = (c..n).max_by(|&i, &j| m[(i, c)].abs().total_cmp(&m[(j, c)].abs())).unwrap();
-            for k in 0..n {
-                m.swap((c, k), (p, k));
-            }
-            b.swap(c, p);
-            for r in c + 1..n {
-                let f = m[(r, c)] / m[(c, c)];
-                for k in c..n {
-                    m[(r, k)] -= f * m[(c, k)];
-                }
-                b[r] -= f * b[c];
-            }
-        }
-        let mut x = Array1::<f64>::zeros(n);
-        for r in (0..n).rev() {
-            let s: f64 = (r + 1..n).map(|k| m[(r, k)] * x[k]).sum();
-            x[r] = (b[r] - s) / m[(r, r)];
-        }
-        x
+    /// Solves the normal equations `m x = b` of a naive reference fit (Gaussian elimination
+    /// with partial pivoting, f64; tested in `linalg`).
+    fn solve(m: Array2<f64>, b: Array1<f64>) -> Array1<f64> {
+        crate::linalg::solve_dense(m, b, 0.0).expect("a nonsingular system")
     }
 
     /// Naive banded ridge of one voxel: the normal equations of ridge with `alpha` on

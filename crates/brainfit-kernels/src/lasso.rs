@@ -146,37 +146,6 @@ fn objective(b: &[f64], c: &[f64], q: &[f64], yy: f64, lambda: f64) -> f64 {
     0.5 * r2 + lambda * l1
 }
 
-/// Solves `m z = 1` by Gaussian elimination with partial pivoting; `None` when `m` is
-/// (numerically) singular.
-fn solve_small(mut m: Array2<f64>) -> Option<Array1<f64>> {
-    let k = m.nrows();
-    let scale = m.diag().fold(0.0f64, |a, &d| a.max(d));
-    let mut z = Array1::<f64>::ones(k);
-    for col in 0..k {
-        let pivot = (col..k).max_by(|&i, &j| m[(i, col)].abs().total_cmp(&m[(j, col)].abs()))?;
-        let largest = m[(pivot, col)].abs();
-        if largest.is_nan() || largest <= 1e-14 * scale {
-            return None;
-        }
-        for c in 0..k {
-            m.swap((col, c), (pivot, c));
-        }
-        z.swap(col, pivot);
-        for row in col + 1..k {
-            let f = m[(row, col)] / m[(col, col)];
-            for c in col..k {
-                m[(row, c)] -= f * m[(col, c)];
-            }
-            z[row] -= f * z[col];
-        }
-    }
-    for row in (0..k).rev() {
-        let tail: f64 = (row + 1..k).map(|c| m[(row, c)] * z[c]).sum();
-        z[row] = (z[row] - tail) / m[(row, row)];
-    }
-    z.iter().all(|v| v.is_finite()).then_some(z)
-}
-
 /// The features of one split: centred training part, its Gram matrix, centred test part.
 struct SplitGram<'a> {
     train: &'a [usize],
@@ -358,7 +327,9 @@ impl<'a> SplitGram<'a> {
                 m[(j, i)] = d;
             }
         }
-        let Some(z) = solve_small(m) else { return false };
+        let Some(z) = crate::linalg::solve_dense(m, Array1::ones(ANDERSON), 1e-14) else {
+            return false;
+        };
         let total: f64 = z.iter().sum();
         if !(total.is_finite() && total != 0.0) {
             return false;

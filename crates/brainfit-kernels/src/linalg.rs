@@ -94,6 +94,38 @@ impl LinalgBackend for Faer {
     }
 }
 
+/// Solves the small dense system `m x = b` by Gaussian elimination with partial pivoting, in
+/// f64: `None` when a pivot is NaN or at most `tolerance` times the largest diagonal entry of
+/// `m` (numerically singular), or the solution is not finite. `O(n³)` and unblocked: for the
+/// small systems of extrapolation steps and of the tests' naive references.
+pub fn solve_dense(mut m: Array2<f64>, mut b: Array1<f64>, tolerance: f64) -> Option<Array1<f64>> {
+    let n = b.len();
+    let scale = m.diag().fold(0.0f64, |a, &d| a.max(d.abs()));
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| m[(i, col)].abs().total_cmp(&m[(j, col)].abs()))?;
+        let largest = m[(pivot, col)].abs();
+        if largest.is_nan() || largest <= tolerance * scale {
+            return None;
+        }
+        for c in 0..n {
+            m.swap((col, c), (pivot, c));
+        }
+        b.swap(col, pivot);
+        for row in col + 1..n {
+            let f = m[(row, col)] / m[(col, col)];
+            for c in col..n {
+                m[(row, c)] -= f * m[(col, c)];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    for row in (0..n).rev() {
+        let tail: f64 = (row + 1..n).map(|c| m[(row, c)] * b[c]).sum();
+        b[row] = (b[row] - tail) / m[(row, row)];
+    }
+    b.iter().all(|v| v.is_finite()).then_some(b)
+}
+
 #[cfg(feature = "lapack")]
 pub use lapack::Lapack;
 
@@ -320,6 +352,18 @@ mod tests {
             let orth = v.t().dot(&v) - Array2::<f64>::eye(n);
             assert!(orth.iter().all(|d| d.abs() < 1e-12));
         }
+    }
+
+    #[test]
+    fn dense_solve_inverts_and_detects_singular_systems() {
+        let mut rng = crate::rng::Rng::new(4);
+        let a: Array2<f64> = rng.normal_array((6, 6));
+        let m = a.t().dot(&a) + Array2::<f64>::eye(6);
+        let x: Array1<f64> = rng.normal_array(6);
+        let got = solve_dense(m.clone(), m.dot(&x), 1e-14).unwrap();
+        assert!((&got - &x).iter().all(|d| d.abs() < 1e-10));
+        let singular = Array2::from_shape_vec((2, 2), vec![1.0, 2.0, 2.0, 4.0]).unwrap();
+        assert!(solve_dense(singular, Array1::ones(2), 1e-14).is_none());
     }
 
     #[test]
