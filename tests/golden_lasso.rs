@@ -44,17 +44,10 @@ fn worst_diff(case: &str, what: &str, got: &Array2<f64>, want: &Array2<f64>) -> 
 
 /// Checks one case; returns the largest score difference from scikit-learn.
 fn check_case(case: &str, tolerance: f64, single_precision: bool) -> f64 {
-    let x = f64_2d(case, "X");
-    let y = f64_2d(case, "Y");
+    let common::FixtureCase { x, y, groups, scheme: inner, outer } =
+        common::fixture_case(&format!("lasso/{case}"));
     let alphas = f64_1d(case, "alphas").to_vec();
-    let groups: Option<Vec<i64>> = (case == "groups")
-        .then(|| load(case, "groups").to_i64("groups").unwrap().iter().copied().collect());
-    let (outer_scheme, inner) = match groups {
-        Some(_) => (CvScheme::LeaveOneGroupOut, CvScheme::LeaveOneGroupOut),
-        None => (CvScheme::KFold { k: 5 }, CvScheme::KFold { k: 5 }),
-    };
     let g = groups.as_deref();
-    let outer = split(outer_scheme, x.nrows(), g).unwrap();
     let want_alpha = f64_2d(case, "fold_alpha");
     let mut worst_case = 0.0f64;
     for (kind, file) in [(ScoreKind::R2, "fold_r2"), (ScoreKind::Pearson, "fold_pearson")] {

@@ -7,13 +7,10 @@
 
 mod common;
 
-use brainfit_kernels::cv::{CvScheme, split};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::ridge::{NestedCv, SpectralModel, SpectralSpec};
 use brainfit_kernels::score::ScoreKind;
-use ndarray::{Array1, Array2, Ix1};
-
-use common::fixture as load;
+use ndarray::{Array1, Array2};
 
 fn f64_2d(case: &str, name: &str) -> Array2<f64> {
     common::fixture_f64(case, name)
@@ -21,17 +18,9 @@ fn f64_2d(case: &str, name: &str) -> Array2<f64> {
 
 fn check_case(case: &str, tolerance: f64, single_precision: bool) {
     let case = &format!("ridge/{case}");
-    let x = f64_2d(case, "X");
-    let y = f64_2d(case, "Y");
-    let alphas: Array1<f64> = load(case, "alphas").to_f64().into_dimensionality::<Ix1>().unwrap();
-    let groups: Option<Vec<i64>> = (case == "ridge/groups")
-        .then(|| load(case, "groups").to_i64("groups").unwrap().iter().copied().collect());
-    let (outer_scheme, inner) = match groups {
-        Some(_) => (CvScheme::LeaveOneGroupOut, CvScheme::LeaveOneGroupOut),
-        None => (CvScheme::KFold { k: 5 }, CvScheme::KFold { k: 5 }),
-    };
+    let common::FixtureCase { x, y, groups, scheme: inner, outer } = common::fixture_case(case);
+    let alphas: Array1<f64> = common::fixture_f64(case, "alphas");
     let g = groups.as_deref();
-    let outer = split(outer_scheme, x.nrows(), g).unwrap();
     let want_alpha = f64_2d(case, "fold_alpha");
     for (kind, file) in [(ScoreKind::R2, "fold_r2"), (ScoreKind::Pearson, "fold_pearson")] {
         let spec = SpectralSpec::ridge(alphas.to_vec(), true, kind).unwrap();
@@ -88,21 +77,10 @@ fn heldout_matches_himalaya_in_f64_and_f32() {
 /// components, in f64 (to `tolerance`) and f32 (scores only, to 1e-3).
 fn check_components(case: &str, model: SpectralModel, tolerance: f64) {
     let case = &format!("components/{case}");
-    let x = f64_2d(case, "X");
-    let y = f64_2d(case, "Y");
-    let ks: Vec<usize> = load(case, "components")
-        .to_i64("components")
-        .unwrap()
-        .iter()
-        .map(|&k| k as usize)
-        .collect();
-    let path = format!("{}/tests/fixtures/{case}/groups.npy", env!("CARGO_MANIFEST_DIR"));
-    let groups: Option<Vec<i64>> = std::path::Path::new(&path)
-        .exists()
-        .then(|| load(case, "groups").to_i64("groups").unwrap().iter().copied().collect());
+    let common::FixtureCase { x, y, groups, scheme, outer } = common::fixture_case(case);
+    let components = common::fixture(case, "components").to_i64("components").unwrap();
+    let ks: Vec<usize> = components.iter().map(|&k| k as usize).collect();
     let g = groups.as_deref();
-    let scheme = if g.is_some() { CvScheme::LeaveOneGroupOut } else { CvScheme::KFold { k: 5 } };
-    let outer = split(scheme, x.nrows(), g).unwrap();
     let want_k = f64_2d(case, "fold_components");
     for (kind, file) in [(ScoreKind::R2, "fold_r2"), (ScoreKind::Pearson, "fold_pearson")] {
         let spec = SpectralSpec::components(model, ks.clone(), true, kind).unwrap();

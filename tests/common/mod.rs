@@ -281,3 +281,28 @@ pub(crate) fn fixture(dir: &str, name: &str) -> brainfit_io::NpyArray {
 pub(crate) fn fixture_f64<D: ndarray::Dimension>(dir: &str, name: &str) -> ndarray::Array<f64, D> {
     fixture(dir, name).to_f64().into_dimensionality::<D>().unwrap()
 }
+
+/// A golden encoding fixture's data and cross-validation: `X`, `Y`, the group labels when the
+/// case has `groups.npy`, and the scheme of both CV levels (leave-one-group-out with groups,
+/// else scikit-learn's 5-fold `KFold`) with its outer folds.
+pub(crate) struct FixtureCase {
+    pub x: Array2<f64>,
+    pub y: Array2<f64>,
+    pub groups: Option<Vec<i64>>,
+    pub scheme: brainfit_kernels::cv::CvScheme,
+    pub outer: Vec<brainfit_kernels::cv::Fold>,
+}
+
+/// The [`FixtureCase`] of fixture directory `dir` (e.g. `"lasso/groups"`).
+pub(crate) fn fixture_case(dir: &str) -> FixtureCase {
+    use brainfit_kernels::cv::{CvScheme, split};
+    let path = format!("{}/tests/fixtures/{dir}/groups.npy", env!("CARGO_MANIFEST_DIR"));
+    let groups: Option<Vec<i64>> = std::path::Path::new(&path)
+        .exists()
+        .then(|| fixture(dir, "groups").to_i64("groups").unwrap().iter().copied().collect());
+    let x: Array2<f64> = fixture_f64(dir, "X");
+    let scheme =
+        if groups.is_some() { CvScheme::LeaveOneGroupOut } else { CvScheme::KFold { k: 5 } };
+    let outer = split(scheme, x.nrows(), groups.as_deref()).unwrap();
+    FixtureCase { y: fixture_f64(dir, "Y"), x, groups, scheme, outer }
+}
