@@ -506,11 +506,14 @@ async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
 /// and scales (the default within-group scheme): a PLS encoding map (the models share the
 /// permutation machinery; PLS chooses its hyperparameter per voxel like every other), the ROI
 /// profile's p and its max-over-ROIs correction, and decoding's per-unit p with FWE over
-/// units. Returns (encoding, profile, decoding) (p, p_fwe) for data set `i`.
-async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 3] {
+/// units, from ROI `a` (voxels 0..5) and as a searchlight (radius 1: spheres of 2 or 3 voxels
+/// along the 10-voxel line; its score and identification maps, FWE over centres). Returns
+/// (encoding, profile, ROI decoding, searchlight score, searchlight identification)
+/// (p, p_fwe) for data set `i`: each map its own family.
+async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 5] {
     let base = "memory://calibration/models";
     let runs = BETAS;
-    let mut rng = Rng::new(7_000_003 * i as u64 + u64::from(planted));
+    let mut rng = Rng::new(7_000_033 * i as u64 + 5 + u64::from(planted));
     let x: Array2<f64> = rng.normal_array((runs.n(), FEATURES));
     let mut y = runs.noise(&mut rng, VOXELS);
     if planted {
@@ -539,6 +542,7 @@ async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<
         }
     }
     let n_perm = if planted { 99 } else { N_PERM };
+    let seed = i + 1000;
     let job = format!(
         r#"
 name = "calibration"
@@ -558,12 +562,15 @@ components = [1, 2, 4]
 cv = {{ kind = "group" }}
 inner_cv = {{ kind = "group" }}
 [decoding]
+rois = ["a"]
+radius = 1.0
+min_voxels = 2
 alphas = [1, 10, 100, 1000]
 cv = {{ kind = "group" }}
 inner_cv = {{ kind = "group" }}
 [permutation]
 n = {n_perm}
-seed = {i}
+seed = {seed}
 "#
     );
     common::run_embedded(store, base, &job, 1).await.unwrap();
@@ -575,7 +582,18 @@ seed = {i}
         )
     };
     let encoding = maps(format!("{out}/encoding/x")).await;
-    let decoding = maps(format!("{out}/decoding/brain/x")).await;
+    let decoding = maps(format!("{out}/decoding/a/x")).await;
+    // the searchlight's items: the centres whose spheres do not overlap (0, 3, 6, 9: spheres
+    // {0, 1}, {2, 3, 4}, {5, 6, 7}, {8, 9}), so that they are independent trials; its family
+    // is every centre
+    let sl = format!("{out}/decoding/searchlight/x");
+    let apart = |p: Vec<f64>| [0, 3, 6, 9].map(|c| p[c]).to_vec();
+    let (p_score, fwe_score) = maps(sl.clone()).await;
+    let searchlight = (apart(p_score), fwe_score);
+    let identification = (
+        apart(vector(store, &format!("{sl}/identification_p.npy")).await),
+        vector(store, &format!("{sl}/identification_p_fwe.npy")).await,
+    );
     let csv = store.get(&format!("{out}/encoding/profile.csv")).await.unwrap();
     let (mut p, mut p_fwe) = (Vec::new(), Vec::new());
     for line in String::from_utf8_lossy(&csv).lines().skip(1) {
@@ -583,29 +601,37 @@ seed = {i}
         p.push(fields[4].parse().unwrap());
         p_fwe.push(fields[5].parse().unwrap());
     }
-    [encoding, (p, p_fwe), decoding]
+    [encoding, (p, p_fwe), decoding, searchlight, identification]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pls_encoding_roi_profiles_and_decoding_are_calibrated_in_runs() {
     let store = Store::new();
-    let mut rates = [Rates::default(); 3];
+    let mut rates = [Rates::default(); 5];
     for i in 0..N_SETS {
         for (r, (p, p_fwe)) in rates.iter_mut().zip(issue13_run(&store, i, false).await) {
             r.add(&p, &p_fwe);
         }
     }
-    let names = ["PLS encoding, betas in runs", "ROI profile (2 ROIs)", "decoding (5 units)"];
+    let names = [
+        "PLS encoding, betas in runs",
+        "ROI profile (2 ROIs)",
+        "decoding from an ROI (5 units)",
+        "searchlight decoding, mean score (10 centres, 4 apart)",
+        "searchlight decoding, identification (10 centres, 4 apart)",
+    ];
     for (name, r) in names.iter().zip(&rates) {
         println!("{}", r.row(name));
     }
     for (name, r) in names.iter().zip(&rates) {
         assert!(r.calibrated(), "{name}: {r:?}");
     }
-    let [encoding, profile, decoding] = issue13_run(&store, 0, true).await;
+    let [encoding, profile, decoding, searchlight, _] = issue13_run(&store, 0, true).await;
     assert!(encoding.1[..3].iter().all(|&p| p <= ALPHA), "planted voxels: {:?}", encoding.1);
     assert!(profile.1[0] <= ALPHA, "ROI a holds them: {:?}", profile.1);
     // three voxels carry at most three of x's five directions: most units are decodable
     let decoded = decoding.1.iter().filter(|&&p| p <= ALPHA).count();
     assert!(decoded >= 3, "x decoded: {:?}", decoding.1);
+    // the spheres around voxels 0..3 decode x
+    assert!(searchlight.1[..3].iter().all(|&p| p <= ALPHA), "searchlight: {:?}", searchlight.1);
 }

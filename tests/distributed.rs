@@ -283,9 +283,9 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
     assert!(!log(dir.path(), "coordinator.log").contains(TOKEN), "no credential is logged");
 }
 
-/// LASSO, PCR, PLS, banded-ridge (with variance partitioning) and decoding jobs sharded over
-/// real worker processes (three voxel chunks per fit, with permutations) give the embedded
-/// run's bytes: one cluster, one job per model.
+/// LASSO, PCR, PLS, banded-ridge (with variance partitioning), decoding and searchlight
+/// decoding jobs sharded over real worker processes (three voxel or centre chunks, with
+/// permutations) give the embedded run's bytes: one cluster, one job per model.
 #[test]
 fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
     const SMALL: StudySize = StudySize { samples: 96, runs: 4, voxels: 1536, a: 12, b: 20 };
@@ -320,6 +320,10 @@ fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
              random_search = { n_iter = 6 }",
         ),
         ("decoding", "[decoding]\nalphas = { logspace = [1, 5, 3] }"),
+        (
+            "searchlight_decoding",
+            "[decoding]\nspaces = [\"a\"]\nradius = 1.5\nalphas = [10.0, 1000.0]",
+        ),
     ];
     let job = |_: &str, table: &str, out: &str| {
         let file = dir.path().join(format!("{out}.toml"));
@@ -327,6 +331,11 @@ fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
             .replace("output = \"out\"", &format!("output = \"{out}\""))
             .replace("[encoding]\nalphas = { logspace = [-1, 3, 5] }", table)
             + "[permutation]\nn = 3\nscheme = \"whole-groups\"\n";
+        if table.contains("radius") {
+            // three searchlight tasks
+            text = text
+                .replace("voxels_per_task = 512", "voxels_per_task = 512\ncentres_per_task = 512");
+        }
         if table.contains("[rois]") {
             let repeats = "groups = \"runs.npy\"\nrepeats = [\"rep0.npy\", \"rep1.npy\"]";
             text = text.replace("groups = \"runs.npy\"", repeats);

@@ -388,3 +388,47 @@ async fn the_roi_profile_gets_permutation_p_values_corrected_over_the_rois() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searchlight_decoding_finds_the_spheres_that_carry_the_layer() {
+    let store = Store::new();
+    let base = "memory://models/decoding-searchlight";
+    planted_study(&store, base).await;
+    let job = job("").replace(
+        "[encoding]\n",
+        "[decoding]\nspaces = [\"a\"]\nradius = 1.5\nalphas = { logspace = [0, 4, 5] }\n",
+    ) + "[permutation]\nn = 4\n[execution]\ncentres_per_task = 100\n";
+    let summary = common::run_embedded(&store, base, &job, 1).await.unwrap();
+    let out = common::outputs(&store, &join_url(base, "out")).await;
+    common::run_embedded(&store, base, &job, 3).await.unwrap();
+    assert!(out == common::outputs(&store, &join_url(base, "out")).await, "1 vs 3 workers");
+    let centres = npy(&out, "decoding/searchlight/a/centres.npy");
+    let score = npy(&out, "decoding/searchlight/a/score.npy");
+    let identification = npy(&out, "decoding/searchlight/a/identification.npy");
+    assert_eq!((centres.len(), identification.len()), (score.len(), score.len()));
+    for name in ["p", "p_fwe", "identification_p_fwe", "score.nii", "identification.nii"] {
+        assert!(
+            out.iter().any(|(n, _)| n.starts_with(&format!("decoding/searchlight/a/{name}"))),
+            "{name}"
+        );
+    }
+    // centres among the planted voxels (0..30) decode `a`; centres far from them do not
+    let (mut near, mut far) = (Vec::new(), Vec::new());
+    for (i, &c) in centres.iter().enumerate() {
+        match c as usize {
+            0..30 => near.push(i),
+            128.. => far.push(i),
+            _ => {}
+        }
+    }
+    let at = |m: &[f64], idx: &[usize]| mean(&idx.iter().map(|&i| m[i]).collect::<Vec<_>>());
+    assert!(at(&identification, &near) > 0.7, "{}", at(&identification, &near));
+    assert!((at(&identification, &far) - 0.5).abs() < 0.1, "{}", at(&identification, &far));
+    assert!(at(&score, &near) > at(&score, &far) + 0.05);
+    let s = &summary.subjects[0].decoding_searchlight.as_ref().unwrap()["a"];
+    assert_eq!(s.centres, centres.len());
+    assert!(
+        !out.iter().any(|(n, _)| n == "decoding/identification.csv"),
+        "no unit decoding asked for"
+    );
+}

@@ -147,6 +147,12 @@ pub struct DecodingFile {
     /// ROIs (names of `[rois]` / `[rsa] rois` entries) to decode from, each on its own
     /// (default: the whole mask).
     pub rois: Option<Vec<String>>,
+    /// Searchlight decoding: sphere radius in voxels ...
+    pub radius: Option<f64>,
+    /// ... or in millimetres.
+    pub radius_mm: Option<f64>,
+    /// Centres whose sphere has fewer mask voxels are skipped.
+    pub min_voxels: Option<usize>,
     /// Alpha grid.
     pub alphas: Option<AlphasFile>,
     /// Outer cross-validation.

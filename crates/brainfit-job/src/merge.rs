@@ -12,7 +12,8 @@ use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSp
 use crate::stats::{MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
     BestSpaceSummary, CeilingSummary, DecodingSummary, EncodingSummary, MapStats, MapSummary,
-    PartitionSummary, Peak, PermutationSummary, RsaRow, SubjectSummary, Summary,
+    PartitionSummary, Peak, PermutationSummary, RsaRow, SearchlightDecodingSummary, SubjectSummary,
+    Summary,
 };
 use crate::{JobError, Part, Result};
 use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
@@ -641,9 +642,73 @@ impl SubjectMerge<'_> {
                 },
             );
         }
-        let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
-        let url = spec.output_url(Some(subject), layout::DECODING_IDENTIFICATION)?;
-        self.outputs.put(&url, bytes.into()).await?;
+        if !crate::plan::decoding_targets(spec, inv).is_empty() {
+            let bytes = csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))?;
+            let url = spec.output_url(Some(subject), layout::DECODING_IDENTIFICATION)?;
+            self.outputs.put(&url, bytes.into()).await?;
+        }
+        Ok(summary)
+    }
+
+    /// Searchlight decoding: per feature space, the map of each kept centre's mean held-out
+    /// score over units and of its pairwise identification accuracy, each with permutation
+    /// p-values (FWE over centres), in `decoding/searchlight/<space>/`.
+    async fn decoding_searchlight(&self) -> Result<BTreeMap<String, SearchlightDecodingSummary>> {
+        let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
+        let (outputs, n_perms) = (self.outputs, self.n_perms);
+        let mut summary = BTreeMap::new();
+        for space in crate::plan::decoding_searchlight_spaces(spec, inv) {
+            // kept centres of each task follow each other in mask order
+            let (mut blocks, mut centres) = (Vec::new(), Vec::new());
+            for (t, p) in &self.done {
+                if matches!(t, Task::DecodingSearchlight { subject, space: s, .. } if *subject == self.si && *s == space)
+                {
+                    let start = centres.len();
+                    centres.extend(p.get("centres")?.1.iter().map(|&v| v as i64));
+                    let perms = [0, n_perms.unwrap_or(0)];
+                    blocks.push(([start, centres.len()], perms, MapBlock::read(p)?));
+                }
+            }
+            let maps = merge_blocks(&blocks, 2, centres.len(), n_perms)?;
+            let dir = MapDir::Decoding("searchlight", &space);
+            let on_mask = |row: ArrayView1<'_, f64>| {
+                let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
+                centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
+                full
+            };
+            let url = |stem: &str, ext: &str| spec.output_url(Some(subject), &dir.file(stem, ext));
+            let centres_npy = write_npy(&Array1::from(centres.clone()).view()).into();
+            outputs.put(&url("centres", "npy")?, centres_npy).await?;
+            for (m, stem) in ["score", "identification"].into_iter().enumerate() {
+                let values = maps.value.row(m);
+                put_npy(outputs, &url(stem, "npy")?, values).await?;
+                put_nifti(outputs, &url(stem, "nii.gz")?, mask, &on_mask(values)).await?;
+                if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+                    let prefix = if m == 0 { String::new() } else { format!("{stem}_") };
+                    put_npy(outputs, &url(&format!("{prefix}p"), "npy")?, p.row(m)).await?;
+                    put_npy(outputs, &url(&format!("{prefix}p_fwe"), "npy")?, pf.row(m)).await?;
+                    put_npy(outputs, &url(&format!("{prefix}null_max"), "npy")?, nm.row(m)).await?;
+                    put_nifti(
+                        outputs,
+                        &url(&format!("{prefix}p_fwe"), "nii.gz")?,
+                        mask,
+                        &on_mask(pf.row(m)),
+                    )
+                    .await?;
+                }
+            }
+            let located =
+                |m: usize| map_stats_located(maps.value.row(m), mask, |i| centres[i] as usize);
+            summary.insert(
+                space.clone(),
+                SearchlightDecodingSummary {
+                    centres: centres.len(),
+                    score: located(0),
+                    identification: located(1),
+                    significant_fwe_05: significant(&maps, 0),
+                },
+            );
+        }
         Ok(summary)
     }
 
@@ -831,6 +896,7 @@ pub async fn write_outputs(
             SubjectMerge { outputs, spec, si, subject, inv, mask, done: done.clone(), n_perms };
         let mut entry = SubjectSummary {
             decoding: None,
+            decoding_searchlight: None,
             best_space: None,
             ceiling: None,
             partition: None,
@@ -855,7 +921,11 @@ pub async fn write_outputs(
                     entry.searchlight = Some(merge.searchlight(sl).await?);
                 }
                 (Analysis::RoiRsa, _, Some(r)) => entry.rsa = merge.roi_rsa(r).await?,
-                (Analysis::Decoding, _, _) => entry.decoding = Some(merge.decoding(store).await?),
+                (Analysis::Decoding, _, _) => {
+                    entry.decoding = Some(merge.decoding(store).await?);
+                    let searchlight = merge.decoding_searchlight().await?;
+                    entry.decoding_searchlight = (!searchlight.is_empty()).then_some(searchlight);
+                }
                 (Analysis::Searchlight | Analysis::RoiRsa | Analysis::TimeResolved, _, _) => {
                     unreachable!("requested per-subject analyses have their section")
                 }

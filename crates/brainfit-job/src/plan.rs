@@ -50,6 +50,16 @@ pub enum Task {
         /// Unit range `[start, end)` of the (flattened) feature space.
         units: [usize; 2],
     },
+    /// Searchlight decoding of a feature space from the spheres of the kept centres among
+    /// mask voxels `[start, end)`, with every permutation.
+    DecodingSearchlight {
+        /// Subject index in the job.
+        subject: usize,
+        /// Feature space name.
+        space: String,
+        /// Candidate centre range `[start, end)` in mask order.
+        voxels: [usize; 2],
+    },
     /// Time-resolved RSA for permutations `[start, end)` (the observed values too).
     TimeResolved {
         /// Permutation range.
@@ -70,6 +80,10 @@ impl Task {
             Task::Rsa { subject, perms } => {
                 format!("s{subject:03}-rsa-p{:08}-{:08}", perms[0], perms[1])
             }
+            Task::DecodingSearchlight { subject, space, voxels } => format!(
+                "s{subject:03}-decoding-searchlight-{space}-v{:08}-{:08}",
+                voxels[0], voxels[1]
+            ),
             Task::Decoding { subject, source, space, units } => {
                 format!("s{subject:03}-decoding-{source}-{space}-u{:08}-{:08}", units[0], units[1])
             }
@@ -93,6 +107,12 @@ impl Task {
             Task::TimeResolved { perms } => {
                 format!("time-resolved RSA (permutations {}..{})", perms[0], perms[1])
             }
+            Task::DecodingSearchlight { subject: s, space, voxels } => format!(
+                "{}decoding {space} searchlight centres {}..{}",
+                subject(*s),
+                voxels[0],
+                voxels[1]
+            ),
             Task::Decoding { subject: s, source, space, units } => {
                 format!(
                     "{}decoding {space} from {source} units {}..{}",
@@ -201,6 +221,11 @@ impl Analysis {
                         units,
                     }));
                 }
+                for space in decoding_searchlight_spaces(spec, inv) {
+                    tasks.extend(ranges(inv.n_voxels, ex.centres_per_task).map(|voxels| {
+                        Task::DecodingSearchlight { subject: si, space: space.clone(), voxels }
+                    }));
+                }
                 tasks
             }
             Analysis::TimeResolved => {
@@ -221,10 +246,16 @@ impl Analysis {
                 let inv = &inventory.subjects[si];
                 encoding_fits(spec, inv).len() * chunks(inv.n_voxels, ex.voxels_per_task)
             }
-            Analysis::Decoding => decoding_targets(spec, &inventory.subjects[si])
-                .iter()
-                .map(|(_, _, p)| chunks(*p, ex.voxels_per_task))
-                .sum(),
+            Analysis::Decoding => {
+                let inv = &inventory.subjects[si];
+                let units: usize = decoding_targets(spec, inv)
+                    .iter()
+                    .map(|(_, _, p)| chunks(*p, ex.voxels_per_task))
+                    .sum();
+                let spheres = decoding_searchlight_spaces(spec, inv).len()
+                    * chunks(inv.n_voxels, ex.centres_per_task);
+                units + spheres
+            }
         }
     }
 }
@@ -236,7 +267,7 @@ impl Task {
             Task::Encoding { .. } => Analysis::Encoding,
             Task::Searchlight { .. } => Analysis::Searchlight,
             Task::Rsa { .. } => Analysis::RoiRsa,
-            Task::Decoding { .. } => Analysis::Decoding,
+            Task::Decoding { .. } | Task::DecodingSearchlight { .. } => Analysis::Decoding,
             Task::TimeResolved { .. } => Analysis::TimeResolved,
         }
     }
@@ -258,6 +289,18 @@ pub fn decoding_targets(
         }
     }
     out
+}
+
+/// The feature spaces a subject's searchlight decoding decodes (none without one).
+pub fn decoding_searchlight_spaces(
+    spec: &JobSpec,
+    inv: &crate::inputs::SubjectInventory,
+) -> Vec<String> {
+    let Some(d) = spec.decoding.as_ref().filter(|d| d.searchlight.is_some()) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = inv.spaces.iter().map(|(s, _)| s.name.as_str()).collect();
+    d.decoded(&names).into_iter().map(str::to_string).collect()
 }
 
 /// A subject's encoding fits ([`crate::spec::EncodingSpec::fits`]); none without `[encoding]`.

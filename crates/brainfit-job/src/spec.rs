@@ -125,20 +125,22 @@ pub struct DecodingSpec {
     pub fit: EncodingSpec,
     /// Feature spaces decoded; `None`: every space of the subject.
     pub spaces: Option<Vec<String>>,
-    /// The ROIs decoded from, each on its own; empty: the whole mask.
+    /// The ROIs decoded from, each on its own; empty: the whole mask (unless searchlight).
     pub rois: Vec<String>,
+    /// Searchlight decoding: the spheres' radius and smallest size.
+    pub searchlight: Option<(Radius, usize)>,
 }
 
 /// The name of the whole mask as a decoding source.
 pub const WHOLE_MASK: &str = "brain";
 
 impl DecodingSpec {
-    /// What a subject's voxels are decoded from: each ROI, or the whole mask.
+    /// What a subject's voxels are decoded from, besides searchlight spheres: each ROI; with
+    /// neither ROIs nor a searchlight, the whole mask.
     pub fn sources(&self) -> Vec<&str> {
-        if self.rois.is_empty() {
-            vec![WHOLE_MASK]
-        } else {
-            self.rois.iter().map(String::as_str).collect()
+        match (self.rois.is_empty(), self.searchlight.is_some()) {
+            (true, false) => vec![WHOLE_MASK],
+            _ => self.rois.iter().map(String::as_str).collect(),
         }
     }
 
@@ -788,7 +790,33 @@ fn parse_decoding(
     if names.iter().collect::<std::collections::BTreeSet<_>>().len() != names.len() {
         return Err("[decoding] rois: an ROI is listed twice".into());
     }
-    Ok(DecodingSpec { fit, spaces: d.spaces.clone(), rois: names })
+    let searchlight = match (d.radius, d.radius_mm) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err("[decoding] give at most one of radius or radius_mm".into());
+        }
+        (r, mm) => {
+            let radius = r.map_or_else(|| Radius::Millimetres(mm.unwrap_or(0.0)), Radius::Voxels);
+            let (Radius::Voxels(v) | Radius::Millimetres(v)) = radius;
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("[decoding] radius must be finite and >= 0, got {v}"));
+            }
+            if let Some(s) = subjects.iter().find(|s| s.mask.is_none()) {
+                return Err(format!(
+                    "[decoding] a searchlight needs a mask, and {} has none",
+                    s.label()
+                ));
+            }
+            Some((radius, d.min_voxels.unwrap_or(10).max(1)))
+        }
+    };
+    if searchlight.is_some() && names.iter().any(|n| n == "searchlight") {
+        return Err("[decoding] rois: an ROI named \"searchlight\" would share decoding/searchlight/ with the searchlight's maps; rename it".into());
+    }
+    if searchlight.is_none() && d.min_voxels.is_some() {
+        return Err("[decoding] min_voxels is for a searchlight (radius or radius_mm)".into());
+    }
+    Ok(DecodingSpec { fit, spaces: d.spaces.clone(), rois: names, searchlight })
 }
 
 /// `[searchlight]`: one radius, a mask for every subject, RDMs it can compute.

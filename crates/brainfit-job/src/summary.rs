@@ -61,6 +61,9 @@ pub struct SubjectSummary {
     /// Decoding per `<source>/<space>` (present when the job decodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoding: Option<BTreeMap<String, DecodingSummary>>,
+    /// Searchlight decoding per feature space (present with a `[decoding]` radius).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding_searchlight: Option<BTreeMap<String, SearchlightDecodingSummary>>,
     /// The encoding noise ceiling, with `[data] repeats`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<CeilingSummary>,
@@ -107,6 +110,19 @@ pub struct DecodingSummary {
     pub top1_chance: f64,
     /// Mean pairwise identification accuracy (chance 0.5).
     pub pairwise_accuracy: f64,
+}
+
+/// One feature space's searchlight decoding (`decoding/searchlight/<space>/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchlightDecodingSummary {
+    /// Kept centres.
+    pub centres: usize,
+    /// The map of mean held-out scores over units.
+    pub score: MapStats,
+    /// The map of pairwise identification accuracy (chance 0.5).
+    pub identification: MapStats,
+    /// Centres whose mean score has `p_fwe < 0.05` (with permutations).
+    pub significant_fwe_05: Option<usize>,
 }
 
 /// The noise ceiling (`encoding/ceiling.*`).

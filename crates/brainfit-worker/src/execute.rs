@@ -198,6 +198,29 @@ pub(crate) struct Loaded {
     pub time_data: Option<Arc<ndarray::Array3<f64>>>,
 }
 
+impl Loaded {
+    /// A searchlight task's brain data: the whole brain (a NIfTI image, or a `.npy` within
+    /// the budget) or the columns its spheres reach, with the mask, the mask voxel the columns
+    /// start at, and the group labels.
+    pub(crate) fn sphere_data(&self) -> (&Matrix, &Mask, usize, Option<&[i64]>) {
+        match (&self.brain, &self.columns) {
+            (Some(brain), _) => (
+                &brain.matrix,
+                brain.mask.as_ref().expect("checked by the spec"),
+                0,
+                brain.groups.as_deref(),
+            ),
+            (None, Some(columns)) => (
+                columns,
+                self.mask.as_deref().expect("loaded with the columns"),
+                self.column_offset,
+                self.groups.as_deref().and_then(Option::as_deref),
+            ),
+            (None, None) => unreachable!("searchlight tasks load their brain data"),
+        }
+    }
+}
+
 /// Runs tasks; shared by all workers of a process.
 pub struct Executor {
     store: Store,
@@ -437,29 +460,18 @@ impl Executor {
             }
             Task::Searchlight { subject: si, voxels } => {
                 let sl = job.spec.searchlight.as_ref().expect("searchlight tasks need it");
-                let subject = &job.spec.subjects[*si];
-                // a NIfTI image, or a .npy matrix within the budget, is read once per process;
-                // from a larger .npy only the slabs of voxels the task's spheres reach
-                let inv = &job.inventory.subjects[*si];
-                if self.reads_whole_brain(job, *si)? {
-                    loaded.brain = Some(self.brain(job, *si).await?);
-                } else {
-                    let mask = self.mask(job, *si, "a searchlight").await?;
-                    let reach = sl.radius.reach(mask.pixdim);
-                    let span = slab_span(&mask.voxels, voxels[0]..voxels[1], reach);
-                    let columns = inputs::load_brain_columns(
-                        &self.store,
-                        subject.brain_url()?,
-                        std::slice::from_ref(&span),
-                        inv.f64_data,
-                    )
-                    .await?;
-                    loaded.columns = Some(columns);
-                    loaded.column_offset = span.start;
-                    loaded.groups = Some(self.groups(job, *si).await?);
-                    loaded.mask = Some(mask);
-                }
+                self.load_spheres(job, *si, *voxels, sl.radius, &mut loaded).await?;
                 loaded.models = Some(self.load_models(job, *si, sl.rdm).await?);
+            }
+            Task::DecodingSearchlight { subject: si, space, voxels } => {
+                let d = job.spec.decoding.as_ref().expect("decoding tasks need [decoding]");
+                let (radius, _) = d.searchlight.expect("searchlight decoding tasks need one");
+                self.load_spheres(job, *si, *voxels, radius, &mut loaded).await?;
+                loaded.groups = Some(self.groups(job, *si).await?);
+                let inv = &job.inventory.subjects[*si];
+                let space = space_ref(job, *si, space)?;
+                let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
+                loaded.spaces.push(with_precision(x, inv.f64_data));
             }
             Task::Rsa { subject: si, .. } => {
                 let r = job.spec.rsa.as_ref().expect("rsa tasks exist only with [rsa]");
@@ -582,7 +594,54 @@ impl Executor {
             Task::Decoding { subject, source, units, .. } => {
                 self.decoding(job, *subject, source, *units, loaded)
             }
+            Task::DecodingSearchlight { subject, voxels, .. } => {
+                self.decoding_searchlight(job, *subject, *voxels, loaded)
+            }
         }
+    }
+
+    /// Searchlight decoding: per kept centre among mask voxels `voxels`, ridge from its
+    /// sphere's voxels to every unit of the feature space; the map values are the mean
+    /// held-out score over units and the pairwise identification accuracy, each with its
+    /// permutation nulls (the targets re-paired with the brain data as in decoding).
+    fn decoding_searchlight(
+        &self,
+        job: &JobContext,
+        si: usize,
+        voxels: [usize; 2],
+        loaded: Loaded,
+    ) -> Result<Part> {
+        let d = job.spec.decoding.as_ref().expect("decoding tasks need [decoding]");
+        let (radius, min_voxels) = d.searchlight.expect("searchlight decoding tasks need one");
+        let (matrix, mask, offset, groups) = loaded.sphere_data();
+        let hoods = self.spheres_of(job, si, mask, radius, min_voxels, "decoding")?;
+        let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
+        let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
+        let local = hoods.window(c0..c1, offset).map_err(JobError::from)?;
+        let features = loaded.spaces.first().expect("loaded for decoding").clone();
+        let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
+        let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n);
+        let mut value = Array2::<f64>::zeros((2, local.len()));
+        let mut nulls = ndarray::Array3::<f64>::zeros((n_perm, 2, local.len()));
+        with_matrix!(matrix, |x| {
+            let y = Decompositions::from_matrix(features);
+            for c in 0..local.len() {
+                checkpoint()?;
+                let sphere = x.select(Axis(1), local.members(c));
+                let (observed, null) = decode_sphere(sphere, &y, &d.fit, groups, perms.as_ref())?;
+                value.column_mut(c).assign(&observed);
+                nulls.slice_mut(ndarray::s![.., .., c]).assign(&null);
+            }
+            Ok::<_, crate::WorkerError>(())
+        })?;
+        let block = MapBlock::compute(value, 0..n_perm as u64, |k| {
+            Ok::<_, crate::WorkerError>(nulls.index_axis(Axis(0), k as usize).to_owned())
+        })?;
+        let mut part = Part::new();
+        block.write(&mut part);
+        let centres = hoods.centres[c0..c1].iter().map(|&c| c as f64).collect();
+        part.push("centres", vec![c1 - c0], centres);
+        Ok(part)
     }
 
     /// Decoding: ridge from the source's voxels to the units `units` of a feature space,
@@ -629,6 +688,34 @@ impl Executor {
             part.push(&format!("ident:{k}"), vec![flat.len()], flat);
         }
         Ok(part)
+    }
+
+    /// The brain data a searchlight task's spheres (of `radius`, centres among mask voxels
+    /// `voxels`) reach: a NIfTI image, or a `.npy` matrix within the budget, read once per
+    /// process; from a larger `.npy` only the slabs of voxels the spheres reach.
+    async fn load_spheres(
+        &self,
+        job: &JobContext,
+        si: usize,
+        voxels: [usize; 2],
+        radius: brainfit_job::spec::Radius,
+        loaded: &mut Loaded,
+    ) -> Result<()> {
+        if self.reads_whole_brain(job, si)? {
+            loaded.brain = Some(self.brain(job, si).await?);
+            return Ok(());
+        }
+        let (subject, inv) = (&job.spec.subjects[si], &job.inventory.subjects[si]);
+        let mask = self.mask(job, si, "a searchlight").await?;
+        let span = slab_span(&mask.voxels, voxels[0]..voxels[1], radius.reach(mask.pixdim));
+        let url = subject.brain_url()?;
+        let runs = std::slice::from_ref(&span);
+        loaded.columns =
+            Some(inputs::load_brain_columns(&self.store, url, runs, inv.f64_data).await?);
+        loaded.column_offset = span.start;
+        loaded.groups = Some(self.groups(job, si).await?);
+        loaded.mask = Some(mask);
+        Ok(())
     }
 
     /// Whether a task reads subject `si`'s brain data whole (once per process): a NIfTI image
@@ -852,6 +939,58 @@ fn decode_with_nulls<T: Real>(
     })?;
     let fitted = Fitted { score: observed.score, chosen: observed.alpha, bands: None };
     Ok((block, fitted, sums))
+}
+
+/// One searchlight sphere's decoding: the mean held-out score over the units of `y` and the
+/// pairwise identification accuracy (`[2]`), and the same per permutation (`[n_perm, 2]`).
+fn decode_sphere<T: Real>(
+    sphere: Array2<T>,
+    y: &Array2<T>,
+    spec: &EncodingSpec,
+    groups: Option<&[i64]>,
+    perms: Option<&(PermutationSpec, Scheme)>,
+) -> Result<(ndarray::Array1<f64>, Array2<f64>)> {
+    let encoder =
+        prepare_and_decompose(vec![sphere], spec, &spec.model, groups).map_err(JobError::from)?;
+    let Encoder::Spectral(cv) = &encoder else { unreachable!("decoding fits ridge") };
+    let EncoderSpec::Spectral(ridge) = &spec.model else { unreachable!("decoding fits ridge") };
+    let statistics = |y: Array2<T>| -> Result<[f64; 2]> {
+        let y = match spec.zscore_per_group {
+            true => {
+                let mut y = y;
+                zscore_per_group(y.view_mut(), groups.expect("checked by the spec"))
+                    .map_err(JobError::from)?;
+                y
+            }
+            false => y,
+        };
+        let (result, predictions) =
+            cv.fit_predict::<Backend>(y.view(), ridge).map_err(JobError::from)?;
+        let finite: Vec<f64> = result.score.iter().copied().filter(|s| s.is_finite()).collect();
+        let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+        let mut identification: Option<brainfit_kernels::identification::Identification> = None;
+        for (test, pred) in cv.test_parts().zip(&predictions) {
+            let truth = y.select(Axis(0), test);
+            let scored = IdentificationSums::new(pred.view(), truth.view())
+                .map_err(JobError::from)?
+                .identify();
+            match &mut identification {
+                Some(i) => i.add(scored),
+                None => identification = Some(scored),
+            }
+        }
+        Ok([mean, identification.map_or(f64::NAN, |i| i.pairwise_accuracy())])
+    };
+    let observed = ndarray::Array1::from(statistics(y.clone())?.to_vec());
+    let n_perm = perms.map_or(0, |(p, _)| p.n);
+    let mut null = Array2::<f64>::zeros((n_perm, 2));
+    for k in 0..n_perm {
+        let (p, scheme) = perms.expect("permutations requested");
+        let order = permutation(y.nrows(), scheme, p.seed, k as u64);
+        null.row_mut(k)
+            .assign(&ndarray::Array1::from(statistics(y.select(Axis(0), &order))?.to_vec()));
+    }
+    Ok((observed, null))
 }
 
 /// Fit `name` (a feature space, or bands joined by `+`) of subject `si`.

@@ -285,9 +285,23 @@ impl Executor {
     fn hoods(&self, job: &JobContext, si: usize, mask: &Mask) -> Result<Arc<Neighbourhoods>> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
-        self.spheres.get_or_build(format!("{}/{si}", job.id), || {
-            let (radius, size) = sl.radius.with_voxel_size(mask.pixdim);
-            Ok(spheres(&mask.voxels, mask.shape, radius, size, sl.min_voxels)
+        self.spheres_of(job, si, mask, sl.radius, sl.min_voxels, "rsa")
+    }
+
+    /// The spheres of `radius` (centres with at least `min_voxels` mask voxels) of subject
+    /// `si`'s mask, built once per process for the analysis `what` ("rsa", "decoding").
+    pub(crate) fn spheres_of(
+        &self,
+        job: &JobContext,
+        si: usize,
+        mask: &Mask,
+        radius: brainfit_job::spec::Radius,
+        min_voxels: usize,
+        what: &str,
+    ) -> Result<Arc<Neighbourhoods>> {
+        self.spheres.get_or_build(format!("{}/{si}/{what}", job.id), || {
+            let (radius, size) = radius.with_voxel_size(mask.pixdim);
+            Ok(spheres(&mask.voxels, mask.shape, radius, size, min_voxels)
                 .map_err(JobError::from)?)
         })
     }
@@ -302,28 +316,15 @@ impl Executor {
     ) -> Result<Part> {
         let sl =
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
-        // the whole brain (a NIfTI image), or the columns the task's spheres reach
-        let (matrix, mask, offset, groups) = match (&loaded.brain, &loaded.columns) {
-            (Some(brain), _) => (
-                &brain.matrix,
-                brain.mask.as_ref().expect("checked by the spec"),
-                0,
-                brain.groups.as_deref(),
-            ),
-            (None, Some(columns)) => (
-                columns,
-                loaded.mask.as_deref().expect("loaded with the columns"),
-                loaded.column_offset,
-                loaded.groups.as_deref().and_then(Option::as_deref),
-            ),
-            (None, None) => unreachable!("searchlight tasks load their brain data"),
-        };
+        let mut loaded = loaded;
+        let given_models = loaded.models.take();
+        let (matrix, mask, offset, groups) = loaded.sphere_data();
         let hoods = self.hoods(job, si, mask)?;
         let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
         let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
         // the task's spheres, indexing the loaded columns
         let local = hoods.window(c0..c1, offset).map_err(JobError::from)?;
-        let models = self.models(job, si, sl.rdm, loaded.models)?;
+        let models = self.models(job, si, sl.rdm, given_models)?;
         let features = models.features(sl.compare);
         let scheme = scheme_for(job, groups);
         let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
