@@ -536,10 +536,9 @@ async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<
         let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
         a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
         let b = mask.mapv(|m| m) - &a;
-        for (name, m) in [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)] {
-            let bytes = write_nifti_f32(m.view(), &eye, true);
-            store.put(&join_url(base, name), bytes.into()).await.unwrap();
-        }
+        let files = [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)]
+            .map(|(name, m)| (name, write_nifti_f32(m.view(), &eye, true)));
+        common::put_files(store, base, files).await;
     }
     let n_perm = if planted { 99 } else { N_PERM };
     let seed = i + 1000;

@@ -40,9 +40,7 @@ async fn planted_study(store: &Store, base: &str) {
         ("b.npy", write_npy(&b.view())),
         ("runs.npy", write_npy(&runs.view())),
     ];
-    for (name, bytes) in files {
-        store.put(&join_url(base, name), bytes.into()).await.unwrap();
-    }
+    common::put_files(store, base, files).await;
 }
 
 fn job(model_lines: &str) -> String {

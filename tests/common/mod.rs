@@ -95,6 +95,15 @@ async fn put_study(
         ("b.npy", write_npy(&b.view())),
         ("runs.npy", write_npy(&runs.view())),
     ];
+    put_files(store, base, files).await;
+}
+
+/// Writes each `(name, bytes)` below `base`.
+pub(crate) async fn put_files<'a>(
+    store: &Store,
+    base: &str,
+    files: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+) {
     for (name, bytes) in files {
         store.put(&join_url(base, name), bytes.into()).await.unwrap();
     }

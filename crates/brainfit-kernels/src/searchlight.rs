@@ -112,6 +112,10 @@ pub fn slab_span(voxels: &[[usize; 3]], centres: Range<usize>, reach: usize) -> 
     voxels.partition_point(|v| v[0] < low)..voxels.partition_point(|v| v[0] <= high)
 }
 
+/// Most voxel memberships all spheres of a mask may hold together (2 GiB of indices): a
+/// 200,000-voxel brain with spheres of radius 6 voxels holds about 180 million.
+pub const MAX_SPHERE_MEMBERS: usize = 1 << 28;
+
 /// Spheres around every mask voxel.
 ///
 /// `voxels` are the mask voxels' `(i, j, k)` coordinates in mask order (index `m` of a voxel is
@@ -122,13 +126,26 @@ pub fn slab_span(voxels: &[[usize; 3]], centres: Range<usize>, reach: usize) -> 
 /// its sphere has at least `min_voxels` voxels (the centre itself counts).
 ///
 /// Errors: a radius that is negative or not finite, a voxel size that is not positive and
-/// finite, a voxel outside `shape`, a voxel listed twice.
+/// finite, a voxel outside `shape`, a voxel listed twice, spheres too large
+/// ([`MAX_SPHERE_MEMBERS`]).
 pub fn spheres(
     voxels: &[[usize; 3]],
     shape: [usize; 3],
     radius: f64,
     voxel_size: [f64; 3],
     min_voxels: usize,
+) -> Result<Neighbourhoods> {
+    spheres_at_most(voxels, shape, radius, voxel_size, min_voxels, MAX_SPHERE_MEMBERS)
+}
+
+/// [`spheres`] with at most `cap` memberships (and a box of at most `cap` voxels).
+fn spheres_at_most(
+    voxels: &[[usize; 3]],
+    shape: [usize; 3],
+    radius: f64,
+    voxel_size: [f64; 3],
+    min_voxels: usize,
+    cap: usize,
 ) -> Result<Neighbourhoods> {
     if !(radius.is_finite() && radius >= 0.0) {
         return Err(KernelError::Parameter(format!(
@@ -169,6 +186,13 @@ pub fn spheres(
     let r = radius + 1e-9;
     let ext: Vec<i64> =
         (0..3).map(|d| ((r / voxel_size[d]).floor() as i64).min(shape[d] as i64)).collect();
+    // a radius from a job file is untrusted: bound the work and memory before allocating
+    let cube: u64 = ext.iter().map(|&e| 2 * e as u64 + 1).product();
+    if cube > cap as u64 {
+        return Err(KernelError::Parameter(format!(
+            "a searchlight radius of {radius} spans a box of {cube} voxels (at most {cap})"
+        )));
+    }
     let mut offs: Vec<[i64; 3]> = Vec::new();
     for dx in -ext[0]..=ext[0] {
         for dy in -ext[1]..=ext[1] {
@@ -199,6 +223,12 @@ pub fn spheres(
             }
         }
         if sphere.len() >= min_voxels {
+            if out.members.len() + sphere.len() > cap {
+                return Err(KernelError::Parameter(format!(
+                    "searchlight spheres of radius {radius} would hold more than {cap} voxel memberships over the mask's {} voxels; use a smaller radius",
+                    voxels.len()
+                )));
+            }
             if !sphere.is_sorted() {
                 sphere.sort_unstable();
             }
@@ -509,6 +539,18 @@ mod tests {
                 d2.sqrt() <= radius + 1e-9
             })
             .collect()
+    }
+
+    #[test]
+    fn spheres_too_large_for_the_cap_are_refused_before_they_are_built() {
+        let line: Vec<[usize; 3]> = (0..10).map(|i| [i, 0, 0]).collect();
+        // radius 1 on a line of 10: 28 memberships; the box searched is 3 x 3 x 3
+        let ok = spheres_at_most(&line, [10, 1, 1], 1.0, [1.0; 3], 1, 28).unwrap();
+        assert_eq!(ok.len(), 10);
+        let err = spheres_at_most(&line, [10, 1, 1], 1.0, [1.0; 3], 1, 27).unwrap_err();
+        assert!(err.to_string().contains("memberships"), "{err}");
+        let err = spheres_at_most(&line, [10, 1, 1], 5.0, [1.0; 3], 1, 10).unwrap_err();
+        assert!(err.to_string().contains("box of 99"), "{err}");
     }
 
     #[test]

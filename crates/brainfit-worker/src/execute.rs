@@ -426,7 +426,7 @@ impl Executor {
                 if job.spec.permutation.is_some() && !rois.is_empty() {
                     let mask = self.mask(job, si, "[rois]").await?;
                     for url in rois.values() {
-                        let roi = inputs::load_mask(&self.store, url).await?;
+                        let roi = self.roi_mask(job, url).await?;
                         let columns = inputs::roi_columns(&mask, &roi, url)?;
                         loaded.roi_columns.push(
                             columns
@@ -533,7 +533,7 @@ impl Executor {
                             job.spec.profile_rois().get(source.as_str()).map(ToString::to_string);
                         let url =
                             url.ok_or_else(|| JobError::Corrupt(format!("unknown ROI {source}")))?;
-                        let roi = inputs::load_mask(&self.store, &url).await?;
+                        let roi = self.roi_mask(job, &url).await?;
                         let mask = self.mask(job, si, "[decoding] rois").await?;
                         let columns = inputs::roi_columns(&mask, &roi, &url)?;
                         if self.reads_whole_brain(job, si)? {
@@ -615,9 +615,7 @@ impl Executor {
         let (radius, min_voxels) = d.searchlight.expect("searchlight decoding tasks need one");
         let (matrix, mask, offset, groups) = loaded.sphere_data();
         let hoods = self.spheres_of(job, si, mask, radius, min_voxels, "decoding")?;
-        let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
-        let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
-        let local = hoods.window(c0..c1, offset).map_err(JobError::from)?;
+        let (kept, local) = task_spheres(&hoods, voxels, offset)?;
         let features = loaded.spaces.first().expect("loaded for decoding").clone();
         let perms = job.spec.permutation.map(|p| (p, p.scheme(groups)));
         let n_perm = perms.as_ref().map_or(0, |(p, _)| p.n);
@@ -639,8 +637,8 @@ impl Executor {
         })?;
         let mut part = Part::new();
         block.write(&mut part);
-        let centres = hoods.centres[c0..c1].iter().map(|&c| c as f64).collect();
-        part.push("centres", vec![c1 - c0], centres);
+        let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
+        part.push("centres", vec![centres.len()], centres);
         Ok(part)
     }
 
@@ -676,8 +674,7 @@ impl Executor {
             let Encoder::Spectral(cv) = encoder.as_ref() else {
                 unreachable!("decoding fits ridge")
             };
-            let (block, fitted, predictions) = decode_with_nulls(cv, y, spec, groups, perms)?;
-            (block, fitted, predictions)
+            decode_with_nulls(cv, y, spec, groups, perms)?
         });
         let n = units[1] - units[0];
         let mut part = Part::new();
@@ -748,6 +745,15 @@ impl Executor {
         let url = subject.mask.as_deref().ok_or_else(|| no_mask(subject, needed_by))?;
         self.masks
             .get_or_load(subject_key(job, si), async {
+                Ok(inputs::load_mask(&self.store, url).await?)
+            })
+            .await
+    }
+
+    /// An ROI mask of the job (`[rois]`, `[rsa] rois`), read once per process.
+    async fn roi_mask(&self, job: &JobContext, url: &str) -> Result<Arc<Mask>> {
+        self.masks
+            .get_or_load(format!("{}/roi:{url}", job.id), async {
                 Ok(inputs::load_mask(&self.store, url).await?)
             })
             .await
@@ -939,6 +945,18 @@ fn decode_with_nulls<T: Real>(
     })?;
     let fitted = Fitted { score: observed.score, chosen: observed.alpha, bands: None };
     Ok((block, fitted, sums))
+}
+
+/// A searchlight task's kept centres among mask voxels `voxels` (their range in `hoods`),
+/// and their spheres indexing brain columns loaded from mask voxel `offset` on.
+pub(crate) fn task_spheres(
+    hoods: &brainfit_kernels::searchlight::Neighbourhoods,
+    voxels: [usize; 2],
+    offset: usize,
+) -> Result<(std::ops::Range<usize>, brainfit_kernels::searchlight::Neighbourhoods)> {
+    let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
+    let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
+    Ok((c0..c1, hoods.window(c0..c1, offset).map_err(JobError::from)?))
 }
 
 /// One searchlight sphere's decoding: the mean held-out score over the units of `y` and the

@@ -320,10 +320,8 @@ impl Executor {
         let given_models = loaded.models.take();
         let (matrix, mask, offset, groups) = loaded.sphere_data();
         let hoods = self.hoods(job, si, mask)?;
-        let c0 = hoods.centres.partition_point(|&c| c < voxels[0]);
-        let c1 = hoods.centres.partition_point(|&c| c < voxels[1]);
         // the task's spheres, indexing the loaded columns
-        let local = hoods.window(c0..c1, offset).map_err(JobError::from)?;
+        let (kept, local) = crate::execute::task_spheres(&hoods, voxels, offset)?;
         let models = self.models(job, si, sl.rdm, given_models)?;
         let features = models.features(sl.compare);
         let scheme = scheme_for(job, groups);
@@ -375,11 +373,8 @@ impl Executor {
         });
         let mut part = Part::new();
         block.write(&mut part);
-        part.push(
-            "centres",
-            vec![c1 - c0],
-            hoods.centres[c0..c1].iter().map(|&c| c as f64).collect(),
-        );
+        let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
+        part.push("centres", vec![centres.len()], centres);
         Ok(part)
     }
 
