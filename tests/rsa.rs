@@ -7,7 +7,9 @@ mod common;
 use brainfit_io::{Store, join_url, parse_npy, write_npy};
 use brainfit_kernels::compare::{CompareMethod, compare, permute_condensed};
 use brainfit_kernels::permutation::{Scheme, p_from_full_null, permutation};
-use brainfit_kernels::rdm::{RdmMethod, rdm, square_to_condensed};
+use brainfit_kernels::rdm::{
+    NoisePrecision, ObservationDesign, RdmMethod, rdm, square_to_condensed,
+};
 use brainfit_kernels::rng::Rng;
 use brainfit_kernels::searchlight::{sphere_rdm, spheres};
 use ndarray::{Array1, Array2, Array3, Axis, Ix1, Ix3};
@@ -426,5 +428,183 @@ async fn searchlight_matches_rsatoolbox() {
     assert_eq!(centres, want_centres);
     for (i, (g, w)) in rho.iter().zip(want_rho.iter()).enumerate() {
         assert!((g - w).abs() < 1e-9, "centre {}: brainfit {g} vs rsatoolbox {w}", centres[i]);
+    }
+}
+
+/// Observations of 12 conditions in 4 runs (each condition once per run, shuffled within runs)
+/// over the volume of [`write_volume_study`]'s mask, with run offsets.
+const CROSSNOBIS_JOB: &str = r#"
+name = "cn"
+output = "out"
+[data]
+brain = "obs.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+conditions = "conds.npy"
+[features]
+layer = "layer.npy"
+[rsa]
+rois = { box = "mask.nii.gz" }
+rdm = "crossnobis"
+noise = "shrinkage_diag"
+compare = ["spearman", "pearson"]
+[searchlight]
+radius = 1.5
+min_voxels = 5
+rdm = "crossnobis"
+compare = "pearson"
+[permutation]
+n = 20
+seed = 3
+[execution]
+centres_per_task = 150
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossnobis_rsa_runs_from_conditions_and_runs() {
+    let store = Store::new();
+    let base = "memory://cn";
+    let (_, voxels, _) = write_volume_study(&store, base).await;
+    let (n_cond, n_runs) = (12usize, 4usize);
+    let mut rng = Rng::new(5);
+    let (mut conds, mut runs) = (Vec::new(), Vec::new());
+    for r in 0..n_runs {
+        let mut order: Vec<i64> = (0..n_cond as i64).map(|c| 10 + 3 * c).collect();
+        rng.shuffle(&mut order);
+        conds.extend(order);
+        runs.extend(std::iter::repeat_n(r as i64, n_cond));
+    }
+    let signal: Array2<f64> = rng.normal_array((n_cond, voxels.len()));
+    let mut obs: Array2<f64> = rng.normal_array((n_cond * n_runs, voxels.len()));
+    for (o, (&c, &r)) in conds.iter().zip(&runs).enumerate() {
+        let k = ((c - 10) / 3) as usize;
+        let offset = 2.0 * r as f64;
+        obs.row_mut(o).scaled_add(1.0, &signal.row(k));
+        obs.row_mut(o).mapv_inplace(|v| v + offset);
+    }
+    // the layer's activations per observation: the same for every run of a condition
+    let units: Array2<f64> = rng.normal_array((n_cond, 7));
+    let layer = Array2::from_shape_fn((n_cond * n_runs, 7), |(o, u)| {
+        units[(((conds[o] - 10) / 3) as usize, u)]
+    });
+    put(&store, join_url(base, "obs.npy"), &obs).await;
+    put(&store, join_url(base, "layer.npy"), &layer).await;
+    put(&store, join_url(base, "conds.npy"), &Array1::from(conds.clone())).await;
+    put(&store, join_url(base, "runs.npy"), &Array1::from(runs.clone())).await;
+    common::run_embedded(&store, base, CROSSNOBIS_JOB, 2).await.unwrap();
+
+    // the ROI (the whole mask): rsatoolbox's crossnobis over the observations, whitened by the
+    // shrinkage estimate of the residuals about the condition means (kernel-tested)
+    let design = ObservationDesign::new(conds.clone(), runs.clone()).unwrap();
+    let want =
+        design.rdm(obs.view(), RdmMethod::Crossnobis, NoisePrecision::ShrinkageDiag).unwrap();
+    let got = vector(&store, join_url(base, "out/rsa/rdms/box.npy")).await;
+    assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-12 * w.abs()), "{got}");
+    let model = rdm(units.view(), RdmMethod::Euclidean).unwrap();
+    let rows = parse_csv(&text(&store, join_url(base, "out/rsa/compare.csv")).await);
+    assert_eq!(rows.len(), 2);
+    let r: f64 = rows[1][3].parse().unwrap();
+    assert_eq!(rows[1][..3], ["box", "layer", "pearson"]);
+    let want_r = compare(want.view(), model.view(), CompareMethod::Pearson).unwrap();
+    assert!((r - want_r).abs() < 1e-12, "{r} vs {want_r}");
+    // searchlight centres: crossnobis of each sphere's observations, without whitening
+    let hoods = spheres(&voxels, [9, 8, 6], 1.5, [1.0; 3], 5).unwrap();
+    let rho = vector(&store, join_url(base, "out/searchlight/layer/rho.npy")).await;
+    assert_eq!(rho.len(), hoods.centres.len());
+    for c in (0..hoods.centres.len()).step_by(17) {
+        let sphere = obs.select(Axis(1), hoods.members(c));
+        let d = design.rdm(sphere.view(), RdmMethod::Crossnobis, NoisePrecision::None).unwrap();
+        let want = compare(d.view(), model.view(), CompareMethod::Pearson).unwrap();
+        assert!((rho[c] - want).abs() < 1e-12, "centre {c}: {} vs {want}", rho[c]);
+    }
+    // conditions are exchanged freely: the nulls are relabellings of the 12 conditions
+    let p = vector(&store, join_url(base, "out/searchlight/layer/p.npy")).await;
+    assert!(p.iter().all(|&p| (1.0 / 21.0..=1.0).contains(&p)));
+
+    // crossnobis without conditions, a condition missing from a run, noise without crossnobis
+    let no_conditions = CROSSNOBIS_JOB.replace("conditions = \"conds.npy\"\n", "");
+    let e = common::run_embedded(&store, base, &no_conditions, 1).await.unwrap_err();
+    assert!(e.contains("[data] conditions") && e.contains("crossnobis"), "{e}");
+    let mut gappy = conds.clone();
+    gappy[0] = gappy[1];
+    put(&store, join_url(base, "gappy.npy"), &Array1::from(gappy)).await;
+    let job = CROSSNOBIS_JOB.replace("conds.npy", "gappy.npy");
+    let e = common::run_embedded(&store, base, &job, 1).await.unwrap_err();
+    assert!(e.contains("every condition in every run"), "{e}");
+    let job =
+        SEARCHLIGHT_JOB.replace("rdm = \"correlation\"", "rdm = \"correlation\"\nnoise = \"diag\"");
+    let e = common::run_embedded(&store, base, &job, 1).await.unwrap_err();
+    assert!(e.contains("applies to rdm = \"crossnobis\" only"), "{e}");
+}
+
+/// The 2-D `.npy` at `url`.
+async fn matrix(store: &Store, url: String) -> Array2<f64> {
+    parse_npy(&store.get(&url).await.unwrap(), &url)
+        .unwrap()
+        .to_f64()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_temporal_rsa_matches_brute_force_between_recordings() {
+    let store = Store::new();
+    let base = "memory://rsa/xt";
+    let mut rng = Rng::new(9);
+    let n = 14;
+    let category: Vec<f64> = (0..n).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+    // the same structure at times 2..4 of the first recording and 1..2 of the second
+    let recording = |rng: &mut Rng, times: usize, channels: usize, on: std::ops::Range<usize>| {
+        let mut x: Array3<f64> = rng.normal_array((times, n, channels));
+        for t in on {
+            for ch in 0..channels {
+                let w = rng.normal();
+                (0..n).for_each(|i| x[(t, i, ch)] += 3.0 * w * category[i]);
+            }
+        }
+        x
+    };
+    let meg = recording(&mut rng, 6, 8, 2..4);
+    let eeg = recording(&mut rng, 4, 5, 1..2);
+    put(&store, join_url(base, "meg.npy"), &meg).await;
+    put(&store, join_url(base, "eeg.npy"), &eeg).await;
+    let model =
+        Array2::from_shape_fn((n, n), |(a, b)| f64::from(u8::from(category[a] != category[b])));
+    put(&store, join_url(base, "parity.npy"), &model).await;
+    let job = |method: &str| {
+        format!(
+            "name = \"xt\"\noutput = \"out\"\n[rsa]\nmodels = {{ parity = \"parity.npy\" }}\n[time_resolved]\ndata = \"meg.npy\"\ncross_data = \"eeg.npy\"\ncompare = \"{method}\"\n[permutation]\nn = 40\nseed = 2\n[execution]\npermutations_per_task = 15\n"
+        )
+    };
+    for method in [CompareMethod::Spearman, CompareMethod::KendallTauA] {
+        common::run_embedded(&store, base, &job(method.as_str()), 2).await.unwrap();
+        let rho = matrix(&store, join_url(base, "out/cross_temporal/rho.npy")).await;
+        let p = matrix(&store, join_url(base, "out/cross_temporal/p.npy")).await;
+        let p_fwe = matrix(&store, join_url(base, "out/cross_temporal/p_fwe.npy")).await;
+        assert_eq!(rho.dim(), (6, 4));
+        let rdms = |x: &Array3<f64>| -> Vec<Array1<f64>> {
+            x.outer_iter().map(|t| rdm(t, RdmMethod::Correlation).unwrap()).collect()
+        };
+        let (a, b) = (rdms(&meg), rdms(&eeg));
+        // brute force: relabel the second recording's RDMs, compare every pair of times
+        let nulls: Vec<Array2<f64>> = (0..40)
+            .map(|k| {
+                let perm = permutation(n, &Scheme::Free, 2, k);
+                Array2::from_shape_fn((6, 4), |(i, j)| {
+                    let relabelled = permute_condensed(b[j].view(), n, &perm).unwrap();
+                    compare(a[i].view(), relabelled.view(), method).unwrap()
+                })
+            })
+            .collect();
+        for ((i, j), &r) in rho.indexed_iter() {
+            let want = compare(a[i].view(), b[j].view(), method).unwrap();
+            assert!((r - want).abs() < 1e-12, "{method:?} ({i}, {j}): {r} vs {want}");
+            let ge = nulls.iter().filter(|m| m[(i, j)] >= r).count();
+            assert!((p[(i, j)] - (1 + ge) as f64 / 41.0).abs() < 1e-12);
+            let ge_max = nulls.iter().filter(|m| m.fold(f64::MIN, |x, &y| x.max(y)) >= r).count();
+            assert!((p_fwe[(i, j)] - (1 + ge_max) as f64 / 41.0).abs() < 1e-12);
+        }
+        // where both recordings carry the structure, it survives the correction
+        assert!(p_fwe[(2, 1)] < 0.05 && p_fwe[(3, 1)] < 0.05, "{p_fwe}");
     }
 }

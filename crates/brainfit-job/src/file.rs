@@ -5,7 +5,7 @@
 //! cross-checks live in [`crate::spec`].
 
 use brainfit_kernels::compare::CompareMethod;
-use brainfit_kernels::rdm::RdmMethod;
+use brainfit_kernels::rdm::{NoisePrecision, RdmMethod};
 use brainfit_kernels::score::ScoreKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -57,6 +57,9 @@ pub struct DataFile {
     /// Repeated measurements of the brain data (`.npy`, each shaped like it), for the
     /// encoding noise ceiling.
     pub repeats: Option<Vec<String>>,
+    /// Condition label per sample (`.npy` of integers or an inline list): RSA is then over
+    /// the distinct conditions (crossnobis, or the condition means).
+    pub conditions: Option<GroupsFile>,
 }
 
 /// Group labels: a URL or an inline list.
@@ -217,6 +220,8 @@ pub struct SearchlightFile {
     pub min_voxels: Option<usize>,
     /// RDM method for brain and model RDMs.
     pub rdm: Option<RdmMethod>,
+    /// Noise precision of crossnobis RDMs.
+    pub noise: Option<NoisePrecision>,
     /// RDM comparison method.
     pub compare: Option<CompareMethod>,
 }
@@ -236,8 +241,66 @@ pub struct RsaFile {
     pub models: BTreeMap<String, String>,
     /// RDM method for computed RDMs.
     pub rdm: Option<RdmMethod>,
+    /// Noise precision of crossnobis RDMs.
+    pub noise: Option<NoisePrecision>,
     /// Comparison methods.
     pub compare: Option<Vec<CompareMethod>>,
+    /// Noise ceilings: group name -> the `brain_rdms` entries of its subjects.
+    #[serde(default)]
+    pub ceiling: BTreeMap<String, Vec<String>>,
+    /// Variance partitioning of the brain RDMs over 2 or 3 models.
+    pub partition: Option<Vec<String>>,
+    /// Reweighted RSA: set name -> the models it weights.
+    #[serde(default)]
+    pub reweight: BTreeMap<String, ReweightFile>,
+    /// Unit weighting: name -> the feature space whose units (or components) are weighted.
+    #[serde(default)]
+    pub unit_weighting: BTreeMap<String, UnitWeightingFile>,
+    /// Remixed RSA: name -> a classifier trained on a layer, whose decision values make a model.
+    #[serde(default)]
+    pub remix: BTreeMap<String, RemixFile>,
+}
+
+/// `[rsa.reweight.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReweightFile {
+    /// The models weighted (given, feature spaces or remixed).
+    pub models: Vec<String>,
+    /// Cross-validation folds over conditions.
+    pub folds: Option<usize>,
+    /// Seed of the conditions' assignment to folds.
+    pub seed: Option<u64>,
+}
+
+/// `[rsa.unit_weighting.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitWeightingFile {
+    /// The feature space.
+    pub space: String,
+    /// Weight its first k principal components instead of its units.
+    pub components: Option<usize>,
+    /// Cross-validation folds over conditions.
+    pub folds: Option<usize>,
+    /// Seed of the conditions' assignment to folds.
+    pub seed: Option<u64>,
+}
+
+/// `[rsa.remix.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemixFile {
+    /// The feature space holding the experiment's stimuli's activations.
+    pub space: String,
+    /// Activations of the training images (`[n_train, ...]`, the same units).
+    pub train: String,
+    /// Category label per training image (`.npy` of integers).
+    pub labels: String,
+    /// Regularisation strengths C to choose from by inner cross-validation.
+    pub cs: Option<Vec<f64>>,
+    /// Inner cross-validation folds (stratified).
+    pub folds: Option<usize>,
 }
 
 /// `[time_resolved]`.
@@ -250,6 +313,11 @@ pub struct TimeResolvedFile {
     pub rdm: Option<RdmMethod>,
     /// Comparison method.
     pub compare: Option<CompareMethod>,
+    /// Cross-temporal RSA: the time x time matrix of brain RDMs.
+    pub cross_temporal: Option<bool>,
+    /// A second recording (`[n_times2, n_conditions, n_channels]`) for cross-temporal RSA
+    /// between recordings.
+    pub cross_data: Option<String>,
 }
 
 /// `[permutation]`.

@@ -67,6 +67,8 @@ pub struct SubjectInventory {
     pub f64_data: bool,
     /// Feature spaces with their number of features.
     pub spaces: Vec<(SpaceRef, usize)>,
+    /// Number of conditions RSA compares: the distinct `[data] conditions`, else the samples.
+    pub n_conditions: usize,
 }
 
 /// Inventory of every subject of a job.
@@ -304,22 +306,94 @@ pub async fn load_space(store: &Store, space: &SpaceRef, as_f64: bool) -> Result
     to_matrix(&array, &name, as_f64)
 }
 
+/// A remixed model's training set: the training images' activations (`[n_train, ...]`,
+/// flattened, f64) and their integer category labels, checked against each other.
+pub async fn load_remix_training(
+    store: &Store,
+    remix: &crate::spec::RemixSpec,
+) -> Result<(Matrix, Vec<i64>)> {
+    let space = SpaceRef { name: "remix".into(), url: remix.train.clone(), key: None };
+    let train = load_space(store, &space, true).await?;
+    let a = parse_npy(&store.get(&remix.labels).await?, &remix.labels)?;
+    if a.shape().len() != 1 {
+        return Err(input_err(
+            &remix.labels,
+            format!("labels must be 1-D, got shape {:?}", a.shape()),
+        ));
+    }
+    let labels: Vec<i64> = a.to_i64(&remix.labels)?.iter().copied().collect();
+    let n_train = match &train {
+        Matrix::F32(x) => x.nrows(),
+        Matrix::F64(x) => x.nrows(),
+    };
+    if labels.len() != n_train {
+        return Err(input_err(
+            &remix.labels,
+            format!(
+                "has {} labels but the training activations ({}) have {n_train} images",
+                labels.len(),
+                remix.train
+            ),
+        ));
+    }
+    Ok((train, labels))
+}
+
 /// Group labels of a subject, checked against the number of samples.
 pub async fn load_groups(
     store: &Store,
     subject: &SubjectSpec,
     n_samples: usize,
 ) -> Result<Option<Vec<i64>>> {
-    let (groups, name) = match &subject.groups {
+    load_labels(store, subject, &subject.groups, "groups", n_samples).await
+}
+
+/// A subject's condition labels (`[data] conditions`), checked as [`load_groups`] does.
+pub async fn load_conditions(
+    store: &Store,
+    subject: &SubjectSpec,
+    n_samples: usize,
+) -> Result<Option<Vec<i64>>> {
+    load_labels(store, subject, &subject.conditions, "conditions", n_samples).await
+}
+
+/// The observation design of a subject with `[data] conditions` (and its groups as runs).
+pub async fn load_design(
+    store: &Store,
+    subject: &SubjectSpec,
+    n_samples: usize,
+) -> Result<Option<brainfit_kernels::rdm::ObservationDesign>> {
+    let Some(conditions) = load_conditions(store, subject, n_samples).await? else {
+        return Ok(None);
+    };
+    let runs = load_groups(store, subject, n_samples).await?.unwrap_or_else(|| vec![0; n_samples]);
+    let url = match &subject.conditions {
+        Some(GroupsSpec::Url(u)) => u.clone(),
+        _ => "[data] conditions".into(),
+    };
+    let design = brainfit_kernels::rdm::ObservationDesign::new(conditions, runs)
+        .map_err(|e| input_err(&url, e.to_string()))?;
+    Ok(Some(design))
+}
+
+/// Integer labels per sample (`[data] <what>`): an inline list or a 1-D `.npy`.
+async fn load_labels(
+    store: &Store,
+    subject: &SubjectSpec,
+    labels: &Option<GroupsSpec>,
+    what: &str,
+    n_samples: usize,
+) -> Result<Option<Vec<i64>>> {
+    let (groups, name) = match labels {
         None => return Ok(None),
-        Some(GroupsSpec::List(l)) => (l.clone(), "[data] groups".to_string()),
+        Some(GroupsSpec::List(l)) => (l.clone(), format!("[data] {what}")),
         Some(GroupsSpec::Url(url)) => {
             let bytes = store.get(url).await?;
             let a = parse_npy(&bytes, url)?;
             if a.shape().len() != 1 {
                 return Err(input_err(
                     url,
-                    format!("groups must be 1-D, got shape {:?}", a.shape()),
+                    format!("{what} must be 1-D, got shape {:?}", a.shape()),
                 ));
             }
             (a.to_i64(url)?.iter().copied().collect(), url.clone())
@@ -377,7 +451,13 @@ async fn inspect_without_brain(
         }
         spaces.push((space, shape[1..].iter().product()));
     }
-    let inv = SubjectInventory { n_samples, n_voxels: 0, f64_data: true, spaces };
+    let inv = SubjectInventory {
+        n_samples,
+        n_voxels: 0,
+        f64_data: true,
+        spaces,
+        n_conditions: n_samples,
+    };
     check_rsa_inputs(store, spec, subject, &inv).await?;
     Ok(inv)
 }
@@ -564,7 +644,12 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
             }
             spaces.push((space, p));
         }
-        let inv = SubjectInventory { n_samples, n_voxels, f64_data, spaces };
+        let design = load_design(store, subject, n_samples).await?;
+        if let Some(d) = &design {
+            check_crossnobis_design(spec, subject, d)?;
+        }
+        let n_conditions = design.as_ref().map_or(n_samples, |d| d.n_conditions());
+        let inv = SubjectInventory { n_samples, n_voxels, f64_data, spaces, n_conditions };
         check_rsa_inputs(store, spec, subject, &inv).await?;
         subjects.push(inv);
     }
@@ -641,6 +726,43 @@ pub fn roi_columns(mask: &Mask, roi: &Mask, roi_url: &str) -> Result<Vec<usize>>
     Ok(cols)
 }
 
+/// A crossnobis RDM cross-validates over runs: every condition must be measured in every run
+/// (and there must be 2 runs), checked before any task.
+fn check_crossnobis_design(
+    spec: &JobSpec,
+    subject: &SubjectSpec,
+    design: &brainfit_kernels::rdm::ObservationDesign,
+) -> Result<()> {
+    use brainfit_kernels::rdm::RdmMethod::Crossnobis;
+    let crossnobis = spec.rsa.as_ref().is_some_and(|r| r.rdm == Crossnobis && !r.rois.is_empty())
+        || spec.searchlight.as_ref().is_some_and(|s| s.rdm == Crossnobis);
+    if !crossnobis {
+        return Ok(());
+    }
+    let mut runs = design.runs.clone();
+    runs.sort_unstable();
+    runs.dedup();
+    let cells: std::collections::HashSet<(i64, i64)> =
+        design.conditions.iter().copied().zip(design.runs.iter().copied()).collect();
+    let missing = runs
+        .iter()
+        .flat_map(|&r| design.labels.iter().map(move |&c| (c, r)))
+        .find(|cell| !cells.contains(cell));
+    let problem = match (runs.len(), missing) {
+        (n, _) if n < 2 => format!("crossnobis needs at least 2 runs ([data] groups), got {n}"),
+        (_, Some((c, r))) => {
+            format!(
+                "crossnobis needs every condition in every run: condition {c} is not in run {r}"
+            )
+        }
+        _ => return Ok(()),
+    };
+    Err(JobError::Invalid {
+        file: spec.source_name.clone(),
+        message: format!("{problem} ({})", subject.label()),
+    })
+}
+
 /// Number of conditions of an RDM file, for shape checks.
 async fn rdm_conditions(store: &Store, url: &str) -> Result<usize> {
     let v = load_rdm(store, url).await?;
@@ -654,7 +776,7 @@ pub(crate) async fn check_rsa_inputs(
     subject: &SubjectSpec,
     inv: &SubjectInventory,
 ) -> Result<()> {
-    let n = inv.n_samples;
+    let n = inv.n_conditions;
     let mut files: Vec<&String> = Vec::new();
     if let Some(r) = &spec.rsa {
         files.extend(r.models.values());
@@ -680,7 +802,10 @@ pub(crate) async fn check_rsa_inputs(
         if k != n {
             return Err(input_err(
                 url,
-                format!("RDM of {k} conditions, but the brain data has {n} conditions (samples)"),
+                format!(
+                    "RDM of {k} conditions, but the brain data has {n} conditions ({})",
+                    if subject.conditions.is_some() { "[data] conditions" } else { "samples" }
+                ),
             ));
         }
     }
@@ -724,6 +849,17 @@ pub(crate) async fn check_rsa_inputs(
                 &t.data,
                 format!("has {} conditions, but the models have {n}", shape[1]),
             ));
+        }
+        if let Some(url) = &t.cross_data {
+            let (second, _) = npy_shape(store, url).await?;
+            if second.len() != 3 || second[1] != n {
+                return Err(input_err(
+                    url,
+                    format!(
+                        "the second recording must be [n_times, {n} conditions, n_channels], got {second:?}"
+                    ),
+                ));
+            }
         }
     }
     Ok(())

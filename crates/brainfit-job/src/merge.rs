@@ -9,7 +9,7 @@ use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
 use crate::plan::{Analysis, Task, brain_rdm_names, model_names};
 use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
-use crate::stats::{MapBlock, MergedMaps, merge_blocks};
+use crate::stats::{CROSS_TEMPORAL_PREFIX, MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
     BestSpaceSummary, CeilingSummary, DecodingSummary, EncodingSummary, MapStats, MapSummary,
     PartitionSummary, Peak, PermutationSummary, RsaRow, SearchlightDecodingSummary, SubjectSummary,
@@ -841,7 +841,7 @@ async fn merge_time_resolved(
     t: &TimeResolvedSpec,
     inventory: &Inventory,
     done: &[(&Task, &Part)],
-) -> Result<BTreeMap<String, MapSummary>> {
+) -> Result<TimeResolvedMerged> {
     let n_perms = spec.permutation.map(|p| p.n);
     let models = model_names(spec, &inventory.subjects[0]);
     let mut blocks = Vec::new();
@@ -854,12 +854,12 @@ async fn merge_time_resolved(
         }
     }
     let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
-    let mut summary = BTreeMap::new();
+    let mut summary = TimeResolvedMerged::default();
     for (m, name) in models.iter().enumerate() {
         let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
         put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
         put_null_npys(outputs, &urls, &maps, m).await?;
-        summary.insert(
+        summary.models.insert(
             name.clone(),
             MapSummary {
                 compare: t.compare.as_str().into(),
@@ -869,7 +869,58 @@ async fn merge_time_resolved(
             },
         );
     }
+    if t.cross_temporal {
+        summary.cross_temporal = Some(merge_cross_temporal(outputs, spec, t, done).await?);
+    }
     Ok(summary)
+}
+
+/// What the time-resolved merge writes into the summary.
+#[derive(Default)]
+struct TimeResolvedMerged {
+    models: BTreeMap<String, MapSummary>,
+    cross_temporal: Option<MapSummary>,
+}
+
+/// Cross-temporal RSA: the `[n_times, n_times₂]` matrix and its p-values as 2-D `.npy`,
+/// family-wise corrected over the whole matrix.
+async fn merge_cross_temporal(
+    outputs: &StagedOutputs<'_>,
+    spec: &JobSpec,
+    t: &TimeResolvedSpec,
+    done: &[(&Task, &Part)],
+) -> Result<MapSummary> {
+    let n_perms = spec.permutation.map(|p| p.n);
+    let mut blocks = Vec::new();
+    let mut shape = (0, 0);
+    for (task, p) in done {
+        if let Task::TimeResolved { perms } = task {
+            let block = MapBlock::read_as(p, CROSS_TEMPORAL_PREFIX)?;
+            let (_, dims) = p.get(&format!("{CROSS_TEMPORAL_PREFIX}shape"))?;
+            shape = (dims[0] as usize, dims[1] as usize);
+            blocks.push(([0, block.value.ncols()], *perms, block));
+        }
+    }
+    let maps = merge_blocks(&blocks, 1, shape.0 * shape.1, n_perms)?;
+    let urls = MapUrls { spec, subject: None, dir: MapDir::CrossTemporal };
+    let matrix = |row: ArrayView1<'_, f64>| -> Result<bytes::Bytes> {
+        let m = row.to_owned().into_shape_with_order(shape).map_err(|e| {
+            JobError::Corrupt(format!("cross-temporal matrix of {} values: {e}", row.len()))
+        })?;
+        Ok(write_npy(&m.view()).into())
+    };
+    outputs.put(&urls.npy(MapFile::Rho)?, matrix(maps.value.row(0))?).await?;
+    if let (Some(p), Some(pf), Some(nm)) = (&maps.p, &maps.p_fwe, &maps.null_max) {
+        outputs.put(&urls.npy(MapFile::P)?, matrix(p.row(0))?).await?;
+        outputs.put(&urls.npy(MapFile::PFwe)?, matrix(pf.row(0))?).await?;
+        put_npy(outputs, &urls.npy(MapFile::NullMax)?, nm.row(0)).await?;
+    }
+    Ok(MapSummary {
+        compare: t.compare.as_str().into(),
+        rdm: t.rdm.as_str().into(),
+        rho: map_stats(maps.value.row(0)),
+        significant_fwe_05: significant(&maps, 0),
+    })
 }
 
 /// Writes every output of the job from the tasks' parts (same order as `tasks`) and returns
@@ -935,7 +986,7 @@ pub async fn write_outputs(
     }
     let time_resolved_summary = match &spec.time_resolved {
         Some(t) => merge_time_resolved(outputs, spec, t, inventory, &done).await?,
-        None => BTreeMap::new(),
+        None => TimeResolvedMerged::default(),
     };
     let summary = Summary {
         brainfit_version: env!("CARGO_PKG_VERSION").into(),
@@ -951,7 +1002,8 @@ pub async fn write_outputs(
         }),
         subjects: subjects_summary,
         tasks: tasks.len(),
-        time_resolved: time_resolved_summary,
+        time_resolved: time_resolved_summary.models,
+        cross_temporal: time_resolved_summary.cross_temporal,
         warnings,
         workers: info.workers,
     };

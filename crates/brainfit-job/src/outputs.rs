@@ -92,6 +92,8 @@ pub mod layout {
         TimeResolved(&'a str),
         /// `decoding/<source>/<space>/`: one feature space decoded from one source.
         Decoding(&'a str, &'a str),
+        /// `cross_temporal/` (at the output's root): the time x time matrix.
+        CrossTemporal,
     }
 
     /// The files of a map directory.
@@ -137,6 +139,7 @@ pub mod layout {
                 MapDir::Searchlight(model) => format!("searchlight/{model}"),
                 MapDir::TimeResolved(model) => format!("time_resolved/{model}"),
                 MapDir::Decoding(source, space) => format!("decoding/{source}/{space}"),
+                MapDir::CrossTemporal => "cross_temporal".into(),
             }
         }
 

@@ -404,6 +404,7 @@ permutations_per_task = 3
             n_voxels: 1000,
             f64_data: false,
             spaces: vec![space("a"), space("b")],
+            n_conditions: 20,
         };
         let inventory = Inventory { subjects: vec![subject.clone(), subject], warnings: vec![] };
         let tasks = plan(&spec, &inventory);

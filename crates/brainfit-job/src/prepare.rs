@@ -73,6 +73,7 @@ async fn copy_in_blocks(
         groups: None,
         features: Default::default(),
         repeats: Vec::new(),
+        conditions: None,
     };
     // a NIfTI image is compressed: decoded whole, once; a .npy is read a block at a time
     let (whole, n, v, f64_data) = if inputs::is_nifti(brain) {

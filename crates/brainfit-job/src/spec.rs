@@ -13,7 +13,7 @@ use brainfit_kernels::compare::CompareMethod;
 use brainfit_kernels::cv::CvScheme;
 use brainfit_kernels::encoder::EncoderSpec;
 use brainfit_kernels::permutation::Scheme;
-use brainfit_kernels::rdm::RdmMethod;
+use brainfit_kernels::rdm::{NoisePrecision, RdmMethod};
 use brainfit_kernels::ridge::{SpectralModel, SpectralSpec, VOXEL_BATCH};
 use brainfit_kernels::score::ScoreKind;
 use std::collections::BTreeMap;
@@ -65,6 +65,8 @@ pub struct SubjectSpec {
     pub features: BTreeMap<String, String>,
     /// Repeated measurements of the brain data (`.npy` URLs), for the noise ceiling.
     pub repeats: Vec<String>,
+    /// Condition label per sample: RSA over the distinct conditions.
+    pub conditions: Option<GroupsSpec>,
 }
 
 impl SubjectSpec {
@@ -270,6 +272,8 @@ pub struct SearchlightSpec {
     pub min_voxels: usize,
     /// RDM method.
     pub rdm: RdmMethod,
+    /// Noise precision of crossnobis RDMs.
+    pub noise: NoisePrecision,
     /// Comparison method.
     pub compare: CompareMethod,
 }
@@ -285,8 +289,71 @@ pub struct RsaSpec {
     pub models: BTreeMap<String, String>,
     /// RDM method for computed RDMs.
     pub rdm: RdmMethod,
+    /// Noise precision of crossnobis RDMs.
+    pub noise: NoisePrecision,
     /// Comparison methods.
     pub compare: Vec<CompareMethod>,
+    /// Noise ceilings (Nili et al. 2014): group name -> its subjects' `brain_rdms` entries.
+    pub ceiling: BTreeMap<String, Vec<String>>,
+    /// Variance partitioning (Bankson, Hebart et al. 2018) over these 2 or 3 models.
+    pub partition: Vec<String>,
+    /// Reweighted RSA sets, by name.
+    pub reweight: BTreeMap<String, ReweightSpec>,
+    /// Unit weightings, by name.
+    pub unit_weighting: BTreeMap<String, UnitWeightingSpec>,
+    /// Remixed models, by name.
+    pub remix: BTreeMap<String, RemixSpec>,
+}
+
+/// Checked `[rsa.reweight.<name>]`: a non-negative combination of model RDMs, cross-validated
+/// over conditions (Khaligh-Razavi & Kriegeskorte 2014).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReweightSpec {
+    /// The models weighted.
+    pub models: Vec<String>,
+    /// Folds over conditions.
+    pub folds: usize,
+    /// Seed of the folds.
+    pub seed: u64,
+}
+
+/// Checked `[rsa.unit_weighting.<name>]` (Peterson, Abbott & Griffiths 2018).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitWeightingSpec {
+    /// The feature space.
+    pub space: String,
+    /// Principal components weighted instead of units.
+    pub components: Option<usize>,
+    /// Folds over conditions.
+    pub folds: usize,
+    /// Seed of the folds.
+    pub seed: u64,
+}
+
+/// Checked `[rsa.remix.<name>]` (Khaligh-Razavi & Kriegeskorte 2014; Storrs et al. 2021).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemixSpec {
+    /// The feature space of the experiment's stimuli.
+    pub space: String,
+    /// Training images' activations (URL).
+    pub train: String,
+    /// Training images' category labels (URL).
+    pub labels: String,
+    /// Regularisation strengths to choose from.
+    pub cs: Vec<f64>,
+    /// Inner folds.
+    pub folds: usize,
+}
+
+/// Folds over conditions by default for reweighting and unit weighting.
+pub const DEFAULT_CONDITION_FOLDS: usize = 5;
+
+impl RsaSpec {
+    /// Names of the fitted models (reweighted sets, then unit weightings), each of which adds
+    /// `<name>` and `<name>.unweighted` to the comparisons.
+    pub fn fitted_names(&self) -> Vec<String> {
+        self.reweight.keys().chain(self.unit_weighting.keys()).cloned().collect()
+    }
 }
 
 /// Checked `[time_resolved]`.
@@ -298,6 +365,10 @@ pub struct TimeResolvedSpec {
     pub rdm: RdmMethod,
     /// Comparison method.
     pub compare: CompareMethod,
+    /// Cross-temporal RSA (the time x time matrix of brain RDMs).
+    pub cross_temporal: bool,
+    /// The second recording of cross-temporal RSA between recordings.
+    pub cross_data: Option<String>,
 }
 
 /// How labels are permuted (the kernels' [`Scheme`] without the group labels, which come
@@ -512,6 +583,10 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
         }),
         features: file.features.iter().chain(extra).map(|(k, v)| (k.clone(), resolve(v))).collect(),
         repeats: d.repeats.iter().flatten().map(|r| resolve(r)).collect(),
+        conditions: d.conditions.as_ref().map(|g| match g {
+            GroupsFile::Url(u) => GroupsSpec::Url(resolve(u)),
+            GroupsFile::List(l) => GroupsSpec::List(l.clone()),
+        }),
     };
     let mut subjects = Vec::new();
     match (&file.data, &file.subjects) {
@@ -545,6 +620,7 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
                 groups: None,
                 features: file.features.iter().map(|(k, v)| (k.clone(), resolve(v))).collect(),
                 repeats: Vec::new(),
+                conditions: None,
             });
         }
     }
@@ -834,33 +910,61 @@ fn parse_searchlight(s: &SearchlightFile, subjects: &[SubjectSpec]) -> Checked<S
         return Err(format!("[searchlight] needs a mask, and {} has none", s.label()));
     }
     let rdm = s.rdm.unwrap_or(RdmMethod::Correlation);
-    if rdm == RdmMethod::Crossnobis {
-        return Err(
-            "[searchlight] rdm = \"crossnobis\" is not supported in searchlights yet".into()
-        );
-    }
+    let noise = check_rdm("[searchlight]", rdm, s.noise, subjects)?;
     Ok(SearchlightSpec {
         radius,
         min_voxels: s.min_voxels.unwrap_or(10).max(1),
         rdm,
+        noise,
         compare: s.compare.unwrap_or(CompareMethod::Spearman),
     })
 }
 
+/// The noise precision of an analysis's RDMs: crossnobis needs condition and run labels for
+/// every subject; `noise` applies to crossnobis only.
+fn check_rdm(
+    table: &str,
+    rdm: RdmMethod,
+    noise: Option<NoisePrecision>,
+    subjects: &[SubjectSpec],
+) -> Checked<NoisePrecision> {
+    if rdm == RdmMethod::Crossnobis {
+        let unlabelled = subjects.iter().find(|s| s.conditions.is_none() || s.groups.is_none());
+        if let Some(s) = unlabelled {
+            return Err(format!(
+                "{table} rdm = \"crossnobis\" needs [data] conditions (the condition of each sample) and groups (its run), and {} lacks them",
+                s.label()
+            ));
+        }
+    } else if let Some(n) = noise {
+        return Err(format!(
+            "{table} noise = \"{}\" applies to rdm = \"crossnobis\" only",
+            n.as_str()
+        ));
+    }
+    Ok(noise.unwrap_or_default())
+}
+
+/// Folds over conditions: at least 2, default [`DEFAULT_CONDITION_FOLDS`].
+fn condition_folds(what: &str, folds: Option<usize>) -> Checked<usize> {
+    match folds.unwrap_or(DEFAULT_CONDITION_FOLDS) {
+        k if k >= 2 => Ok(k),
+        k => Err(format!("{what} folds must be at least 2, got {k}")),
+    }
+}
+
 /// `[rsa]`: names checked, RDMs it can compute, no two outputs sharing a path.
-fn parse_rsa(r: &RsaFile, resolve: &impl Fn(&str) -> String) -> Checked<RsaSpec> {
+fn parse_rsa(
+    r: &RsaFile,
+    subjects: &[SubjectSpec],
+    resolve: &impl Fn(&str) -> String,
+) -> Checked<RsaSpec> {
     let compare = r.compare.clone().unwrap_or_else(|| vec![CompareMethod::Spearman]);
     if compare.is_empty() {
         return Err("[rsa] compare must list at least one method".into());
     }
     let rdm = r.rdm.unwrap_or(RdmMethod::Correlation);
-    if rdm == RdmMethod::Crossnobis {
-        return Err(
-            "[rsa] rdm = \"crossnobis\" is not available in jobs yet (it needs condition and run labels per \
-             observation); the kernel exists in brainfit-kernels (rdm::crossnobis)"
-                .into(),
-        );
-    }
+    let noise = check_rdm("[rsa]", rdm, r.noise, subjects)?;
     for (table, names) in [("brain_rdms", &r.brain_rdms), ("rois", &r.rois), ("models", &r.models)]
     {
         for name in names.keys() {
@@ -874,6 +978,87 @@ fn parse_rsa(r: &RsaFile, resolve: &impl Fn(&str) -> String) -> Checked<RsaSpec>
             crate::outputs::layout::rsa_rdm(name)
         ));
     }
+    for (group, members) in &r.ceiling {
+        check_name("[rsa] ceiling", group)?;
+        if r.brain_rdms.contains_key(group) || r.rois.contains_key(group) {
+            return Err(format!(
+                "[rsa] ceiling {group:?} has the name of a brain RDM: they would share rows of rsa/compare.csv"
+            ));
+        }
+        if members.len() < 2 {
+            return Err(format!(
+                "[rsa] ceiling {group:?}: a noise ceiling needs the RDMs of at least 2 subjects"
+            ));
+        }
+        for (i, m) in members.iter().enumerate() {
+            if !r.brain_rdms.contains_key(m) {
+                return Err(format!(
+                    "[rsa] ceiling {group:?}: {m:?} is not an entry of [rsa] brain_rdms"
+                ));
+            }
+            if members[..i].contains(m) {
+                return Err(format!("[rsa] ceiling {group:?} lists {m:?} twice"));
+            }
+        }
+    }
+    let partition = r.partition.clone().unwrap_or_default();
+    if r.partition.is_some() {
+        let distinct: std::collections::BTreeSet<&String> = partition.iter().collect();
+        if !(2..=3).contains(&partition.len()) || distinct.len() != partition.len() {
+            return Err(format!("[rsa] partition needs 2 or 3 distinct models, got {partition:?}"));
+        }
+    }
+    let mut reweight = BTreeMap::new();
+    for (name, w) in &r.reweight {
+        check_name("[rsa] reweight", name)?;
+        let distinct: std::collections::BTreeSet<&String> = w.models.iter().collect();
+        if w.models.len() < 2 || distinct.len() != w.models.len() {
+            return Err(format!(
+                "[rsa.reweight.{name}] models needs at least 2 distinct models, got {:?}",
+                w.models
+            ));
+        }
+        let folds = condition_folds(&format!("[rsa.reweight.{name}]"), w.folds)?;
+        let spec = ReweightSpec { models: w.models.clone(), folds, seed: w.seed.unwrap_or(0) };
+        reweight.insert(name.clone(), spec);
+    }
+    let mut unit_weighting = BTreeMap::new();
+    for (name, u) in &r.unit_weighting {
+        check_name("[rsa] unit_weighting", name)?;
+        if reweight.contains_key(name) {
+            return Err(format!("[rsa] {name:?} is both a reweight and a unit_weighting entry"));
+        }
+        if u.components == Some(0) {
+            return Err(format!("[rsa.unit_weighting.{name}] components must be at least 1"));
+        }
+        let folds = condition_folds(&format!("[rsa.unit_weighting.{name}]"), u.folds)?;
+        let spec = UnitWeightingSpec {
+            space: u.space.clone(),
+            components: u.components,
+            folds,
+            seed: u.seed.unwrap_or(0),
+        };
+        unit_weighting.insert(name.clone(), spec);
+    }
+    let mut remix = BTreeMap::new();
+    for (name, m) in &r.remix {
+        check_name("[rsa] remix", name)?;
+        let cs = m.cs.clone().unwrap_or_else(|| vec![0.01, 0.1, 1.0, 10.0, 100.0]);
+        if cs.is_empty() || cs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(format!(
+                "[rsa.remix.{name}] cs must be a non-empty list of positive numbers, got {cs:?}"
+            ));
+        }
+        let folds = condition_folds(&format!("[rsa.remix.{name}]"), m.folds)?;
+        let spec = RemixSpec {
+            space: m.space.clone(),
+            train: resolve(&m.train),
+            labels: resolve(&m.labels),
+            cs,
+            folds,
+        };
+        remix.insert(name.clone(), spec);
+    }
     let urls =
         |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| (k.clone(), resolve(v))).collect();
     Ok(RsaSpec {
@@ -881,7 +1066,13 @@ fn parse_rsa(r: &RsaFile, resolve: &impl Fn(&str) -> String) -> Checked<RsaSpec>
         rois: urls(&r.rois),
         models: urls(&r.models),
         rdm,
+        noise,
         compare,
+        ceiling: r.ceiling.clone(),
+        partition,
+        reweight,
+        unit_weighting,
+        remix,
     })
 }
 
@@ -894,10 +1085,15 @@ fn parse_time_resolved(
     if rdm == RdmMethod::Crossnobis {
         return Err("[time_resolved] rdm = \"crossnobis\" is not supported yet".into());
     }
+    if t.cross_temporal == Some(false) && t.cross_data.is_some() {
+        return Err("[time_resolved] cross_data is the second recording of cross-temporal RSA: it needs cross_temporal = true (or leave cross_temporal out)".into());
+    }
     Ok(TimeResolvedSpec {
         data: resolve(&t.data),
         rdm,
         compare: t.compare.unwrap_or(CompareMethod::Spearman),
+        cross_temporal: t.cross_temporal.unwrap_or(false) || t.cross_data.is_some(),
+        cross_data: t.cross_data.as_deref().map(resolve),
     })
 }
 
@@ -934,7 +1130,7 @@ impl JobSpec {
             section(&file.encoding, |e| parse_encoding(e, &subjects)).map_err(invalid)?;
         let searchlight =
             section(&file.searchlight, |s| parse_searchlight(s, &subjects)).map_err(invalid)?;
-        let rsa = section(&file.rsa, |r| parse_rsa(r, &resolve)).map_err(invalid)?;
+        let rsa = section(&file.rsa, |r| parse_rsa(r, &subjects, &resolve)).map_err(invalid)?;
         let mut rois = BTreeMap::new();
         for (name, url) in &file.rois {
             check_name("[rois]", name).map_err(invalid)?;
@@ -1019,8 +1215,10 @@ impl JobSpec {
         for s in &self.subjects {
             urls.extend(s.brain.as_deref());
             urls.extend(s.mask.as_deref());
-            if let Some(GroupsSpec::Url(u)) = &s.groups {
-                urls.push(u);
+            for labels in [&s.groups, &s.conditions] {
+                if let Some(GroupsSpec::Url(u)) = labels {
+                    urls.push(u);
+                }
             }
             urls.extend(s.features.values().map(String::as_str));
             urls.extend(s.repeats.iter().map(String::as_str));
@@ -1035,7 +1233,13 @@ impl JobSpec {
             );
         }
         urls.extend(self.rois.values().map(String::as_str));
-        urls.extend(self.time_resolved.as_ref().map(|t| t.data.as_str()));
+        if let Some(r) = &self.rsa {
+            urls.extend(r.remix.values().flat_map(|m| [m.train.as_str(), m.labels.as_str()]));
+        }
+        if let Some(t) = &self.time_resolved {
+            urls.push(&t.data);
+            urls.extend(t.cross_data.as_deref());
+        }
         urls
     }
 

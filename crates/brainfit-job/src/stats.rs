@@ -11,6 +11,10 @@ use crate::{JobError, Part, Result};
 use brainfit_kernels::permutation::{accumulate, p_fwe, p_values};
 use ndarray::{Array2, Axis, s};
 
+/// The names of the cross-temporal block in a time-resolved task's part (which also holds its
+/// `shape`, `[n_times, n_times₂]`).
+pub const CROSS_TEMPORAL_PREFIX: &str = "cross_temporal:";
+
 /// One task's share of some statistic maps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MapBlock {
@@ -93,18 +97,33 @@ impl MapBlock {
 
     /// Stores the block in a part.
     pub fn write(&self, part: &mut Part) {
-        put2(part, "value", &self.value);
+        self.write_as(part, "");
+    }
+
+    /// Writes the block into a part under names starting with `prefix`, so that one part can
+    /// carry several blocks.
+    pub fn write_as(&self, part: &mut Part, prefix: &str) {
+        put2(part, &format!("{prefix}value"), &self.value);
         if let (Some(c), Some(m)) = (&self.count_ge, &self.null_max) {
-            put2(part, "count_ge", c);
-            put2(part, "null_max", m);
+            put2(part, &format!("{prefix}count_ge"), c);
+            put2(part, &format!("{prefix}null_max"), m);
         }
     }
 
     /// Reads a block back from a part.
     pub fn read(part: &Part) -> Result<MapBlock> {
-        let value =
-            get2(part, "value")?.ok_or_else(|| JobError::Corrupt("part has no values".into()))?;
-        Ok(MapBlock { value, count_ge: get2(part, "count_ge")?, null_max: get2(part, "null_max")? })
+        Self::read_as(part, "")
+    }
+
+    /// Reads the block written with [`MapBlock::write_as`] under `prefix`.
+    pub fn read_as(part: &Part, prefix: &str) -> Result<MapBlock> {
+        let value = get2(part, &format!("{prefix}value"))?
+            .ok_or_else(|| JobError::Corrupt(format!("part has no {prefix}values")))?;
+        Ok(MapBlock {
+            value,
+            count_ge: get2(part, &format!("{prefix}count_ge"))?,
+            null_max: get2(part, &format!("{prefix}null_max"))?,
+        })
     }
 }
 

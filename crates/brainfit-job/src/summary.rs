@@ -29,6 +29,9 @@ pub struct Summary {
     pub tasks: usize,
     /// Time-resolved RSA per model.
     pub time_resolved: BTreeMap<String, MapSummary>,
+    /// Cross-temporal RSA (`[time_resolved] cross_temporal`): the time x time matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_temporal: Option<MapSummary>,
     /// Warnings for people (grid edges, few distinct permutations, stale outputs, ...).
     pub warnings: Vec<String>,
     /// Workers that computed tasks.

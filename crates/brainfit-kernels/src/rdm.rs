@@ -757,6 +757,150 @@ pub fn precision_shrinkage_diag(residuals: ArrayView2<'_, f64>) -> Result<Array2
     spd_inverse(cov.view())
 }
 
+/// The noise precision a crossnobis RDM is whitened with (job-file spellings `"none"`,
+/// `"diag"`, `"shrinkage_diag"`), estimated from the measurements' residuals about their
+/// condition means (rsatoolbox's `prec_from_residuals` on those residuals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoisePrecision {
+    /// No whitening: the Euclidean crossnobis distance.
+    #[default]
+    None,
+    /// Univariate noise normalisation: each channel divided by its residual variance.
+    Diag,
+    /// The residual covariance shrunk towards its diagonal ([`precision_shrinkage_diag`]).
+    ShrinkageDiag,
+}
+
+impl NoisePrecision {
+    /// The job-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoisePrecision::None => "none",
+            NoisePrecision::Diag => "diag",
+            NoisePrecision::ShrinkageDiag => "shrinkage_diag",
+        }
+    }
+}
+
+/// Observations of conditions over runs: which condition (and run) each row of the brain data
+/// measured. RDMs are then over the distinct conditions, in ascending label order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservationDesign {
+    /// Condition label per observation.
+    pub conditions: Vec<i64>,
+    /// Run label per observation (the cross-validation folds of crossnobis).
+    pub runs: Vec<i64>,
+    /// The distinct condition labels, ascending.
+    pub labels: Vec<i64>,
+    /// Each observation's condition, as an index into `labels`.
+    index: Vec<usize>,
+}
+
+impl ObservationDesign {
+    /// Checks the labels: equal lengths, at least 3 conditions.
+    pub fn new(conditions: Vec<i64>, runs: Vec<i64>) -> Result<Self> {
+        if conditions.len() != runs.len() {
+            return Err(KernelError::Shape(format!(
+                "{} condition labels but {} run labels",
+                conditions.len(),
+                runs.len()
+            )));
+        }
+        let mut labels = conditions.clone();
+        labels.sort_unstable();
+        labels.dedup();
+        if labels.len() < 3 {
+            return Err(KernelError::Shape(format!(
+                "RSA needs at least 3 conditions, the condition labels have {}",
+                labels.len()
+            )));
+        }
+        let index = conditions
+            .iter()
+            .map(|c| labels.binary_search(c).expect("a label of the list"))
+            .collect();
+        Ok(ObservationDesign { conditions, runs, labels, index })
+    }
+
+    /// Number of distinct conditions.
+    pub fn n_conditions(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// The mean pattern of each condition over its observations (`[n_conditions, n_channels]`,
+    /// rows in label order), accumulated in f64.
+    pub fn condition_means<T: Real>(&self, data: ArrayView2<'_, T>) -> Result<Array2<f64>> {
+        if data.nrows() != self.index.len() {
+            return Err(KernelError::Shape(format!(
+                "{} observations but {} condition labels",
+                data.nrows(),
+                self.index.len()
+            )));
+        }
+        let mut sums = Array2::<f64>::zeros((self.labels.len(), data.ncols()));
+        let mut counts = vec![0usize; self.labels.len()];
+        for (row, &c) in data.rows().into_iter().zip(&self.index) {
+            counts[c] += 1;
+            sums.row_mut(c).zip_mut_with(&row, |s, &v| *s += v.as_f64());
+        }
+        for (mut row, &k) in sums.rows_mut().into_iter().zip(&counts) {
+            row.mapv_inplace(|s| s / k as f64);
+        }
+        Ok(sums)
+    }
+
+    /// The RDM over conditions of observation patterns `data` (`[n_observations, n_channels]`):
+    /// crossnobis (leave one run out, whitened by `noise`), or any other method on the
+    /// condition means.
+    pub fn rdm<T: Real>(
+        &self,
+        data: ArrayView2<'_, T>,
+        method: RdmMethod,
+        noise: NoisePrecision,
+    ) -> Result<Array1<f64>> {
+        if method != RdmMethod::Crossnobis {
+            return rdm(self.condition_means(data)?.view(), method);
+        }
+        let precision = match noise {
+            NoisePrecision::None => None,
+            _ => {
+                let means = self.condition_means(data)?;
+                let mut residuals = data.mapv(Real::as_f64);
+                for (mut row, &c) in residuals.rows_mut().into_iter().zip(&self.index) {
+                    row -= &means.row(c);
+                }
+                Some(match noise {
+                    NoisePrecision::Diag => diag_precision(residuals.view())?,
+                    _ => precision_shrinkage_diag(residuals.view())?,
+                })
+            }
+        };
+        crossnobis(data, &self.conditions, &self.runs, precision.as_ref().map(|p| p.view()))
+    }
+}
+
+/// Univariate noise normalisation: `diag(1 / variance)` of the residuals' channels (variance
+/// about the column means, `m − 1` degrees of freedom, as rsatoolbox's `'diag'` estimate).
+fn diag_precision(residuals: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let m = residuals.nrows();
+    if m < 2 {
+        return Err(KernelError::Shape(format!("a noise estimate needs 2 residual rows, got {m}")));
+    }
+    let mean = residuals.sum_axis(ndarray::Axis(0)) / m as f64;
+    let mut out = Array2::<f64>::zeros((residuals.ncols(), residuals.ncols()));
+    for (c, col) in residuals.columns().into_iter().enumerate() {
+        let var = col.iter().map(|v| (v - mean[c]).powi(2)).sum::<f64>() / (m - 1) as f64;
+        if var.is_nan() || var <= 0.0 {
+            return Err(KernelError::Parameter(format!(
+                "noise precision: channel {c} has zero residual variance"
+            )));
+        }
+        out[(c, c)] = 1.0 / var;
+    }
+    Ok(out)
+}
+
 /// Inverse of a symmetric positive definite matrix through its Cholesky factor.
 fn spd_inverse(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
     let n = a.nrows();
@@ -1340,5 +1484,57 @@ mod tests {
         let (_, want) = fx::f64s(&fx::rsa("rdm_crossnobis.npy"));
         let got = crossnobis(x.view(), &conds, &runs, Some(own.view())).unwrap();
         assert!(max_abs_diff(got.as_slice().unwrap(), &want) < 1e-9);
+    }
+
+    #[test]
+    fn observation_design_averages_conditions_and_whitens_crossnobis() {
+        let mut rng = Rng::new(41);
+        // 4 conditions x 3 runs, two observations of each in every run, shuffled order
+        let mut obs: Vec<(i64, i64)> =
+            (0..24).map(|o| ([7, 3, 11, 5][o % 4], (o / 8) as i64)).collect();
+        rng.shuffle(&mut obs);
+        let (conds, runs): (Vec<i64>, Vec<i64>) = obs.iter().copied().unzip();
+        let data: Array2<f64> = rng.normal_array((24, 6));
+        let design = ObservationDesign::new(conds.clone(), runs.clone()).unwrap();
+        assert_eq!(design.labels, [3, 5, 7, 11]);
+        // condition means by a naive loop
+        let means = design.condition_means(data.view()).unwrap();
+        for (k, &label) in design.labels.iter().enumerate() {
+            let rows: Vec<usize> = (0..24).filter(|&o| conds[o] == label).collect();
+            for c in 0..6 {
+                let m = rows.iter().map(|&o| data[(o, c)]).sum::<f64>() / rows.len() as f64;
+                assert!((means[(k, c)] - m).abs() < 1e-14);
+            }
+        }
+        let corr = design.rdm(data.view(), RdmMethod::Correlation, NoisePrecision::None).unwrap();
+        assert_eq!(corr, rdm(means.view(), RdmMethod::Correlation).unwrap());
+        // residuals about the condition means, whitened as the precision kernels say
+        let mut residuals = data.clone();
+        for o in 0..24 {
+            let k = design.labels.iter().position(|&l| l == conds[o]).unwrap();
+            for c in 0..6 {
+                residuals[(o, c)] -= means[(k, c)];
+            }
+        }
+        let shrunk = precision_shrinkage_diag(residuals.view()).unwrap();
+        let expect = crossnobis(data.view(), &conds, &runs, Some(shrunk.view())).unwrap();
+        let got = design.rdm(data.view(), RdmMethod::Crossnobis, NoisePrecision::ShrinkageDiag);
+        assert_eq!(got.unwrap(), expect);
+        let mut diag = Array2::<f64>::zeros((6, 6));
+        for c in 0..6 {
+            let col = residuals.column(c);
+            let mean = col.sum() / 24.0;
+            diag[(c, c)] = 23.0 / col.iter().map(|v| (v - mean).powi(2)).sum::<f64>();
+        }
+        let expect = crossnobis(data.view(), &conds, &runs, Some(diag.view())).unwrap();
+        let got = design.rdm(data.view(), RdmMethod::Crossnobis, NoisePrecision::Diag).unwrap();
+        assert!(got.iter().zip(&expect).all(|(a, b)| (a - b).abs() < 1e-12 * b.abs().max(1.0)));
+        let plain = crossnobis(data.view(), &conds, &runs, None).unwrap();
+        let got = design.rdm(data.view(), RdmMethod::Crossnobis, NoisePrecision::None).unwrap();
+        assert_eq!(got, plain);
+        // bad labels
+        assert!(ObservationDesign::new(vec![1, 2, 3], vec![0, 0]).is_err());
+        assert!(ObservationDesign::new(vec![1, 2, 1, 2], vec![0, 0, 1, 1]).is_err());
+        assert!(design.condition_means(data.slice(ndarray::s![..5, ..])).is_err());
     }
 }

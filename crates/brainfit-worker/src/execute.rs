@@ -25,6 +25,7 @@ use brainfit_kernels::identification::IdentificationSums;
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::permutation::{Scheme, permutation};
 use brainfit_kernels::preprocess::{delay, zscore_per_group};
+use brainfit_kernels::rdm::ObservationDesign;
 use brainfit_kernels::searchlight::slab_span;
 use ndarray::{Array1, Array2, Axis};
 use std::collections::VecDeque;
@@ -159,8 +160,20 @@ pub(crate) enum Decomposition {
 pub(crate) enum ModelsLoaded {
     /// Cached.
     Built(Arc<crate::rsa::Models>),
-    /// Given model RDMs (job order), then each feature space's activations (inventory order).
-    Inputs(Vec<Array1<f64>>, Vec<Array2<f64>>),
+    /// What they are built from.
+    Inputs(ModelInputs),
+}
+
+/// The inputs of a subject's model RDMs.
+pub(crate) struct ModelInputs {
+    /// Given model RDMs (job order).
+    pub given: Vec<Array1<f64>>,
+    /// Each feature space's activations (inventory order).
+    pub spaces: Vec<Array2<f64>>,
+    /// The subject's observation design (`[data] conditions`), if any.
+    pub design: Option<Arc<Option<ObservationDesign>>>,
+    /// Remixed models (job order): the training images' activations and labels.
+    pub remix: Vec<(Array2<f64>, Vec<i64>)>,
 }
 
 /// Everything a task reads from storage, fetched before its computation starts: the compute
@@ -172,6 +185,8 @@ pub(crate) struct Loaded {
     pub brain: Option<Arc<BrainData>>,
     /// The subject's group labels.
     pub groups: Option<Arc<Option<Vec<i64>>>>,
+    /// RSA: the subject's observation design (`[data] conditions`).
+    pub design: Option<Arc<Option<ObservationDesign>>>,
     /// This task's voxels (encoding), or the voxels its spheres reach (searchlight), read by
     /// range requests from a `.npy` brain matrix ...
     pub columns: Option<Matrix>,
@@ -196,6 +211,8 @@ pub(crate) struct Loaded {
     pub roi_columns: Vec<Vec<usize>>,
     /// Time-resolved RSA: `[n_times, n_conditions, n_channels]` (read once per process).
     pub time_data: Option<Arc<ndarray::Array3<f64>>>,
+    /// Cross-temporal RSA between recordings: the second recording (read once per process).
+    pub cross_data: Option<Arc<ndarray::Array3<f64>>>,
 }
 
 impl Loaded {
@@ -228,6 +245,7 @@ pub struct Executor {
     brains: AsyncCache<BrainData>,
     masks: AsyncCache<Mask>,
     groups: AsyncCache<Option<Vec<i64>>>,
+    designs: AsyncCache<Option<ObservationDesign>>,
     time_data: AsyncCache<ndarray::Array3<f64>>,
     decompositions_f32: Cache<Encoder<f32>>,
     decompositions_f64: Cache<Encoder<f64>>,
@@ -350,7 +368,8 @@ impl Executor {
             brains: AsyncCache::with_capacity(2),
             masks: AsyncCache::with_capacity(8),
             groups: AsyncCache::with_capacity(8),
-            time_data: AsyncCache::with_capacity(1),
+            designs: AsyncCache::with_capacity(8),
+            time_data: AsyncCache::with_capacity(2),
             decompositions_f32: Cache::with_capacity(8),
             decompositions_f64: Cache::with_capacity(8),
             models: Cache::with_capacity(4),
@@ -462,6 +481,7 @@ impl Executor {
                 let sl = job.spec.searchlight.as_ref().expect("searchlight tasks need it");
                 self.load_spheres(job, *si, *voxels, sl.radius, &mut loaded).await?;
                 loaded.models = Some(self.load_models(job, *si, sl.rdm).await?);
+                loaded.design = Some(self.design(job, *si).await?);
             }
             Task::DecodingSearchlight { subject: si, space, voxels } => {
                 let d = job.spec.decoding.as_ref().expect("decoding tasks need [decoding]");
@@ -511,6 +531,9 @@ impl Executor {
                 }
                 loaded.groups = Some(self.groups(job, *si).await?);
                 loaded.models = Some(self.load_models(job, *si, r.rdm).await?);
+                if subject.brain.is_some() {
+                    loaded.design = Some(self.design(job, *si).await?);
+                }
             }
             Task::Decoding { subject: si, source, space, .. } => {
                 let (si, inv) = (*si, &job.inventory.subjects[*si]);
@@ -566,6 +589,15 @@ impl Executor {
                         })
                         .await?,
                 );
+                if let Some(url) = &t.cross_data {
+                    loaded.cross_data = Some(
+                        self.time_data
+                            .get_or_load(format!("{}/cross", job.id), async {
+                                Ok(inputs::load_time_resolved(store, url).await?)
+                            })
+                            .await?,
+                    );
+                }
                 loaded.models = Some(self.load_models(job, 0, t.rdm).await?);
                 loaded.groups = Some(self.groups(job, 0).await?);
             }
@@ -770,6 +802,22 @@ impl Executor {
             .await
     }
 
+    /// A subject's observation design (`[data] conditions` with its runs), read once per
+    /// process.
+    pub(crate) async fn design(
+        &self,
+        job: &JobContext,
+        si: usize,
+    ) -> Result<Arc<Option<ObservationDesign>>> {
+        let subject = &job.spec.subjects[si];
+        let n = job.inventory.subjects[si].n_samples;
+        self.designs
+            .get_or_load(subject_key(job, si), async {
+                Ok(inputs::load_design(&self.store, subject, n).await?)
+            })
+            .await
+    }
+
     /// A subject's model RDMs for `method` if cached, else what they are built from.
     async fn load_models(
         &self,
@@ -786,14 +834,25 @@ impl Executor {
                 given.push(inputs::load_rdm(&self.store, url).await?);
             }
         }
+        let as_f64 = |m: Matrix| match m {
+            Matrix::F64(x) => x,
+            Matrix::F32(_) => unreachable!("loaded as f64"),
+        };
         let mut spaces = Vec::new();
         for (space, _) in &job.inventory.subjects[si].spaces {
-            match inputs::load_space(&self.store, space, true).await? {
-                Matrix::F64(x) => spaces.push(x),
-                Matrix::F32(_) => unreachable!("loaded as f64"),
-            }
+            spaces.push(as_f64(inputs::load_space(&self.store, space, true).await?));
         }
-        Ok(ModelsLoaded::Inputs(given, spaces))
+        let mut remix = Vec::new();
+        for m in job.spec.rsa.iter().flat_map(|r| r.remix.values()) {
+            let (train, labels) = inputs::load_remix_training(&self.store, m).await?;
+            remix.push((as_f64(train), labels));
+        }
+        let design = if job.spec.subjects[si].brain.is_some() {
+            Some(self.design(job, si).await?)
+        } else {
+            None
+        };
+        Ok(ModelsLoaded::Inputs(ModelInputs { given, spaces, design, remix }))
     }
 
     fn encoding(

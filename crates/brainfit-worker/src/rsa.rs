@@ -10,13 +10,13 @@ use crate::execute::{Executor, Loaded, ModelsLoaded, checkpoint};
 use crate::{JobContext, Result};
 use brainfit_io::Mask;
 use brainfit_job::plan::{brain_rdm_names, model_names};
-use brainfit_job::stats::MapBlock;
+use brainfit_job::stats::{CROSS_TEMPORAL_PREFIX, MapBlock};
 use brainfit_job::{JobError, Part, with_matrix};
 use brainfit_kernels::compare::{CompareMethod, Relabeller, compare, comparison_features};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::linalg::LinalgBackend;
 use brainfit_kernels::permutation::{Scheme, permutation};
-use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
+use brainfit_kernels::rdm::{ObservationDesign, RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::searchlight::{
     Neighbourhoods, searchlight, sphere_rdm, spheres, time_resolved,
 };
@@ -91,8 +91,19 @@ fn centre_chunk(n_pairs: usize) -> usize {
     if fit >= CENTRE_BATCH { fit - fit % CENTRE_BATCH } else { fit }
 }
 
-fn scheme_for(job: &JobContext, groups: Option<&[i64]>) -> Option<(u64, Scheme, usize)> {
-    job.spec.permutation.map(|p| (p.seed, p.scheme(groups), p.n))
+/// The permutation scheme of an RSA analysis. With `[data] conditions` the RDMs are over
+/// conditions, each measured in every run, so condition labels are exchanged freely; else the
+/// job's scheme over the samples (conditions).
+fn scheme_for(
+    job: &JobContext,
+    groups: Option<&[i64]>,
+    design: Option<&ObservationDesign>,
+) -> Option<(u64, Scheme, usize)> {
+    let scheme = |p: &brainfit_job::spec::PermutationSpec| match design {
+        Some(_) => Scheme::Free,
+        None => p.scheme(groups),
+    };
+    job.spec.permutation.map(|p| (p.seed, scheme(&p), p.n))
 }
 
 /// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
@@ -166,18 +177,19 @@ struct CentreFeatures {
 const CENTRE_BATCH: usize = 128;
 
 impl CentreFeatures {
-    fn new<T: brainfit_kernels::Real>(
-        data: ndarray::ArrayView2<'_, T>,
+    /// The centres' features from `rdm_of` (a sphere's members -> its condensed RDM of
+    /// `n_pairs` pairs).
+    fn new(
+        rdm_of: impl Fn(&[usize]) -> Result<Array1<f64>>,
+        n_pairs: usize,
         hoods: &Neighbourhoods,
         centres: std::ops::Range<usize>,
-        rdm: RdmMethod,
         method: CompareMethod,
     ) -> Result<Self> {
-        let n_pairs = brainfit_kernels::rdm::condensed_len(data.nrows());
         let mut features = Array2::<f64>::zeros((centres.len(), n_pairs));
         let mut pairwise = Vec::new();
         for (i, c) in centres.enumerate() {
-            let d = sphere_rdm(data, hoods.members(c), rdm).map_err(JobError::from)?;
+            let d = rdm_of(hoods.members(c))?;
             if d.iter().any(|v| v.is_nan()) {
                 pairwise.push((i, d));
             } else {
@@ -233,6 +245,15 @@ impl CentreFeatures {
     }
 }
 
+/// A searchlight task's part: its maps over the kept centres, and the centres.
+fn searchlight_part(block: MapBlock, hoods: &Neighbourhoods, kept: std::ops::Range<usize>) -> Part {
+    let mut part = Part::new();
+    block.write(&mut part);
+    let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
+    part.push("centres", vec![centres.len()], centres);
+    part
+}
+
 /// The cache key of a subject's model RDMs for an RDM method.
 pub(crate) fn models_key(job: &JobContext, si: usize, method: RdmMethod) -> String {
     format!("{}/{si}/{}", job.id, method.as_str())
@@ -248,16 +269,28 @@ impl Executor {
         method: RdmMethod,
         loaded: Option<ModelsLoaded>,
     ) -> Result<Arc<Models>> {
-        let (given, spaces) = match loaded {
+        let inputs = match loaded {
             Some(ModelsLoaded::Built(models)) => return Ok(models),
-            Some(ModelsLoaded::Inputs(given, spaces)) => (given, spaces),
+            Some(ModelsLoaded::Inputs(inputs)) => inputs,
             None => unreachable!("RSA tasks load their models"),
         };
         self.models.get_or_build(models_key(job, si, method), || {
             let inv = &job.inventory.subjects[si];
-            let mut rows = given;
-            for ((space, _), x) in inv.spaces.iter().zip(&spaces) {
-                rows.push(rdm(x.view(), method).map_err(|e| JobError::Input {
+            let design = inputs.design.as_deref().and_then(Option::as_ref);
+            // with [data] conditions, activations are averaged per condition; crossnobis
+            // estimates Euclidean geometry, so the models' RDMs are Euclidean then
+            let model_method =
+                if method == RdmMethod::Crossnobis { RdmMethod::Euclidean } else { method };
+            let per_condition = |x: &Array2<f64>| -> Result<Array2<f64>> {
+                Ok(match design {
+                    Some(d) => d.condition_means(x.view()).map_err(JobError::from)?,
+                    None => x.clone(),
+                })
+            };
+            let mut rows = inputs.given;
+            for ((space, _), x) in inv.spaces.iter().zip(&inputs.spaces) {
+                let d = rdm(per_condition(x)?.view(), model_method);
+                rows.push(d.map_err(|e| JobError::Input {
                     url: space.url.clone(),
                     message: format!("model RDM of feature space {}: {e}", space.name),
                 })?);
@@ -318,13 +351,52 @@ impl Executor {
             job.spec.searchlight.as_ref().expect("searchlight tasks exist only with [searchlight]");
         let mut loaded = loaded;
         let given_models = loaded.models.take();
+        let design = loaded.design.clone().expect("searchlight tasks load the design");
+        let design = design.as_ref().as_ref();
         let (matrix, mask, offset, groups) = loaded.sphere_data();
         let hoods = self.hoods(job, si, mask)?;
         // the task's spheres, indexing the loaded columns
         let (kept, local) = crate::execute::task_spheres(&hoods, voxels, offset)?;
         let models = self.models(job, si, sl.rdm, given_models)?;
         let features = models.features(sl.compare);
-        let scheme = scheme_for(job, groups);
+        let scheme = scheme_for(job, groups, design);
+        let n_pairs = models.raw.ncols();
+        // With [data] conditions: RDMs of the condition means (whose spheres the engine below
+        // handles like any data), or crossnobis RDMs of the observations, sphere by sphere.
+        let means;
+        let matrix = match design {
+            Some(d) if sl.rdm != RdmMethod::Crossnobis => {
+                means = with_matrix!(matrix, |y| brainfit_job::inputs::Matrix::F64(
+                    d.condition_means(y.view()).map_err(JobError::from)?
+                ));
+                &means
+            }
+            _ => matrix,
+        };
+        if let Some(d) = design.filter(|_| sl.rdm == RdmMethod::Crossnobis) {
+            let block = with_matrix!(matrix, |y| {
+                let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
+                    let sphere = y.select(Axis(1), members);
+                    Ok(d.rdm(sphere.view(), sl.rdm, sl.noise).map_err(JobError::from)?)
+                };
+                let chunk = centre_chunk(n_pairs);
+                let rows = chunk.min(CENTRE_BATCH);
+                streamed_nulls(0..local.len(), chunk, |centres| {
+                    let centres =
+                        CentreFeatures::new(&rdm_of, n_pairs, &local, centres, sl.compare)?;
+                    with_nulls(
+                        &models,
+                        features.as_ref(),
+                        features.is_none() || !centres.pairwise.is_empty(),
+                        0..scheme.as_ref().map_or(0, |s| s.2 as u64),
+                        perm_batch(&models),
+                        scheme.as_ref(),
+                        |f, r| centres.compare(f, r, sl.compare, rows),
+                    )
+                })?
+            });
+            return Ok(searchlight_part(block, &hoods, kept));
+        }
         let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
         // With permutations and comparison features (every method but tau-a), each centre's RDM
         // is ranked once for the observed value and every permutation: the nulls are then
@@ -335,9 +407,12 @@ impl Executor {
             if features.is_some() && n_perm > 0 {
                 let chunk = centre_chunk(models.raw.ncols());
                 let rows = chunk.min(CENTRE_BATCH);
+                let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
+                    Ok(sphere_rdm(y.view(), members, sl.rdm).map_err(JobError::from)?)
+                };
                 streamed_nulls(0..local.len(), chunk, |centres| {
                     let centres =
-                        CentreFeatures::new(y.view(), &local, centres, sl.rdm, sl.compare)?;
+                        CentreFeatures::new(&rdm_of, n_pairs, &local, centres, sl.compare)?;
                     with_nulls(
                         &models,
                         features.as_ref(),
@@ -371,11 +446,7 @@ impl Executor {
                 )?
             }
         });
-        let mut part = Part::new();
-        block.write(&mut part);
-        let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
-        part.push("centres", vec![centres.len()], centres);
-        Ok(part)
+        Ok(searchlight_part(block, &hoods, kept))
     }
 
     /// ROI-level RSA: every brain RDM × model × comparison method.
@@ -390,9 +461,16 @@ impl Executor {
         let mut brains: Vec<Array1<f64>> = loaded.brain_rdms;
         // the ROIs' voxels: columns of the task's own read, or of the subject's whole matrix
         let patterns = loaded.columns.as_ref().or(loaded.brain.as_ref().map(|b| &b.matrix));
+        let design = loaded.design.as_deref().and_then(Option::as_ref);
         for (url, cols) in r.rois.values().zip(&loaded.roi_columns) {
             let patterns = patterns.expect("ROI tasks load brain patterns");
-            let d = with_matrix!(patterns, |y| rdm(y.select(Axis(1), cols).view(), r.rdm));
+            let d = with_matrix!(patterns, |y| {
+                let roi = y.select(Axis(1), cols);
+                match design {
+                    Some(d) => d.rdm(roi.view(), r.rdm, r.noise),
+                    None => rdm(roi.view(), r.rdm),
+                }
+            });
             brains.push(d.map_err(|e| JobError::Input {
                 url: url.clone(),
                 message: format!("ROI RDM: {e}"),
@@ -400,7 +478,7 @@ impl Executor {
         }
         let models = self.models(job, si, r.rdm, loaded.models)?;
         let names = brain_rdm_names(&job.spec);
-        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref));
+        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref), design);
         // Per method: the brains' and models' comparison features where they exist (then a
         // comparison is a dot product and a relabelling only re-indexes the model's features).
         let brain_features: Vec<Vec<Option<Array1<f64>>>> = r
@@ -464,7 +542,7 @@ impl Executor {
         let data = loaded.time_data.expect("time-resolved tasks load their data");
         let models = self.models(job, 0, t.rdm, loaded.models)?;
         let features = models.features(t.compare);
-        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref));
+        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref), None);
         let block = with_nulls(
             &models,
             features.as_ref(),
@@ -479,8 +557,72 @@ impl Executor {
         )?;
         let mut part = Part::new();
         block.write(&mut part);
+        if t.cross_temporal {
+            let second = loaded.cross_data.as_deref().unwrap_or(&data);
+            let perms = perms[0] as u64..perms[1] as u64;
+            let cross = cross_temporal(&data, second, t.rdm, t.compare, perms, scheme.as_ref())?;
+            cross.write_as(&mut part, CROSS_TEMPORAL_PREFIX);
+            let shape = vec![data.shape()[0] as f64, second.shape()[0] as f64];
+            part.push(&format!("{CROSS_TEMPORAL_PREFIX}shape"), vec![2], shape);
+        }
         Ok(part)
     }
+}
+
+/// The RDM of every time point of `[n_times, n_conditions, n_channels]` data, `[n_times, n_pairs]`.
+fn rdms_over_time(data: &ndarray::Array3<f64>, method: RdmMethod) -> Result<Array2<f64>> {
+    let n_pairs = brainfit_kernels::rdm::condensed_len(data.shape()[1]);
+    let mut out = Array2::<f64>::zeros((data.shape()[0], n_pairs));
+    for (mut row, x) in out.rows_mut().into_iter().zip(data.outer_iter()) {
+        row.assign(&rdm(x, method).map_err(JobError::from)?);
+    }
+    Ok(out)
+}
+
+/// Cross-temporal RSA: the brain RDM of `first` at every time `t₁` against that of `second`
+/// at every `t₂`, one map of `n_times₁ × n_times₂` items (row-major), with the nulls of the
+/// permutations `perms`, which relabel the conditions of `second`'s RDMs. Comparisons are dot
+/// products of comparison features where the method has them, else pairwise.
+fn cross_temporal(
+    first: &ndarray::Array3<f64>,
+    second: &ndarray::Array3<f64>,
+    rdm_method: RdmMethod,
+    method: CompareMethod,
+    perms: std::ops::Range<u64>,
+    scheme: Option<&(u64, Scheme, usize)>,
+) -> Result<MapBlock> {
+    let n = first.shape()[1];
+    let (a, b) = (rdms_over_time(first, rdm_method)?, rdms_over_time(second, rdm_method)?);
+    let features = |rows: &Array2<f64>| -> Option<Array2<f64>> {
+        let mut out = Array2::<f64>::zeros(rows.dim());
+        for (mut o, r) in out.rows_mut().into_iter().zip(rows.rows()) {
+            o.assign(&comparison_features(r, method).ok()?);
+        }
+        Some(out)
+    };
+    let (fa, fb) = (features(&a), features(&b));
+    let compute = |b: &Array2<f64>, fb: Option<&Array2<f64>>| -> Result<Array2<f64>> {
+        let out = match (&fa, fb) {
+            (Some(fa), Some(fb)) => fa.dot(&fb.t()),
+            _ => {
+                let mut out = Array2::<f64>::zeros((a.nrows(), b.nrows()));
+                for ((i, j), o) in out.indexed_iter_mut() {
+                    *o = compare(a.row(i), b.row(j), method).map_err(JobError::from)?;
+                }
+                out
+            }
+        };
+        let items = out.len();
+        Ok(out.into_shape_with_order((1, items)).expect("a contiguous matrix"))
+    };
+    MapBlock::compute(compute(&b, fb.as_ref())?, perms, |k| {
+        checkpoint()?;
+        let (seed, scheme, _) = scheme.expect("permutations requested");
+        let order = [permutation(n, scheme, *seed, k)];
+        let relabelled_features =
+            fb.as_ref().map(|f| Models::relabelled(f, n, &order)).transpose()?;
+        compute(&Models::relabelled(&b, n, &order)?, relabelled_features.as_ref())
+    })
 }
 
 #[cfg(test)]
@@ -505,10 +647,14 @@ mod tests {
         let features = models.features(CompareMethod::Spearman);
         let (rdm, cmp) = (RdmMethod::Correlation, CompareMethod::Spearman);
         let centres = 0..hoods.centres.len();
+        let n_pairs = brainfit_kernels::rdm::condensed_len(12);
+        let rdm_of = |m: &[usize]| -> Result<Array1<f64>> {
+            Ok(sphere_rdm(y.view(), m, rdm).map_err(JobError::from)?)
+        };
         // matrix products of 4 rows, as a job whose chunks hold 4 centres would use
         let run = |chunk: usize, batch_len: u64| {
             streamed_nulls(centres.clone(), chunk, |c| {
-                let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
+                let f = CentreFeatures::new(&rdm_of, n_pairs, &hoods, c, cmp)?;
                 let raw = !f.pairwise.is_empty();
                 with_nulls(
                     &models,
@@ -535,7 +681,7 @@ mod tests {
         }
         // an empty range of centres is an empty block, not an error
         let empty = streamed_nulls(3..3, 7, |c| {
-            let f = CentreFeatures::new(y.view(), &hoods, c, rdm, cmp)?;
+            let f = CentreFeatures::new(&rdm_of, n_pairs, &hoods, c, cmp)?;
             with_nulls(&models, features.as_ref(), true, 0..5, 2, Some(&scheme), |mf, mr| {
                 f.compare(mf, mr, cmp, 4)
             })
