@@ -5,7 +5,7 @@ nilearn), asserting internal cross-checks while doing so.
 
 Usage (from the repository root):
     scripts/python/setup_venv.sh
-    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded rsa nifti searchlight
+    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded logistic rsa compare nifti searchlight
 
 Deterministic: every random draw uses a fixed seed (numpy default_rng).
 Arrays are saved with np.save, C order, float64 unless stated otherwise.
@@ -613,7 +613,8 @@ def fixture_searchlight():
 
 def main():
     which = sys.argv[1:] or [
-        "ridge", "components", "lasso", "banded", "rsa", "nifti", "searchlight"]
+        "ridge", "components", "lasso", "banded", "logistic", "rsa", "compare", "nifti",
+        "searchlight"]
     if "searchlight" in which:
         fixture_searchlight()
     if "ridge" in which:
@@ -626,8 +627,14 @@ def main():
     if "banded" in which:  # its own script (himalaya's BandedRidgeCV)
         import make_fixtures_banded
         make_fixtures_banded.main()
+    if "logistic" in which:  # its own script (scikit-learn's LogisticRegression, stratified CV)
+        import make_fixtures_logistic
+        make_fixtures_logistic.main()
     if "rsa" in which:
         fixture_rsa()
+    if "compare" in which:  # its own script (rho-a, tau-b, corr_cov, bures; CKA)
+        import make_fixtures_compare
+        make_fixtures_compare.main()
     if "nifti" in which:
         fixture_nifti()
     total = sum(f.stat().st_size for f in FIX.rglob("*") if f.is_file())

@@ -1,37 +1,92 @@
 //! Comparing two RDMs: how similar is the geometry of a brain region to that of a model?
 //!
-//! The four comparisons of rsatoolbox's `rsatoolbox.rdm.compare` that brainfit offers, on
-//! condensed RDMs in f64 (rsatoolbox's method name in brackets):
+//! The comparisons of rsatoolbox's `rsatoolbox.rdm.compare` that brainfit offers, and centred
+//! kernel alignment, on condensed RDMs in f64 (rsatoolbox's method name in brackets):
 //!
 //! - `spearman` (`'spearman'`): Pearson correlation of the average ranks (`scipy.stats.rankdata`,
 //!   ties get the mean of their ranks);
 //! - `pearson` (`'corr'`): centred, then cosine, i.e. the Pearson correlation;
 //! - `kendall_tau_a` (`'tau-a'`): `(concordant - discordant) / (n(n-1)/2)`, pairs tied in either
 //!   RDM counting as neither;
-//! - `cosine` (`'cosine'`): cosine similarity, *not* centred.
+//! - `cosine` (`'cosine'`): cosine similarity, *not* centred;
+//! - `rho_a` (`'rho-a'`): `12 Σ r₁ r₂ / (n³ - n)`, `r` the average ranks less their mean
+//!   `(n+1)/2`: Spearman's rho without the tie correction of the denominator, the expected
+//!   value of Spearman's rho under random tie breaking (Schütt et al. 2023, "Statistical
+//!   inference on representational geometries", eLife); for RDMs without ties it equals
+//!   `spearman`, with ties it is smaller in magnitude;
+//! - `tau_b` (`'tau-b'` / `'kendall'`, `scipy.stats.kendalltau`): Kendall's tau-b,
+//!   `(C - D) / sqrt((n₀ - n₁)(n₀ - n₂))`, `n₀ = n(n-1)/2`, `n₁`, `n₂` the pairs tied in
+//!   either RDM; O(n log n) like tau-a;
+//! - `corr_cov` (`'corr_cov'`, `sigma_k=None`; Diedrichsen et al. 2021, "Comparing
+//!   representational geometries using whitened unbiased-distance-matrix similarity"): the RDM
+//!   vector less its mean, as a square matrix `D` (zero diagonal), double-centred into the
+//!   second moment `G = -½ H D H` (`H = I - 11ᵀ/n`, [`crate::cka::second_moment`]); the value is
+//!   the Frobenius cosine `<G₁, G₂> / (|G₁| |G₂|)` (rsatoolbox's vector of off-diagonal entries
+//!   times `√2` with the diagonal appended, then cosine: the same). This whitens the RDM
+//!   entries under the assumption of i.i.d. pattern noise;
+//! - `bures` (`'bures'`): Bures similarity of the second moments,
+//!   `Σ sqrt(λ(G₁½ G₂ G₁½)⁺) / sqrt(tr G₁ · tr G₂)` (rsatoolbox's
+//!   `_bures_similarity_first_way`: negative eigenvalues count as zero); in `[0, 1]` for
+//!   Euclidean RDMs (positive semi-definite `G`, and then symmetric); otherwise it can exceed 1
+//!   (the traces keep negative eigenvalues) and is not symmetric (only `G₁`'s negative
+//!   eigenvalues are clipped in `G₁½`), as rsatoolbox's. Eigenvalues at rounding level
+//!   (`|λ| ≤ n ε λ_max`) are taken as zero, where rsatoolbox takes their square roots: that
+//!   adds up to ~1e-7 of rounding noise to its values for low-rank models, which brainfit's
+//!   values do not have (tested against a noise-free reference);
+//! - centred kernel alignment (Kornblith et al. 2019, "Similarity of neural network
+//!   representations revisited"), reading the RDM `D` as squared distances between patterns:
+//!   `cka_linear` with the kernel `K = -½ H D H` (= `X Xᵀ` of the centred patterns when `D` is
+//!   a squared Euclidean distance; brainfit's `euclidean` RDM is that divided by the number of
+//!   channels, a scale every CKA cancels) and `cka_rbf` with `K_ij = exp(-D_ij / (2 m))`, `m`
+//!   the median of the `n × n` `D`, zero diagonal included (Kornblith et al.'s
+//!   `gram_rbf(x, threshold=1.0)`). Biased (`cka_linear`, `cka_rbf`): `HSIC(K, L) / sqrt(HSIC(K,
+//!   K) HSIC(L, L))`, `HSIC(K, L) = tr(K H L H)`; unbiased (`cka_linear_unbiased`,
+//!   `cka_rbf_unbiased`): the same ratio of the unbiased HSIC estimator (Song et al. 2012),
+//!   computed as the cosine of U-centred kernels (Kornblith et al.'s `center_gram(gram,
+//!   unbiased=True)`). Biased linear CKA is `corr_cov` without subtracting the mean first; an
+//!   added constant (`D + c`) changes it, but not unbiased linear CKA (U-centring removes any
+//!   `a_i + a_j` term exactly). All CKAs are invariant to the RDM's scale.
 //!
 //! Searchlights and permutation tests compare one brain RDM with many model RDMs, or the same
-//! RDMs under many condition relabellings. Spearman, Pearson and cosine are dot products of
-//! normalised *feature* vectors ([`comparison_features`]: ranks or values, centred or not,
-//! scaled to unit norm), so a batch of comparisons is one matrix product, and a relabelled RDM's
-//! features are the relabelled features ([`permute_condensed`]): ranks need not be recomputed.
-//! Kendall's tau-a has no such form and is computed pairwise (O(n log n), Knight's algorithm).
+//! RDMs under many condition relabellings. Spearman, Pearson, cosine and rho-a are dot products
+//! of *feature* vectors ([`comparison_features`]: ranks or values, centred or not, scaled to
+//! unit norm, or for rho-a by `sqrt(12 / (n³ - n))`), so a batch of comparisons is one matrix
+//! product, and a relabelled RDM's features are the relabelled features ([`permute_condensed`]):
+//! ranks need not be recomputed. Kendall's tau-a and tau-b have no such form and are computed
+//! pairwise (O(n log n), Knight's algorithm); `corr_cov`, `bures` and the CKAs need the
+//! conditions' structure (the square matrix) and are computed pairwise too
+//! ([`CompareMethod::has_features`] is false for all of these; [`comparison_features`] errors).
 //!
 //! # NaN policy
 //! - Positions where either RDM is NaN are dropped from both (rsatoolbox drops them too, and
 //!   refuses RDMs whose NaN positions differ; brainfit accepts them).
 //! - Fewer than 3 valid pairs left: the comparison is NaN (two points always correlate ±1).
 //! - An RDM that is constant over the valid pairs (zero variance; for `cosine`: all zero) has no
-//!   defined comparison: NaN. rsatoolbox returns 0 there (and tau-a 0 for a constant RDM);
-//!   brainfit reports that the value is undefined, as it does for held-out scores.
-//! - Infinite dissimilarities are kept (they rank last); Pearson/cosine then give NaN.
+//!   defined comparison: NaN. rsatoolbox returns 0 there (and tau-a, rho-a, `corr_cov` 0 for a
+//!   constant RDM); brainfit reports that the value is undefined, as it does for held-out
+//!   scores. Likewise a zero second moment (`corr_cov`, `bures`, CKA) or centred kernel gives
+//!   NaN, as does every unbiased CKA of 3 conditions (a U-centred 3 × 3 matrix is zero).
+//! - Infinite dissimilarities are kept (they rank last); Pearson/cosine then give NaN, and so do
+//!   the methods on the square matrix (`corr_cov`, `bures`, CKA).
+//! - `corr_cov` keeps the conditions' structure: the NaN pairs (of either RDM) are left out and
+//!   the row and column effects of the remaining entries are removed by rsatoolbox's weighted
+//!   least-squares projection (`_cov_weighting`'s branch for missing entries; with no NaN it is
+//!   the double centring); the mean subtracted first is that of the remaining entries.
+//! - `bures` and the CKAs need complete RDMs: a NaN (or infinite) dissimilarity in either RDM
+//!   makes the comparison NaN. (rsatoolbox's `bures` raises an error there: it drops the NaN
+//!   positions and the rest is no longer a condensed RDM.) `bures`, `corr_cov` and the CKAs
+//!   need a condensed RDM's length (`n(n-1)/2`): other lengths of 3 or more are an error.
+//! - `cka_rbf*`: an RDM whose median (over the `n × n` matrix) is not positive gives NaN (the
+//!   kernel's width is undefined); the RBF kernel expects non-negative dissimilarities.
 
 use crate::rdm::{condensed_len, lane_sum, lane_sum_sq};
 use crate::{KernelError, Result};
 use ndarray::{Array1, ArrayView1};
 
 /// How two RDMs are compared (job-file spellings `"spearman"`, `"pearson"`,
-/// `"kendall_tau_a"`, `"cosine"`).
+/// `"kendall_tau_a"`, `"cosine"`, `"rho_a"`, `"tau_b"`, `"corr_cov"`, `"bures"`,
+/// `"cka_linear"`, `"cka_linear_unbiased"`, `"cka_rbf"`, `"cka_rbf_unbiased"`). The module
+/// header gives each definition, its reference and the NaN policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CompareMethod {
@@ -43,9 +98,43 @@ pub enum CompareMethod {
     KendallTauA,
     /// Cosine similarity (not centred).
     Cosine,
+    /// rsatoolbox's rho-a: `12 Σ r₁ r₂ / (n³ - n)` of the centred average ranks (Spearman
+    /// without the tie correction of the denominator). Has comparison features.
+    RhoA,
+    /// Kendall's tau-b (`scipy.stats.kendalltau`): `(C - D) / sqrt((n₀ - n₁)(n₀ - n₂))`.
+    TauB,
+    /// rsatoolbox's `corr_cov` (`sigma_k=None`): Frobenius cosine of the double-centred second
+    /// moments of the mean-centred RDMs.
+    CorrCov,
+    /// rsatoolbox's Bures similarity of the double-centred second moments.
+    Bures,
+    /// Linear CKA (Kornblith et al. 2019), kernel `-½ H D H`, biased HSIC.
+    CkaLinear,
+    /// Linear CKA with the unbiased HSIC estimator (Song et al. 2012).
+    CkaLinearUnbiased,
+    /// RBF CKA, `K = exp(-D / (2 median(D)))`, biased HSIC.
+    CkaRbf,
+    /// RBF CKA with the unbiased HSIC estimator.
+    CkaRbfUnbiased,
 }
 
 impl CompareMethod {
+    /// Every method, in declaration order.
+    pub const ALL: [CompareMethod; 12] = [
+        CompareMethod::Spearman,
+        CompareMethod::Pearson,
+        CompareMethod::KendallTauA,
+        CompareMethod::Cosine,
+        CompareMethod::RhoA,
+        CompareMethod::TauB,
+        CompareMethod::CorrCov,
+        CompareMethod::Bures,
+        CompareMethod::CkaLinear,
+        CompareMethod::CkaLinearUnbiased,
+        CompareMethod::CkaRbf,
+        CompareMethod::CkaRbfUnbiased,
+    ];
+
     /// Parses the job-file spelling (the serde one).
     pub fn parse(s: &str) -> Result<Self> {
         crate::parse_spelling(s)
@@ -58,12 +147,42 @@ impl CompareMethod {
             CompareMethod::Pearson => "pearson",
             CompareMethod::KendallTauA => "kendall_tau_a",
             CompareMethod::Cosine => "cosine",
+            CompareMethod::RhoA => "rho_a",
+            CompareMethod::TauB => "tau_b",
+            CompareMethod::CorrCov => "corr_cov",
+            CompareMethod::Bures => "bures",
+            CompareMethod::CkaLinear => "cka_linear",
+            CompareMethod::CkaLinearUnbiased => "cka_linear_unbiased",
+            CompareMethod::CkaRbf => "cka_rbf",
+            CompareMethod::CkaRbfUnbiased => "cka_rbf_unbiased",
         }
     }
 
-    /// Whether the comparison is a dot product of [`comparison_features`] (all but tau-a).
+    /// Whether the comparison is a dot product of [`comparison_features`] (Spearman, Pearson,
+    /// cosine, rho-a); the others are computed pairwise with [`compare`].
     pub fn has_features(self) -> bool {
-        self != CompareMethod::KendallTauA
+        matches!(
+            self,
+            CompareMethod::Spearman
+                | CompareMethod::Pearson
+                | CompareMethod::Cosine
+                | CompareMethod::RhoA
+        )
+    }
+
+    /// Whether the comparison needs the conditions' structure (the square RDM: `corr_cov`,
+    /// `bures`, the CKAs), so that the RDMs' length must be `n(n-1)/2` and NaN pairs cannot
+    /// simply be dropped.
+    pub fn needs_conditions(self) -> bool {
+        matches!(
+            self,
+            CompareMethod::CorrCov
+                | CompareMethod::Bures
+                | CompareMethod::CkaLinear
+                | CompareMethod::CkaLinearUnbiased
+                | CompareMethod::CkaRbf
+                | CompareMethod::CkaRbfUnbiased
+        )
     }
 }
 
@@ -232,7 +351,7 @@ pub fn rank_average(x: ArrayView1<'_, f64>) -> Array1<f64> {
 
 /// Writes the comparison features of NaN-free `v` into `out` (same length) and returns true, or
 /// fills `out` with NaN and returns false when `v` is degenerate (constant, or all zero for
-/// cosine). Tau-a is not handled here (callers check [`CompareMethod::has_features`]).
+/// cosine). Only methods with features (callers check [`CompareMethod::has_features`]).
 pub(crate) fn features_into(
     v: &[f64],
     method: CompareMethod,
@@ -252,6 +371,12 @@ pub(crate) fn features_into(
     let norm = match method {
         // Average ranks always sum to n(n+1)/2: centring is exact, the norm follows from the ties.
         CompareMethod::Spearman => rank_core(v, scratch, out, (n + 1) as f64 * 0.5).sqrt(),
+        // rho-a: the same centred ranks, scaled by sqrt(12 / (n³ - n)) whatever the ties
+        CompareMethod::RhoA => {
+            rank_core(v, scratch, out, (n + 1) as f64 * 0.5);
+            let nf = n as f64;
+            ((nf * nf * nf - nf) / 12.0).sqrt()
+        }
         CompareMethod::Pearson => {
             let mean = lane_sum(v) / n as f64;
             for (o, x) in out.iter_mut().zip(v) {
@@ -271,16 +396,18 @@ pub(crate) fn features_into(
 
 /// Comparison features of an RDM: `compare(a, b, m) == dot(features(a, m), features(b, m))`.
 ///
-/// Spearman: average ranks, centred, unit norm; Pearson: centred, unit norm; Cosine: unit norm.
-/// A degenerate RDM (constant; all zero for cosine) has NaN features, so that its comparisons
-/// are NaN, as [`compare`] says. Errors: Kendall's tau-a (no feature form: use [`compare`]), an
-/// RDM holding NaN (features cannot drop pairs jointly: use [`compare`]), fewer than 3 values.
+/// Spearman: average ranks, centred, unit norm; Pearson: centred, unit norm; Cosine: unit norm;
+/// rho-a: average ranks, centred, times `sqrt(12 / (n³ - n))`. A degenerate RDM (constant; all
+/// zero for cosine) has NaN features, so that its comparisons are NaN, as [`compare`] says.
+/// Errors: a method without a feature form (tau-a, tau-b, `corr_cov`, `bures`, the CKAs:
+/// [`CompareMethod::has_features`]; use [`compare`]), an RDM holding NaN (features cannot drop
+/// pairs jointly: use [`compare`]), fewer than 3 values.
 pub fn comparison_features(v: ArrayView1<'_, f64>, method: CompareMethod) -> Result<Array1<f64>> {
     if !method.has_features() {
-        return Err(KernelError::Parameter(
-            "kendall_tau_a is not a dot product of features: compare RDMs pairwise with compare()"
-                .into(),
-        ));
+        return Err(KernelError::Parameter(format!(
+            "{} is not a dot product of features: compare RDMs pairwise with compare()",
+            method.as_str()
+        )));
     }
     if v.len() < 3 {
         return Err(KernelError::Shape(format!(
@@ -303,7 +430,9 @@ pub fn comparison_features(v: ArrayView1<'_, f64>, method: CompareMethod) -> Res
 
 /// Compares two condensed RDMs (see the module header for methods and the NaN policy).
 ///
-/// Errors: the lengths differ (`KernelError::Shape`, naming both).
+/// Errors: the lengths differ (`KernelError::Shape`, naming both); for the methods on the
+/// square matrix ([`CompareMethod::needs_conditions`]), a length of 3 or more that is not
+/// `n(n-1)/2`.
 pub fn compare(
     a: ArrayView1<'_, f64>,
     b: ArrayView1<'_, f64>,
@@ -316,6 +445,9 @@ pub fn compare(
             b.len()
         )));
     }
+    if method.needs_conditions() {
+        return crate::cka::compare_conditions(a, b, method);
+    }
     let (x, y): (Vec<f64>, Vec<f64>) = a
         .iter()
         .zip(b.iter())
@@ -325,8 +457,10 @@ pub fn compare(
     if x.len() < 3 {
         return Ok(f64::NAN);
     }
-    if method == CompareMethod::KendallTauA {
-        return Ok(tau_a(&x, &y));
+    match method {
+        CompareMethod::KendallTauA => return Ok(tau_a(&x, &y)),
+        CompareMethod::TauB => return Ok(tau_b(&x, &y)),
+        _ => {}
     }
     let mut scratch = RankScratch::default();
     let mut fx = vec![0.0; x.len()];
@@ -343,9 +477,38 @@ pub fn compare(
 /// discordant pairs as the inversions of y (merge sort), correct for ties (as scipy/rsatoolbox).
 /// NaN when either is constant.
 pub(crate) fn tau_a(x: &[f64], y: &[f64]) -> f64 {
+    match kendall_counts(x, y) {
+        Some(k) => (k.con_minus_dis as f64 / k.tot as f64).clamp(-1.0, 1.0),
+        None => f64::NAN,
+    }
+}
+
+/// Kendall's tau-b of NaN-free `x`, `y` (same length ≥ 2), as `scipy.stats.kendalltau`:
+/// `(C - D) / sqrt(n₀ - n₁) / sqrt(n₀ - n₂)`, clamped to [-1, 1]. NaN when either is constant.
+pub(crate) fn tau_b(x: &[f64], y: &[f64]) -> f64 {
+    match kendall_counts(x, y) {
+        Some(k) => (k.con_minus_dis as f64
+            / ((k.tot - k.xtie) as f64).sqrt()
+            / ((k.tot - k.ytie) as f64).sqrt())
+        .clamp(-1.0, 1.0),
+        None => f64::NAN,
+    }
+}
+
+/// Pair counts of Kendall's taus: `C - D`, all pairs `n₀`, pairs tied in x (`n₁`), in y (`n₂`).
+struct KendallCounts {
+    con_minus_dis: i128,
+    tot: i128,
+    xtie: i128,
+    ytie: i128,
+}
+
+/// [`KendallCounts`] of NaN-free `x`, `y` in O(n log n); None when fewer than 2 values or either
+/// is constant (every pair tied).
+fn kendall_counts(x: &[f64], y: &[f64]) -> Option<KendallCounts> {
     let n = x.len();
     if n < 2 || x.iter().all(|&v| v == x[0]) || y.iter().all(|&v| v == y[0]) {
-        return f64::NAN;
+        return None;
     }
     let mut p: Vec<(u64, u64)> =
         x.iter().zip(y).map(|(&u, &v)| (order_key(u), order_key(v))).collect();
@@ -371,7 +534,7 @@ pub(crate) fn tau_a(x: &[f64], y: &[f64]) -> f64 {
     // ys is now sorted
     let ytie = ties(&mut ys.windows(2).map(|w| w[0] == w[1]));
     let con_minus_dis = tot - xtie - ytie + ntie - 2 * dis;
-    (con_minus_dis as f64 / tot as f64).clamp(-1.0, 1.0)
+    Some(KendallCounts { con_minus_dis, tot, xtie, ytie })
 }
 
 /// Number of pairs i < j with v[i] > v[j] (strictly); sorts `v` (bottom-up merge sort).
@@ -554,22 +717,87 @@ mod tests {
                 }
                 s / (n * (n - 1) / 2) as f64
             }
+            CompareMethod::TauB => {
+                let n = x.len();
+                let (mut s, mut tx, mut ty) = (0.0, 0usize, 0usize);
+                for i in 0..n {
+                    for j in i + 1..n {
+                        tx += (x[j] == x[i]) as usize;
+                        ty += (y[j] == y[i]) as usize;
+                        if x[j] != x[i] && y[j] != y[i] {
+                            s += (x[j] - x[i]).signum() * (y[j] - y[i]).signum();
+                        }
+                    }
+                }
+                let n0 = n * (n - 1) / 2;
+                s / (((n0 - tx) * (n0 - ty)) as f64).sqrt()
+            }
+            CompareMethod::RhoA => {
+                let nf = x.len() as f64;
+                let c = (nf + 1.0) / 2.0;
+                let (rx, ry) = (naive_ranks(&x), naive_ranks(&y));
+                12.0 * rx.iter().zip(&ry).map(|(u, v)| (u - c) * (v - c)).sum::<f64>()
+                    / (nf * nf * nf - nf)
+            }
+            m => unreachable!("{m:?} does not drop NaN pairs"),
         }
     }
 
-    const METHODS: [CompareMethod; 4] = [
+    /// The methods that compare the valid pairs as two vectors (NaN pairs dropped).
+    const METHODS: [CompareMethod; 6] = [
         CompareMethod::Spearman,
         CompareMethod::Pearson,
         CompareMethod::KendallTauA,
         CompareMethod::Cosine,
+        CompareMethod::RhoA,
+        CompareMethod::TauB,
+    ];
+
+    /// The methods on the square matrix.
+    const SQUARE: [CompareMethod; 6] = [
+        CompareMethod::CorrCov,
+        CompareMethod::Bures,
+        CompareMethod::CkaLinear,
+        CompareMethod::CkaLinearUnbiased,
+        CompareMethod::CkaRbf,
+        CompareMethod::CkaRbfUnbiased,
     ];
 
     #[test]
     fn methods_parse() {
-        for m in METHODS {
+        for m in CompareMethod::ALL {
             assert_eq!(CompareMethod::parse(m.as_str()).unwrap(), m);
+            assert_eq!(
+                m.has_features(),
+                matches!(
+                    m,
+                    CompareMethod::Spearman
+                        | CompareMethod::Pearson
+                        | CompareMethod::Cosine
+                        | CompareMethod::RhoA
+                )
+            );
+            assert_eq!(m.needs_conditions(), SQUARE.contains(&m));
+            assert!(!(m.has_features() && m.needs_conditions()));
+        }
+        assert_eq!(
+            CompareMethod::ALL.iter().filter(|m| METHODS.contains(m) || SQUARE.contains(m)).count(),
+            12
+        );
+        for (s, m) in [
+            ("rho_a", CompareMethod::RhoA),
+            ("tau_b", CompareMethod::TauB),
+            ("corr_cov", CompareMethod::CorrCov),
+            ("bures", CompareMethod::Bures),
+            ("cka_linear", CompareMethod::CkaLinear),
+            ("cka_linear_unbiased", CompareMethod::CkaLinearUnbiased),
+            ("cka_rbf", CompareMethod::CkaRbf),
+            ("cka_rbf_unbiased", CompareMethod::CkaRbfUnbiased),
+        ] {
+            assert_eq!(CompareMethod::parse(s).unwrap(), m);
         }
         assert!(matches!(CompareMethod::parse("corr"), Err(KernelError::Parameter(_))));
+        assert!(matches!(CompareMethod::parse("rho-a"), Err(KernelError::Parameter(_))));
     }
 
     #[test]
@@ -679,7 +907,10 @@ mod tests {
             }
             assert!((v(&a, &a) - 1.0).abs() < 1e-12);
         }
-        assert!(comparison_features(ArrayView1::from(&a), CompareMethod::KendallTauA).is_err());
+        for m in CompareMethod::ALL.into_iter().filter(|m| !m.has_features()) {
+            let e = comparison_features(ArrayView1::from(&a[..3]), m).unwrap_err();
+            assert!(matches!(e, KernelError::Parameter(s) if s.contains(m.as_str())));
+        }
         assert!(comparison_features(ArrayView1::from(&two_valid), CompareMethod::Pearson).is_err());
         assert!(comparison_features(ArrayView1::from(&a[..2]), CompareMethod::Pearson).is_err());
         let f = comparison_features(ArrayView1::from(&c), CompareMethod::Spearman).unwrap();
@@ -696,7 +927,7 @@ mod tests {
             let b: Vec<f64> = (0..len).map(|_| rng.below(4) as f64).collect();
             let mut perm: Vec<usize> = (0..n).collect();
             rng.shuffle(&mut perm);
-            for m in [CompareMethod::Spearman, CompareMethod::Pearson, CompareMethod::Cosine] {
+            for m in CompareMethod::ALL.into_iter().filter(|m| m.has_features()) {
                 let fa = comparison_features(ArrayView1::from(&a), m).unwrap();
                 let fb = comparison_features(ArrayView1::from(&b), m).unwrap();
                 let c = compare(ArrayView1::from(&a), ArrayView1::from(&b), m).unwrap();
@@ -813,5 +1044,198 @@ mod tests {
                 assert!((f.dot(&g) - want).abs() < 1e-9);
             }
         }
+    }
+
+    /// Path of a file in `tests/fixtures/compare/` (made by
+    /// `scripts/python/make_fixtures_compare.py`).
+    fn compare_fixture(name: &str) -> std::path::PathBuf {
+        std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/compare/"
+        ))
+        .join(name)
+    }
+
+    /// human_it, monkey_it and the 8 models of kriegeskorte2008, condensed, by name.
+    fn kriegeskorte_rdms() -> Vec<(String, Array1<f64>)> {
+        let (_, human) = fx::f64s(&fx::krieg("human_it_rdm.npy"));
+        let (_, monkey) = fx::f64s(&fx::krieg("monkey_it_rdm.npy"));
+        let (shape, models) = fx::f64s(&fx::krieg("model_rdms.npy"));
+        let models =
+            ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]), models).unwrap();
+        let names = std::fs::read_to_string(fx::krieg("model_names.txt")).unwrap();
+        let mut out: Vec<(String, Array1<f64>)> = vec![
+            ("human_it".into(), Array1::from(human)),
+            ("monkey_it".into(), Array1::from(monkey)),
+        ];
+        for (name, m) in
+            names.lines().filter(|l| !l.trim().is_empty()).zip(models.axis_iter(Axis(0)))
+        {
+            out.push((name.trim().into(), square_to_condensed(m, name).unwrap()));
+        }
+        out
+    }
+
+    /// Checks every row of a comparison CSV against [`compare`] (and the features, where the
+    /// method has them); returns the largest |diff| per method.
+    fn check_rows(
+        csv: &str,
+        rdms: &[(String, Array1<f64>)],
+        tol: impl Fn(CompareMethod) -> f64,
+    ) -> std::collections::BTreeMap<String, f64> {
+        let mut worst = std::collections::BTreeMap::new();
+        for (brain, model, method, want) in fx::compare_csv(&compare_fixture(csv)) {
+            let find = |name: &str| &rdms.iter().find(|(n, _)| n == name).expect(name).1;
+            let (b, t) = (find(&brain), find(&model));
+            let m = method_of(&method);
+            let got = compare(b.view(), t.view(), m).unwrap();
+            let diff = (got - want).abs();
+            assert!(diff <= tol(m), "{csv}: {brain} {model} {method}: {got} vs {want}");
+            let w = worst.entry(method.clone()).or_insert(0.0f64);
+            *w = w.max(diff);
+            if m.has_features() && !b.iter().chain(t.iter()).any(|v| v.is_nan()) {
+                let f = comparison_features(b.view(), m).unwrap();
+                let g = comparison_features(t.view(), m).unwrap();
+                assert!((f.dot(&g) - want).abs() <= tol(m));
+            }
+        }
+        worst
+    }
+
+    #[test]
+    fn new_methods_match_rsatoolbox_on_real_data() {
+        let rdms = kriegeskorte_rdms();
+        // Against rsatoolbox 0.3.2; measured max |diff|: rho_a 3.8e-15, tau_b 0, corr_cov
+        // 2.1e-14, bures 7.7e-8 (rsatoolbox's rounding noise: square roots of eigenvalues at
+        // rounding level; see bures_exact.csv).
+        let worst =
+            check_rows("real.csv", &rdms, |m| if m == CompareMethod::Bures { 2e-7 } else { 1e-12 });
+        assert_eq!(worst.len(), 4, "{worst:?}");
+        // The noise-free Bures reference: measured max |diff| 6.8e-15.
+        let mut all = rdms.clone();
+        all.push(("ties_a".into(), Array1::from(fx::f64s(&compare_fixture("ties_a.npy")).1)));
+        all.push(("ties_b".into(), Array1::from(fx::f64s(&compare_fixture("ties_b.npy")).1)));
+        let exact = check_rows("bures_exact.csv", &all, |_| 1e-12);
+        eprintln!("max |diff| vs rsatoolbox {worst:?}, vs the exact Bures {exact:?}");
+    }
+
+    #[test]
+    fn new_methods_match_rsatoolbox_on_ties_and_nan() {
+        let load = |name: &str| Array1::from(fx::f64s(&compare_fixture(name)).1);
+        let rdms: Vec<(String, Array1<f64>)> = ["ties_a", "ties_b", "nan_a", "nan_b"]
+            .iter()
+            .map(|n| (n.to_string(), load(&format!("{n}.npy"))))
+            .collect();
+        // measured max |diff|: ties rho_a 2.2e-16, tau_b 0, corr_cov 2.2e-16 (bures 5.8e-9:
+        // rsatoolbox's noise; the exact reference above holds the ties pair too); NaN rho_a 0, tau_b 0,
+        // corr_cov 4.4e-16 (rsatoolbox's weighted projection for missing entries)
+        let ties =
+            check_rows("ties.csv", &rdms, |m| if m == CompareMethod::Bures { 1e-8 } else { 1e-12 });
+        let nan = check_rows("nan.csv", &rdms, |_| 1e-12);
+        assert_eq!((ties.len(), nan.len()), (4, 3));
+        eprintln!("max |diff| ties {ties:?}, NaN {nan:?}");
+        // Bures of these non-Euclidean RDMs is above 1 and not symmetric, as rsatoolbox's
+        // (1.2795... and 1.2539...): only the first matrix's negative eigenvalues are clipped.
+        let (a, b) = (&rdms[0].1, &rdms[1].1);
+        let ab = compare(a.view(), b.view(), CompareMethod::Bures).unwrap();
+        let ba = compare(b.view(), a.view(), CompareMethod::Bures).unwrap();
+        assert!(ab > 1.0 && (ba - 1.253970).abs() < 1e-6, "{ab} {ba}");
+        // rsatoolbox refuses NaN for bures; brainfit: NaN. Likewise the CKAs.
+        let (a, b) = (&rdms[2].1, &rdms[3].1);
+        for m in SQUARE.into_iter().filter(|&m| m != CompareMethod::CorrCov) {
+            assert!(compare(a.view(), b.view(), m).unwrap().is_nan(), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn rho_a_is_spearman_without_ties_and_smaller_with_them() {
+        let mut rng = Rng::new(24);
+        let a: Vec<f64> = (0..300).map(|_| rng.normal()).collect();
+        let b: Vec<f64> = a.iter().map(|v| v + rng.normal()).collect();
+        let (va, vb) = (ArrayView1::from(&a), ArrayView1::from(&b));
+        let rho = compare(va, vb, CompareMethod::Spearman).unwrap();
+        assert!((compare(va, vb, CompareMethod::RhoA).unwrap() - rho).abs() < 1e-14);
+        let t: Vec<f64> = a.iter().map(|v| (v * 2.0).round()).collect();
+        let vt = ArrayView1::from(&t);
+        let (ra, rs) = (
+            compare(vt, vb, CompareMethod::RhoA).unwrap(),
+            compare(vt, vb, CompareMethod::Spearman).unwrap(),
+        );
+        assert!(ra.abs() < rs.abs() && ra > 0.5, "{ra} {rs}");
+        // tau-b >= tau-a in magnitude, equal without ties
+        let ta = compare(va, vb, CompareMethod::KendallTauA).unwrap();
+        assert!((compare(va, vb, CompareMethod::TauB).unwrap() - ta).abs() < 1e-14);
+        let (ta, tb) = (
+            compare(vt, vb, CompareMethod::KendallTauA).unwrap(),
+            compare(vt, vb, CompareMethod::TauB).unwrap(),
+        );
+        assert!(tb > ta && ta > 0.3, "{ta} {tb}");
+    }
+
+    #[test]
+    fn square_methods_nan_policy_and_errors() {
+        let mut rng = Rng::new(25);
+        let n = 9;
+        let len = condensed_len(n);
+        // Euclidean RDMs (positive semi-definite second moments: bures is symmetric, 1 with
+        // itself)
+        let x: ndarray::Array2<f64> = rng.normal_array((n, 5));
+        let y: ndarray::Array2<f64> = &x + &rng.normal_array::<f64, _, _>((n, 5));
+        let a = crate::rdm::rdm(x.view(), crate::rdm::RdmMethod::Euclidean).unwrap().to_vec();
+        let b = crate::rdm::rdm(y.view(), crate::rdm::RdmMethod::Euclidean).unwrap().to_vec();
+        let v = |x: &[f64], y: &[f64], m| compare(ArrayView1::from(x), ArrayView1::from(y), m);
+        let constant = vec![0.7; len];
+        let zero = vec![0.0; len];
+        for m in SQUARE {
+            let ab = v(&a, &b, m).unwrap();
+            assert!(ab.is_finite() && ab > 0.0, "{m:?}: {ab}");
+            assert!((v(&b, &a, m).unwrap() - ab).abs() < 1e-12, "{m:?}: symmetric");
+            assert!((v(&a, &a, m).unwrap() - 1.0).abs() < 1e-12, "{m:?}: 1 with itself");
+            // a length that is not n(n-1)/2
+            assert!(matches!(v(&a[..4], &b[..4], m), Err(KernelError::Shape(_))), "{m:?}");
+            assert!(matches!(v(&a, &b[..4], m), Err(KernelError::Shape(_))));
+            // fewer than 3 values: NaN
+            assert!(v(&a[..1], &b[..1], m).unwrap().is_nan());
+            assert!(v(&[], &[], m).unwrap().is_nan());
+            assert!(v(&zero, &b, m).unwrap().is_nan(), "{m:?}: all-zero RDM");
+            let mut inf = a.clone();
+            inf[3] = f64::INFINITY;
+            assert!(v(&inf, &b, m).unwrap().is_nan(), "{m:?}: infinite dissimilarity");
+            let mut hole = a.clone();
+            hole[5] = f64::NAN;
+            let with_nan = v(&hole, &b, m).unwrap();
+            assert_eq!(with_nan.is_nan(), m != CompareMethod::CorrCov, "{m:?}");
+        }
+        // A constant RDM: corr_cov (centred first) and the CKAs but the unbiased linear one are
+        // NaN; unbiased linear CKA is invariant to the constant (U-centring: zero); bures of a
+        // constant RDM is the similarity with a regular simplex (defined).
+        for m in [
+            CompareMethod::CorrCov,
+            CompareMethod::CkaLinearUnbiased,
+            CompareMethod::CkaRbfUnbiased,
+        ] {
+            assert!(v(&constant, &b, m).unwrap().is_nan(), "{m:?}: constant RDM");
+        }
+        for m in [CompareMethod::CkaLinear, CompareMethod::CkaRbf, CompareMethod::Bures] {
+            assert!(v(&constant, &b, m).unwrap().is_finite(), "{m:?}: constant RDM");
+        }
+        // 3 conditions: unbiased CKA is undefined
+        for m in [CompareMethod::CkaLinearUnbiased, CompareMethod::CkaRbfUnbiased] {
+            assert!(v(&a[..3], &b[..3], m).unwrap().is_nan());
+        }
+        // corr_cov drops the union of the NaN positions: the same as NaN in both at those
+        let (mut a1, mut b1) = (a.clone(), b.clone());
+        a1[2] = f64::NAN;
+        b1[7] = f64::NAN;
+        let (mut a2, mut b2) = (a1.clone(), b1.clone());
+        a2[7] = f64::NAN;
+        b2[2] = f64::NAN;
+        let c1 = v(&a1, &b1, CompareMethod::CorrCov).unwrap();
+        assert_eq!(c1, v(&a2, &b2, CompareMethod::CorrCov).unwrap());
+        assert!(c1.is_finite() && (c1 - v(&a, &b, CompareMethod::CorrCov).unwrap()).abs() > 1e-6);
+        // too few valid pairs
+        let mut sparse = vec![f64::NAN; len];
+        sparse[..2].copy_from_slice(&a[..2]);
+        assert!(v(&sparse, &b, CompareMethod::CorrCov).unwrap().is_nan());
     }
 }

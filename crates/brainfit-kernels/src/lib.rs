@@ -9,12 +9,14 @@
 //! default, a system LAPACK/BLAS through ndarray-linalg with the `lapack` cargo feature.
 
 pub mod banded;
+pub mod cka;
 pub mod compare;
 pub mod cv;
 pub mod encoder;
 pub mod identification;
 pub mod lasso;
 pub mod linalg;
+pub mod logistic;
 pub mod permutation;
 pub mod preprocess;
 pub mod rdm;

@@ -18,9 +18,11 @@
 //! Model RDMs are passed twice: as comparison features (`[n_models, n_pairs]`, possibly
 //! relabelled with [`crate::compare::permute_condensed`] for permutation tests) for the fast
 //! path, and raw (`[n_models, n_pairs]`, relabelled the same way) for the pairwise path, which
-//! is taken for Kendall's tau-a, for a centre whose brain RDM holds NaN (e.g. a condition pattern
-//! constant within the sphere, for the correlation RDM; NaN pairs are then dropped jointly as in
-//! [`crate::compare::compare`]), and for every centre when a raw model RDM holds NaN.
+//! is taken for the methods without comparison features (Kendall's tau-a and tau-b, `corr_cov`,
+//! `bures`, the CKAs: [`CompareMethod::has_features`]), for a centre whose brain RDM holds NaN
+//! (e.g. a condition pattern constant within the sphere, for the correlation RDM; NaN pairs are
+//! then handled as in [`crate::compare::compare`]), and for every centre when a raw model RDM
+//! holds NaN.
 //!
 //! The crossnobis RDM needs runs and a noise model per sphere and is not offered in searchlights
 //! (an error says so). Everything runs single-threaded: brainfit parallelises across tasks
@@ -252,7 +254,7 @@ struct Engine<'m> {
     method: CompareMethod,
     features: ArrayView2<'m, f64>,
     raw: ArrayView2<'m, f64>,
-    /// Tau-a, or a raw model with NaN: every comparison is made pairwise.
+    /// A method without features, or a raw model with NaN: every comparison is made pairwise.
     pairwise_only: bool,
     ws: RdmWorkspace,
     d: Vec<f64>,
@@ -392,10 +394,11 @@ impl<'m> Engine<'m> {
 ///   noise model).
 /// - `models_features`: `[n_models, n_pairs]`, row m =
 ///   [`comparison_features`](crate::compare::comparison_features)`(model m, method)`, possibly
-///   relabelled; ignored for Kendall's tau-a and when a raw model holds NaN (pass an empty
+///   relabelled; ignored for methods without features ([`CompareMethod::has_features`]: tau-a,
+///   tau-b, `corr_cov`, `bures`, the CKAs) and when a raw model holds NaN (pass an empty
 ///   `[0, 0]` array there).
 /// - `models_raw`: `[n_models, n_pairs]`, the same models' RDMs (relabelled the same way), used
-///   by the pairwise path (tau-a, brain RDMs with NaN, models with NaN).
+///   by the pairwise path (methods without features, brain RDMs with NaN, models with NaN).
 ///
 /// Result values equal [`compare`]`(rdm(data[:, sphere]), model, method)` (up to rounding).
 /// Errors: fewer than 3 conditions, a range beyond `hoods.len()`, sphere members beyond the
@@ -467,8 +470,8 @@ pub fn sphere_rdm<T: Real>(
 /// [`permute_condensed`](crate::compare::permute_condensed) instead of recomputing ranks).
 ///
 /// Errors as [`sphere_rdm`] and [`comparison_features`](crate::compare::comparison_features):
-/// tau-a, fewer than 3 conditions, and a sphere whose RDM holds NaN (compare that one pairwise:
-/// [`sphere_rdm`] and [`compare`]).
+/// a method without features, fewer than 3 conditions, and a sphere whose RDM holds NaN
+/// (compare that one pairwise: [`sphere_rdm`] and [`compare`]).
 pub fn brain_features<T: Real>(
     data: ArrayView2<'_, T>,
     members: &[usize],
@@ -689,11 +692,16 @@ mod tests {
     }
 
     const RDMS: [RdmMethod; 3] = [RdmMethod::Correlation, RdmMethod::Euclidean, RdmMethod::Cosine];
-    const CMPS: [CompareMethod; 4] = [
+    const CMPS: [CompareMethod; 9] = [
         CompareMethod::Spearman,
         CompareMethod::Pearson,
         CompareMethod::KendallTauA,
         CompareMethod::Cosine,
+        CompareMethod::RhoA,
+        CompareMethod::TauB,
+        CompareMethod::CorrCov,
+        CompareMethod::Bures,
+        CompareMethod::CkaLinearUnbiased,
     ];
 
     fn check_searchlight_vs_brute<T: Real>(seed: u64) {
@@ -774,7 +782,9 @@ mod tests {
                         cmp,
                     )
                     .unwrap();
-                    assert_eq!(part, got.slice(s![range, ..]));
+                    // the same bytes (NaN included: a brain RDM with NaN is NaN for bures)
+                    let bits = |a: ArrayView2<'_, f64>| a.mapv(f64::to_bits);
+                    assert_eq!(bits(part.view()), bits(got.slice(s![range, ..])), "{cmp:?}");
                 }
                 // Voxel-major data (the channel-major gather) gives the same numbers.
                 let vm = searchlight::<T, Faer>(
@@ -864,13 +874,23 @@ mod tests {
         let raw = models(n, 5);
         let mut perm: Vec<usize> = (0..n).collect();
         Rng::new(6).shuffle(&mut perm);
-        for cmp in [CompareMethod::Spearman, CompareMethod::Pearson, CompareMethod::Cosine] {
+        for cmp in [
+            CompareMethod::Spearman,
+            CompareMethod::Pearson,
+            CompareMethod::Cosine,
+            CompareMethod::RhoA,
+            CompareMethod::TauB,
+            CompareMethod::CorrCov,
+            CompareMethod::CkaLinear,
+        ] {
             let feats = features_of(&raw, cmp);
             // Relabelled models: permute features and raw RDMs the same way.
             let mut pf = feats.clone();
             let mut pr = raw.clone();
             for m in 0..raw.nrows() {
-                pf.row_mut(m).assign(&permute_condensed(feats.row(m), n, &perm).unwrap());
+                if cmp.has_features() {
+                    pf.row_mut(m).assign(&permute_condensed(feats.row(m), n, &perm).unwrap());
+                }
                 pr.row_mut(m).assign(&permute_condensed(raw.row(m), n, &perm).unwrap());
             }
             let got = searchlight::<f64, Faer>(
@@ -895,13 +915,15 @@ mod tests {
             .unwrap();
             for c in 0..hoods.len() {
                 let d = sphere_rdm(data.view(), hoods.members(c), RdmMethod::Correlation).unwrap();
-                let bf = brain_features(data.view(), hoods.members(c), RdmMethod::Correlation, cmp)
-                    .unwrap();
+                let bf = brain_features(data.view(), hoods.members(c), RdmMethod::Correlation, cmp);
+                assert_eq!(bf.is_ok(), cmp.has_features());
                 for m in 0..raw.nrows() {
                     let want = compare(d.view(), pr.row(m), cmp).unwrap();
                     assert!(same(got[(c, m)], want, 1e-10));
                     assert!(same(got_t[(c, m)], want, 1e-12));
-                    assert!(same(bf.dot(&pf.row(m)), want, 1e-10));
+                    if let Ok(bf) = &bf {
+                        assert!(same(bf.dot(&pf.row(m)), want, 1e-10));
+                    }
                 }
             }
             // A model with a NaN dissimilarity: everything goes pairwise, NaN pairs dropped.
@@ -1015,7 +1037,7 @@ mod tests {
         data.slice_mut(s![2, 4, ..]).fill(0.5); // constant pattern at t=2: NaN path for correlation
         let raw = models(n, 32);
         for rdm_m in RDMS {
-            for cmp in CMPS {
+            for cmp in CompareMethod::ALL {
                 let feats = features_of(&raw, cmp);
                 let got =
                     time_resolved::<f32, Faer>(data.view(), rdm_m, feats.view(), raw.view(), cmp)
