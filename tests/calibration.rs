@@ -634,3 +634,173 @@ async fn pls_encoding_roi_profiles_and_decoding_are_calibrated_in_runs() {
     // the spheres around voxels 0..3 decode x
     assert!(searchlight.1[..3].iter().all(|&p| p <= ALPHA), "searchlight: {:?}", searchlight.1);
 }
+
+/// Issue 14's design: 12 conditions, each measured once in each of 4 runs (shuffled within
+/// runs), with run offsets and scales.
+const CONDITION_RUNS: Runs = Runs { runs: 4, per_run: 12, offsets: true, ar: 0.0 };
+const N_CONDITIONS: usize = 12;
+
+/// The inference paths of issue 14 in one job per data set: crossnobis RDMs of two ROIs (shrinkage
+/// whitening) and of a searchlight along a 10-voxel line, from observations of conditions in
+/// runs; given brain RDMs and their ceiling group's mean; comparisons by Spearman and unbiased
+/// CKA; a reweighted set of two layers and a unit weighting of three components (fitted per
+/// permutation); and cross-temporal RSA of MEG-like data. Returns, for data set `i`:
+/// (ROI model rows, ROI fitted rows, searchlight (4 centres apart, per model), cross-temporal
+/// (3 entries sharing no time point)) as (p, p_fwe); the ROI families are each method's rows.
+async fn issue14_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<f64>); 4] {
+    let base = "memory://calibration/issue14";
+    let mut rng = Rng::new(9_000_011 * i as u64 + 3 + u64::from(planted));
+    let runs = CONDITION_RUNS;
+    let n_obs = runs.n();
+    // each run measures every condition once, in its own order
+    let mut conditions = Vec::with_capacity(n_obs);
+    for _ in 0..runs.runs {
+        let mut order: Vec<i64> = (0..N_CONDITIONS as i64).collect();
+        rng.shuffle(&mut order);
+        conditions.extend(order);
+    }
+    let per_observation = |x: &Array2<f64>| {
+        Array2::from_shape_fn((n_obs, x.ncols()), |(o, u)| x[(conditions[o] as usize, u)])
+    };
+    let p_layer: Array2<f64> = rng.normal_array((N_CONDITIONS, 4));
+    let q_layer: Array2<f64> = rng.normal_array((N_CONDITIONS, 6));
+    let mut brain = runs.noise(&mut rng, VOXELS);
+    let mut meg: Array3<f64> = rng.normal_array((6, N_CONDITIONS, 4));
+    if planted {
+        let w: Array2<f64> = rng.normal_array((4, 5));
+        brain.slice_mut(ndarray::s![.., ..5]).scaled_add(1.5, &per_observation(&p_layer).dot(&w));
+        let structure: Array2<f64> = rng.normal_array((N_CONDITIONS, 4));
+        for t in [1, 4] {
+            meg.index_axis_mut(Axis(0), t).scaled_add(4.0, &structure);
+        }
+    }
+    put(store, base, "brain.npy", &brain).await;
+    put(store, base, "p.npy", &per_observation(&p_layer)).await;
+    put(store, base, "q.npy", &per_observation(&q_layer)).await;
+    put(store, base, "conditions.npy", &Array1::from(conditions.clone())).await;
+    put(store, base, "runs.npy", &runs.labels()).await;
+    put(store, base, "meg.npy", &meg).await;
+    for g in 1..=3 {
+        let patterns: Array2<f64> = rng.normal_array((N_CONDITIONS, 8));
+        let d = brainfit_kernels::rdm::rdm(
+            patterns.view(),
+            brainfit_kernels::rdm::RdmMethod::Correlation,
+        );
+        put(store, base, &format!("g{g}.npy"), &d.unwrap()).await;
+    }
+    if i == 0 {
+        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
+        let mask = Array3::<f32>::ones((VOXELS, 1, 1));
+        let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
+        a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
+        let b = mask.mapv(|m| m) - &a;
+        let files = [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)]
+            .map(|(name, m)| (name, write_nifti_f32(m.view(), &eye, true)));
+        common::put_files(store, base, files).await;
+    }
+    let n_perm = if planted { 99 } else { N_PERM };
+    let seed = i + 2000;
+    let job = format!(
+        r#"
+name = "calibration"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+conditions = "conditions.npy"
+[features]
+p = "p.npy"
+q = "q.npy"
+[rsa]
+rois = {{ a = "a.nii.gz", b = "b.nii.gz" }}
+brain_rdms = {{ g1 = "g1.npy", g2 = "g2.npy", g3 = "g3.npy" }}
+ceiling = {{ grp = ["g1", "g2", "g3"] }}
+rdm = "crossnobis"
+noise = "shrinkage_diag"
+compare = ["spearman", "cka_linear_unbiased"]
+[rsa.reweight.both]
+models = ["p", "q"]
+folds = 3
+seed = {seed}
+[rsa.unit_weighting.u]
+space = "q"
+components = 3
+folds = 3
+[searchlight]
+radius = 1.0
+min_voxels = 2
+rdm = "crossnobis"
+compare = "spearman"
+[time_resolved]
+data = "meg.npy"
+cross_temporal = true
+[permutation]
+n = {n_perm}
+seed = {seed}
+"#
+    );
+    common::run_embedded(store, base, &job, 1).await.unwrap();
+    let out = join_url(base, "out");
+    let csv = store.get(&format!("{out}/rsa/compare.csv")).await.unwrap();
+    // rows: brain,model,method,value,p,p_fwe,... Items: the ROIs' and given RDMs' comparisons
+    // with the layers; then the ceiling group's and the fitted models' rows (not the
+    // unweighted sums, plain comparisons of fixed RDMs). Families: each method's rows.
+    let (mut plain, mut fitted) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for fields in csv::Reader::from_reader(&csv[..]).records() {
+        let f = fields.unwrap();
+        let (p, p_fwe): (f64, f64) = (f[4].parse().unwrap(), f[5].parse().unwrap());
+        let layer = matches!(&f[1], "p" | "q");
+        if layer && &f[0] != "grp" {
+            plain.0.push(p);
+        } else if matches!(&f[1], "both" | "u") || layer {
+            fitted.0.push(p);
+        }
+        // the spearman family with the first, unbiased CKA's with the second
+        if &f[2] == "spearman" { plain.1.push(p_fwe) } else { fitted.1.push(p_fwe) }
+    }
+    let maps = |dir: String| async move {
+        (
+            vector(store, &format!("{dir}/p.npy")).await,
+            vector(store, &format!("{dir}/p_fwe.npy")).await,
+        )
+    };
+    // searchlight along the line: centres 0, 3, 6, 9 have disjoint spheres
+    let (p, p_fwe) = maps(format!("{out}/searchlight/p")).await;
+    let searchlight = ([0, 3, 6, 9].map(|c| p[c]).to_vec(), p_fwe);
+    let (p, p_fwe) = maps(format!("{out}/cross_temporal")).await;
+    // [6, 6] row-major: (0, 3), (1, 4), (2, 5) share no time point
+    let cross = ([3, 10, 17].map(|k| p[k]).to_vec(), p_fwe);
+    [plain, fitted, searchlight, cross]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossnobis_fitted_models_cka_ceilings_and_cross_temporal_rsa_are_calibrated() {
+    let store = Store::new();
+    let mut rates = [Rates::default(); 4];
+    for i in 0..N_SETS {
+        for (r, (p, p_fwe)) in rates.iter_mut().zip(issue14_run(&store, i, false).await) {
+            r.add(&p, &p_fwe);
+        }
+    }
+    let names = [
+        "ROI RSA: crossnobis ROIs and given RDMs vs layers (FWE: spearman rows)",
+        "ceiling group, reweighted set, unit weighting (FWE: unbiased CKA rows)",
+        "crossnobis searchlight (10 centres, 4 apart)",
+        "cross-temporal RSA (6 x 6 without its diagonal, 3 entries apart)",
+    ];
+    for (name, r) in names.iter().zip(&rates) {
+        println!("{}", r.row(name));
+    }
+    for (name, r) in names.iter().zip(&rates) {
+        assert!(r.calibrated(), "{name}: {r:?}");
+    }
+    let [plain, fitted, searchlight, cross] = issue14_run(&store, 0, true).await;
+    // ROI a carries layer p: brains are the given RDMs g1..g3, then ROIs a and b, with 6
+    // spearman rows each (p, q, both, both.unweighted, u, u.unweighted)
+    assert!(plain.1[18] <= ALPHA, "ROI a vs p: {plain:?}");
+    assert!(fitted.0.iter().any(|&p| p <= ALPHA), "reweighted or unit-weighted: {fitted:?}");
+    assert!(searchlight.1[..4].iter().any(|&p| p <= ALPHA), "searchlight: {:?}", searchlight.1);
+    // times 1 and 4 share a structure: entry (1, 4) of the cross-temporal matrix
+    assert!(cross.1[10] <= ALPHA, "cross-temporal: {:?}", cross.1);
+}

@@ -607,4 +607,312 @@ async fn cross_temporal_rsa_matches_brute_force_between_recordings() {
         // where both recordings carry the structure, it survives the correction
         assert!(p_fwe[(2, 1)] < 0.05 && p_fwe[(3, 1)] < 0.05, "{p_fwe}");
     }
+    // within one recording: the diagonal is no item, and each pair of times is one (the upper
+    // triangle, mirrored, in the observed matrix and in the nulls)
+    let job = job("spearman").replace("cross_data = \"eeg.npy\"", "cross_temporal = true");
+    common::run_embedded(&store, base, &job, 1).await.unwrap();
+    let rho = matrix(&store, join_url(base, "out/cross_temporal/rho.npy")).await;
+    let p = matrix(&store, join_url(base, "out/cross_temporal/p.npy")).await;
+    assert_eq!(rho.dim(), (6, 6));
+    let a: Vec<Array1<f64>> =
+        meg.outer_iter().map(|t| rdm(t, RdmMethod::Correlation).unwrap()).collect();
+    for i in 0..6 {
+        assert!(rho[(i, i)].is_nan() && p[(i, i)].is_nan());
+        for j in i + 1..6 {
+            let want = compare(a[i].view(), a[j].view(), CompareMethod::Spearman).unwrap();
+            assert!((rho[(i, j)] - want).abs() < 1e-12);
+            assert_eq!((rho[(j, i)], p[(j, i)]), (rho[(i, j)], p[(i, j)]));
+        }
+    }
+    assert!(p[(2, 3)] < 0.05, "times 2 and 3 share the structure: {p}");
+}
+
+/// The real human IT RDMs of the 4 subjects (session-averaged, condensed), and every model.
+async fn write_subjects(store: &Store, base: &str) -> Vec<Array1<f64>> {
+    let all = krieg("human_it_rdms.npy").to_f64().into_dimensionality::<ndarray::Ix4>().unwrap();
+    let mut subjects = Vec::new();
+    for s in 0..4 {
+        let square = all.index_axis(Axis(0), s).mean_axis(Axis(0)).unwrap();
+        let v = square_to_condensed(square.view(), "subject").unwrap();
+        put(store, join_url(base, &format!("s{}.npy", s + 1)), &v).await;
+        subjects.push(v);
+    }
+    subjects
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reweighted_rsa_and_noise_ceilings_on_the_real_rdms() {
+    use brainfit_kernels::rsa_fit::{
+        condition_folds, crossval_reweighted, crossval_unweighted, noise_ceiling,
+    };
+    let store = Store::new();
+    let base = "memory://rsa/reweight";
+    let models = write_real(&store, base).await;
+    let subjects = write_subjects(&store, base).await;
+    let methods = ["spearman", "pearson", "rho_a", "tau_b", "corr_cov", "cka_linear_unbiased"];
+    let model_list: String = MODEL_NAMES.iter().map(|m| format!("{m:?}, ")).collect();
+    let job = format!(
+        "name = \"rw\"\noutput = \"out\"\n[rsa]\nbrain_rdms = {{ s1 = \"s1.npy\", s2 = \"s2.npy\", s3 = \"s3.npy\", s4 = \"s4.npy\" }}\nmodels = {{ {} }}\ncompare = {methods:?}\nceiling = {{ human = [\"s1\", \"s2\", \"s3\", \"s4\"] }}\n[rsa.reweight.all]\nmodels = [{}]\nfolds = 4\nseed = 7\n[permutation]\nn = 19\nseed = 4\n[execution]\npermutations_per_task = 7\n",
+        MODEL_NAMES
+            .iter()
+            .map(|m| format!("{m} = \"{m}.npy\", "))
+            .collect::<String>()
+            .trim_end_matches(", "),
+        model_list.trim_end_matches(", ")
+    );
+    common::run_embedded(&store, base, &job, 2).await.unwrap();
+    let text = text(&store, join_url(base, "out/rsa/compare.csv")).await;
+    let header = text.lines().next().unwrap();
+    assert_eq!(header, "brain,model,method,value,p,p_fwe,noise_ceiling_lower,noise_ceiling_upper");
+    let rows = parse_csv(&text);
+    // brains (4 subjects, then the group) × (8 models, all, all.unweighted) × methods
+    assert_eq!(rows.len(), 5 * 10 * methods.len());
+    let value = |brain: &str, model: &str, method: &str| -> Vec<String> {
+        rows.iter()
+            .find(|r| r[0] == brain && r[1] == model && r[2] == method)
+            .unwrap_or_else(|| panic!("{brain} {model} {method}"))
+            .clone()
+    };
+    let folds = condition_folds(92, 4, 7).unwrap();
+    let mut stacked = Array2::<f64>::zeros((8, 4186));
+    for (i, (_, m)) in models.iter().skip(1).enumerate() {
+        stacked.row_mut(i).assign(m);
+    }
+    for method in methods {
+        let m = CompareMethod::parse(method).unwrap();
+        let mut group = [0.0; 10];
+        for (s, subject) in subjects.iter().enumerate() {
+            let brain = format!("s{}", s + 1);
+            for (j, (name, model)) in models.iter().skip(1).enumerate() {
+                let got: f64 = value(&brain, name, method)[3].parse().unwrap();
+                let want = compare(subject.view(), model.view(), m).unwrap();
+                assert!((got - want).abs() < 1e-12, "{brain} {name} {method}: {got} vs {want}");
+                group[j] += got / 4.0;
+            }
+            let cv = crossval_reweighted(stacked.view(), subject.view(), 92, &folds, m).unwrap();
+            let got: f64 = value(&brain, "all", method)[3].parse().unwrap();
+            assert!((got - cv.mean).abs() < 1e-12, "{brain} {method}: {got} vs {}", cv.mean);
+            group[8] += got / 4.0;
+            let plain = crossval_unweighted(stacked.view(), subject.view(), 92, &folds, m).unwrap();
+            let got: f64 = value(&brain, "all.unweighted", method)[3].parse().unwrap();
+            assert!((got - plain).abs() < 1e-12);
+            group[9] += got / 4.0;
+            assert_eq!(value(&brain, "all", method)[6], "", "no ceiling on a subject's row");
+        }
+        let names: Vec<&str> =
+            MODEL_NAMES.iter().copied().chain(["all", "all.unweighted"]).collect();
+        let mut pooled = Array2::<f64>::zeros((4, 4186));
+        for (mut row, s) in pooled.rows_mut().into_iter().zip(&subjects) {
+            row.assign(s);
+        }
+        let (lower, upper) = noise_ceiling(pooled.view(), m).unwrap();
+        for (j, name) in names.iter().enumerate() {
+            let row = value("human", name, method);
+            let got: f64 = row[3].parse().unwrap();
+            assert!((got - group[j]).abs() < 1e-12, "group mean {name} {method}");
+            let (lo, hi): (f64, f64) = (row[6].parse().unwrap(), row[7].parse().unwrap());
+            assert!((lo - lower).abs() < 1e-12 && (hi - upper).abs() < 1e-12, "{method}");
+            assert!(lo < hi, "{method}: the lower bound is below the upper one");
+        }
+    }
+    // the reweighted fit's null refits every fold on relabelled models: brute force for s1
+    let subject = &subjects[0];
+    let observed =
+        crossval_reweighted(stacked.view(), subject.view(), 92, &folds, CompareMethod::Spearman)
+            .unwrap()
+            .mean;
+    let exceed = (0..19)
+        .filter(|&k| {
+            let perm = permutation(92, &Scheme::Free, 4, k);
+            let mut relabelled = stacked.clone();
+            for mut row in relabelled.rows_mut() {
+                let r = permute_condensed(row.view(), 92, &perm).unwrap();
+                row.assign(&r);
+            }
+            let cv = crossval_reweighted(
+                relabelled.view(),
+                subject.view(),
+                92,
+                &folds,
+                CompareMethod::Spearman,
+            );
+            cv.unwrap().mean >= observed
+        })
+        .count();
+    let p: f64 = value("s1", "all", "spearman")[4].parse().unwrap();
+    assert!((p - (1 + exceed) as f64 / 20.0).abs() < 1e-12, "{p} vs {exceed}");
+    // fitted to the models, human IT beats the unweighted sum on held-out pairs
+    let fitted: f64 = value("human", "all", "spearman")[3].parse().unwrap();
+    let plain: f64 = value("human", "all.unweighted", "spearman")[3].parse().unwrap();
+    assert!(fitted > plain, "reweighted {fitted} vs unweighted {plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_unit_weighting_and_remix_in_rois_searchlights_and_time() {
+    use brainfit_kernels::logistic::LogisticCv;
+    use brainfit_kernels::rsa_fit::{
+        condition_folds, crossval_reweighted, partition_from_unions, principal_component_scores,
+        rdm_r2, unit_regressors,
+    };
+    let store = Store::new();
+    let base = "memory://rsa/fitted";
+    let (_, voxels, _) = write_volume_study(&store, base).await;
+    let mut rng = Rng::new(23);
+    let n = 20;
+    let low: Array2<f64> = rng.normal_array((n, 6));
+    let high: Array2<f64> = rng.normal_array((n, 8));
+    let mut brain: Array2<f64> = rng.normal_array((n, voxels.len()));
+    let w_low: Array2<f64> = rng.normal_array((6, voxels.len()));
+    let w_high: Array2<f64> = rng.normal_array((8, voxels.len()));
+    brain = brain + low.dot(&w_low) * 0.7 + high.dot(&w_high) * 0.7;
+    let mut meg: Array3<f64> = rng.normal_array((4, n, 5));
+    let w_meg: Array2<f64> = rng.normal_array((8, 5));
+    meg.index_axis_mut(Axis(0), 2).scaled_add(1.0, &high.dot(&w_meg));
+    // a training set for the remixed classifier: 3 categories of 15 images in high's units
+    let centres: Array2<f64> = rng.normal_array((3, 8));
+    let labels: Array1<i64> = (0..45).map(|i| (i % 3) as i64).collect();
+    let mut train: Array2<f64> = rng.normal_array((45, 8));
+    for (mut row, &l) in train.rows_mut().into_iter().zip(&labels) {
+        row.scaled_add(2.0, &centres.row(l as usize));
+    }
+    for (name, a) in
+        [("brain.npy", &brain), ("low.npy", &low), ("high.npy", &high), ("train.npy", &train)]
+    {
+        put(&store, join_url(base, name), a).await;
+    }
+    put(&store, join_url(base, "meg.npy"), &meg).await;
+    put(&store, join_url(base, "labels.npy"), &labels).await;
+    let job = r#"
+name = "fitted"
+output = "out"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+[features]
+low = "low.npy"
+high = "high.npy"
+[rsa]
+rois = { box = "mask.nii.gz" }
+compare = ["pearson"]
+partition = ["low", "high"]
+[rsa.unit_weighting.units]
+space = "high"
+components = 4
+folds = 3
+[rsa.remix.cat]
+space = "high"
+train = "train.npy"
+labels = "labels.npy"
+cs = [0.1, 1.0, 10.0]
+folds = 3
+[searchlight]
+radius = 1.5
+min_voxels = 5
+compare = "pearson"
+[time_resolved]
+data = "meg.npy"
+compare = "pearson"
+[execution]
+centres_per_task = 120
+"#;
+    common::run_embedded(&store, base, job, 2).await.unwrap();
+    let corr = RdmMethod::Correlation;
+    let (m_low, m_high) = (rdm(low.view(), corr).unwrap(), rdm(high.view(), corr).unwrap());
+    let fit = LogisticCv { cs: vec![0.1, 1.0, 10.0], folds: 3 }
+        .fit(train.view(), labels.as_slice().unwrap())
+        .unwrap();
+    let m_cat = rdm(fit.model.decision_function(high.view()).unwrap().view(), corr).unwrap();
+    let mut models = Array2::<f64>::zeros((3, m_low.len()));
+    // feature spaces in name order, then the remixed model
+    for (mut row, m) in models.rows_mut().into_iter().zip([&m_high, &m_low, &m_cat]) {
+        row.assign(m);
+    }
+    let units = unit_regressors(principal_component_scores(high.view(), 4).unwrap().view());
+    let folds = condition_folds(n, 3, 0).unwrap();
+    // everything a brain RDM gets: the three models, the unit weighting, the partition
+    let expect = |b: &Array1<f64>| -> (Vec<f64>, Vec<f64>) {
+        let mut values: Vec<f64> = models
+            .rows()
+            .into_iter()
+            .map(|m| compare(b.view(), m, CompareMethod::Pearson).unwrap())
+            .collect();
+        let cv =
+            crossval_reweighted(units.view(), b.view(), n, &folds, CompareMethod::Pearson).unwrap();
+        values.push(cv.mean);
+        let r2 = |mask: u32| {
+            // partition = ["low", "high"]: rows 1 and 0
+            let rows: Vec<usize> = [1, 0]
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, row)| row)
+                .collect();
+            Array1::from_elem(1, rdm_r2(b.view(), models.view(), &rows))
+        };
+        let mut parts = partition_from_unions(2, r2);
+        parts.sort_by_key(|(mask, _)| *mask);
+        (values, parts.into_iter().map(|(_, v)| v[0]).collect())
+    };
+    // ROI: the whole mask
+    let box_rdm = vector(&store, join_url(base, "out/rsa/rdms/box.npy")).await;
+    let (values, parts) = expect(&box_rdm);
+    let rows = parse_csv(&text(&store, join_url(base, "out/rsa/compare.csv")).await);
+    let names = ["high", "low", "cat", "units", "units.unweighted"];
+    assert_eq!(rows.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), names);
+    for (row, want) in rows.iter().zip(&values) {
+        let got: f64 = row[3].parse().unwrap();
+        assert!((got - want).abs() < 1e-12, "{}: {got} vs {want}", row[1]);
+    }
+    let partition = parse_csv(&text(&store, join_url(base, "out/rsa/partition.csv")).await);
+    let subsets: Vec<&str> = partition.iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(subsets, ["low", "high", "low+high"]);
+    for (row, want) in partition.iter().zip(&parts) {
+        assert!((row[2].parse::<f64>().unwrap() - want).abs() < 1e-12, "{row:?} vs {want}");
+    }
+    // both layers' unique variance is there, and they add up with the shared part
+    assert!(parts[0] > 0.0 && parts[1] > 0.0, "{parts:?}");
+    // searchlight: the same per sphere
+    let hoods = spheres(&voxels, [9, 8, 6], 1.5, [1.0; 3], 5).unwrap();
+    for c in (0..hoods.centres.len()).step_by(29) {
+        let b = sphere_rdm(brain.view(), hoods.members(c), corr).unwrap();
+        let (values, parts) = expect(&b);
+        for (name, want) in names.iter().zip(&values) {
+            let got =
+                vector(&store, join_url(base, &format!("out/searchlight/{name}/rho.npy"))).await[c];
+            assert!((got - want).abs() < 1e-12, "centre {c} {name}: {got} vs {want}");
+        }
+        for (subset, want) in ["low", "high", "low+high"].iter().zip(&parts) {
+            let got =
+                vector(&store, join_url(base, &format!("out/searchlight/partition/{subset}.npy")))
+                    .await[c];
+            assert!((got - want).abs() < 1e-12, "centre {c} {subset}");
+        }
+    }
+    // time-resolved: per time point
+    for t in 0..4 {
+        let b = rdm(meg.index_axis(Axis(0), t), corr).unwrap();
+        let (values, parts) = expect(&b);
+        for (name, want) in names.iter().zip(&values) {
+            let got = vector(&store, join_url(base, &format!("out/time_resolved/{name}/rho.npy")))
+                .await[t];
+            assert!((got - want).abs() < 1e-12, "time {t} {name}: {got} vs {want}");
+        }
+        for (subset, want) in ["low", "high", "low+high"].iter().zip(&parts) {
+            let got = vector(
+                &store,
+                join_url(base, &format!("out/time_resolved/partition/{subset}.npy")),
+            )
+            .await[t];
+            assert!((got - want).abs() < 1e-12, "time {t} {subset}");
+        }
+    }
+    // checked before any task: an unknown model, too many components, a model named partition
+    for (from, to, message) in [
+        ("partition = [\"low\", \"high\"]", "partition = [\"low\", \"nope\"]", "is not a model"),
+        ("components = 4", "components = 40", "components = 40"),
+        ("[rsa.remix.cat]", "[rsa.remix.partition]", "no model may be named \"partition\""),
+    ] {
+        let e = common::run_embedded(&store, base, &job.replace(from, to), 1).await.unwrap_err();
+        assert!(e.contains(message), "{e}");
+    }
 }

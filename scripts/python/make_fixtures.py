@@ -5,7 +5,7 @@ nilearn), asserting internal cross-checks while doing so.
 
 Usage (from the repository root):
     scripts/python/setup_venv.sh
-    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded logistic rsa compare nifti searchlight
+    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded logistic rsa compare rsa_fit nifti searchlight
 
 Deterministic: every random draw uses a fixed seed (numpy default_rng).
 Arrays are saved with np.save, C order, float64 unless stated otherwise.
@@ -613,8 +613,8 @@ def fixture_searchlight():
 
 def main():
     which = sys.argv[1:] or [
-        "ridge", "components", "lasso", "banded", "logistic", "rsa", "compare", "nifti",
-        "searchlight"]
+        "ridge", "components", "lasso", "banded", "logistic", "rsa", "compare", "rsa_fit",
+        "nifti", "searchlight"]
     if "searchlight" in which:
         fixture_searchlight()
     if "ridge" in which:
@@ -635,6 +635,9 @@ def main():
     if "compare" in which:  # its own script (rho-a, tau-b, corr_cov, bures; CKA)
         import make_fixtures_compare
         make_fixtures_compare.main()
+    if "rsa_fit" in which:  # its own script (NNLS, reweighted RSA, noise ceilings; rsatoolbox)
+        import make_fixtures_rsa_fit
+        make_fixtures_rsa_fit.main()
     if "nifti" in which:
         fixture_nifti()
     total = sum(f.stat().st_size for f in FIX.rglob("*") if f.is_file())

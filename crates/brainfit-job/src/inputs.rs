@@ -648,7 +648,9 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
         if let Some(d) = &design {
             check_crossnobis_design(spec, subject, d)?;
         }
-        let n_conditions = design.as_ref().map_or(n_samples, |d| d.n_conditions());
+        let n_conditions = design
+            .as_ref()
+            .map_or(n_samples, brainfit_kernels::rdm::ObservationDesign::n_conditions);
         let inv = SubjectInventory { n_samples, n_voxels, f64_data, spaces, n_conditions };
         check_rsa_inputs(store, spec, subject, &inv).await?;
         subjects.push(inv);
@@ -724,6 +726,118 @@ pub fn roi_columns(mask: &Mask, roi: &Mask, roi_url: &str) -> Result<Vec<usize>>
         ));
     }
     Ok(cols)
+}
+
+/// Regressors a unit weighting may hold (units or components × pairs, f64): 1 GiB.
+const MAX_UNIT_REGRESSOR_VALUES: usize = 1 << 27;
+
+/// Checks the models `[rsa]` derives (reweighted sets, unit weightings, remixed models, the
+/// partition) against the subject's models and feature spaces, before any task.
+async fn check_rsa_models(
+    store: &Store,
+    spec: &JobSpec,
+    r: &crate::spec::RsaSpec,
+    inv: &SubjectInventory,
+) -> Result<()> {
+    let invalid = |message: String| JobError::Invalid { file: spec.source_name.clone(), message };
+    let models = crate::plan::model_names(spec, inv);
+    let maps = crate::plan::rsa_map_names(spec, inv);
+    for (i, name) in maps.iter().enumerate() {
+        if maps[..i].contains(name) {
+            return Err(invalid(format!(
+                "[rsa] two models are named {name:?} (given models, feature spaces, remix, reweight and unit_weighting names, and <name>.unweighted, must differ)"
+            )));
+        }
+    }
+    if !r.partition.is_empty() && maps.iter().any(|m| m == "partition") {
+        return Err(invalid(
+            "[rsa] partition writes searchlight/partition/ and time_resolved/partition/: no model may be named \"partition\"".into(),
+        ));
+    }
+    let known = |table: &str, name: &String| -> Result<()> {
+        if models.contains(name) {
+            Ok(())
+        } else {
+            Err(invalid(format!("{table}: {name:?} is not a model (models: {models:?})")))
+        }
+    };
+    for m in &r.partition {
+        known("[rsa] partition", m)?;
+    }
+    let n = inv.n_conditions;
+    for (name, set) in &r.reweight {
+        for m in &set.models {
+            known(&format!("[rsa.reweight.{name}] models"), m)?;
+        }
+        brainfit_kernels::rsa_fit::condition_folds(n, set.folds, set.seed)
+            .map_err(|e| invalid(format!("[rsa.reweight.{name}]: {e}")))?;
+    }
+    let space =
+        |table: &str, name: &str| -> Result<usize> {
+            inv.spaces.iter().find(|(s, _)| s.name == name).map(|(_, p)| *p).ok_or_else(|| {
+                invalid(format!("{table} space = {name:?} is not a [features] space"))
+            })
+        };
+    for (name, unit) in &r.unit_weighting {
+        let table = format!("[rsa.unit_weighting.{name}]");
+        let units = space(&table, &unit.space)?;
+        let regressors = match unit.components {
+            Some(k) if k > units.min(n - 1) => {
+                return Err(invalid(format!(
+                    "{table} components = {k}, but {} has {units} units and {n} conditions (at most {})",
+                    unit.space,
+                    units.min(n - 1)
+                )));
+            }
+            Some(k) => k,
+            None => units,
+        };
+        if regressors.saturating_mul(brainfit_kernels::rdm::condensed_len(n))
+            > MAX_UNIT_REGRESSOR_VALUES
+        {
+            return Err(invalid(format!(
+                "{table}: {regressors} regressors over {n} conditions exceed {MAX_UNIT_REGRESSOR_VALUES} values; weight principal components instead (components = 100, say)"
+            )));
+        }
+        brainfit_kernels::rsa_fit::condition_folds(n, unit.folds, unit.seed)
+            .map_err(|e| invalid(format!("{table}: {e}")))?;
+    }
+    for (name, remix) in &r.remix {
+        let table = format!("[rsa.remix.{name}]");
+        let units = space(&table, &remix.space)?;
+        let (shape, _) = npy_shape(store, &remix.train).await?;
+        let train_units: usize = shape.get(1..).map_or(0, |d| d.iter().product());
+        if shape.len() < 2 || train_units != units {
+            return Err(input_err(
+                &remix.train,
+                format!(
+                    "{table}: the training activations must be [n_train, ...] with the {units} units of {}, got {shape:?}",
+                    remix.space
+                ),
+            ));
+        }
+        let labels = parse_npy(&store.get(&remix.labels).await?, &remix.labels)?;
+        let labels: Vec<i64> = labels.to_i64(&remix.labels)?.iter().copied().collect();
+        let mut counts = std::collections::BTreeMap::<i64, usize>::new();
+        labels.iter().for_each(|&l| *counts.entry(l).or_default() += 1);
+        let smallest = counts.values().min().copied().unwrap_or(0);
+        let problem = if labels.len() != shape[0] {
+            Some(format!("{} labels for {} training images", labels.len(), shape[0]))
+        } else if counts.len() < 2 {
+            Some("a classifier needs at least 2 categories".to_string())
+        } else if smallest < remix.folds {
+            Some(format!(
+                "a category has {smallest} images, fewer than the {} inner folds",
+                remix.folds
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(input_err(&remix.labels, format!("{table}: {problem}")));
+        }
+    }
+    Ok(())
 }
 
 /// A crossnobis RDM cross-validates over runs: every condition must be measured in every run
@@ -833,6 +947,9 @@ pub(crate) async fn check_rsa_inputs(
                 message: "[searchlight] has no model RDMs: add [features] or [rsa] models".into(),
             });
         }
+    }
+    if let Some(r) = &spec.rsa {
+        check_rsa_models(store, spec, r, inv).await?;
     }
     if let Some(t) = &spec.time_resolved {
         let (shape, _) = npy_shape(store, &t.data).await?;

@@ -7,19 +7,20 @@
 use crate::inputs::{Inventory, SubjectInventory, load_mask, subject_prefix};
 use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
-use crate::plan::{Analysis, Task, brain_rdm_names, model_names};
+use crate::plan::{Analysis, Task, brain_rdm_names, partition_names, rsa_map_names};
 use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
 use crate::stats::{CROSS_TEMPORAL_PREFIX, MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
     BestSpaceSummary, CeilingSummary, DecodingSummary, EncodingSummary, MapStats, MapSummary,
-    PartitionSummary, Peak, PermutationSummary, RsaRow, SearchlightDecodingSummary, SubjectSummary,
-    Summary,
+    PartitionSummary, Peak, PermutationSummary, RsaPartitionRow, RsaRow,
+    SearchlightDecodingSummary, SubjectSummary, Summary,
 };
 use crate::{JobError, Part, Result};
 use brainfit_io::{Mask, Store, write_nifti_f32, write_npy};
 use brainfit_kernels::encoder::EncoderSpec;
 use brainfit_kernels::identification::{Identification, IdentificationSums};
 use brainfit_kernels::reliability::{is_reliable, normalised_score};
+use brainfit_kernels::rsa_fit::partition_from_unions;
 use ndarray::{Array1, ArrayView1};
 use std::collections::BTreeMap;
 
@@ -423,31 +424,22 @@ impl SubjectMerge<'_> {
         let all = fits.last().expect("the union of the bands is fit last");
         let bands = &all.0.spaces;
         let score_of = |members: &[&String]| -> Array1<f64> {
-            if members.is_empty() {
-                return Array1::zeros(self.inv.n_voxels);
-            }
             let found = fits.iter().find(|(f, _)| {
                 f.spaces.len() == members.len() && f.spaces.iter().all(|s| members.contains(&s))
             });
             found.expect("every subset of the bands is fit").1.clone()
         };
-        let n = bands.len();
+        let members = |mask: u32| -> Vec<&String> {
+            (0..bands.len()).filter(|b| mask & (1 << b) != 0).map(|b| &bands[b]).collect()
+        };
+        let parts = partition_from_unions(bands.len(), |mask| score_of(&members(mask)));
         for (subset, _) in fits {
-            let s: Vec<usize> = subset
+            let mask = subset
                 .spaces
                 .iter()
-                .map(|b| bands.iter().position(|x| x == b).expect("a band"))
-                .collect();
-            let mut value = Array1::<f64>::zeros(self.inv.n_voxels);
-            // W runs over the subsets of S; T ∖ W keeps every band outside W
-            for w in 0u32..(1 << s.len()) {
-                let dropped: Vec<usize> =
-                    (0..s.len()).filter(|i| w & (1 << i) != 0).map(|i| s[i]).collect();
-                let kept: Vec<&String> =
-                    (0..n).filter(|b| !dropped.contains(b)).map(|b| &bands[b]).collect();
-                let sign = if (s.len() - dropped.len() + 1).is_multiple_of(2) { 1.0 } else { -1.0 };
-                value.scaled_add(sign, &score_of(&kept));
-            }
+                .map(|b| 1u32 << bands.iter().position(|x| x == b).expect("a band"))
+                .sum::<u32>();
+            let value = parts.iter().find(|(m, _)| *m == mask).expect("every subset").1.clone();
             let rel = layout::partition(&subset.name);
             let url = |ext: &str| self.spec.output_url(Some(self.subject), &format!("{rel}.{ext}"));
             put_npy(self.outputs, &url("npy")?, value.view()).await?;
@@ -716,14 +708,22 @@ impl SubjectMerge<'_> {
     async fn searchlight(&self, sl: &SearchlightSpec) -> Result<BTreeMap<String, MapSummary>> {
         let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
         let (outputs, n_perms) = (self.outputs, self.n_perms);
-        let models = model_names(spec, inv);
+        let models = rsa_map_names(spec, inv);
+        let subsets = partition_names(spec);
         // Kept centres of each task follow each other in mask order.
         let mut blocks = Vec::new();
         let mut centres = Vec::new();
+        let mut partition = vec![Vec::new(); subsets.len()];
         for (t, p) in &self.done {
             if matches!(t, Task::Searchlight { subject, .. } if *subject == self.si) {
                 let c = p.get("centres")?.1;
                 let start = centres.len();
+                if !subsets.is_empty() && !c.is_empty() {
+                    let (_, v) = p.get("partition")?;
+                    for (k, map) in partition.iter_mut().enumerate() {
+                        map.extend_from_slice(&v[k * c.len()..(k + 1) * c.len()]);
+                    }
+                }
                 centres.extend(c.iter().map(|&v| v as i64));
                 blocks.push((
                     [start, centres.len()],
@@ -762,26 +762,54 @@ impl SubjectMerge<'_> {
                 },
             );
         }
+        for (subset, values) in subsets.iter().zip(partition) {
+            let rel = layout::rsa_partition("searchlight", subset);
+            let url = |ext: &str| spec.output_url(Some(subject), &format!("{rel}.{ext}"));
+            let values = Array1::from(values);
+            put_npy(outputs, &url("npy")?, values.view()).await?;
+            let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
+            centres.iter().zip(&values).for_each(|(&c, &v)| full[c as usize] = v);
+            put_nifti(outputs, &url("nii.gz")?, mask, &full).await?;
+        }
         Ok(summary)
     }
 
     /// ROI RSA: the brain RDMs, and every brain × model × method comparison in
     /// `rsa/compare.csv`.
-    async fn roi_rsa(&self, r: &RsaSpec) -> Result<Vec<RsaRow>> {
+    async fn roi_rsa(&self, r: &RsaSpec) -> Result<(Vec<RsaRow>, Vec<RsaPartitionRow>)> {
         let (spec, subject, outputs, n_perms) =
             (self.spec, self.subject, self.outputs, self.n_perms);
-        let models = model_names(spec, self.inv);
-        let brains = brain_rdm_names(spec);
+        let models = rsa_map_names(spec, self.inv);
+        let given = brain_rdm_names(spec);
+        // rows of the CSV: the brain RDMs, then each ceiling group (its subjects' mean)
+        let brains: Vec<String> = given.iter().chain(r.ceiling.keys()).cloned().collect();
         let mut blocks = Vec::new();
+        let (mut ceiling, mut partition) = (None, Vec::new());
         for (t, p) in &self.done {
             if let Task::Rsa { subject: task_subject, perms } = t
                 && *task_subject == self.si
             {
                 if perms[0] == 0 {
-                    for name in &brains {
+                    for name in &given {
                         let (_, v) = p.get(&format!("rdm:{name}"))?;
                         let url = spec.output_url(Some(subject), &layout::rsa_rdm(name))?;
                         put_npy(outputs, &url, ArrayView1::from(v)).await?;
+                    }
+                    if !r.ceiling.is_empty() {
+                        ceiling = Some(p.get("ceiling")?.1.to_vec());
+                    }
+                    if !r.partition.is_empty() {
+                        let subsets = partition_names(spec);
+                        let (_, v) = p.get("partition")?;
+                        for (b, brain) in given.iter().enumerate() {
+                            for (k, subset) in subsets.iter().enumerate() {
+                                partition.push(RsaPartitionRow {
+                                    brain: brain.clone(),
+                                    partition: subset.clone(),
+                                    r2: v[k * given.len() + b],
+                                });
+                            }
+                        }
                     }
                 }
                 blocks.push(([0, brains.len() * models.len()], *perms, MapBlock::read(p)?));
@@ -794,6 +822,9 @@ impl SubjectMerge<'_> {
         let mut header = vec!["brain", "model", "method", "value"];
         if n_perms.is_some() {
             header.extend(["p", "p_fwe"]);
+        }
+        if ceiling.is_some() {
+            header.extend(["noise_ceiling_lower", "noise_ceiling_upper"]);
         }
         csv.write_record(&header).map_err(csv_err)?;
         let mut rows = Vec::new();
@@ -815,11 +846,25 @@ impl SubjectMerge<'_> {
                         p: None,
                         p_fwe: None,
                         value,
+                        noise_ceiling: None,
                     };
                     if let (Some(p), Some(pf)) = (&maps.p, &maps.p_fwe) {
                         let (p, pf) = (p[(mi, item)], pf[(mi, item)]);
                         record.extend([format!("{p:?}"), format!("{pf:?}")]);
                         (row.p, row.p_fwe) = (Some(p), Some(pf));
+                    }
+                    if let Some(c) = &ceiling {
+                        // [n_groups, n_methods, 2], on the groups' rows only
+                        let group = b.checked_sub(given.len());
+                        let bounds = group.map(|g| {
+                            let at = (g * r.compare.len() + mi) * 2;
+                            [c[at], c[at + 1]]
+                        });
+                        match bounds {
+                            Some([lo, hi]) => record.extend([format!("{lo:?}"), format!("{hi:?}")]),
+                            None => record.extend([String::new(), String::new()]),
+                        }
+                        row.noise_ceiling = bounds;
                     }
                     csv.write_record(&record).map_err(csv_err)?;
                     rows.push(row);
@@ -829,7 +874,19 @@ impl SubjectMerge<'_> {
         let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
         let url = spec.output_url(Some(subject), layout::RSA_COMPARE)?;
         outputs.put(&url, csv.into()).await?;
-        Ok(rows)
+        if !partition.is_empty() {
+            let mut csv = csv::Writer::from_writer(Vec::new());
+            csv.write_record(["brain", "partition", "r2"]).map_err(csv_err)?;
+            for row in &partition {
+                let r2 = format!("{:?}", row.r2);
+                csv.write_record([row.brain.as_str(), row.partition.as_str(), &r2])
+                    .map_err(csv_err)?;
+            }
+            let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+            let url = spec.output_url(Some(subject), layout::RSA_PARTITION)?;
+            outputs.put(&url, csv.into()).await?;
+        }
+        Ok((rows, partition))
     }
 }
 
@@ -843,13 +900,23 @@ async fn merge_time_resolved(
     done: &[(&Task, &Part)],
 ) -> Result<TimeResolvedMerged> {
     let n_perms = spec.permutation.map(|p| p.n);
-    let models = model_names(spec, &inventory.subjects[0]);
+    let models = rsa_map_names(spec, &inventory.subjects[0]);
+    let subsets = partition_names(spec);
     let mut blocks = Vec::new();
     let mut n_times = 0;
     for (task, p) in done {
         if let Task::TimeResolved { perms } = task {
             let block = MapBlock::read(p)?;
             n_times = block.value.ncols();
+            if perms[0] == 0 && !subsets.is_empty() {
+                let (_, v) = p.get("partition")?;
+                for (k, subset) in subsets.iter().enumerate() {
+                    let rel = layout::rsa_partition("time_resolved", subset);
+                    let url = spec.output_url(None, &format!("{rel}.npy"))?;
+                    put_npy(outputs, &url, ArrayView1::from(&v[k * n_times..(k + 1) * n_times]))
+                        .await?;
+                }
+            }
             blocks.push(([0, n_times], *perms, block));
         }
     }
@@ -958,6 +1025,7 @@ pub async fn write_outputs(
             name: subject.name.clone().unwrap_or_else(|| spec.name.clone()),
             precision: (if inv.f64_data { "f64" } else { "f32" }).into(),
             rsa: Vec::new(),
+            rsa_partition: Vec::new(),
             searchlight: None,
         };
         for analysis in Analysis::ALL.into_iter().filter(|a| a.per_subject() && a.requested(spec)) {
@@ -971,7 +1039,9 @@ pub async fn write_outputs(
                 (Analysis::Searchlight, Some(sl), _) => {
                     entry.searchlight = Some(merge.searchlight(sl).await?);
                 }
-                (Analysis::RoiRsa, _, Some(r)) => entry.rsa = merge.roi_rsa(r).await?,
+                (Analysis::RoiRsa, _, Some(r)) => {
+                    (entry.rsa, entry.rsa_partition) = merge.roi_rsa(r).await?;
+                }
                 (Analysis::Decoding, _, _) => {
                     entry.decoding = Some(merge.decoding(store).await?);
                     let searchlight = merge.decoding_searchlight().await?;

@@ -60,6 +60,15 @@ pub mod layout {
         "profile.csv",
     ];
 
+    /// ROI RSA with `[rsa] partition`: `brain,partition,r2`.
+    pub const RSA_PARTITION: &str = "rsa/partition.csv";
+
+    /// `[rsa] partition` in searchlight or time-resolved RSA (`analysis`): the map of one
+    /// subset of the models (names joined by `+`).
+    pub fn rsa_partition(analysis: &str, subset: &str) -> String {
+        format!("{analysis}/partition/{subset}")
+    }
+
     /// ROI RSA: brain RDM `brain` (condensed).
     pub fn rsa_rdm(brain: &str) -> String {
         format!("rsa/rdms/{brain}.npy")

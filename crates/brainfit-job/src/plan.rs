@@ -354,7 +354,36 @@ pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
 /// `[rsa] models` given directly (by name), then one per feature space.
 pub fn model_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) -> Vec<String> {
     let given = spec.rsa.iter().flat_map(|r| r.models.keys().cloned());
-    given.chain(subject.spaces.iter().map(|(s, _)| s.name.clone())).collect()
+    let remix = spec.rsa.iter().flat_map(|r| r.remix.keys().cloned());
+    given.chain(subject.spaces.iter().map(|(s, _)| s.name.clone())).chain(remix).collect()
+}
+
+/// The maps of an RSA analysis (columns of `rsa/compare.csv`, searchlight and time-resolved
+/// map directories): every model ([`model_names`]), then per fitted model (reweighted sets,
+/// unit weightings) its cross-validated comparison `<name>` and the same regressors summed
+/// with equal weights, `<name>.unweighted`.
+pub fn rsa_map_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) -> Vec<String> {
+    let fitted = spec.rsa.iter().flat_map(crate::spec::RsaSpec::fitted_names);
+    let fitted = fitted.flat_map(|name| [name.clone(), format!("{name}{UNWEIGHTED_SUFFIX}")]);
+    model_names(spec, subject).into_iter().chain(fitted).collect()
+}
+
+/// The suffix of a fitted model's equal-weight comparison.
+pub const UNWEIGHTED_SUFFIX: &str = ".unweighted";
+
+/// The subsets of `[rsa] partition`'s models, in the order tasks compute them (bit `i` of
+/// the position + 1 is model `i`), each named by its models joined with `+`.
+pub fn partition_names(spec: &JobSpec) -> Vec<String> {
+    let models = spec.rsa.as_ref().map(|r| r.partition.clone()).unwrap_or_default();
+    (1u32..(1 << models.len()))
+        .map(|mask| {
+            let members: Vec<&str> = (0..models.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| models[i].as_str())
+                .collect();
+            members.join("+")
+        })
+        .collect()
 }
 
 /// Names of the brain RDMs of a subject's ROI RSA: the `[rsa] brain_rdms`, then the `rois`.

@@ -218,6 +218,7 @@ mod tests {
             groups: None,
             features: Default::default(),
             repeats: Vec::new(),
+            conditions: None,
         };
         let (Matrix::F32(want), _) = inputs::load_brain(&store, &subject).await.unwrap() else {
             panic!("a NIfTI image is read as float32")

@@ -1044,9 +1044,12 @@ fn parse_rsa(
     for (name, m) in &r.remix {
         check_name("[rsa] remix", name)?;
         let cs = m.cs.clone().unwrap_or_else(|| vec![0.01, 0.1, 1.0, 10.0, 100.0]);
-        if cs.is_empty() || cs.iter().any(|c| !(c.is_finite() && *c > 0.0)) {
+        if cs.is_empty()
+            || cs.iter().any(|c| !(c.is_finite() && *c > 0.0))
+            || cs.windows(2).any(|w| w[0] >= w[1])
+        {
             return Err(format!(
-                "[rsa.remix.{name}] cs must be a non-empty list of positive numbers, got {cs:?}"
+                "[rsa.remix.{name}] cs must be a non-empty, strictly ascending list of positive numbers, got {cs:?}"
             ));
         }
         let folds = condition_folds(&format!("[rsa.remix.{name}]"), m.folds)?;

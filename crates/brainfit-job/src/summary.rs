@@ -84,6 +84,9 @@ pub struct SubjectSummary {
     /// ROI RSA comparisons (absent when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rsa: Vec<RsaRow>,
+    /// `[rsa] partition`: each brain RDM's variance partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rsa_partition: Vec<RsaPartitionRow>,
     /// Searchlight RSA per model (present when the job runs one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub searchlight: Option<BTreeMap<String, MapSummary>>,
@@ -197,6 +200,21 @@ pub struct RsaRow {
     pub p_fwe: Option<f64>,
     /// The comparison.
     pub value: f64,
+    /// A ceiling group's noise ceiling (Nili et al. 2014): lower and upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_ceiling: Option<[f64; 2]>,
+}
+
+/// One row of `rsa/partition.csv`: the R² a subset of the partition's models alone explains
+/// in a brain RDM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RsaPartitionRow {
+    /// Brain RDM.
+    pub brain: String,
+    /// The subset of models, joined by `+`.
+    pub partition: String,
+    /// Its share of the R².
+    pub r2: f64,
 }
 
 /// Descriptive statistics of a map, ignoring non-finite values.

@@ -23,6 +23,7 @@ pub mod rdm;
 pub mod reliability;
 pub mod ridge;
 pub mod rng;
+pub mod rsa_fit;
 pub mod score;
 pub mod searchlight;
 

@@ -600,6 +600,9 @@ impl Executor {
                 }
                 loaded.models = Some(self.load_models(job, 0, t.rdm).await?);
                 loaded.groups = Some(self.groups(job, 0).await?);
+                if job.spec.subjects[0].brain.is_some() {
+                    loaded.design = Some(self.design(job, 0).await?);
+                }
             }
         }
         Ok(loaded)

@@ -12,6 +12,7 @@ pub mod execute;
 pub mod grpc;
 pub mod metrics;
 mod rsa;
+mod rsa_models;
 
 pub use execute::Executor;
 

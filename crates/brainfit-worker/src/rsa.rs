@@ -1,22 +1,27 @@
-//! Computing the RSA tasks: searchlight, ROI-level and time-resolved RSA, with their nulls.
+//! Computing the RSA tasks: searchlight, ROI-level, time-resolved and cross-temporal RSA, with
+//! their nulls.
 //!
-//! Model RDMs (given directly, or computed from each feature space's activations) are built
-//! once per subject and RDM method. A permutation relabels the conditions of the model RDMs
-//! (rows and columns together); since a relabelled RDM's comparison features are the relabelled
+//! Model RDMs (given directly, computed from each feature space's activations, or remixed) and
+//! the fitted models' regressors are built once per subject and RDM method
+//! ([`crate::rsa_models`]). A permutation relabels the conditions of the models (rows and
+//! columns together); since a relabelled RDM's comparison features are the relabelled
 //! features, brain RDMs are ranked once and a batch of permutations is one matrix product
-//! against the stacked relabelled models.
+//! against the stacked relabelled models. Fitted models refit their weights per permutation,
+//! on the relabelled regressors, from each brain RDM itself.
 
 use crate::execute::{Executor, Loaded, ModelsLoaded, checkpoint};
+pub(crate) use crate::rsa_models::Models;
 use crate::{JobContext, Result};
 use brainfit_io::Mask;
-use brainfit_job::plan::{brain_rdm_names, model_names};
+use brainfit_job::plan::brain_rdm_names;
 use brainfit_job::stats::{CROSS_TEMPORAL_PREFIX, MapBlock};
 use brainfit_job::{JobError, Part, with_matrix};
-use brainfit_kernels::compare::{CompareMethod, Relabeller, compare, comparison_features};
+use brainfit_kernels::compare::{CompareMethod, compare, comparison_features};
 use brainfit_kernels::linalg::Backend;
 use brainfit_kernels::linalg::LinalgBackend;
 use brainfit_kernels::permutation::{Scheme, permutation};
-use brainfit_kernels::rdm::{ObservationDesign, RdmMethod, n_conditions_from_condensed, rdm};
+use brainfit_kernels::rdm::{ObservationDesign, RdmMethod, rdm};
+use brainfit_kernels::rsa_fit::noise_ceiling;
 use brainfit_kernels::searchlight::{
     Neighbourhoods, searchlight, sphere_rdm, spheres, time_resolved,
 };
@@ -26,61 +31,21 @@ use std::sync::Arc;
 /// Permutations computed per matrix product, at most.
 const PERM_BATCH: u64 = 128;
 
-/// Bytes the relabelled models of one permutation batch (raw RDMs and comparison features) may
-/// take: with many conditions a batch holds fewer than [`PERM_BATCH`] permutations.
+/// Bytes the relabelled models of one permutation batch (raw RDMs, comparison features and the
+/// fitted models' regressors) may take: with many conditions a batch holds fewer than
+/// [`PERM_BATCH`] permutations.
 const PERM_BATCH_BYTES: usize = 256 << 20;
 
 /// Bytes the comparison features of one chunk of searchlight centres may take: a task streams
 /// over its centres in chunks, so its memory is bounded whatever its size and condition count.
 const CENTRE_CHUNK_BYTES: usize = 256 << 20;
 
-/// A subject's model RDMs for one RDM method.
-#[derive(Debug)]
-pub(crate) struct Models {
-    /// Condensed RDMs, `[n_models, n_pairs]`.
-    pub raw: Array2<f64>,
-    /// Number of conditions.
-    pub n_conditions: usize,
-}
-
-impl Models {
-    /// Comparison features of every model, or None where they do not exist (Kendall's tau-a,
-    /// or a model RDM holding NaN): then comparisons go pairwise.
-    fn features(&self, method: CompareMethod) -> Option<Array2<f64>> {
-        let mut out = Array2::<f64>::zeros(self.raw.dim());
-        for (mut o, m) in out.rows_mut().into_iter().zip(self.raw.rows()) {
-            o.assign(&comparison_features(m, method).ok()?);
-        }
-        Some(out)
-    }
-
-    /// The models relabelled by permutation `perm`, stacked after each other for several
-    /// permutations: `[n_perms * n_models, n_pairs]`.
-    fn relabelled(rows: &Array2<f64>, n: usize, perms: &[Vec<usize>]) -> Result<Array2<f64>> {
-        let m = rows.nrows();
-        let relabellers = rows
-            .rows()
-            .into_iter()
-            .map(|row| Relabeller::new(row, n))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(JobError::from)?;
-        let mut out = Array2::<f64>::zeros((perms.len() * m, rows.ncols()));
-        for (k, perm) in perms.iter().enumerate() {
-            for (j, relabeller) in relabellers.iter().enumerate() {
-                let mut row = out.row_mut(k * m + j);
-                let row = row.as_slice_mut().expect("rows of a new array are contiguous");
-                relabeller.relabel_into(perm, row).map_err(JobError::from)?;
-            }
-        }
-        Ok(out)
-    }
-}
-
 /// Permutations per batch for `models`: [`PERM_BATCH`], or fewer where their relabelled
 /// copies would exceed [`PERM_BATCH_BYTES`]. Depends only on the models, so every task of a job
 /// batches alike.
 fn perm_batch(models: &Models) -> u64 {
-    let per_permutation = 2 * models.raw.len() * std::mem::size_of::<f64>();
+    let regressors: usize = models.fitted.iter().map(|f| f.regressors.len()).sum();
+    let per_permutation = (2 * models.raw.len() + regressors) * std::mem::size_of::<f64>();
     (PERM_BATCH_BYTES / per_permutation.max(1)).clamp(1, PERM_BATCH as usize) as u64
 }
 
@@ -106,10 +71,23 @@ fn scheme_for(
     job.spec.permutation.map(|p| (p.seed, scheme(&p), p.n))
 }
 
-/// Observed values `[n_maps, n_items]` from `compute(models_features, models_raw)` (which
-/// returns `[n_items, n_models]`), and the nulls of permutations `perms`, computed in batches
-/// of `batch_len` permutations (aligned to multiples of it, never past `perms.end`). Without
-/// `needs_raw`, `compute` gets no relabelled raw models (zero rows): only features.
+/// The models under `n` relabellings (or the observed models, `n = 1`), stacked permutation
+/// after permutation: what one matrix product compares against.
+pub(crate) struct Relabelled {
+    /// Comparison features, `[n * n_models, n_pairs]` (no rows where the method has none).
+    pub(crate) features: Array2<f64>,
+    /// Raw RDMs, `[n * n_models, n_pairs]` (no rows where nothing needs them).
+    pub(crate) raw: Array2<f64>,
+    /// Per relabelling, the fitted models' regressors.
+    pub(crate) fitted: Vec<Vec<Array2<f64>>>,
+    /// Number of relabellings.
+    pub(crate) n: usize,
+}
+
+/// Observed values `[n_maps, n_items]` from `compute` (which returns `[n_items, n * n_maps]`
+/// for `n` relabellings, map-major within each), and the nulls of permutations `perms`,
+/// computed in batches of `batch_len` permutations (aligned to multiples of it, never past
+/// `perms.end`). Without `needs_raw`, `compute` gets no relabelled raw models: only features.
 fn with_nulls(
     models: &Models,
     features: Option<&Array2<f64>>,
@@ -117,15 +95,18 @@ fn with_nulls(
     perms: std::ops::Range<u64>,
     batch_len: u64,
     scheme: Option<&(u64, Scheme, usize)>,
-    compute: impl Fn(&Array2<f64>, &Array2<f64>) -> Result<Array2<f64>>,
+    compute: impl Fn(&Relabelled) -> Result<Array2<f64>>,
 ) -> Result<MapBlock> {
     let end = perms.end;
-    let empty = Array2::<f64>::zeros((0, 0));
-    let value = compute(features.unwrap_or(&empty), &models.raw)?
-        .reversed_axes()
-        .as_standard_layout()
-        .into_owned();
-    let n_models = models.raw.nrows();
+    let n_pairs = models.raw.ncols();
+    let observed = Relabelled {
+        features: features.cloned().unwrap_or_else(|| Array2::zeros((0, n_pairs))),
+        raw: models.raw.clone(),
+        fitted: vec![models.fitted_regressors(None)?],
+        n: 1,
+    };
+    let value = compute(&observed)?.reversed_axes().as_standard_layout().into_owned();
+    let n_maps = models.n_maps();
     let mut batch: Option<(u64, Array2<f64>)> = None;
     MapBlock::compute(value, perms, |k| {
         checkpoint()?;
@@ -138,17 +119,22 @@ fn with_nulls(
             let raw = if needs_raw {
                 Models::relabelled(&models.raw, models.n_conditions, &orders)?
             } else {
-                Array2::zeros((0, models.raw.ncols()))
+                Array2::zeros((0, n_pairs))
             };
-            let feats = match features {
+            let features = match features {
                 Some(f) => Models::relabelled(f, models.n_conditions, &orders)?,
-                None => empty.clone(),
+                None => Array2::zeros((0, n_pairs)),
             };
-            batch = Some((start, compute(&feats, &raw)?));
+            let fitted = orders
+                .iter()
+                .map(|o| models.fitted_regressors(Some(o)))
+                .collect::<Result<Vec<_>>>()?;
+            let relabelled = Relabelled { features, raw, fitted, n: orders.len() };
+            batch = Some((start, compute(&relabelled)?));
         }
         let (_, all) = batch.as_ref().expect("just computed");
         let j = (k - start) as usize;
-        Ok(all.slice(s![.., j * n_models..(j + 1) * n_models]).t().to_owned())
+        Ok(all.slice(s![.., j * n_maps..(j + 1) * n_maps]).t().to_owned())
     })
 }
 
@@ -167,10 +153,17 @@ fn streamed_nulls(
 }
 
 /// The brain side of a chunk of searchlight centres, computed once: each centre's comparison
-/// features (ranked RDM), or its raw RDM where that holds NaN (compared pairwise).
+/// features (ranked RDM) where the method has them, and the raw RDMs of the centres compared
+/// pairwise (NaN in the RDM, or a method without features) — or of every centre, where fitted
+/// models or a partition need them.
 struct CentreFeatures {
     features: Array2<f64>,
-    pairwise: Vec<(usize, Array1<f64>)>,
+    /// Centres compared pairwise (indices into the chunk).
+    pairwise: Vec<usize>,
+    /// Raw RDMs: every centre's (`[n_centres, n_pairs]`) or only the pairwise ones' (in
+    /// `pairwise` order).
+    raw: Array2<f64>,
+    all_raw: bool,
 }
 
 /// Rows per matrix product (fewer only where a chunk of centres holds fewer).
@@ -178,80 +171,138 @@ const CENTRE_BATCH: usize = 128;
 
 impl CentreFeatures {
     /// The centres' features from `rdm_of` (a sphere's members -> its condensed RDM of
-    /// `n_pairs` pairs).
+    /// `n_pairs` pairs); with `all_raw`, every centre's raw RDM too.
     fn new(
         rdm_of: impl Fn(&[usize]) -> Result<Array1<f64>>,
         n_pairs: usize,
         hoods: &Neighbourhoods,
         centres: std::ops::Range<usize>,
         method: CompareMethod,
+        all_raw: bool,
     ) -> Result<Self> {
-        let mut features = Array2::<f64>::zeros((centres.len(), n_pairs));
+        let n_features = if method.has_features() { centres.len() } else { 0 };
+        let mut features = Array2::<f64>::zeros((n_features, n_pairs));
         let mut pairwise = Vec::new();
+        let mut raw_rows = Vec::new();
         for (i, c) in centres.enumerate() {
             let d = rdm_of(hoods.members(c))?;
-            if d.iter().any(|v| v.is_nan()) {
-                pairwise.push((i, d));
-            } else {
-                features
-                    .row_mut(i)
-                    .assign(&comparison_features(d.view(), method).map_err(JobError::from)?);
+            let f = comparison_features(d.view(), method).ok();
+            match &f {
+                Some(f) => features.row_mut(i).assign(f),
+                None => pairwise.push(i),
+            }
+            if all_raw || f.is_none() {
+                raw_rows.push(d);
             }
         }
-        Ok(CentreFeatures { features, pairwise })
+        let mut raw = Array2::<f64>::zeros((raw_rows.len(), n_pairs));
+        for (mut row, d) in raw.rows_mut().into_iter().zip(&raw_rows) {
+            row.assign(d);
+        }
+        Ok(CentreFeatures { features, pairwise, raw, all_raw })
     }
 
-    /// `[n_centres, n_models]`: every centre against every (stacked, relabelled) model, in
-    /// matrix products of exactly `rows` centres (the last one padded with zero rows). The
-    /// GEMM kernels' summation order depends on the matrices' shape, so a fixed shape is what
-    /// makes a centre's value the same bytes whichever task or chunk computes it.
+    /// Centre `i`'s raw RDM (kept for it).
+    fn raw_of(&self, i: usize, pairwise_rank: Option<usize>) -> ndarray::ArrayView1<'_, f64> {
+        match (self.all_raw, pairwise_rank) {
+            (true, _) => self.raw.row(i),
+            (false, Some(r)) => self.raw.row(r),
+            (false, None) => unreachable!("raw RDMs are kept for pairwise centres"),
+        }
+    }
+
+    /// `[n_centres, n * n_maps]`: every centre against every relabelled model (and fitted
+    /// model), the models in matrix products of exactly `rows` centres (the last one padded
+    /// with zero rows). The GEMM kernels' summation order depends on the matrices' shape, so a
+    /// fixed shape is what makes a centre's value the same bytes whichever task or chunk
+    /// computes it.
     fn compare(
         &self,
-        models_features: &Array2<f64>,
-        models_raw: &Array2<f64>,
+        batch: &Relabelled,
+        models: &Models,
         method: CompareMethod,
         rows: usize,
     ) -> Result<Array2<f64>> {
-        let (n, n_pairs) = self.features.dim();
-        let mut out = Array2::<f64>::zeros((n, models_features.nrows()));
+        let n = self.features.nrows().max(self.pairwise.len()).max(self.raw.nrows());
+        let (n_models, n_maps) = (models.raw.nrows(), models.n_maps());
+        let n_pairs = models.raw.ncols();
+        let mut products = Array2::<f64>::zeros((n, batch.features.nrows()));
         let mut padded = None;
-        for start in (0..n).step_by(rows) {
-            let end = (start + rows).min(n);
-            if end - start == rows {
-                Backend::gemm(
-                    self.features.slice(s![start..end, ..]),
-                    models_features.t(),
-                    out.slice_mut(s![start..end, ..]),
-                );
-            } else {
-                let (a, c) = padded.get_or_insert_with(|| {
-                    (
-                        Array2::<f64>::zeros((rows, n_pairs)),
-                        Array2::<f64>::zeros((rows, models_features.nrows())),
-                    )
-                });
-                a.fill(0.0);
-                a.slice_mut(s![..end - start, ..]).assign(&self.features.slice(s![start..end, ..]));
-                Backend::gemm(a.view(), models_features.t(), c.view_mut());
-                out.slice_mut(s![start..end, ..]).assign(&c.slice(s![..end - start, ..]));
+        if self.features.nrows() > 0 && batch.features.nrows() > 0 {
+            for start in (0..n).step_by(rows) {
+                let end = (start + rows).min(n);
+                if end - start == rows {
+                    Backend::gemm(
+                        self.features.slice(s![start..end, ..]),
+                        batch.features.t(),
+                        products.slice_mut(s![start..end, ..]),
+                    );
+                } else {
+                    let (a, c) = padded.get_or_insert_with(|| {
+                        (
+                            Array2::<f64>::zeros((rows, n_pairs)),
+                            Array2::<f64>::zeros((rows, batch.features.nrows())),
+                        )
+                    });
+                    a.fill(0.0);
+                    a.slice_mut(s![..end - start, ..])
+                        .assign(&self.features.slice(s![start..end, ..]));
+                    Backend::gemm(a.view(), batch.features.t(), c.view_mut());
+                    products.slice_mut(s![start..end, ..]).assign(&c.slice(s![..end - start, ..]));
+                }
             }
         }
-        for (i, d) in &self.pairwise {
-            for (j, m) in models_raw.rows().into_iter().enumerate() {
-                out[(*i, j)] = compare(d.view(), m, method).map_err(JobError::from)?;
+        let mut out = Array2::<f64>::zeros((n, batch.n * n_maps));
+        for j in 0..batch.n {
+            out.slice_mut(s![.., j * n_maps..j * n_maps + n_models])
+                .assign(&products.slice(s![.., j * n_models..(j + 1) * n_models]));
+        }
+        for (rank, &i) in self.pairwise.iter().enumerate() {
+            let d = self.raw_of(i, Some(rank));
+            for j in 0..batch.n {
+                for m in 0..n_models {
+                    let model = batch.raw.row(j * n_models + m);
+                    out[(i, j * n_maps + m)] = compare(d, model, method).map_err(JobError::from)?;
+                }
+            }
+        }
+        if !models.fitted.is_empty() {
+            for i in 0..n {
+                for (j, regressors) in batch.fitted.iter().enumerate() {
+                    let values = models.fitted_values(self.raw_of(i, None), regressors, method)?;
+                    let at = j * n_maps + n_models;
+                    out.slice_mut(s![i, at..at + values.len()]).assign(&Array1::from(values));
+                }
             }
         }
         Ok(out)
     }
 }
 
-/// A searchlight task's part: its maps over the kept centres, and the centres.
-fn searchlight_part(block: MapBlock, hoods: &Neighbourhoods, kept: std::ops::Range<usize>) -> Part {
+/// A searchlight task's part: its maps over the kept centres, the centres, and the partition
+/// values (`[n_subsets, n_centres]`) where `[rsa] partition` asks for them.
+fn searchlight_part(
+    block: MapBlock,
+    hoods: &Neighbourhoods,
+    kept: std::ops::Range<usize>,
+    partition: Option<Array2<f64>>,
+) -> Part {
     let mut part = Part::new();
     block.write(&mut part);
     let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
     part.push("centres", vec![centres.len()], centres);
+    if let Some(p) = partition {
+        part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
+    }
     part
+}
+
+/// `[n_subsets, n_items]` partition values of brain RDMs (rows of `rdms`).
+fn partition_map(models: &Models, rdms: ndarray::ArrayView2<'_, f64>) -> Result<Array2<f64>> {
+    let values: Vec<Vec<f64>> =
+        rdms.rows().into_iter().map(|b| models.partition_values(b)).collect::<Result<_>>()?;
+    let n_subsets = values.first().map_or(0, Vec::len);
+    Ok(Array2::from_shape_fn((n_subsets, values.len()), |(p, i)| values[i][p]))
 }
 
 /// The cache key of a subject's model RDMs for an RDM method.
@@ -261,7 +312,7 @@ pub(crate) fn models_key(job: &JobContext, si: usize, method: RdmMethod) -> Stri
 
 impl Executor {
     /// Model RDMs of a subject for an RDM method: the loaded ones, or built once per process
-    /// from the loaded inputs (given RDMs, then one RDM per feature space).
+    /// from the loaded inputs ([`Models::build`]).
     pub(crate) fn models(
         &self,
         job: &JobContext,
@@ -274,44 +325,8 @@ impl Executor {
             Some(ModelsLoaded::Inputs(inputs)) => inputs,
             None => unreachable!("RSA tasks load their models"),
         };
-        self.models.get_or_build(models_key(job, si, method), || {
-            let inv = &job.inventory.subjects[si];
-            let design = inputs.design.as_deref().and_then(Option::as_ref);
-            // with [data] conditions, activations are averaged per condition; crossnobis
-            // estimates Euclidean geometry, so the models' RDMs are Euclidean then
-            let model_method =
-                if method == RdmMethod::Crossnobis { RdmMethod::Euclidean } else { method };
-            let per_condition = |x: &Array2<f64>| -> Result<Array2<f64>> {
-                Ok(match design {
-                    Some(d) => d.condition_means(x.view()).map_err(JobError::from)?,
-                    None => x.clone(),
-                })
-            };
-            let mut rows = inputs.given;
-            for ((space, _), x) in inv.spaces.iter().zip(&inputs.spaces) {
-                let d = rdm(per_condition(x)?.view(), model_method);
-                rows.push(d.map_err(|e| JobError::Input {
-                    url: space.url.clone(),
-                    message: format!("model RDM of feature space {}: {e}", space.name),
-                })?);
-            }
-            let n_pairs = rows.first().map_or(0, ndarray::ArrayBase::len);
-            let names = model_names(&job.spec, inv);
-            let n_conditions = n_conditions_from_condensed(n_pairs).map_err(JobError::from)?;
-            let mut raw = Array2::<f64>::zeros((rows.len(), n_pairs));
-            for (i, r) in rows.iter().enumerate() {
-                if r.len() != n_pairs {
-                    return Err(JobError::Corrupt(format!(
-                        "model {} has {} pairs, expected {n_pairs}",
-                        names[i],
-                        r.len()
-                    ))
-                    .into());
-                }
-                raw.row_mut(i).assign(r);
-            }
-            Ok(Models { raw, n_conditions })
-        })
+        self.models
+            .get_or_build(models_key(job, si, method), || Models::build(job, si, method, inputs))
     }
 
     /// A subject's searchlight spheres, built once per process.
@@ -360,9 +375,11 @@ impl Executor {
         let models = self.models(job, si, sl.rdm, given_models)?;
         let features = models.features(sl.compare);
         let scheme = scheme_for(job, groups, design);
+        let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
         let n_pairs = models.raw.ncols();
-        // With [data] conditions: RDMs of the condition means (whose spheres the engine below
-        // handles like any data), or crossnobis RDMs of the observations, sphere by sphere.
+        let batch_len = perm_batch(&models);
+        // With [data] conditions: RDMs of the condition means (whose spheres are handled like
+        // any data), or crossnobis RDMs of the observations, sphere by sphere.
         let means;
         let matrix = match design {
             Some(d) if sl.rdm != RdmMethod::Crossnobis => {
@@ -373,83 +390,76 @@ impl Executor {
             }
             _ => matrix,
         };
-        if let Some(d) = design.filter(|_| sl.rdm == RdmMethod::Crossnobis) {
-            let block = with_matrix!(matrix, |y| {
-                let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
-                    let sphere = y.select(Axis(1), members);
-                    Ok(d.rdm(sphere.view(), sl.rdm, sl.noise).map_err(JobError::from)?)
-                };
-                let chunk = centre_chunk(n_pairs);
-                let rows = chunk.min(CENTRE_BATCH);
-                streamed_nulls(0..local.len(), chunk, |centres| {
-                    let centres =
-                        CentreFeatures::new(&rdm_of, n_pairs, &local, centres, sl.compare)?;
-                    with_nulls(
-                        &models,
-                        features.as_ref(),
-                        features.is_none() || !centres.pairwise.is_empty(),
-                        0..scheme.as_ref().map_or(0, |s| s.2 as u64),
-                        perm_batch(&models),
-                        scheme.as_ref(),
-                        |f, r| centres.compare(f, r, sl.compare, rows),
-                    )
-                })?
-            });
-            return Ok(searchlight_part(block, &hoods, kept));
+        let crossnobis = design.filter(|_| sl.rdm == RdmMethod::Crossnobis);
+        let fitted = !models.fitted.is_empty() || !models.partition.is_empty();
+        // The kernels' batched searchlight engine serves plain comparisons without
+        // permutations, or without comparison features. Otherwise each centre's RDM is ranked
+        // once for the observed value and every permutation: the nulls are then matrix
+        // products against the relabelled models; centres whose RDM holds NaN, pairwise
+        // methods and fitted models go centre by centre.
+        if crossnobis.is_none() && !fitted && (features.is_none() || n_perm == 0) {
+            let block = with_matrix!(matrix, |y| with_nulls(
+                &models,
+                features.as_ref(),
+                true,
+                0..n_perm,
+                batch_len,
+                scheme.as_ref(),
+                |batch| {
+                    let out = searchlight::<_, Backend>(
+                        y.view(),
+                        &local,
+                        0..local.len(),
+                        sl.rdm,
+                        batch.features.view(),
+                        batch.raw.view(),
+                        sl.compare,
+                    );
+                    Ok(out.map_err(JobError::from)?)
+                },
+            ))?;
+            return Ok(searchlight_part(block, &hoods, kept, None));
         }
-        let n_perm = scheme.as_ref().map_or(0, |s| s.2 as u64);
-        // With permutations and comparison features (every method but tau-a), each centre's RDM
-        // is ranked once for the observed value and every permutation: the nulls are then
-        // matrix products against the relabelled models. Centres whose RDM holds NaN go
-        // pairwise. Otherwise the kernels' batched searchlight engine does it all.
-        let batch_len = perm_batch(&models);
+        let mut partition = Vec::new();
         let block = with_matrix!(matrix, |y| {
-            if features.is_some() && n_perm > 0 {
-                let chunk = centre_chunk(models.raw.ncols());
-                let rows = chunk.min(CENTRE_BATCH);
-                let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
-                    Ok(sphere_rdm(y.view(), members, sl.rdm).map_err(JobError::from)?)
-                };
-                streamed_nulls(0..local.len(), chunk, |centres| {
-                    let centres =
-                        CentreFeatures::new(&rdm_of, n_pairs, &local, centres, sl.compare)?;
-                    with_nulls(
-                        &models,
-                        features.as_ref(),
-                        !centres.pairwise.is_empty(),
-                        0..n_perm,
-                        batch_len,
-                        scheme.as_ref(),
-                        |f, r| centres.compare(f, r, sl.compare, rows),
-                    )
-                })?
-            } else {
+            let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
+                Ok(match crossnobis {
+                    Some(d) => {
+                        let sphere = y.select(Axis(1), members);
+                        d.rdm(sphere.view(), sl.rdm, sl.noise).map_err(JobError::from)?
+                    }
+                    None => sphere_rdm(y.view(), members, sl.rdm).map_err(JobError::from)?,
+                })
+            };
+            let chunk = centre_chunk(n_pairs);
+            let rows = chunk.min(CENTRE_BATCH);
+            streamed_nulls(0..local.len(), chunk, |centres| {
+                let centres =
+                    CentreFeatures::new(rdm_of, n_pairs, &local, centres, sl.compare, fitted)?;
+                if !models.partition.is_empty() {
+                    partition.push(partition_map(&models, centres.raw.view())?);
+                }
                 with_nulls(
                     &models,
                     features.as_ref(),
-                    true,
+                    !centres.pairwise.is_empty(),
                     0..n_perm,
                     batch_len,
                     scheme.as_ref(),
-                    |f, r| {
-                        let out = searchlight::<_, Backend>(
-                            y.view(),
-                            &local,
-                            0..local.len(),
-                            sl.rdm,
-                            f.view(),
-                            r.view(),
-                            sl.compare,
-                        );
-                        Ok(out.map_err(JobError::from)?)
-                    },
-                )?
-            }
+                    |batch| centres.compare(batch, &models, sl.compare, rows),
+                )
+            })?
         });
-        Ok(searchlight_part(block, &hoods, kept))
+        let partition = (!partition.is_empty()).then(|| {
+            let views: Vec<_> = partition.iter().map(|p| p.view()).collect();
+            ndarray::concatenate(Axis(1), &views).expect("chunks of the same subsets")
+        });
+        Ok(searchlight_part(block, &hoods, kept, partition))
     }
 
-    /// ROI-level RSA: every brain RDM × model × comparison method.
+    /// ROI-level RSA: every brain RDM (given, ROI, and the mean of each ceiling group) ×
+    /// model × comparison method; with permutations their nulls, with ceiling groups the noise
+    /// ceilings and with `[rsa] partition` each brain RDM's variance partition.
     pub(crate) fn roi_rsa(
         &self,
         job: &JobContext,
@@ -478,6 +488,16 @@ impl Executor {
         }
         let models = self.models(job, si, r.rdm, loaded.models)?;
         let names = brain_rdm_names(&job.spec);
+        let groups: Vec<Vec<usize>> = r
+            .ceiling
+            .values()
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|m| names.iter().position(|n| n == m).expect("checked"))
+                    .collect()
+            })
+            .collect();
         let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref), design);
         // Per method: the brains' and models' comparison features where they exist (then a
         // comparison is a dot product and a relabelling only re-indexes the model's features).
@@ -488,25 +508,38 @@ impl Executor {
             .collect();
         let model_features: Vec<Option<Array2<f64>>> =
             r.compare.iter().map(|&m| models.features(m)).collect();
-        let n_models = models.raw.nrows();
-        // maps = comparison methods; items = brain × model pairs, brain-major
+        let (n_models, n_maps) = (models.raw.nrows(), models.n_maps());
+        let n_rows = brains.len() + groups.len();
+        // maps = comparison methods; items = (brain or group) × model pairs, brain-major
         let compute = |order: Option<&[usize]>| -> Result<Array2<f64>> {
             let relabel = |rows: &Array2<f64>| match order {
                 None => Ok(rows.clone()),
                 Some(o) => Models::relabelled(rows, models.n_conditions, &[o.to_vec()]),
             };
             let raw = relabel(&models.raw)?;
-            let mut out = Array2::<f64>::zeros((r.compare.len(), brains.len() * n_models));
+            let fitted = models.fitted_regressors(order)?;
+            let mut out = Array2::<f64>::zeros((r.compare.len(), n_rows * n_maps));
             for (mi, &method) in r.compare.iter().enumerate() {
                 let feats = model_features[mi].as_ref().map(relabel).transpose()?;
                 for (b, brdm) in brains.iter().enumerate() {
                     for j in 0..n_models {
-                        out[(mi, b * n_models + j)] = match (&brain_features[mi][b], &feats) {
+                        out[(mi, b * n_maps + j)] = match (&brain_features[mi][b], &feats) {
                             (Some(bf), Some(f)) => bf.dot(&f.row(j)),
                             _ => {
                                 compare(brdm.view(), raw.row(j), method).map_err(JobError::from)?
                             }
                         };
+                    }
+                    let values = models.fitted_values(brdm.view(), &fitted, method)?;
+                    for (j, v) in values.into_iter().enumerate() {
+                        out[(mi, b * n_maps + n_models + j)] = v;
+                    }
+                }
+                // a group's value: its subjects' mean
+                for (g, members) in groups.iter().enumerate() {
+                    for j in 0..n_maps {
+                        let sum: f64 = members.iter().map(|&b| out[(mi, b * n_maps + j)]).sum();
+                        out[(mi, (brains.len() + g) * n_maps + j)] = sum / members.len() as f64;
                     }
                 }
             }
@@ -523,11 +556,35 @@ impl Executor {
             for (name, b) in names.iter().zip(&brains) {
                 part.push(&format!("rdm:{name}"), vec![b.len()], b.to_vec());
             }
+            let mut ceilings = Vec::new();
+            for members in &groups {
+                let mut rdms = Array2::<f64>::zeros((members.len(), models.raw.ncols()));
+                for (mut row, &b) in rdms.rows_mut().into_iter().zip(members) {
+                    row.assign(&brains[b]);
+                }
+                for &method in &r.compare {
+                    let (lower, upper) =
+                        noise_ceiling(rdms.view(), method).map_err(JobError::from)?;
+                    ceilings.extend([lower, upper]);
+                }
+            }
+            if !groups.is_empty() {
+                part.push("ceiling", vec![groups.len(), r.compare.len(), 2], ceilings);
+            }
+            if !models.partition.is_empty() {
+                let mut rdms = Array2::<f64>::zeros((brains.len(), models.raw.ncols()));
+                for (mut row, b) in rdms.rows_mut().into_iter().zip(&brains) {
+                    row.assign(b);
+                }
+                let p = partition_map(&models, rdms.view())?;
+                part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
+            }
         }
         Ok(part)
     }
 
-    /// Time-resolved RSA of the job's `[time_resolved]` data against subject 0's models.
+    /// Time-resolved RSA of the job's `[time_resolved]` data against subject 0's models; with
+    /// `cross_temporal`, the time × time matrix too.
     pub(crate) fn time_resolved(
         &self,
         job: &JobContext,
@@ -542,7 +599,11 @@ impl Executor {
         let data = loaded.time_data.expect("time-resolved tasks load their data");
         let models = self.models(job, 0, t.rdm, loaded.models)?;
         let features = models.features(t.compare);
-        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref), None);
+        let design = loaded.design.as_deref().and_then(Option::as_ref);
+        let scheme = scheme_for(job, loaded.groups.as_deref().and_then(Option::as_deref), design);
+        let fitted = !models.fitted.is_empty() || !models.partition.is_empty();
+        let rdms = if fitted { Some(rdms_over_time(&data, t.rdm)?) } else { None };
+        let (n_models, n_maps) = (models.raw.nrows(), models.n_maps());
         let block = with_nulls(
             &models,
             features.as_ref(),
@@ -550,17 +611,44 @@ impl Executor {
             perms[0] as u64..perms[1] as u64,
             perm_batch(&models),
             scheme.as_ref(),
-            |f, r| {
-                Ok(time_resolved::<f64, Backend>(data.view(), t.rdm, f.view(), r.view(), t.compare)
-                    .map_err(JobError::from)?)
+            |batch| {
+                let plain = time_resolved::<f64, Backend>(
+                    data.view(),
+                    t.rdm,
+                    batch.features.view(),
+                    batch.raw.view(),
+                    t.compare,
+                )
+                .map_err(JobError::from)?;
+                let Some(rdms) = &rdms else { return Ok(plain) };
+                let mut out = Array2::<f64>::zeros((plain.nrows(), batch.n * n_maps));
+                for (j, regressors) in batch.fitted.iter().enumerate() {
+                    out.slice_mut(s![.., j * n_maps..j * n_maps + n_models])
+                        .assign(&plain.slice(s![.., j * n_models..(j + 1) * n_models]));
+                    for (time, brain) in rdms.rows().into_iter().enumerate() {
+                        let values = models.fitted_values(brain, regressors, t.compare)?;
+                        let at = j * n_maps + n_models;
+                        out.slice_mut(s![time, at..at + values.len()])
+                            .assign(&Array1::from(values));
+                    }
+                }
+                Ok(out)
             },
         )?;
         let mut part = Part::new();
         block.write(&mut part);
+        if let (Some(rdms), false, 0) = (&rdms, models.partition.is_empty(), perms[0]) {
+            let p = partition_map(&models, rdms.view())?;
+            part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
+        }
         if t.cross_temporal {
-            let second = loaded.cross_data.as_deref().unwrap_or(&data);
+            let (second, itself) = match loaded.cross_data.as_deref() {
+                Some(second) => (second, false),
+                None => (&*data, true),
+            };
             let perms = perms[0] as u64..perms[1] as u64;
-            let cross = cross_temporal(&data, second, t.rdm, t.compare, perms, scheme.as_ref())?;
+            let cross =
+                cross_temporal(&data, second, itself, t.rdm, t.compare, perms, scheme.as_ref())?;
             cross.write_as(&mut part, CROSS_TEMPORAL_PREFIX);
             let shape = vec![data.shape()[0] as f64, second.shape()[0] as f64];
             part.push(&format!("{CROSS_TEMPORAL_PREFIX}shape"), vec![2], shape);
@@ -582,10 +670,16 @@ fn rdms_over_time(data: &ndarray::Array3<f64>, method: RdmMethod) -> Result<Arra
 /// Cross-temporal RSA: the brain RDM of `first` at every time `t₁` against that of `second`
 /// at every `t₂`, one map of `n_times₁ × n_times₂` items (row-major), with the nulls of the
 /// permutations `perms`, which relabel the conditions of `second`'s RDMs. Comparisons are dot
-/// products of comparison features where the method has them, else pairwise.
+/// products of comparison features where the method has them, else pairwise. When `second`
+/// is `first` itself (`itself`), the diagonal compares each RDM with itself (1 by
+/// construction, and significant under any relabelling): it is NaN, outside the family; and
+/// the lower triangle mirrors the upper one, so that each pair of times is one item in the
+/// observed matrix and in every null (else the nulls' maxima would run over twice as many
+/// distinct values as the observed one, and the correction would be conservative).
 fn cross_temporal(
     first: &ndarray::Array3<f64>,
     second: &ndarray::Array3<f64>,
+    itself: bool,
     rdm_method: RdmMethod,
     method: CompareMethod,
     perms: std::ops::Range<u64>,
@@ -612,6 +706,17 @@ fn cross_temporal(
                 out
             }
         };
+        let mut out = out;
+        if itself {
+            // the upper triangle, mirrored: each pair of times is one item, in the observed
+            // matrix and in every null alike
+            for i in 0..out.nrows() {
+                out[(i, i)] = f64::NAN;
+                for j in 0..i {
+                    out[(i, j)] = out[(j, i)];
+                }
+            }
+        }
         let items = out.len();
         Ok(out.into_shape_with_order((1, items)).expect("a contiguous matrix"))
     };
@@ -630,6 +735,10 @@ mod tests {
     use super::*;
     use brainfit_kernels::rng::Rng;
 
+    fn models(raw: Array2<f64>, n_conditions: usize) -> Models {
+        Models { raw, n_conditions, fitted: Vec::new(), partition: Vec::new() }
+    }
+
     /// A 4×4×3 box of voxels with 12 conditions, two random models, five free permutations.
     fn fixture() -> (Array2<f64>, Neighbourhoods, Models, (u64, Scheme, usize)) {
         let mut rng = Rng::new(7);
@@ -638,7 +747,7 @@ mod tests {
         let y: Array2<f64> = rng.normal_array((12, 48));
         let n_pairs = brainfit_kernels::rdm::condensed_len(12);
         let raw: Array2<f64> = rng.normal_array((2, n_pairs));
-        (y, hoods, Models { raw, n_conditions: 12 }, (3, Scheme::Free, 5))
+        (y, hoods, models(raw, 12), (3, Scheme::Free, 5))
     }
 
     #[test]
@@ -654,7 +763,7 @@ mod tests {
         // matrix products of 4 rows, as a job whose chunks hold 4 centres would use
         let run = |chunk: usize, batch_len: u64| {
             streamed_nulls(centres.clone(), chunk, |c| {
-                let f = CentreFeatures::new(&rdm_of, n_pairs, &hoods, c, cmp)?;
+                let f = CentreFeatures::new(rdm_of, n_pairs, &hoods, c, cmp, false)?;
                 let raw = !f.pairwise.is_empty();
                 with_nulls(
                     &models,
@@ -663,7 +772,7 @@ mod tests {
                     0..5,
                     batch_len,
                     Some(&scheme),
-                    |mf, mr| f.compare(mf, mr, cmp, 4),
+                    |batch| f.compare(batch, &models, cmp, 4),
                 )
             })
             .unwrap()
@@ -681,9 +790,9 @@ mod tests {
         }
         // an empty range of centres is an empty block, not an error
         let empty = streamed_nulls(3..3, 7, |c| {
-            let f = CentreFeatures::new(&rdm_of, n_pairs, &hoods, c, cmp)?;
-            with_nulls(&models, features.as_ref(), true, 0..5, 2, Some(&scheme), |mf, mr| {
-                f.compare(mf, mr, cmp, 4)
+            let f = CentreFeatures::new(rdm_of, n_pairs, &hoods, c, cmp, false)?;
+            with_nulls(&models, features.as_ref(), true, 0..5, 2, Some(&scheme), |batch| {
+                f.compare(batch, &models, cmp, 4)
             })
         })
         .unwrap();
@@ -693,13 +802,13 @@ mod tests {
     #[test]
     fn batches_fit_their_byte_budgets() {
         // 92 conditions: full batches; 1,000 conditions and 4 models: 4 MB per relabelled RDM
-        let small = Models { raw: Array2::zeros((4, 4186)), n_conditions: 92 };
+        let small = models(Array2::zeros((4, 4186)), 92);
         assert_eq!(perm_batch(&small), PERM_BATCH);
-        let large = Models { raw: Array2::zeros((4, 499_500)), n_conditions: 1000 };
+        let large = models(Array2::zeros((4, 499_500)), 1000);
         let b = perm_batch(&large) as usize;
         assert!((1..PERM_BATCH as usize).contains(&b), "{b}");
         assert!(b * 2 * large.raw.len() * 8 <= PERM_BATCH_BYTES);
-        let huge = Models { raw: Array2::zeros((64, 2_000_000)), n_conditions: 2000 };
+        let huge = models(Array2::zeros((64, 2_000_000)), 2000);
         assert_eq!(perm_batch(&huge), 1, "at least one permutation per batch");
         assert_eq!(centre_chunk(4186) % CENTRE_BATCH, 0);
         assert!(centre_chunk(4186) * 4186 * 8 <= CENTRE_CHUNK_BYTES);
