@@ -373,6 +373,110 @@ fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
     }
 }
 
+/// Issue 14's RSA in one job, sharded over real worker processes (three searchlight tasks,
+/// three permutation tasks each for ROI and time-resolved RSA): crossnobis RDMs of conditions in
+/// runs, CKA and Bures comparisons, a reweighted set, a unit weighting, a remixed model, a
+/// variance partition and cross-temporal RSA give the embedded run's bytes.
+#[test]
+fn rsa_beyond_vanilla_on_real_workers_gives_the_embedded_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = Store::new();
+        let base = file_url(dir.path());
+        // 48 samples: 12 conditions in each of 4 runs
+        write_study(&store, &base, None).await;
+        let mut rng = brainfit_kernels::rng::Rng::new(14);
+        let put = |name: &str, bytes: Vec<u8>| {
+            let url = brainfit_io::join_url(&base, name);
+            let store = store.clone();
+            async move { store.put(&url, bytes.into()).await.unwrap() }
+        };
+        let conditions: ndarray::Array1<i64> = (0..48).map(|t| (t * 5) % 12).collect();
+        put("conds.npy", brainfit_io::write_npy(&conditions.view())).await;
+        let train: ndarray::Array2<f64> = rng.normal_array((40, 9));
+        let labels: ndarray::Array1<i64> = (0..40).map(|i| i % 4).collect();
+        put("train.npy", brainfit_io::write_npy(&train.view())).await;
+        put("labels.npy", brainfit_io::write_npy(&labels.view())).await;
+        let meg: ndarray::Array3<f64> = rng.normal_array((5, 12, 4));
+        put("meg.npy", brainfit_io::write_npy(&meg.view())).await;
+    });
+    let job = |out: &str| {
+        let text = format!(
+            r#"
+name = "rsa14"
+output = "{out}"
+[data]
+brain = "brain.npy"
+mask = "mask.nii.gz"
+groups = "runs.npy"
+conditions = "conds.npy"
+[features]
+a = "a.npy"
+b = "b.npy"
+[rsa]
+rois = {{ all = "mask.nii.gz" }}
+rdm = "crossnobis"
+noise = "shrinkage_diag"
+compare = ["spearman", "cka_linear", "bures"]
+partition = ["a", "b"]
+[rsa.reweight.ab]
+models = ["a", "b", "rm"]
+folds = 3
+[rsa.unit_weighting.ua]
+space = "a"
+components = 3
+folds = 3
+[rsa.remix.rm]
+space = "b"
+train = "train.npy"
+labels = "labels.npy"
+cs = [0.1, 1.0]
+folds = 2
+[searchlight]
+radius = 2.0
+min_voxels = 3
+rdm = "crossnobis"
+compare = "rho_a"
+[time_resolved]
+data = "meg.npy"
+cross_temporal = true
+[permutation]
+n = 7
+seed = 2
+[execution]
+centres_per_task = 50
+permutations_per_task = 3
+"#
+        );
+        let file = dir.path().join(format!("{out}.toml"));
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let embedded = job("embedded");
+    let out = run_cli(Command::new(bin()).arg("run").arg(&embedded).args(["--workers", "2"]), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
+    let file = job("distributed");
+    let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    let read = |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
+    let (embedded, distributed) = (read("embedded"), read("distributed"));
+    for file in [
+        "rsa/compare.csv",
+        "rsa/partition.csv",
+        "rsa/weights.csv",
+        "searchlight/ab/p_fwe.npy",
+        "searchlight/partition/a+b.npy",
+        "time_resolved/ua.unweighted/rho.npy",
+        "cross_temporal/p_fwe.npy",
+    ] {
+        assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
+    }
+    assert!(distributed == embedded, "outputs differ");
+}
+
 #[test]
 fn killing_and_draining_workers_mid_job_still_gives_the_embedded_outputs() {
     let reference = reference();

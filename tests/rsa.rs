@@ -661,10 +661,10 @@ async fn reweighted_rsa_and_noise_ceilings_on_the_real_rdms() {
         model_list.trim_end_matches(", ")
     );
     common::run_embedded(&store, base, &job, 2).await.unwrap();
-    let text = text(&store, join_url(base, "out/rsa/compare.csv")).await;
-    let header = text.lines().next().unwrap();
+    let compared = text(&store, join_url(base, "out/rsa/compare.csv")).await;
+    let header = compared.lines().next().unwrap();
     assert_eq!(header, "brain,model,method,value,p,p_fwe,noise_ceiling_lower,noise_ceiling_upper");
-    let rows = parse_csv(&text);
+    let rows = parse_csv(&compared);
     // brains (4 subjects, then the group) × (8 models, all, all.unweighted) × methods
     assert_eq!(rows.len(), 5 * 10 * methods.len());
     let value = |brain: &str, model: &str, method: &str| -> Vec<String> {
@@ -714,6 +714,22 @@ async fn reweighted_rsa_and_noise_ceilings_on_the_real_rdms() {
             assert!((lo - lower).abs() < 1e-12 && (hi - upper).abs() < 1e-12, "{method}");
             assert!(lo < hi, "{method}: the lower bound is below the upper one");
         }
+    }
+    // the weights fitted on all pairs, per brain RDM (the group has no single RDM)
+    let weights = parse_csv(&text(&store, join_url(base, "out/rsa/weights.csv")).await);
+    assert_eq!(weights.len(), 4 * 9);
+    for (s, subject) in subjects.iter().enumerate() {
+        let full = crossval_reweighted(stacked.view(), subject.view(), 92, &folds, CompareMethod::Spearman)
+            .unwrap()
+            .full;
+        let rows = &weights[s * 9..(s + 1) * 9];
+        let regressors = MODEL_NAMES.iter().copied().chain(["intercept"]);
+        let values = full.weights.iter().chain([&full.intercept]);
+        for ((row, regressor), &want) in rows.iter().zip(regressors).zip(values) {
+            assert_eq!(row[..3], [format!("s{}", s + 1), "all".into(), regressor.to_string()]);
+            assert_eq!(row[3].parse::<f64>().unwrap(), want, "{row:?}");
+        }
+        assert!(full.weights.iter().all(|&w| w >= 0.0));
     }
     // the reweighted fit's null refits every fold on relabelled models: brute force for s1
     let subject = &subjects[0];
@@ -915,4 +931,46 @@ centres_per_task = 120
         let e = common::run_embedded(&store, base, &job.replace(from, to), 1).await.unwrap_err();
         assert!(e.contains(message), "{e}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roi_rsa_over_subjects_has_a_group_table_with_noise_ceilings() {
+    use brainfit_kernels::rsa_fit::noise_ceiling;
+    let store = Store::new();
+    let base = "memory://rsa/group";
+    let (data, _, model) = write_volume_study(&store, base).await;
+    let mut rng = Rng::new(3);
+    for s in 1..=3 {
+        let noise: Array2<f64> = rng.normal_array(data.dim());
+        put(&store, join_url(base, &format!("b{s}.npy")), &(&data + &noise)).await;
+    }
+    let subjects: String = (1..=3)
+        .map(|s| format!("[[subjects]]\nname = \"s{s}\"\ndata = {{ brain = \"b{s}.npy\", mask = \"mask.nii.gz\" }}\n"))
+        .collect();
+    let job = format!(
+        "name = \"group\"\noutput = \"out\"\n{subjects}[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\nmodels = {{ category = \"category.npy\" }}\ncompare = [\"spearman\", \"rho_a\"]\n"
+    );
+    let summary = common::run_embedded(&store, base, &job, 2).await.unwrap();
+    let rows = parse_csv(&text(&store, join_url(base, "out/rsa/group.csv")).await);
+    assert_eq!(rows.len(), 2);
+    let mut rdms = Array2::<f64>::zeros((3, model.len()));
+    for s in 0..3 {
+        let d = vector(&store, join_url(base, &format!("out/s{}/rsa/rdms/all.npy", s + 1))).await;
+        rdms.row_mut(s).assign(&d);
+    }
+    for (row, method) in rows.iter().zip([CompareMethod::Spearman, CompareMethod::RhoA]) {
+        assert_eq!(row[..3], ["all".to_string(), "category".into(), method.as_str().into()]);
+        let mean = rdms
+            .rows()
+            .into_iter()
+            .map(|d| compare(d, model.view(), method).unwrap())
+            .sum::<f64>()
+            / 3.0;
+        assert!((row[3].parse::<f64>().unwrap() - mean).abs() < 1e-12);
+        assert_eq!(row[4], "3");
+        let (lower, upper) = noise_ceiling(rdms.view(), method).unwrap();
+        assert_eq!((row[5].parse::<f64>().unwrap(), row[6].parse::<f64>().unwrap()), (lower, upper));
+        assert!(lower < upper);
+    }
+    assert_eq!(summary.rsa_group.len(), 2);
 }

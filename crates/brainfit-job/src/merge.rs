@@ -7,7 +7,9 @@
 use crate::inputs::{Inventory, SubjectInventory, load_mask, subject_prefix};
 use crate::outputs::layout::{self, MapDir, MapFile};
 use crate::outputs::{SUMMARY, StagedOutputs};
-use crate::plan::{Analysis, Task, brain_rdm_names, partition_names, rsa_map_names};
+use crate::plan::{
+    Analysis, Task, brain_rdm_names, fitted_regressors, partition_names, rsa_map_names,
+};
 use crate::spec::{JobSpec, RsaSpec, SearchlightSpec, SubjectSpec, TimeResolvedSpec};
 use crate::stats::{CROSS_TEMPORAL_PREFIX, MapBlock, MergedMaps, merge_blocks};
 use crate::summary::{
@@ -774,6 +776,39 @@ impl SubjectMerge<'_> {
         Ok(summary)
     }
 
+    /// `rsa/weights.csv`: per brain RDM, each fitted model's weights fitted on all pairs
+    /// (`values`: per brain, every set's weights in job order, then their intercepts).
+    async fn put_weights(&self, brains: &[String], values: &[f64]) -> Result<()> {
+        let fitted = fitted_regressors(self.spec, self.inv);
+        let per_brain = fitted.iter().map(|(_, r)| r.len() + 1).sum::<usize>();
+        if values.len() != brains.len() * per_brain {
+            return Err(JobError::Corrupt(format!(
+                "{} fitted weights for {} brain RDMs of {per_brain}",
+                values.len(),
+                brains.len()
+            )));
+        }
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(["brain", "fitted", "regressor", "weight"]).map_err(csv_err)?;
+        for (brain, values) in brains.iter().zip(values.chunks(per_brain)) {
+            let (weights, intercepts) = values.split_at(per_brain - fitted.len());
+            let mut at = 0;
+            for ((name, regressors), intercept) in fitted.iter().zip(intercepts) {
+                for (regressor, w) in regressors.iter().zip(&weights[at..]) {
+                    let w = format!("{w:?}");
+                    csv.write_record([brain.as_str(), name, regressor, &w]).map_err(csv_err)?;
+                }
+                at += regressors.len();
+                let b = format!("{intercept:?}");
+                csv.write_record([brain.as_str(), name, "intercept", &b]).map_err(csv_err)?;
+            }
+        }
+        let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+        let url = self.spec.output_url(Some(self.subject), layout::RSA_WEIGHTS)?;
+        self.outputs.put(&url, csv.into()).await?;
+        Ok(())
+    }
+
     /// ROI RSA: the brain RDMs, and every brain × model × method comparison in
     /// `rsa/compare.csv`.
     async fn roi_rsa(&self, r: &RsaSpec) -> Result<(Vec<RsaRow>, Vec<RsaPartitionRow>)> {
@@ -797,6 +832,9 @@ impl SubjectMerge<'_> {
                     }
                     if !r.ceiling.is_empty() {
                         ceiling = Some(p.get("ceiling")?.1.to_vec());
+                    }
+                    if !r.reweight.is_empty() || !r.unit_weighting.is_empty() {
+                        self.put_weights(&given, p.get("weights")?.1).await?;
                     }
                     if !r.partition.is_empty() {
                         let subsets = partition_names(spec);
@@ -942,6 +980,92 @@ async fn merge_time_resolved(
     Ok(summary)
 }
 
+/// ROI RSA over the subjects of a sweep (Nili et al. 2014): per ROI, its RDM in every subject
+/// gives the noise ceiling of each comparison method, and each model's comparison is averaged
+/// over the subjects, in `rsa/group.csv` at the output's root (`roi,model,method,mean_value,
+/// n_subjects,noise_ceiling_lower,noise_ceiling_upper`). Subjects whose conditions differ have
+/// no common ceiling: then a warning, and no file.
+async fn merge_group_rsa(
+    outputs: &StagedOutputs<'_>,
+    spec: &JobSpec,
+    r: &RsaSpec,
+    inventory: &Inventory,
+    done: &[(&Task, &Part)],
+    subjects: &[SubjectSummary],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<RsaRow>> {
+    let n_conditions: Vec<usize> = inventory.subjects.iter().map(|s| s.n_conditions).collect();
+    if n_conditions.windows(2).any(|w| w[0] != w[1]) {
+        warnings.push(format!(
+            "[rsa] rois: the subjects have different numbers of conditions ({n_conditions:?}), so they have no common noise ceiling (rsa/group.csv is not written)"
+        ));
+        return Ok(Vec::new());
+    }
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "roi",
+        "model",
+        "method",
+        "mean_value",
+        "n_subjects",
+        "noise_ceiling_lower",
+        "noise_ceiling_upper",
+    ];
+    csv.write_record(header).map_err(csv_err)?;
+    let mut rows = Vec::new();
+    for roi in r.rois.keys() {
+        // the ROI's RDM in every subject, from the task that holds the observed values
+        let mut rdms = Vec::new();
+        for si in 0..spec.subjects.len() {
+            let part = done.iter().find(|(t, _)| {
+                matches!(t, Task::Rsa { subject, perms } if *subject == si && perms[0] == 0)
+            });
+            let (_, p) = part.ok_or_else(|| JobError::Corrupt(format!("no RSA task of {si}")))?;
+            rdms.push(Array1::from(p.get(&format!("rdm:{roi}"))?.1.to_vec()));
+        }
+        let mut stacked = ndarray::Array2::<f64>::zeros((rdms.len(), rdms[0].len()));
+        for (mut row, d) in stacked.rows_mut().into_iter().zip(&rdms) {
+            row.assign(d);
+        }
+        for &method in &r.compare {
+            let (lower, upper) = brainfit_kernels::rsa_fit::noise_ceiling(stacked.view(), method)
+                .map_err(|e| JobError::Corrupt(format!("noise ceiling of ROI {roi}: {e}")))?;
+            let first = subjects[0].rsa.iter().filter(|row| row.brain == *roi);
+            for model in first.filter(|row| row.method == method.as_str()).map(|row| &row.model) {
+                let values: Vec<f64> = subjects
+                    .iter()
+                    .flat_map(|s| &s.rsa)
+                    .filter(|x| x.brain == *roi && x.model == *model && x.method == method.as_str())
+                    .map(|x| x.value)
+                    .collect();
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let record = [
+                    roi.clone(),
+                    model.clone(),
+                    method.as_str().into(),
+                    format!("{mean:?}"),
+                    values.len().to_string(),
+                    format!("{lower:?}"),
+                    format!("{upper:?}"),
+                ];
+                csv.write_record(&record).map_err(csv_err)?;
+                rows.push(RsaRow {
+                    brain: roi.clone(),
+                    method: method.as_str().into(),
+                    model: model.clone(),
+                    p: None,
+                    p_fwe: None,
+                    value: mean,
+                    noise_ceiling: Some([lower, upper]),
+                });
+            }
+        }
+    }
+    let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
+    outputs.put(&spec.output_url(None, layout::RSA_GROUP)?, csv.into()).await?;
+    Ok(rows)
+}
+
 /// What the time-resolved merge writes into the summary.
 #[derive(Default)]
 struct TimeResolvedMerged {
@@ -1054,6 +1178,13 @@ pub async fn write_outputs(
         }
         subjects_summary.push(entry);
     }
+    let rsa_group = match &spec.rsa {
+        Some(r) if spec.subjects.len() > 1 && !r.rois.is_empty() => {
+            merge_group_rsa(outputs, spec, r, inventory, &done, &subjects_summary, &mut warnings)
+                .await?
+        }
+        _ => Vec::new(),
+    };
     let time_resolved_summary = match &spec.time_resolved {
         Some(t) => merge_time_resolved(outputs, spec, t, inventory, &done).await?,
         None => TimeResolvedMerged::default(),
@@ -1073,6 +1204,7 @@ pub async fn write_outputs(
         subjects: subjects_summary,
         tasks: tasks.len(),
         time_resolved: time_resolved_summary.models,
+        rsa_group,
         cross_temporal: time_resolved_summary.cross_temporal,
         warnings,
         workers: info.workers,

@@ -60,6 +60,11 @@ pub mod layout {
         "profile.csv",
     ];
 
+    /// ROI RSA over several subjects (at the output's root): per ROI, model and method, the
+    /// subjects' mean comparison and the ROI's noise ceiling.
+    pub const RSA_GROUP: &str = "rsa/group.csv";
+    /// ROI RSA with fitted models: `brain,fitted,regressor,weight`, fitted on all pairs.
+    pub const RSA_WEIGHTS: &str = "rsa/weights.csv";
     /// ROI RSA with `[rsa] partition`: `brain,partition,r2`.
     pub const RSA_PARTITION: &str = "rsa/partition.csv";
 

@@ -368,6 +368,28 @@ pub fn rsa_map_names(spec: &JobSpec, subject: &crate::inputs::SubjectInventory) 
     model_names(spec, subject).into_iter().chain(fitted).collect()
 }
 
+/// Each fitted model (reweighted sets, then unit weightings) with the names of its
+/// regressors: a set's models, a unit weighting's units (`unit_0`, ...) or principal
+/// components (`pc_1`, ...).
+pub fn fitted_regressors(
+    spec: &JobSpec,
+    subject: &crate::inputs::SubjectInventory,
+) -> Vec<(String, Vec<String>)> {
+    let Some(r) = &spec.rsa else { return Vec::new() };
+    let sets = r.reweight.iter().map(|(name, set)| (name.clone(), set.models.clone()));
+    let units = r.unit_weighting.iter().map(|(name, u)| {
+        let regressors = match u.components {
+            Some(k) => (1..=k).map(|c| format!("pc_{c}")).collect(),
+            None => {
+                let space = subject.spaces.iter().find(|(s, _)| s.name == u.space);
+                (0..space.map_or(0, |(_, p)| *p)).map(|i| format!("unit_{i}")).collect()
+            }
+        };
+        (name.clone(), regressors)
+    });
+    sets.chain(units).collect()
+}
+
 /// The suffix of a fitted model's equal-weight comparison.
 pub const UNWEIGHTED_SUFFIX: &str = ".unweighted";
 

@@ -29,6 +29,10 @@ pub struct Summary {
     pub tasks: usize,
     /// Time-resolved RSA per model.
     pub time_resolved: BTreeMap<String, MapSummary>,
+    /// ROI RSA over several subjects: per ROI, model and method, the subjects' mean and the
+    /// ROI's noise ceiling (`rsa/group.csv`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rsa_group: Vec<RsaRow>,
     /// Cross-temporal RSA (`[time_resolved] cross_temporal`): the time x time matrix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_temporal: Option<MapSummary>,

@@ -571,6 +571,14 @@ impl Executor {
             if !groups.is_empty() {
                 part.push("ceiling", vec![groups.len(), r.compare.len(), 2], ceilings);
             }
+            if !models.fitted.is_empty() {
+                let weights: Vec<f64> = brains
+                    .iter()
+                    .map(|b| models.fitted_weights(b.view()))
+                    .collect::<Result<Vec<_>>>()?
+                    .concat();
+                part.push("weights", vec![weights.len()], weights);
+            }
             if !models.partition.is_empty() {
                 let mut rdms = Array2::<f64>::zeros((brains.len(), models.raw.ncols()));
                 for (mut row, b) in rdms.rows_mut().into_iter().zip(&brains) {

@@ -15,7 +15,7 @@ use brainfit_kernels::compare::{CompareMethod, Relabeller, comparison_features};
 use brainfit_kernels::logistic::LogisticCv;
 use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::rsa_fit::{
-    condition_folds, crossval_reweighted, crossval_unweighted, principal_component_scores,
+    condition_folds, crossval_reweighted, crossval_unweighted, fit_weights, principal_component_scores,
     rdm_variance_partition, unit_regressors,
 };
 use ndarray::{Array2, ArrayView1};
@@ -114,6 +114,22 @@ impl Models {
             out.push(plain.map_err(JobError::from)?);
         }
         Ok(out)
+    }
+
+    /// The weights of each fitted model (reweighted set, unit weighting) fitted to brain RDM
+    /// `brain` on all pairs, concatenated in job order, then each one's intercept: what the
+    /// cross-validated values estimate the generalisation of.
+    pub(crate) fn fitted_weights(&self, brain: ArrayView1<'_, f64>) -> Result<Vec<f64>> {
+        let mut weights = Vec::new();
+        let mut intercepts = Vec::new();
+        let all: Vec<usize> = (0..brain.len()).collect();
+        for set in &self.fitted {
+            let fit = fit_weights(set.regressors.view(), brain, &all).map_err(JobError::from)?;
+            weights.extend(fit.weights.iter().copied());
+            intercepts.push(fit.intercept);
+        }
+        weights.extend(intercepts);
+        Ok(weights)
     }
 
     /// The variance partition of brain RDM `brain` over the partition models (Bankson,
