@@ -502,6 +502,18 @@ async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
     assert!(rates[1].fwe_rate() > ALPHA + half_width(rates[1].sets), "{:?}", rates[1]);
 }
 
+/// A mask of [`VOXELS`] voxels on a line, and two ROIs of 5 (`a`: voxels 0..5, `b`: the rest).
+async fn put_line_masks(store: &Store, base: &str) {
+    let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
+    let mask = Array3::<f32>::ones((VOXELS, 1, 1));
+    let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
+    a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
+    let b = mask.mapv(|m| m) - &a;
+    let files = [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)]
+        .map(|(name, m)| (name, write_nifti_f32(m.view(), &eye, true)));
+    common::put_files(store, base, files).await;
+}
+
 /// The inference paths of issue 13 in one job per data set, on betas in runs with run offsets
 /// and scales (the default within-group scheme): a PLS encoding map (the models share the
 /// permutation machinery; PLS chooses its hyperparameter per voxel like every other), the ROI
@@ -530,15 +542,7 @@ async fn issue13_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<
     put(store, base, "brain.npy", &y).await;
     put(store, base, "runs.npy", &runs.labels()).await;
     if i == 0 {
-        // a 10-voxel mask and two ROIs of 5
-        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
-        let mask = Array3::<f32>::ones((VOXELS, 1, 1));
-        let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
-        a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
-        let b = mask.mapv(|m| m) - &a;
-        let files = [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)]
-            .map(|(name, m)| (name, write_nifti_f32(m.view(), &eye, true)));
-        common::put_files(store, base, files).await;
+        put_line_masks(store, base).await;
     }
     let n_perm = if planted { 99 } else { N_PERM };
     let seed = i + 1000;
@@ -689,14 +693,7 @@ async fn issue14_run(store: &Store, i: usize, planted: bool) -> [(Vec<f64>, Vec<
         put(store, base, &format!("g{g}.npy"), &d.unwrap()).await;
     }
     if i == 0 {
-        let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
-        let mask = Array3::<f32>::ones((VOXELS, 1, 1));
-        let mut a = Array3::<f32>::zeros((VOXELS, 1, 1));
-        a.slice_mut(ndarray::s![..5, .., ..]).fill(1.0);
-        let b = mask.mapv(|m| m) - &a;
-        let files = [("mask.nii.gz", &mask), ("a.nii.gz", &a), ("b.nii.gz", &b)]
-            .map(|(name, m)| (name, write_nifti_f32(m.view(), &eye, true)));
-        common::put_files(store, base, files).await;
+        put_line_masks(store, base).await;
     }
     let n_perm = if planted { 99 } else { N_PERM };
     let seed = i + 2000;

@@ -715,13 +715,43 @@ async fn reweighted_rsa_and_noise_ceilings_on_the_real_rdms() {
             assert!(lo < hi, "{method}: the lower bound is below the upper one");
         }
     }
+    // RDM-only jobs also partition, weight units and remix (no [data]: features of the 92
+    // conditions, a training set for the classifier)
+    let mut rng = Rng::new(92);
+    let units: Array2<f64> = rng.normal_array((92, 6));
+    put(&store, join_url(base, "units.npy"), &units).await;
+    let train: Array2<f64> = rng.normal_array((30, 6));
+    put(&store, join_url(base, "train.npy"), &train).await;
+    put(&store, join_url(base, "labels.npy"), &(0..30).map(|i| i % 3).collect::<Array1<i64>>())
+        .await;
+    let extra = "partition = [\"animacy\", \"EVA\"]\n[features]\nunits = \"units.npy\"\n[rsa.unit_weighting.w]\nspace = \"units\"\nfolds = 4\n[rsa.remix.r]\nspace = \"units\"\ntrain = \"train.npy\"\nlabels = \"labels.npy\"\nfolds = 3\n";
+    let rdm_only = job
+        .replace("[rsa.reweight.all]", &format!("{extra}[rsa.reweight.all]"))
+        .replace("output = \"out\"", "output = \"out2\"")
+        .replace("n = 19", "n = 3");
+    common::run_embedded(&store, base, &rdm_only, 1).await.unwrap();
+    let partition = parse_csv(&text(&store, join_url(base, "out2/rsa/partition.csv")).await);
+    assert_eq!(partition.len(), 4 * 3);
+    let compared = parse_csv(&text(&store, join_url(base, "out2/rsa/compare.csv")).await);
+    for model in ["units", "r", "w", "w.unweighted"] {
+        assert!(
+            compared.iter().any(|r| r[1] == model && r[3].parse::<f64>().unwrap().is_finite()),
+            "{model}"
+        );
+    }
     // the weights fitted on all pairs, per brain RDM (the group has no single RDM)
     let weights = parse_csv(&text(&store, join_url(base, "out/rsa/weights.csv")).await);
     assert_eq!(weights.len(), 4 * 9);
     for (s, subject) in subjects.iter().enumerate() {
-        let full = crossval_reweighted(stacked.view(), subject.view(), 92, &folds, CompareMethod::Spearman)
-            .unwrap()
-            .full;
+        let full = crossval_reweighted(
+            stacked.view(),
+            subject.view(),
+            92,
+            &folds,
+            CompareMethod::Spearman,
+        )
+        .unwrap()
+        .full;
         let rows = &weights[s * 9..(s + 1) * 9];
         let regressors = MODEL_NAMES.iter().copied().chain(["intercept"]);
         let values = full.weights.iter().chain([&full.intercept]);
@@ -960,16 +990,16 @@ async fn roi_rsa_over_subjects_has_a_group_table_with_noise_ceilings() {
     }
     for (row, method) in rows.iter().zip([CompareMethod::Spearman, CompareMethod::RhoA]) {
         assert_eq!(row[..3], ["all".to_string(), "category".into(), method.as_str().into()]);
-        let mean = rdms
-            .rows()
-            .into_iter()
-            .map(|d| compare(d, model.view(), method).unwrap())
-            .sum::<f64>()
-            / 3.0;
+        let mean =
+            rdms.rows().into_iter().map(|d| compare(d, model.view(), method).unwrap()).sum::<f64>()
+                / 3.0;
         assert!((row[3].parse::<f64>().unwrap() - mean).abs() < 1e-12);
         assert_eq!(row[4], "3");
         let (lower, upper) = noise_ceiling(rdms.view(), method).unwrap();
-        assert_eq!((row[5].parse::<f64>().unwrap(), row[6].parse::<f64>().unwrap()), (lower, upper));
+        assert_eq!(
+            (row[5].parse::<f64>().unwrap(), row[6].parse::<f64>().unwrap()),
+            (lower, upper)
+        );
         assert!(lower < upper);
     }
     assert_eq!(summary.rsa_group.len(), 2);
