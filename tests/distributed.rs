@@ -461,7 +461,8 @@ permutations_per_task = 3
     let file = job("distributed");
     let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
     assert!(out.status.success(), "{}", text(&out));
-    let read = |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
+    let read =
+        |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
     let (embedded, distributed) = (read("embedded"), read("distributed"));
     for file in [
         "rsa/compare.csv",

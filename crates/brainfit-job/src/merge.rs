@@ -1028,8 +1028,9 @@ async fn merge_group_rsa(
             row.assign(d);
         }
         for &method in &r.compare {
-            let (lower, upper) = brainfit_kernels::rsa_fit::noise_ceiling(stacked.view(), method)
-                .map_err(|e| JobError::Corrupt(format!("noise ceiling of ROI {roi}: {e}")))?;
+            let (lower, upper) =
+                brainfit_kernels::rsa_fit::noise_ceiling(stacked.view(), method)
+                    .map_err(|e| JobError::Corrupt(format!("noise ceiling of ROI {roi}: {e}")))?;
             let first = subjects[0].rsa.iter().filter(|row| row.brain == *roi);
             for model in first.filter(|row| row.method == method.as_str()).map(|row| &row.model) {
                 let values: Vec<f64> = subjects

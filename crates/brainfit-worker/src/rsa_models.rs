@@ -15,8 +15,8 @@ use brainfit_kernels::compare::{CompareMethod, Relabeller, comparison_features};
 use brainfit_kernels::logistic::LogisticCv;
 use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::rsa_fit::{
-    condition_folds, crossval_reweighted, crossval_unweighted, fit_weights, principal_component_scores,
-    rdm_variance_partition, unit_regressors,
+    condition_folds, crossval_reweighted, crossval_unweighted, fit_weights,
+    principal_component_scores, rdm_variance_partition, unit_regressors,
 };
 use ndarray::{Array2, ArrayView1};
 
