@@ -435,6 +435,69 @@ fn condition_fold_pairs(
     Ok(out)
 }
 
+/// How held-out pairs are predicted from the model RDMs: weights fitted on the training pairs
+/// ([`fit_weights`]), or every model with weight 1 and no intercept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    /// Non-negative weights and an intercept fitted per fold.
+    Fitted,
+    /// The models summed with equal weights (the baseline).
+    Equal,
+}
+
+/// Cross-validation over conditions: each fold's held-out prediction and the brain's values on
+/// the same (test) pairs, `(predicted, truth)`, with the weights that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldOut {
+    /// Per fold, `(predicted, truth)` over its test pairs.
+    pub folds: Vec<(Array1<f64>, Array1<f64>)>,
+    /// Per fold, the weights (fitted on its training pairs, or the equal ones).
+    pub weights: Vec<RdmWeights>,
+}
+
+impl HeldOut {
+    /// Each fold's score: the prediction compared with the brain by `method`.
+    pub fn fold_scores(&self, method: CompareMethod) -> Result<Vec<f64>> {
+        self.folds.iter().map(|(p, t)| compare(p.view(), t.view(), method)).collect()
+    }
+
+    /// The mean over folds of [`HeldOut::fold_scores`] (NaN scores skipped; NaN if all are).
+    pub fn score(&self, method: CompareMethod) -> Result<f64> {
+        Ok(nan_skipping_mean(&self.fold_scores(method)?))
+    }
+}
+
+/// The held-out predictions of cross-validation over conditions (see [`crossval_reweighted`]
+/// for the folds and the pairs); one call serves every comparison method.
+///
+/// Errors: as [`crossval_reweighted`], less those of [`compare`].
+pub fn held_out(
+    models: ArrayView2<'_, f64>,
+    brain: ArrayView1<'_, f64>,
+    n_conditions: usize,
+    folds: &[usize],
+    weighting: Weighting,
+) -> Result<HeldOut> {
+    let split = condition_fold_pairs(&models, &brain, n_conditions, folds)?;
+    let mut out = HeldOut { folds: Vec::with_capacity(split.len()), weights: Vec::new() };
+    for (f, (train, test)) in split.iter().enumerate() {
+        let weights = match weighting {
+            Weighting::Fitted => fit_weights(models, brain, train).map_err(|e| match e {
+                KernelError::Parameter(m) => KernelError::CrossValidation(format!("fold {f}: {m}")),
+                other => other,
+            })?,
+            Weighting::Equal => {
+                RdmWeights { weights: Array1::ones(models.nrows()), intercept: 0.0 }
+            }
+        };
+        let predicted = weights.predict(models, test)?;
+        let truth: Array1<f64> = test.iter().map(|&p| brain[p]).collect();
+        out.folds.push((predicted, truth));
+        out.weights.push(weights);
+    }
+    Ok(out)
+}
+
 /// Reweighted RSA cross-validated over conditions (Khaligh-Razavi & Kriegeskorte 2014).
 ///
 /// `models` `[n_models, n_pairs]` and `brain` `[n_pairs]` are condensed RDMs of `n_conditions`
@@ -446,7 +509,7 @@ fn condition_fold_pairs(
 /// ([`compare`] with `method`). A held-out condition's dissimilarities never reach the weights
 /// that score it. The test pairs are the condensed RDM of the fold's conditions (in ascending
 /// order), so the methods that need the conditions' structure (`corr_cov`, `bures`, CKA)
-/// compare the held-out conditions' RDMs.
+/// compare the held-out conditions' RDMs. ([`held_out`] serves several methods at once.)
 ///
 /// Errors: lengths disagree (`Shape`); fewer than 2 folds, an empty fold label below the
 /// largest, a fold with fewer than 3 conditions, or a fold whose training pairs cannot be
@@ -458,20 +521,13 @@ pub fn crossval_reweighted(
     folds: &[usize],
     method: CompareMethod,
 ) -> Result<ReweightedCv> {
-    let split = condition_fold_pairs(&models, &brain, n_conditions, folds)?;
-    let mut fold_scores = Vec::with_capacity(split.len());
-    let mut fold_weights = Vec::with_capacity(split.len());
-    for (f, (train, test)) in split.iter().enumerate() {
-        let fitted = fit_weights(models, brain, train).map_err(|e| match e {
-            KernelError::Parameter(m) => KernelError::CrossValidation(format!("fold {f}: {m}")),
-            other => other,
-        })?;
-        let predicted = fitted.predict(models, test)?;
-        let truth: Array1<f64> = test.iter().map(|&p| brain[p]).collect();
-        fold_scores.push(compare(predicted.view(), truth.view(), method)?);
-        fold_weights.push(fitted);
-    }
-    Ok(ReweightedCv { mean: nan_skipping_mean(&fold_scores), fold_scores, fold_weights })
+    let held = held_out(models, brain, n_conditions, folds, Weighting::Fitted)?;
+    let fold_scores = held.fold_scores(method)?;
+    Ok(ReweightedCv {
+        mean: nan_skipping_mean(&fold_scores),
+        fold_scores,
+        fold_weights: held.weights,
+    })
 }
 
 /// The baseline of [`crossval_reweighted`]: the model RDMs summed with equal weights
@@ -488,15 +544,7 @@ pub fn crossval_unweighted(
     folds: &[usize],
     method: CompareMethod,
 ) -> Result<f64> {
-    let split = condition_fold_pairs(&models, &brain, n_conditions, folds)?;
-    let equal = RdmWeights { weights: Array1::ones(models.nrows()), intercept: 0.0 };
-    let mut scores = Vec::with_capacity(split.len());
-    for (_, test) in &split {
-        let predicted = equal.predict(models, test)?;
-        let truth: Array1<f64> = test.iter().map(|&p| brain[p]).collect();
-        scores.push(compare(predicted.view(), truth.view(), method)?);
-    }
-    Ok(nan_skipping_mean(&scores))
+    held_out(models, brain, n_conditions, folds, Weighting::Equal)?.score(method)
 }
 
 /// Mean of the non-NaN values; NaN if there are none.

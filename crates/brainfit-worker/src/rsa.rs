@@ -269,7 +269,9 @@ impl CentreFeatures {
         if !models.fitted.is_empty() {
             for i in 0..n {
                 for (j, regressors) in batch.fitted.iter().enumerate() {
-                    let values = models.fitted_values(self.raw_of(i, None), regressors, method)?;
+                    let values =
+                        models.fitted_values(self.raw_of(i, None), regressors, &[method])?;
+                    let values = values.into_iter().next().expect("one method");
                     let at = j * n_maps + n_models;
                     out.slice_mut(s![i, at..at + values.len()]).assign(&Array1::from(values));
                 }
@@ -518,6 +520,11 @@ impl Executor {
             };
             let raw = relabel(&models.raw)?;
             let fitted = models.fitted_regressors(order)?;
+            // [brain][method][value]: each fold's fit serves every method
+            let fitted_values = brains
+                .iter()
+                .map(|b| models.fitted_values(b.view(), &fitted, &r.compare))
+                .collect::<Result<Vec<_>>>()?;
             let mut out = Array2::<f64>::zeros((r.compare.len(), n_rows * n_maps));
             for (mi, &method) in r.compare.iter().enumerate() {
                 let feats = model_features[mi].as_ref().map(relabel).transpose()?;
@@ -530,8 +537,7 @@ impl Executor {
                             }
                         };
                     }
-                    let values = models.fitted_values(brdm.view(), &fitted, method)?;
-                    for (j, v) in values.into_iter().enumerate() {
+                    for (j, &v) in fitted_values[b][mi].iter().enumerate() {
                         out[(mi, b * n_maps + n_models + j)] = v;
                     }
                 }
@@ -634,7 +640,8 @@ impl Executor {
                     out.slice_mut(s![.., j * n_maps..j * n_maps + n_models])
                         .assign(&plain.slice(s![.., j * n_models..(j + 1) * n_models]));
                     for (time, brain) in rdms.rows().into_iter().enumerate() {
-                        let values = models.fitted_values(brain, regressors, t.compare)?;
+                        let values = models.fitted_values(brain, regressors, &[t.compare])?;
+                        let values = values.into_iter().next().expect("one method");
                         let at = j * n_maps + n_models;
                         out.slice_mut(s![time, at..at + values.len()])
                             .assign(&Array1::from(values));

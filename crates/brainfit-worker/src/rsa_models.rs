@@ -15,8 +15,8 @@ use brainfit_kernels::compare::{CompareMethod, Relabeller, comparison_features};
 use brainfit_kernels::logistic::LogisticCv;
 use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::rsa_fit::{
-    condition_folds, crossval_reweighted, crossval_unweighted, fit_weights,
-    principal_component_scores, rdm_variance_partition, unit_regressors,
+    Weighting, condition_folds, fit_weights, held_out, principal_component_scores,
+    rdm_variance_partition, unit_regressors,
 };
 use ndarray::{Array2, ArrayView1};
 
@@ -95,23 +95,27 @@ impl Models {
             .collect()
     }
 
-    /// What brain RDM `brain` gets from the fitted models, two values each: the
-    /// cross-validated comparison of the reweighted regressors, and of the regressors summed
-    /// with equal weights on the same held-out pairs. `regressors` are [`Self::fitted`]'s,
-    /// relabelled or not.
+    /// What brain RDM `brain` gets from the fitted models under each of `methods`
+    /// (`[method][value]`), two values per fitted model: the cross-validated comparison of the
+    /// reweighted regressors, and of the regressors summed with equal weights on the same
+    /// held-out pairs. `regressors` are [`Self::fitted`]'s, relabelled or not; the folds are
+    /// fitted once for all methods.
     pub(crate) fn fitted_values(
         &self,
         brain: ArrayView1<'_, f64>,
         regressors: &[Array2<f64>],
-        method: CompareMethod,
-    ) -> Result<Vec<f64>> {
-        let mut out = Vec::with_capacity(2 * self.fitted.len());
+        methods: &[CompareMethod],
+    ) -> Result<Vec<Vec<f64>>> {
+        let mut out = vec![Vec::with_capacity(2 * self.fitted.len()); methods.len()];
         for (set, x) in self.fitted.iter().zip(regressors) {
             let (n, folds) = (self.n_conditions, &set.folds);
-            let fit = crossval_reweighted(x.view(), brain, n, folds, method);
-            out.push(fit.map_err(JobError::from)?.mean);
-            let plain = crossval_unweighted(x.view(), brain, n, folds, method);
-            out.push(plain.map_err(JobError::from)?);
+            for weighting in [Weighting::Fitted, Weighting::Equal] {
+                let held =
+                    held_out(x.view(), brain, n, folds, weighting).map_err(JobError::from)?;
+                for (values, &method) in out.iter_mut().zip(methods) {
+                    values.push(held.score(method).map_err(JobError::from)?);
+                }
+            }
         }
         Ok(out)
     }
