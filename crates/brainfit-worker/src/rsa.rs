@@ -710,9 +710,16 @@ fn cross_temporal(
         Some(out)
     };
     let (fa, fb) = (features(&a), features(&b));
+    // with features on both sides a relabelling re-indexes the second recording's features
+    // only; else its raw RDMs, compared pairwise
+    let by_features = fa.is_some() && fb.is_some();
     let compute = |b: &Array2<f64>, fb: Option<&Array2<f64>>| -> Result<Array2<f64>> {
         let out = match (&fa, fb) {
-            (Some(fa), Some(fb)) => fa.dot(&fb.t()),
+            (Some(fa), Some(fb)) => {
+                let mut out = Array2::<f64>::zeros((fa.nrows(), fb.nrows()));
+                Backend::gemm(fa.view(), fb.t(), out.view_mut());
+                out
+            }
             _ => {
                 let mut out = Array2::<f64>::zeros((a.nrows(), b.nrows()));
                 for ((i, j), o) in out.indexed_iter_mut() {
@@ -739,9 +746,12 @@ fn cross_temporal(
         checkpoint()?;
         let (seed, scheme, _) = scheme.expect("permutations requested");
         let order = [permutation(n, scheme, *seed, k)];
-        let relabelled_features =
-            fb.as_ref().map(|f| Models::relabelled(f, n, &order)).transpose()?;
-        compute(&Models::relabelled(&b, n, &order)?, relabelled_features.as_ref())
+        if by_features {
+            let f = Models::relabelled(fb.as_ref().expect("features"), n, &order)?;
+            compute(&b, Some(&f))
+        } else {
+            compute(&Models::relabelled(&b, n, &order)?, None)
+        }
     })
 }
 
