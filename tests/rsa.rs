@@ -491,7 +491,9 @@ async fn crossnobis_rsa_runs_from_conditions_and_runs() {
     put(&store, join_url(base, "layer.npy"), &layer).await;
     put(&store, join_url(base, "conds.npy"), &Array1::from(conds.clone())).await;
     put(&store, join_url(base, "runs.npy"), &Array1::from(runs.clone())).await;
-    common::run_embedded(&store, base, CROSSNOBIS_JOB, 2).await.unwrap();
+    let summary = common::run_embedded(&store, base, CROSSNOBIS_JOB, 2).await.unwrap();
+    let note = "its permutations exchange the condition labels freely";
+    assert!(summary.warnings.iter().any(|w| w.contains(note)), "{:?}", summary.warnings);
 
     // the ROI (the whole mask): rsatoolbox's crossnobis over the observations, whitened by the
     // shrinkage estimate of the residuals about the condition means (kernel-tested)

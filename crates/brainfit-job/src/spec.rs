@@ -1195,6 +1195,13 @@ impl JobSpec {
         if p.scheme == PermutationScheme::Free && self.subjects.iter().any(|s| s.groups.is_some()) {
             out.push("[permutation] scheme = \"free\" with free_across_groups: the runs are ignored, so p-values are valid only if rows are exchangeable across runs (no run offsets, scales, drifts or per-run preprocessing that differ between runs)".into());
         }
+        let rsa = self.rsa.is_some() || self.searchlight.is_some() || self.time_resolved.is_some();
+        if rsa
+            && p.scheme != PermutationScheme::Free
+            && self.subjects.iter().any(|s| s.conditions.is_some())
+        {
+            out.push(format!("[permutation] scheme = \"{}\" applies to the samples (encoding, decoding); with [data] conditions, RSA is over the conditions, each measured in every run, and its permutations exchange the condition labels freely", p.scheme.describe()));
+        }
         if let PermutationScheme::Block { len } = p.scheme {
             out.push(format!("[permutation] scheme = \"block\" is approximate: blocks of {len} keep autocorrelation only inside each block, and the null is exact only if blocks are exchangeable within a run; with runs of equal length, \"whole-groups\" is exact"));
         }
