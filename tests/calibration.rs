@@ -502,6 +502,23 @@ async fn free_permutations_across_runs_of_rsa_data_fail_the_same_bound() {
     assert!(rates[1].fwe_rate() > ALPHA + half_width(rates[1].sets), "{:?}", rates[1]);
 }
 
+/// Adds one data set's (p, p_fwe) of each map to its rates.
+fn add_all<const N: usize>(rates: &mut [Rates; N], maps: [(Vec<f64>, Vec<f64>); N]) {
+    for (r, (p, p_fwe)) in rates.iter_mut().zip(maps) {
+        r.add(&p, &p_fwe);
+    }
+}
+
+/// Prints the table rows, then fails on the first map outside the bound.
+fn print_and_check(names: &[&str], rates: &[Rates]) {
+    for (name, r) in names.iter().zip(rates) {
+        println!("{}", r.row(name));
+    }
+    for (name, r) in names.iter().zip(rates) {
+        assert!(r.calibrated(), "{name}: {r:?}");
+    }
+}
+
 /// A mask of [`VOXELS`] voxels on a line, and two ROIs of 5 (`a`: voxels 0..5, `b`: the rest).
 async fn put_line_masks(store: &Store, base: &str) {
     let eye = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0; 4]];
@@ -612,9 +629,7 @@ async fn pls_encoding_roi_profiles_and_decoding_are_calibrated_in_runs() {
     let store = Store::new();
     let mut rates = [Rates::default(); 5];
     for i in 0..N_SETS {
-        for (r, (p, p_fwe)) in rates.iter_mut().zip(issue13_run(&store, i, false).await) {
-            r.add(&p, &p_fwe);
-        }
+        add_all(&mut rates, issue13_run(&store, i, false).await);
     }
     let names = [
         "PLS encoding, betas in runs",
@@ -623,12 +638,7 @@ async fn pls_encoding_roi_profiles_and_decoding_are_calibrated_in_runs() {
         "searchlight decoding, mean score (10 centres, 4 apart)",
         "searchlight decoding, identification (10 centres, 4 apart)",
     ];
-    for (name, r) in names.iter().zip(&rates) {
-        println!("{}", r.row(name));
-    }
-    for (name, r) in names.iter().zip(&rates) {
-        assert!(r.calibrated(), "{name}: {r:?}");
-    }
+    print_and_check(&names, &rates);
     let [encoding, profile, decoding, searchlight, _] = issue13_run(&store, 0, true).await;
     assert!(encoding.1[..3].iter().all(|&p| p <= ALPHA), "planted voxels: {:?}", encoding.1);
     assert!(profile.1[0] <= ALPHA, "ROI a holds them: {:?}", profile.1);
@@ -776,9 +786,7 @@ async fn crossnobis_fitted_models_cka_ceilings_and_cross_temporal_rsa_are_calibr
     let store = Store::new();
     let mut rates = [Rates::default(); 4];
     for i in 0..N_SETS {
-        for (r, (p, p_fwe)) in rates.iter_mut().zip(issue14_run(&store, i, false).await) {
-            r.add(&p, &p_fwe);
-        }
+        add_all(&mut rates, issue14_run(&store, i, false).await);
     }
     let names = [
         "ROI RSA: crossnobis ROIs and given RDMs vs layers (FWE: spearman rows)",
@@ -786,12 +794,7 @@ async fn crossnobis_fitted_models_cka_ceilings_and_cross_temporal_rsa_are_calibr
         "crossnobis searchlight (10 centres, 4 apart)",
         "cross-temporal RSA (6 x 6 without its diagonal, 3 entries apart)",
     ];
-    for (name, r) in names.iter().zip(&rates) {
-        println!("{}", r.row(name));
-    }
-    for (name, r) in names.iter().zip(&rates) {
-        assert!(r.calibrated(), "{name}: {r:?}");
-    }
+    print_and_check(&names, &rates);
     let [plain, fitted, searchlight, cross] = issue14_run(&store, 0, true).await;
     // ROI a carries layer p: brains are the given RDMs g1..g3, then ROIs a and b, with 6
     // spearman rows each (p, q, both, both.unweighted, u, u.unweighted)
