@@ -471,6 +471,8 @@ permutations_per_task = 3
         "searchlight/ab/p_fwe.npy",
         "searchlight/partition/a+b.npy",
         "time_resolved/ua.unweighted/rho.npy",
+        "searchlight/ab/weight_rm.npy",
+        "time_resolved/ua/weight_pc_3.npy",
         "cross_temporal/p_fwe.npy",
     ] {
         assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");

@@ -930,6 +930,16 @@ centres_per_task = 120
             assert!((got - want).abs() < 1e-12, "centre {c} {subset}");
         }
     }
+    // the unit weighting's weights per centre, fitted on all pairs, beside its map
+    let all: Vec<usize> = (0..m_low.len()).collect();
+    for c in (0..hoods.centres.len()).step_by(41) {
+        let b = sphere_rdm(brain.view(), hoods.members(c), corr).unwrap();
+        let fit = brainfit_kernels::rsa_fit::fit_weights(units.view(), b.view(), &all).unwrap();
+        for (k, want) in fit.weights.iter().enumerate() {
+            let url = join_url(base, &format!("out/searchlight/units/weight_pc_{}.npy", k + 1));
+            assert_eq!(vector(&store, url).await[c], *want, "centre {c}, component {}", k + 1);
+        }
+    }
     // time-resolved: per time point
     for t in 0..4 {
         let b = rdm(meg.index_axis(Axis(0), t), corr).unwrap();

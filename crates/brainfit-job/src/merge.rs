@@ -711,21 +711,16 @@ impl SubjectMerge<'_> {
         let (spec, subject, inv, mask) = (self.spec, self.subject, self.inv, self.mask.as_ref());
         let (outputs, n_perms) = (self.outputs, self.n_perms);
         let models = rsa_map_names(spec, inv);
-        let subsets = partition_names(spec);
+        let item_maps = item_maps(spec, inv, "searchlight");
         // Kept centres of each task follow each other in mask order.
         let mut blocks = Vec::new();
         let mut centres = Vec::new();
-        let mut partition = vec![Vec::new(); subsets.len()];
+        let mut items = vec![Vec::new(); item_maps.len()];
         for (t, p) in &self.done {
             if matches!(t, Task::Searchlight { subject, .. } if *subject == self.si) {
                 let c = p.get("centres")?.1;
                 let start = centres.len();
-                if !subsets.is_empty() && !c.is_empty() {
-                    let (_, v) = p.get("partition")?;
-                    for (k, map) in partition.iter_mut().enumerate() {
-                        map.extend_from_slice(&v[k * c.len()..(k + 1) * c.len()]);
-                    }
-                }
+                gather_items(p, &item_maps, c.len(), &mut items)?;
                 centres.extend(c.iter().map(|&v| v as i64));
                 blocks.push((
                     [start, centres.len()],
@@ -764,8 +759,7 @@ impl SubjectMerge<'_> {
                 },
             );
         }
-        for (subset, values) in subsets.iter().zip(partition) {
-            let rel = layout::rsa_partition("searchlight", subset);
+        for ((rel, _, _), values) in item_maps.iter().zip(items) {
             let url = |ext: &str| spec.output_url(Some(subject), &format!("{rel}.{ext}"));
             let values = Array1::from(values);
             put_npy(outputs, &url("npy")?, values.view()).await?;
@@ -777,30 +771,24 @@ impl SubjectMerge<'_> {
     }
 
     /// `rsa/weights.csv`: per brain RDM, each fitted model's weights fitted on all pairs
-    /// (`values`: per brain, every set's weights in job order, then their intercepts).
+    /// (`values`: the `"weights"` block, `[n_weights, n_brains]`, rows as [`weight_rows`]).
     async fn put_weights(&self, brains: &[String], values: &[f64]) -> Result<()> {
         let fitted = fitted_regressors(self.spec, self.inv);
-        let per_brain = fitted.iter().map(|(_, r)| r.len() + 1).sum::<usize>();
-        if values.len() != brains.len() * per_brain {
+        let rows = weight_rows(&fitted);
+        let n = brains.len();
+        if values.len() != rows.len() * n {
             return Err(JobError::Corrupt(format!(
-                "{} fitted weights for {} brain RDMs of {per_brain}",
+                "{} fitted weights for {n} brain RDMs of {}",
                 values.len(),
-                brains.len()
+                rows.len()
             )));
         }
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(["brain", "fitted", "regressor", "weight"]).map_err(csv_err)?;
-        for (brain, values) in brains.iter().zip(values.chunks(per_brain)) {
-            let (weights, intercepts) = values.split_at(per_brain - fitted.len());
-            let mut at = 0;
-            for ((name, regressors), intercept) in fitted.iter().zip(intercepts) {
-                for (regressor, w) in regressors.iter().zip(&weights[at..]) {
-                    let w = format!("{w:?}");
-                    csv.write_record([brain.as_str(), name, regressor, &w]).map_err(csv_err)?;
-                }
-                at += regressors.len();
-                let b = format!("{intercept:?}");
-                csv.write_record([brain.as_str(), name, "intercept", &b]).map_err(csv_err)?;
+        for (b, brain) in brains.iter().enumerate() {
+            for &(name, regressor, row) in &rows {
+                let w = format!("{:?}", values[row * n + b]);
+                csv.write_record([brain.as_str(), name, regressor, &w]).map_err(csv_err)?;
             }
         }
         let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
@@ -939,20 +927,19 @@ async fn merge_time_resolved(
 ) -> Result<TimeResolvedMerged> {
     let n_perms = spec.permutation.map(|p| p.n);
     let models = rsa_map_names(spec, &inventory.subjects[0]);
-    let subsets = partition_names(spec);
+    let item_maps = item_maps(spec, &inventory.subjects[0], "time_resolved");
     let mut blocks = Vec::new();
     let mut n_times = 0;
     for (task, p) in done {
         if let Task::TimeResolved { perms } = task {
             let block = MapBlock::read(p)?;
             n_times = block.value.ncols();
-            if perms[0] == 0 && !subsets.is_empty() {
-                let (_, v) = p.get("partition")?;
-                for (k, subset) in subsets.iter().enumerate() {
-                    let rel = layout::rsa_partition("time_resolved", subset);
+            if perms[0] == 0 {
+                let mut items = vec![Vec::new(); item_maps.len()];
+                gather_items(p, &item_maps, n_times, &mut items)?;
+                for ((rel, _, _), values) in item_maps.iter().zip(items) {
                     let url = spec.output_url(None, &format!("{rel}.npy"))?;
-                    put_npy(outputs, &url, ArrayView1::from(&v[k * n_times..(k + 1) * n_times]))
-                        .await?;
+                    put_npy(outputs, &url, ArrayView1::from(&values)).await?;
                 }
             }
             blocks.push(([0, n_times], *perms, block));
@@ -1065,6 +1052,66 @@ async fn merge_group_rsa(
     let csv = csv.into_inner().map_err(|e| csv_err(e.into_error().into()))?;
     outputs.put(&spec.output_url(None, layout::RSA_GROUP)?, csv.into()).await?;
     Ok(rows)
+}
+
+/// The rows of a `"weights"` block (`[n_weights, n_items]`, as the worker writes it): each
+/// fitted model's regressors, in job order, then one intercept per fitted model — as
+/// (fitted model, regressor, row).
+fn weight_rows(fitted: &[(String, Vec<String>)]) -> Vec<(&str, &str, usize)> {
+    let regressors = fitted.iter().flat_map(|(name, r)| r.iter().map(move |r| (name, r)));
+    let intercepts = fitted.iter().map(|(name, _)| (name, &"intercept"));
+    let all = regressors
+        .map(|(n, r)| (n.as_str(), r.as_str()))
+        .chain(intercepts.map(|(n, r)| (n.as_str(), *r)));
+    all.enumerate().map(|(row, (name, regressor))| (name, regressor, row)).collect()
+}
+
+/// The maps a searchlight or time-resolved analysis (`analysis`) writes from the per-item
+/// values of its tasks: each partition subset, and each fitted model's weight per regressor
+/// (not the intercepts, nor a unit weighting's units, which can number thousands:
+/// `rsa/weights.csv` has those for ROIs) — as (path without extension, block, row).
+fn item_maps(
+    spec: &JobSpec,
+    inv: &SubjectInventory,
+    analysis: &str,
+) -> Vec<(String, &'static str, usize)> {
+    let subsets = partition_names(spec).into_iter().enumerate();
+    let mut out: Vec<(String, &'static str, usize)> =
+        subsets.map(|(k, s)| (layout::rsa_partition(analysis, &s), "partition", k)).collect();
+    let fitted = fitted_regressors(spec, inv);
+    let units = |name: &str| {
+        let unit = spec.rsa.as_ref().and_then(|r| r.unit_weighting.get(name));
+        unit.is_some_and(|u| u.components.is_none())
+    };
+    for (name, regressor, row) in weight_rows(&fitted) {
+        if regressor != "intercept" && !units(name) {
+            out.push((layout::rsa_weight(analysis, name, regressor), "weights", row));
+        }
+    }
+    out
+}
+
+/// Appends a task's per-item values of `maps` (its `n_items` items) to `values`.
+fn gather_items(
+    part: &Part,
+    maps: &[(String, &'static str, usize)],
+    n_items: usize,
+    values: &mut [Vec<f64>],
+) -> Result<()> {
+    if n_items == 0 {
+        return Ok(());
+    }
+    for ((_, block, row), values) in maps.iter().zip(values) {
+        let (_, v) = part.get(block)?;
+        let slice = v.get(row * n_items..(row + 1) * n_items).ok_or_else(|| {
+            JobError::Corrupt(format!(
+                "{block} holds {} values, not row {row} of {n_items}",
+                v.len()
+            ))
+        })?;
+        values.extend_from_slice(slice);
+    }
+    Ok(())
 }
 
 /// What the time-resolved merge writes into the summary.

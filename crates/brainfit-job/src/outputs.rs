@@ -74,6 +74,12 @@ pub mod layout {
         format!("{analysis}/partition/{subset}")
     }
 
+    /// A fitted model's weight of one regressor per searchlight centre or time point
+    /// (`analysis`), fitted on all pairs, beside the fitted model's comparison map.
+    pub fn rsa_weight(analysis: &str, fitted: &str, regressor: &str) -> String {
+        format!("{analysis}/{fitted}/weight_{regressor}")
+    }
+
     /// ROI RSA: brain RDM `brain` (condensed).
     pub fn rsa_rdm(brain: &str) -> String {
         format!("rsa/rdms/{brain}.npy")

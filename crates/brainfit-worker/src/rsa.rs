@@ -281,30 +281,50 @@ impl CentreFeatures {
     }
 }
 
-/// A searchlight task's part: its maps over the kept centres, the centres, and the partition
-/// values (`[n_subsets, n_centres]`) where `[rsa] partition` asks for them.
+/// A searchlight task's part: its maps over the kept centres, the centres, and the observed
+/// values per centre of [`item_values`].
 fn searchlight_part(
     block: MapBlock,
     hoods: &Neighbourhoods,
     kept: std::ops::Range<usize>,
-    partition: Option<Array2<f64>>,
+    items: Vec<(&'static str, Array2<f64>)>,
 ) -> Part {
     let mut part = Part::new();
     block.write(&mut part);
     let centres: Vec<f64> = hoods.centres[kept].iter().map(|&c| c as f64).collect();
     part.push("centres", vec![centres.len()], centres);
-    if let Some(p) = partition {
-        part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
-    }
+    push_item_values(&mut part, items);
     part
 }
 
-/// `[n_subsets, n_items]` partition values of brain RDMs (rows of `rdms`).
-fn partition_map(models: &Models, rdms: ndarray::ArrayView2<'_, f64>) -> Result<Array2<f64>> {
-    let values: Vec<Vec<f64>> =
-        rdms.rows().into_iter().map(|b| models.partition_values(b)).collect::<Result<_>>()?;
-    let n_subsets = values.first().map_or(0, Vec::len);
-    Ok(Array2::from_shape_fn((n_subsets, values.len()), |(p, i)| values[i][p]))
+/// What brain RDMs (rows of `rdms`: ROIs, centres, time points) get besides their comparisons,
+/// observed only (no nulls), each `[n_values, n_items]`: `"partition"`, the variance partition
+/// (with `[rsa] partition`), and `"weights"`, every fitted model's weights fitted on all pairs
+/// then their intercepts (with fitted models).
+fn item_values(
+    models: &Models,
+    rdms: ndarray::ArrayView2<'_, f64>,
+) -> Result<Vec<(&'static str, Array2<f64>)>> {
+    let columns = |of: &dyn Fn(ndarray::ArrayView1<'_, f64>) -> Result<Vec<f64>>| {
+        let values: Vec<Vec<f64>> = rdms.rows().into_iter().map(of).collect::<Result<_>>()?;
+        let n = values.first().map_or(0, Vec::len);
+        Ok::<_, crate::WorkerError>(Array2::from_shape_fn((n, values.len()), |(p, i)| values[i][p]))
+    };
+    let mut out = Vec::new();
+    if !models.partition.is_empty() {
+        out.push(("partition", columns(&|b| models.partition_values(b))?));
+    }
+    if !models.fitted.is_empty() {
+        out.push(("weights", columns(&|b| models.fitted_weights(b))?));
+    }
+    Ok(out)
+}
+
+/// Writes [`item_values`] into a part under their names.
+fn push_item_values(part: &mut Part, items: Vec<(&'static str, Array2<f64>)>) {
+    for (name, values) in items {
+        part.push(name, values.shape().to_vec(), values.iter().copied().collect());
+    }
 }
 
 /// The cache key of a subject's model RDMs for an RDM method.
@@ -420,9 +440,9 @@ impl Executor {
                     Ok(out.map_err(JobError::from)?)
                 },
             ))?;
-            return Ok(searchlight_part(block, &hoods, kept, None));
+            return Ok(searchlight_part(block, &hoods, kept, Vec::new()));
         }
-        let mut partition = Vec::new();
+        let mut items: Vec<Vec<(&'static str, Array2<f64>)>> = Vec::new();
         let block = with_matrix!(matrix, |y| {
             let rdm_of = |members: &[usize]| -> Result<Array1<f64>> {
                 Ok(match crossnobis {
@@ -438,8 +458,8 @@ impl Executor {
             streamed_nulls(0..local.len(), chunk, |centres| {
                 let centres =
                     CentreFeatures::new(rdm_of, n_pairs, &local, centres, sl.compare, fitted)?;
-                if !models.partition.is_empty() {
-                    partition.push(partition_map(&models, centres.raw.view())?);
+                if fitted {
+                    items.push(item_values(&models, centres.raw.view())?);
                 }
                 with_nulls(
                     &models,
@@ -452,11 +472,18 @@ impl Executor {
                 )
             })?
         });
-        let partition = (!partition.is_empty()).then(|| {
-            let views: Vec<_> = partition.iter().map(|p| p.view()).collect();
-            ndarray::concatenate(Axis(1), &views).expect("chunks of the same subsets")
-        });
-        Ok(searchlight_part(block, &hoods, kept, partition))
+        // the chunks' values side by side
+        let joined = match items.first() {
+            None => Vec::new(),
+            Some(first) => (0..first.len())
+                .map(|k| {
+                    let views: Vec<_> = items.iter().map(|chunk| chunk[k].1.view()).collect();
+                    let all = ndarray::concatenate(Axis(1), &views).expect("chunks alike");
+                    (first[k].0, all)
+                })
+                .collect(),
+        };
+        Ok(searchlight_part(block, &hoods, kept, joined))
     }
 
     /// ROI-level RSA: every brain RDM (given, ROI, and the mean of each ceiling group) ×
@@ -577,22 +604,11 @@ impl Executor {
             if !groups.is_empty() {
                 part.push("ceiling", vec![groups.len(), r.compare.len(), 2], ceilings);
             }
-            if !models.fitted.is_empty() {
-                let weights: Vec<f64> = brains
-                    .iter()
-                    .map(|b| models.fitted_weights(b.view()))
-                    .collect::<Result<Vec<_>>>()?
-                    .concat();
-                part.push("weights", vec![weights.len()], weights);
+            let mut rdms = Array2::<f64>::zeros((brains.len(), models.raw.ncols()));
+            for (mut row, b) in rdms.rows_mut().into_iter().zip(&brains) {
+                row.assign(b);
             }
-            if !models.partition.is_empty() {
-                let mut rdms = Array2::<f64>::zeros((brains.len(), models.raw.ncols()));
-                for (mut row, b) in rdms.rows_mut().into_iter().zip(&brains) {
-                    row.assign(b);
-                }
-                let p = partition_map(&models, rdms.view())?;
-                part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
-            }
+            push_item_values(&mut part, item_values(&models, rdms.view())?);
         }
         Ok(part)
     }
@@ -652,9 +668,8 @@ impl Executor {
         )?;
         let mut part = Part::new();
         block.write(&mut part);
-        if let (Some(rdms), false, 0) = (&rdms, models.partition.is_empty(), perms[0]) {
-            let p = partition_map(&models, rdms.view())?;
-            part.push("partition", p.shape().to_vec(), p.iter().copied().collect());
+        if let (Some(rdms), 0) = (&rdms, perms[0]) {
+            push_item_values(&mut part, item_values(&models, rdms.view())?);
         }
         if t.cross_temporal {
             let (second, itself) = match loaded.cross_data.as_deref() {
