@@ -1457,4 +1457,55 @@ conv = "c.npy"
             assert!(e.contains("missing [data]") && e.contains(what), "{e}");
         }
     }
+
+    #[test]
+    fn rsa_models_ceilings_and_crossnobis_are_checked_as_written() {
+        let rdms = "name = \"t\"\noutput = \"out\"\n[rsa]\nbrain_rdms = { a = \"a.npy\", b = \"b.npy\" }\nmodels = { m = \"m.npy\", n = \"n.npy\" }\n";
+        let ok = parse(&format!(
+            "{rdms}ceiling = {{ g = [\"a\", \"b\"] }}\npartition = [\"m\", \"n\"]\n[rsa.reweight.w]\nmodels = [\"m\", \"n\"]\n"
+        ))
+        .unwrap();
+        let r = ok.rsa.unwrap();
+        assert_eq!(
+            r.reweight["w"],
+            ReweightSpec { models: vec!["m".into(), "n".into()], folds: 5, seed: 0 }
+        );
+        assert_eq!(r.fitted_names(), ["w"]);
+        for (extra, message) in [
+            ("ceiling = { g = [\"a\"] }\n", "at least 2 subjects"),
+            ("ceiling = { g = [\"a\", \"x\"] }\n", "\"x\" is not an entry of [rsa] brain_rdms"),
+            ("ceiling = { a = [\"a\", \"b\"] }\n", "has the name of a brain RDM"),
+            ("ceiling = { g = [\"a\", \"a\"] }\n", "lists \"a\" twice"),
+            ("partition = [\"m\"]\n", "2 or 3 distinct models"),
+            ("[rsa.reweight.w]\nmodels = [\"m\"]\n", "at least 2 distinct models"),
+            ("[rsa.reweight.w]\nmodels = [\"m\", \"n\"]\nfolds = 1\n", "folds must be at least 2"),
+            ("[rsa.reweight.\"../x\"]\nmodels = [\"m\", \"n\"]\n", "names become output paths"),
+            (
+                "[rsa.unit_weighting.u]\nspace = \"m\"\ncomponents = 0\n",
+                "components must be at least 1",
+            ),
+            (
+                "[rsa.remix.r]\nspace = \"s\"\ntrain = \"t.npy\"\nlabels = \"l.npy\"\ncs = [1.0, 0.1]\n",
+                "strictly ascending",
+            ),
+            ("rdm = \"crossnobis\"\n", "needs [data] conditions"),
+            ("noise = \"diag\"\n", "applies to rdm = \"crossnobis\" only"),
+        ] {
+            let e = parse(&format!("{rdms}{extra}")).unwrap_err();
+            assert!(e.contains(message) && e.contains("j.toml"), "{extra}: {e}");
+        }
+        // crossnobis with condition and run labels; cross-temporal between recordings
+        let labelled = BASE
+            .replace("groups = [0, 0, 1, 1]", "groups = [0, 0, 1, 1]\nconditions = [1, 2, 1, 2]");
+        let cn =
+            parse(&format!("{labelled}[rsa]\nrois = {{ a = \"a.nii.gz\" }}\nrdm = \"crossnobis\"\nnoise = \"shrinkage_diag\"\n"))
+                .unwrap();
+        assert_eq!(cn.rsa.unwrap().noise, NoisePrecision::ShrinkageDiag);
+        let meg = "name = \"t\"\noutput = \"out\"\n[time_resolved]\ndata = \"meg.npy\"\n";
+        let t = parse(&format!("{meg}cross_data = \"eeg.npy\"\n")).unwrap().time_resolved.unwrap();
+        assert!(t.cross_temporal && t.cross_data.as_deref() == Some("file:///d/eeg.npy"));
+        let e =
+            parse(&format!("{meg}cross_temporal = false\ncross_data = \"eeg.npy\"\n")).unwrap_err();
+        assert!(e.contains("needs cross_temporal = true"), "{e}");
+    }
 }
