@@ -73,13 +73,14 @@ fn scheme_for(
 
 /// The models under `n` relabellings (or the observed models, `n = 1`), stacked permutation
 /// after permutation: what one matrix product compares against.
-pub(crate) struct Relabelled {
+pub(crate) struct Relabelled<'a> {
     /// Comparison features, `[n * n_models, n_pairs]` (no rows where the method has none).
     pub(crate) features: Array2<f64>,
     /// Raw RDMs, `[n * n_models, n_pairs]` (no rows where nothing needs them).
     pub(crate) raw: Array2<f64>,
-    /// Per relabelling, the fitted models' regressors.
-    pub(crate) fitted: Vec<Vec<Array2<f64>>>,
+    /// The fitted models' regressors, stacked per model ([`Models::fitted_regressors`];
+    /// borrowed for the observed models).
+    pub(crate) fitted: Vec<std::borrow::Cow<'a, Array2<f64>>>,
     /// Number of relabellings.
     pub(crate) n: usize,
 }
@@ -102,7 +103,7 @@ fn with_nulls(
     let observed = Relabelled {
         features: features.cloned().unwrap_or_else(|| Array2::zeros((0, n_pairs))),
         raw: models.raw.clone(),
-        fitted: vec![models.fitted_regressors(None)?],
+        fitted: models.fitted_regressors(None)?,
         n: 1,
     };
     let value = compute(&observed)?.reversed_axes().as_standard_layout().into_owned();
@@ -125,10 +126,7 @@ fn with_nulls(
                 Some(f) => Models::relabelled(f, models.n_conditions, &orders)?,
                 None => Array2::zeros((0, n_pairs)),
             };
-            let fitted = orders
-                .iter()
-                .map(|o| models.fitted_regressors(Some(o)))
-                .collect::<Result<Vec<_>>>()?;
+            let fitted = models.fitted_regressors(Some(&orders))?;
             let relabelled = Relabelled { features, raw, fitted, n: orders.len() };
             batch = Some((start, compute(&relabelled)?));
         }
@@ -267,8 +265,10 @@ impl CentreFeatures {
             }
         }
         if !models.fitted.is_empty() {
+            let per_relabelling: Vec<_> =
+                (0..batch.n).map(|j| models.fitted_slice(&batch.fitted, j)).collect();
             for i in 0..n {
-                for (j, regressors) in batch.fitted.iter().enumerate() {
+                for (j, regressors) in per_relabelling.iter().enumerate() {
                     let values =
                         models.fitted_values(self.raw_of(i, None), regressors, &[method])?;
                     let values = values.into_iter().next().expect("one method");
@@ -546,7 +546,9 @@ impl Executor {
                 Some(o) => Models::relabelled(rows, models.n_conditions, &[o.to_vec()]),
             };
             let raw = relabel(&models.raw)?;
-            let fitted = models.fitted_regressors(order)?;
+            let orders = order.map(|o| [o.to_vec()]);
+            let stacked = models.fitted_regressors(orders.as_ref().map(|o| &o[..]))?;
+            let fitted = models.fitted_slice(&stacked, 0);
             // [brain][method][value]: each fold's fit serves every method
             let fitted_values = brains
                 .iter()
@@ -652,11 +654,12 @@ impl Executor {
                 .map_err(JobError::from)?;
                 let Some(rdms) = &rdms else { return Ok(plain) };
                 let mut out = Array2::<f64>::zeros((plain.nrows(), batch.n * n_maps));
-                for (j, regressors) in batch.fitted.iter().enumerate() {
+                for j in 0..batch.n {
+                    let regressors = models.fitted_slice(&batch.fitted, j);
                     out.slice_mut(s![.., j * n_maps..j * n_maps + n_models])
                         .assign(&plain.slice(s![.., j * n_models..(j + 1) * n_models]));
                     for (time, brain) in rdms.rows().into_iter().enumerate() {
-                        let values = models.fitted_values(brain, regressors, &[t.compare])?;
+                        let values = models.fitted_values(brain, &regressors, &[t.compare])?;
                         let values = values.into_iter().next().expect("one method");
                         let at = j * n_maps + n_models;
                         out.slice_mut(s![time, at..at + values.len()])

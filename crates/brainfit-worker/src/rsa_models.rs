@@ -18,7 +18,8 @@ use brainfit_kernels::rsa_fit::{
     Weighting, condition_folds, fit_weights, held_out, principal_component_scores,
     rdm_variance_partition, unit_regressors,
 };
-use ndarray::{Array2, ArrayView1};
+use ndarray::{Array2, ArrayView1, ArrayView2};
+use std::borrow::Cow;
 
 /// A subject's model RDMs for one RDM method, with the fitted models' regressors.
 #[derive(Debug)]
@@ -84,13 +85,35 @@ impl Models {
         Ok(out)
     }
 
-    /// The fitted models' regressors, relabelled by `order` (`None`: as they are).
-    pub(crate) fn fitted_regressors(&self, order: Option<&[usize]>) -> Result<Vec<Array2<f64>>> {
+    /// Each fitted model's regressors under the relabellings `orders`, stacked relabelling
+    /// after relabelling (`[n_orders * n_regressors, n_pairs]`, one relabeller per row for
+    /// all of them), or as they are, borrowed (`None`: one "relabelling", no copy).
+    pub(crate) fn fitted_regressors(
+        &self,
+        orders: Option<&[Vec<usize>]>,
+    ) -> Result<Vec<Cow<'_, Array2<f64>>>> {
         self.fitted
             .iter()
-            .map(|f| match order {
-                None => Ok(f.regressors.clone()),
-                Some(o) => Self::relabelled(&f.regressors, self.n_conditions, &[o.to_vec()]),
+            .map(|f| match orders {
+                None => Ok(Cow::Borrowed(&f.regressors)),
+                Some(o) => Ok(Cow::Owned(Self::relabelled(&f.regressors, self.n_conditions, o)?)),
+            })
+            .collect()
+    }
+
+    /// Relabelling `j`'s regressors of every fitted model, as views into `stacked` (from
+    /// [`Self::fitted_regressors`]).
+    pub(crate) fn fitted_slice<'a>(
+        &self,
+        stacked: &'a [Cow<'_, Array2<f64>>],
+        j: usize,
+    ) -> Vec<ArrayView2<'a, f64>> {
+        stacked
+            .iter()
+            .zip(&self.fitted)
+            .map(|(rows, set)| {
+                let k = set.regressors.nrows();
+                rows.slice(ndarray::s![j * k..(j + 1) * k, ..])
             })
             .collect()
     }
@@ -103,15 +126,14 @@ impl Models {
     pub(crate) fn fitted_values(
         &self,
         brain: ArrayView1<'_, f64>,
-        regressors: &[Array2<f64>],
+        regressors: &[ArrayView2<'_, f64>],
         methods: &[CompareMethod],
     ) -> Result<Vec<Vec<f64>>> {
         let mut out = vec![Vec::with_capacity(2 * self.fitted.len()); methods.len()];
         for (set, x) in self.fitted.iter().zip(regressors) {
             let (n, folds) = (self.n_conditions, &set.folds);
             for weighting in [Weighting::Fitted, Weighting::Equal] {
-                let held =
-                    held_out(x.view(), brain, n, folds, weighting).map_err(JobError::from)?;
+                let held = held_out(*x, brain, n, folds, weighting).map_err(JobError::from)?;
                 for (values, &method) in out.iter_mut().zip(methods) {
                     values.push(held.score(method).map_err(JobError::from)?);
                 }
