@@ -380,14 +380,68 @@ pub struct ReweightedCv {
     pub fold_weights: Vec<RdmWeights>,
 }
 
-/// Each fold's (training pairs, test pairs) for cross-validation over conditions, after
-/// checking the inputs of [`crossval_reweighted`] / [`crossval_unweighted`].
-fn condition_fold_pairs(
+/// The pairs of cross-validation over conditions: for each fold, the training pairs (both
+/// conditions outside it) and the test pairs (both inside it). They depend on the folds only,
+/// so a caller that cross-validates many brain RDMs (centres, time points, permutations) makes
+/// them once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoldPairs {
+    n_conditions: usize,
+    folds: Vec<(Vec<usize>, Vec<usize>)>,
+}
+
+impl FoldPairs {
+    /// The pairs of `folds` (condition `c`'s fold, `0..k`).
+    ///
+    /// Errors: `folds` not `n_conditions` long (`Shape`); fewer than 2 folds, or a fold with
+    /// fewer than 3 conditions (`CrossValidation`, naming the fold).
+    pub fn new(n_conditions: usize, folds: &[usize]) -> Result<Self> {
+        if folds.len() != n_conditions {
+            return Err(KernelError::Shape(format!(
+                "{} fold labels for {n_conditions} conditions",
+                folds.len()
+            )));
+        }
+        let k = folds.iter().max().map_or(0, |&f| f + 1);
+        if k < 2 {
+            return Err(KernelError::CrossValidation(format!(
+                "cross-validation over conditions needs at least 2 folds, the labels make {k}"
+            )));
+        }
+        let mut sizes = vec![0usize; k];
+        for &f in folds {
+            sizes[f] += 1;
+        }
+        if let Some((f, &size)) = sizes.iter().enumerate().find(|(_, s)| **s < 3) {
+            return Err(KernelError::CrossValidation(format!(
+                "fold {f} holds {size} conditions; a held-out comparison needs at least 3"
+            )));
+        }
+        let mut out = vec![(Vec::new(), Vec::new()); k];
+        let mut p = 0;
+        for i in 0..n_conditions {
+            for j in i + 1..n_conditions {
+                if folds[i] == folds[j] {
+                    out[folds[i]].1.push(p);
+                }
+                for (f, (train, _)) in out.iter_mut().enumerate() {
+                    if folds[i] != f && folds[j] != f {
+                        train.push(p);
+                    }
+                }
+                p += 1;
+            }
+        }
+        Ok(FoldPairs { n_conditions, folds: out })
+    }
+}
+
+/// Checks that `brain` and every row of `models` are condensed RDMs of `n_conditions`.
+fn check_rdms(
     models: &ArrayView2<'_, f64>,
     brain: &ArrayView1<'_, f64>,
     n_conditions: usize,
-    folds: &[usize],
-) -> Result<Vec<(Vec<usize>, Vec<usize>)>> {
+) -> Result<()> {
     let n_pairs = condensed_len(n_conditions);
     if brain.len() != n_pairs {
         return Err(KernelError::Shape(format!(
@@ -395,44 +449,7 @@ fn condition_fold_pairs(
             brain.len()
         )));
     }
-    check_models(models, n_pairs)?;
-    if folds.len() != n_conditions {
-        return Err(KernelError::Shape(format!(
-            "{} fold labels for {n_conditions} conditions",
-            folds.len()
-        )));
-    }
-    let k = folds.iter().max().map_or(0, |&f| f + 1);
-    if k < 2 {
-        return Err(KernelError::CrossValidation(format!(
-            "cross-validation over conditions needs at least 2 folds, the labels make {k}"
-        )));
-    }
-    let mut sizes = vec![0usize; k];
-    for &f in folds {
-        sizes[f] += 1;
-    }
-    if let Some((f, &size)) = sizes.iter().enumerate().find(|(_, s)| **s < 3) {
-        return Err(KernelError::CrossValidation(format!(
-            "fold {f} holds {size} conditions; a held-out comparison needs at least 3"
-        )));
-    }
-    let mut out = vec![(Vec::new(), Vec::new()); k];
-    let mut p = 0;
-    for i in 0..n_conditions {
-        for j in i + 1..n_conditions {
-            if folds[i] == folds[j] {
-                out[folds[i]].1.push(p);
-            }
-            for (f, (train, _)) in out.iter_mut().enumerate() {
-                if folds[i] != f && folds[j] != f {
-                    train.push(p);
-                }
-            }
-            p += 1;
-        }
-    }
-    Ok(out)
+    check_models(models, n_pairs)
 }
 
 /// How held-out pairs are predicted from the model RDMs: weights fitted on the training pairs
@@ -467,20 +484,20 @@ impl HeldOut {
     }
 }
 
-/// The held-out predictions of cross-validation over conditions (see [`crossval_reweighted`]
-/// for the folds and the pairs); one call serves every comparison method.
+/// The held-out predictions of cross-validation over conditions on the pairs `pairs` (see
+/// [`crossval_reweighted`] for the folds and the pairs); one call serves every comparison
+/// method.
 ///
-/// Errors: as [`crossval_reweighted`], less those of [`compare`].
+/// Errors: as [`crossval_reweighted`], less those of [`compare`] and of the folds.
 pub fn held_out(
     models: ArrayView2<'_, f64>,
     brain: ArrayView1<'_, f64>,
-    n_conditions: usize,
-    folds: &[usize],
+    pairs: &FoldPairs,
     weighting: Weighting,
 ) -> Result<HeldOut> {
-    let split = condition_fold_pairs(&models, &brain, n_conditions, folds)?;
-    let mut out = HeldOut { folds: Vec::with_capacity(split.len()), weights: Vec::new() };
-    for (f, (train, test)) in split.iter().enumerate() {
+    check_rdms(&models, &brain, pairs.n_conditions)?;
+    let mut out = HeldOut { folds: Vec::with_capacity(pairs.folds.len()), weights: Vec::new() };
+    for (f, (train, test)) in pairs.folds.iter().enumerate() {
         let weights = match weighting {
             Weighting::Fitted => fit_weights(models, brain, train).map_err(|e| match e {
                 KernelError::Parameter(m) => KernelError::CrossValidation(format!("fold {f}: {m}")),
@@ -521,7 +538,9 @@ pub fn crossval_reweighted(
     folds: &[usize],
     method: CompareMethod,
 ) -> Result<ReweightedCv> {
-    let held = held_out(models, brain, n_conditions, folds, Weighting::Fitted)?;
+    check_rdms(&models, &brain, n_conditions)?;
+    let pairs = FoldPairs::new(n_conditions, folds)?;
+    let held = held_out(models, brain, &pairs, Weighting::Fitted)?;
     let fold_scores = held.fold_scores(method)?;
     Ok(ReweightedCv {
         mean: nan_skipping_mean(&fold_scores),
@@ -544,7 +563,9 @@ pub fn crossval_unweighted(
     folds: &[usize],
     method: CompareMethod,
 ) -> Result<f64> {
-    held_out(models, brain, n_conditions, folds, Weighting::Equal)?.score(method)
+    check_rdms(&models, &brain, n_conditions)?;
+    let pairs = FoldPairs::new(n_conditions, folds)?;
+    held_out(models, brain, &pairs, Weighting::Equal)?.score(method)
 }
 
 /// Mean of the non-NaN values; NaN if there are none.

@@ -15,10 +15,16 @@ use brainfit_kernels::compare::{CompareMethod, Relabeller, comparison_features};
 use brainfit_kernels::logistic::LogisticCv;
 use brainfit_kernels::rdm::{RdmMethod, n_conditions_from_condensed, rdm};
 use brainfit_kernels::rsa_fit::{
-    Weighting, condition_folds, fit_weights, held_out, principal_component_scores,
+    FoldPairs, Weighting, condition_folds, fit_weights, held_out, principal_component_scores,
     rdm_variance_partition, unit_regressors,
 };
 use ndarray::{Array2, ArrayView1, ArrayView2};
+
+/// The pairs of `k` seeded folds over `n` conditions.
+fn fold_pairs(n: usize, k: usize, seed: u64) -> Result<FoldPairs> {
+    let folds = condition_folds(n, k, seed).map_err(JobError::from)?;
+    Ok(FoldPairs::new(n, &folds).map_err(JobError::from)?)
+}
 use std::borrow::Cow;
 
 /// A subject's model RDMs for one RDM method, with the fitted models' regressors.
@@ -34,14 +40,14 @@ pub(crate) struct Models {
     pub(crate) partition: Vec<usize>,
 }
 
-/// One fitted model: its regressors (model RDMs, or one per unit or component) and the fold of
-/// each condition.
+/// One fitted model: its regressors (model RDMs, or one per unit or component) and the pairs of
+/// its folds over conditions, made once for every brain RDM and permutation.
 #[derive(Debug)]
 pub(crate) struct FittedSet {
     /// `[n_regressors, n_pairs]`.
     pub(crate) regressors: Array2<f64>,
-    /// Each condition's fold.
-    pub(crate) folds: Vec<usize>,
+    /// The training and test pairs of its folds over conditions.
+    pub(crate) pairs: FoldPairs,
 }
 
 impl Models {
@@ -131,9 +137,8 @@ impl Models {
     ) -> Result<Vec<Vec<f64>>> {
         let mut out = vec![Vec::with_capacity(2 * self.fitted.len()); methods.len()];
         for (set, x) in self.fitted.iter().zip(regressors) {
-            let (n, folds) = (self.n_conditions, &set.folds);
             for weighting in [Weighting::Fitted, Weighting::Equal] {
-                let held = held_out(*x, brain, n, folds, weighting).map_err(JobError::from)?;
+                let held = held_out(*x, brain, &set.pairs, weighting).map_err(JobError::from)?;
                 for (values, &method) in out.iter_mut().zip(methods) {
                     values.push(held.score(method).map_err(JobError::from)?);
                 }
@@ -246,8 +251,10 @@ impl Models {
         for set in rsa.iter().flat_map(|r| r.reweight.values()) {
             let chosen = set.models.iter().map(row_of).collect::<std::result::Result<Vec<_>, _>>();
             let regressors = raw.select(ndarray::Axis(0), &chosen?);
-            let folds = condition_folds(n_conditions, set.folds, set.seed);
-            fitted.push(FittedSet { regressors, folds: folds.map_err(JobError::from)? });
+            fitted.push(FittedSet {
+                regressors,
+                pairs: fold_pairs(n_conditions, set.folds, set.seed)?,
+            });
         }
         for (name, unit) in rsa.iter().flat_map(|r| &r.unit_weighting) {
             let x = &activations[space_index(&unit.space)?];
@@ -256,11 +263,8 @@ impl Models {
                     .map_err(|e| JobError::Corrupt(format!("unit weighting {name}: {e}")))?,
                 None => x.clone(),
             };
-            let folds = condition_folds(n_conditions, unit.folds, unit.seed);
-            fitted.push(FittedSet {
-                regressors: unit_regressors(x.view()),
-                folds: folds.map_err(JobError::from)?,
-            });
+            let pairs = fold_pairs(n_conditions, unit.folds, unit.seed)?;
+            fitted.push(FittedSet { regressors: unit_regressors(x.view()), pairs });
         }
         let partition = rsa
             .map(|r| r.partition.iter().map(row_of).collect::<std::result::Result<Vec<_>, _>>())
