@@ -11,9 +11,11 @@
 pub mod banded;
 pub mod cka;
 pub mod compare;
+pub mod compress;
 pub mod cv;
 pub mod encoder;
 pub mod identification;
+pub mod image;
 pub mod lasso;
 pub mod linalg;
 pub mod logistic;

@@ -971,7 +971,7 @@ pub(crate) mod npy_fixture {
             .join(name)
     }
 
-    fn read_raw(path: &std::path::Path, want: &str) -> (Vec<usize>, Vec<[u8; 8]>) {
+    fn read_raw<const N: usize>(path: &std::path::Path, want: &str) -> (Vec<usize>, Vec<[u8; N]>) {
         let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("fixture {path:?}: {e}"));
         assert_eq!(&bytes[..6], b"\x93NUMPY", "{path:?}: not a .npy file");
         let (hlen, start) = match bytes[6] {
@@ -991,8 +991,8 @@ pub(crate) mod npy_fixture {
             .collect();
         let body = &bytes[start + hlen..];
         let count: usize = shape.iter().product();
-        assert_eq!(body.len(), count * 8, "{path:?}: payload size");
-        let vals = body.chunks_exact(8).map(|c| c.try_into().expect("8 bytes")).collect();
+        assert_eq!(body.len(), count * N, "{path:?}: payload size");
+        let vals = body.chunks_exact(N).map(|c| c.try_into().expect("N bytes")).collect();
         (shape, vals)
     }
 
@@ -1006,6 +1006,18 @@ pub(crate) mod npy_fixture {
     pub(crate) fn i64s(path: &std::path::Path) -> (Vec<usize>, Vec<i64>) {
         let (shape, raw) = read_raw(path, "<i8");
         (shape, raw.into_iter().map(i64::from_le_bytes).collect())
+    }
+
+    /// A `<f4` array: (shape, values in C order).
+    pub(crate) fn f32s(path: &std::path::Path) -> (Vec<usize>, Vec<f32>) {
+        let (shape, raw) = read_raw(path, "<f4");
+        (shape, raw.into_iter().map(f32::from_le_bytes).collect())
+    }
+
+    /// A `|u1` (uint8) array: (shape, values in C order).
+    pub(crate) fn u8s(path: &std::path::Path) -> (Vec<usize>, Vec<u8>) {
+        let (shape, raw) = read_raw::<1>(path, "|u1");
+        (shape, raw.into_iter().map(|[b]| b).collect())
     }
 
     /// Rows `(brain, model, method, value)` of a comparison CSV with a header line.
