@@ -48,7 +48,8 @@ pub async fn prepare(
     config: SchedulerConfig,
 ) -> brainfit_job::Result<ScheduledJob> {
     let run = JobRun::prepare(store, spec, run_id).await?;
-    let mut scheduler = Scheduler::new(run.tasks.len(), config);
+    let stages = run.tasks.iter().map(brainfit_job::Task::stage).collect();
+    let mut scheduler = Scheduler::staged(stages, config);
     let finished = run.finished_tasks(store).await?;
     for &task in &finished {
         scheduler.mark_done(task);

@@ -42,6 +42,95 @@ pub struct JobFile {
     pub permutation: Option<PermutationFile>,
     /// How work is cut into tasks (does not change results).
     pub execution: Option<ExecutionFile>,
+    /// Feature extraction: stimulus images through an ONNX network, layers read out as
+    /// feature spaces of this job.
+    pub extract: Option<ExtractFile>,
+    /// Compression of extracted layers, per feature space name.
+    #[serde(default)]
+    pub compress: BTreeMap<String, CompressFile>,
+}
+
+/// `[extract]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractFile {
+    /// The ONNX model file.
+    pub model: String,
+    /// The stimuli: a folder (prefix) of PNG/JPEG files, in name order, or an `.npy` of
+    /// `[n, height, width, 3]` uint8.
+    pub images: String,
+    /// The images PCA is fitted on (same forms as `images`); the stimuli by default.
+    pub reference: Option<String>,
+    /// Feature space name -> node or tensor name of the model.
+    pub layers: BTreeMap<String, String>,
+    /// Images per forward pass.
+    pub batch: Option<usize>,
+    /// Images per extraction task.
+    pub images_per_task: Option<usize>,
+    /// Preprocessing.
+    pub preprocess: Option<PreprocessFile>,
+}
+
+/// `[extract.preprocess]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessFile {
+    /// `[height, width]` the network takes (default: the model's input size).
+    pub size: Option<(usize, usize)>,
+    /// Resize the shorter side to this first (torchvision's `Resize(n)`); off by default.
+    pub resize_shorter: Option<usize>,
+    /// Side of the central square kept, as a fraction of the shorter side (0.875 = 7/8).
+    pub crop_fraction: Option<f64>,
+    /// Resampling filter of every resize (Pillow's).
+    pub interpolation: Option<brainfit_kernels::image::Interpolation>,
+    /// Scale pixel values to [0, 1] before normalising (false keeps 0-255, as Caffe models).
+    pub scale_to_unit: Option<bool>,
+    /// Per-channel mean subtracted (in the model's channel order).
+    pub mean: Option<[f32; 3]>,
+    /// Per-channel standard deviation divided by.
+    pub std: Option<[f32; 3]>,
+    /// `"rgb"` or `"bgr"`.
+    pub channels: Option<brainfit_kernels::image::ChannelOrder>,
+}
+
+/// `[compress.<space>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressFile {
+    /// `"pca"`, `"sparse_random_projection"` or `"gaussian_random_projection"`.
+    pub method: CompressMethodFile,
+    /// Components kept (PCA, projections); with `model`, taken from the model.
+    pub components: Option<usize>,
+    /// PCA: reference images per partial fit (at least `components`).
+    pub batch: Option<usize>,
+    /// PCA: a fitted model (`.npz` written by an earlier job) applied instead of fitting.
+    pub model: Option<String>,
+    /// Sparse projection: density of non-zeros, a number in (0, 1] or `"auto"` (1/sqrt(units)).
+    pub density: Option<DensityFile>,
+    /// Projections: the seed of the random matrix.
+    pub seed: Option<u64>,
+}
+
+/// How a layer is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressMethodFile {
+    /// Incremental PCA (scikit-learn's `IncrementalPCA`).
+    Pca,
+    /// scikit-learn's `SparseRandomProjection`.
+    SparseRandomProjection,
+    /// scikit-learn's `GaussianRandomProjection`.
+    GaussianRandomProjection,
+}
+
+/// `density`: a number or `"auto"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DensityFile {
+    /// A density in (0, 1].
+    Value(f64),
+    /// `"auto"`.
+    Named(String),
 }
 
 /// `[data]`: one subject's brain data.

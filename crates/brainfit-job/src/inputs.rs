@@ -8,6 +8,7 @@ use crate::spec::{GroupsSpec, JobSpec, SubjectSpec};
 use crate::{JobError, Result};
 use brainfit_io::{Mask, NpyArray, Store, parse_nifti, parse_npy, parse_npy_header, parse_npz};
 use ndarray::{Array2, ArrayD, Axis, Dimension};
+use std::collections::BTreeMap;
 
 /// A 2-D matrix in the precision it will be computed in.
 #[derive(Debug, Clone)]
@@ -81,6 +82,9 @@ pub struct Inventory {
     /// permutations).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// `[extract]`: the images and layers, if the job extracts its features.
+    #[serde(default)]
+    pub extraction: Option<crate::extract::ExtractInventory>,
 }
 
 fn is_npz(url: &str) -> bool {
@@ -255,11 +259,30 @@ pub async fn load_brain(store: &Store, subject: &SubjectSpec) -> Result<(Matrix,
     Ok((matrix, mask))
 }
 
+/// The feature spaces `[extract]` writes: name -> (shape `[n_stimuli, features]`, the images'
+/// URL for messages).
+type Extracted = BTreeMap<String, (Vec<usize>, String)>;
+
+/// Where a feature space's rows come from, for messages: the images of an extracted space.
+fn rows_source<'a>(space: &'a SpaceRef, extracted: &'a Extracted) -> &'a str {
+    extracted.get(&space.name).map_or(&space.url, |(_, images)| images)
+}
+
 /// Feature spaces a subject's `[features]` entries expand to (reads `.npz` member lists).
-async fn space_refs(store: &Store, subject: &SubjectSpec) -> Result<Vec<(SpaceRef, Vec<usize>)>> {
+async fn space_refs(
+    store: &Store,
+    subject: &SubjectSpec,
+    extracted: &Extracted,
+) -> Result<Vec<(SpaceRef, Vec<usize>)>> {
     let mut out = Vec::new();
     for (entry, url) in &subject.features {
-        if is_npz(url) {
+        if let Some((shape, _)) = extracted.get(entry) {
+            // written by this job's extraction: the shape is known from the model
+            out.push((
+                SpaceRef { name: entry.clone(), url: url.clone(), key: None },
+                shape.clone(),
+            ));
+        } else if is_npz(url) {
             let bytes = store.get(url).await?;
             // headers only: a coordinator never decodes a user's arrays
             for (key, header) in brainfit_io::npz_headers(&bytes, url)? {
@@ -419,6 +442,7 @@ async fn inspect_without_brain(
     store: &Store,
     spec: &JobSpec,
     subject: &SubjectSpec,
+    extracted: &Extracted,
 ) -> Result<SubjectInventory> {
     let first_given: Option<String> = spec
         .rsa
@@ -435,14 +459,17 @@ async fn inspect_without_brain(
                     input_err(&t.data, "expected [n_times, n_conditions, n_channels]")
                 })?
             }
-            None => space_refs(store, subject).await?.first().map_or(0, |(_, shape)| shape[0]),
+            None => space_refs(store, subject, extracted)
+                .await?
+                .first()
+                .map_or(0, |(_, shape)| shape[0]),
         },
     };
     let mut spaces = Vec::new();
-    for (space, shape) in space_refs(store, subject).await? {
+    for (space, shape) in space_refs(store, subject, extracted).await? {
         if shape.first() != Some(&n_samples) {
             return Err(input_err(
-                &space.url,
+                rows_source(&space, extracted),
                 format!(
                     "feature space {} has shape {shape:?}: its first dimension must be the {n_samples} conditions of the given RDMs",
                     space.name
@@ -547,9 +574,22 @@ fn check_components(
 pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
     let mut subjects = Vec::new();
     let mut warnings = spec.warnings();
+    let extraction = match &spec.extract {
+        Some(e) => Some(crate::extract::inspect(store, e).await?),
+        None => None,
+    };
+    let extracted: Extracted = extraction
+        .iter()
+        .flat_map(|x| {
+            x.layers.iter().map(|l| {
+                let source = spec.extract.as_ref().map_or(String::new(), |e| e.images.clone());
+                (l.name.clone(), (vec![x.stimuli.len(), l.features], source))
+            })
+        })
+        .collect();
     for subject in &spec.subjects {
         let Some(url) = &subject.brain else {
-            subjects.push(inspect_without_brain(store, spec, subject).await?);
+            subjects.push(inspect_without_brain(store, spec, subject, &extracted).await?);
             continue;
         };
         let mask = match &subject.mask {
@@ -621,10 +661,10 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
                 .map_err(|e| invalid(e.replace("[encoding]", "[decoding]")))?;
         }
         let mut spaces = Vec::new();
-        for (space, shape) in space_refs(store, subject).await? {
+        for (space, shape) in space_refs(store, subject, &extracted).await? {
             if shape.is_empty() || shape[0] != n_samples {
                 return Err(input_err(
-                    &space.url,
+                    rows_source(&space, &extracted),
                     format!(
                         "feature space {} has shape {shape:?}: its first dimension must be the brain data's {n_samples} samples ({url})",
                         space.name
@@ -656,7 +696,7 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
         subjects.push(inv);
     }
     warnings.dedup();
-    let inventory = Inventory { subjects, warnings };
+    let inventory = Inventory { subjects, warnings, extraction };
     let n_tasks = crate::plan::task_count(spec, &inventory);
     if n_tasks > crate::plan::MAX_TASKS {
         return Err(JobError::Invalid {

@@ -5,6 +5,7 @@
 //! -> [`plan::plan`] (tasks) -> workers produce [`part::Part`]s -> [`merge::write_outputs`] (staged) ->
 //! [`outputs::StagedOutputs::publish`].
 
+pub mod extract;
 pub mod file;
 pub mod inputs;
 pub mod merge;

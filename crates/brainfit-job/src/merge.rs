@@ -1219,7 +1219,14 @@ pub async fn write_outputs(
                     let searchlight = merge.decoding_searchlight().await?;
                     entry.decoding_searchlight = (!searchlight.is_empty()).then_some(searchlight);
                 }
-                (Analysis::Searchlight | Analysis::RoiRsa | Analysis::TimeResolved, _, _) => {
+                (
+                    Analysis::Searchlight
+                    | Analysis::RoiRsa
+                    | Analysis::TimeResolved
+                    | Analysis::Extraction,
+                    _,
+                    _,
+                ) => {
                     unreachable!("requested per-subject analyses have their section")
                 }
             }
@@ -1254,6 +1261,7 @@ pub async fn write_outputs(
         time_resolved: time_resolved_summary.models,
         rsa_group,
         cross_temporal: time_resolved_summary.cross_temporal,
+        extraction: merge_extraction(outputs, spec, inventory).await?,
         warnings,
         workers: info.workers,
     };
@@ -1274,6 +1282,48 @@ fn median(values: ArrayView1<'_, f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
+}
+
+/// `[extract]`: moves the feature spaces (and fitted PCA models) the assembly wrote into the
+/// staged outputs (`features/<name>.npy`, `compress/<name>.npz`) and describes them.
+async fn merge_extraction(
+    outputs: &StagedOutputs<'_>,
+    spec: &JobSpec,
+    inventory: &Inventory,
+) -> Result<Option<crate::summary::ExtractionSummary>> {
+    use crate::extract::{COMPRESS_DIR, CompressSpec, ExtractSpec, FEATURES_DIR, ProjectionKind};
+    let (Some(e), Some(x)) = (&spec.extract, &inventory.extraction) else { return Ok(None) };
+    let mut layers = Vec::new();
+    for l in &x.layers {
+        let features = spec.output_url(None, &format!("{FEATURES_DIR}/{}.npy", l.name))?;
+        outputs.adopt(&ExtractSpec::feature_url(&spec.output, &l.name), &features).await?;
+        let compression = match e.compress.get(&l.name) {
+            None => "none",
+            Some(CompressSpec::Pca { model: None, .. }) => {
+                let model = spec.output_url(None, &format!("{COMPRESS_DIR}/{}.npz", l.name))?;
+                outputs.adopt(&ExtractSpec::model_url(&spec.output, &l.name), &model).await?;
+                "pca"
+            }
+            Some(CompressSpec::Pca { .. }) => "pca (given model)",
+            Some(CompressSpec::Projection { kind: ProjectionKind::Gaussian, .. }) => {
+                "gaussian_random_projection"
+            }
+            Some(CompressSpec::Projection { .. }) => "sparse_random_projection",
+        };
+        layers.push(crate::summary::ExtractedLayer {
+            name: l.name.clone(),
+            node: l.node.clone(),
+            shape: l.shape.clone(),
+            features: l.features,
+            compression: compression.into(),
+        });
+    }
+    Ok(Some(crate::summary::ExtractionSummary {
+        images: x.stimuli.len(),
+        reference_images: x.reference.as_ref().map(crate::extract::ImageSource::len),
+        input_size: [x.size.0, x.size.1],
+        layers,
+    }))
 }
 
 #[cfg(test)]

@@ -210,6 +210,20 @@ impl<'a> StagedOutputs<'a> {
         Ok(())
     }
 
+    /// Stages the object at `from` (written by the run's tasks, below `output/.brainfit/`) as
+    /// the future content of `final_url`, by moving it. Repeating it after it was moved is
+    /// fine (a merge redone after a crash).
+    pub async fn adopt(&self, from: &str, final_url: &str) -> Result<()> {
+        let staged = self.staged_url(final_url)?;
+        if self.store.size(from).await.is_ok() {
+            self.store.rename(from, &staged).await?;
+        } else {
+            // moved by an earlier attempt of this merge, or never written
+            self.store.size(&staged).await?;
+        }
+        Ok(())
+    }
+
     /// Moves every staged output into `output`, `summary.json` last, after removing the
     /// earlier run's `summary.json`.
     pub async fn publish(&self) -> Result<()> {

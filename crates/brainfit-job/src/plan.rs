@@ -65,6 +65,21 @@ pub enum Task {
         /// Permutation range.
         perms: [usize; 2],
     },
+    /// Feature extraction of images `[start, end)` of the stimuli, or of the reference set
+    /// PCA is fitted on: every `[extract]` layer's activations, written for the assembly.
+    Extract {
+        /// The reference set (else the stimuli).
+        reference: bool,
+        /// Image range.
+        images: [usize; 2],
+    },
+    /// One `[extract]` layer written as a feature space, from every extraction task's
+    /// activations: as extracted, or compressed (PCA fitted on the reference images, or a
+    /// random projection).
+    Assemble {
+        /// The layer's feature space name.
+        layer: String,
+    },
 }
 
 impl Task {
@@ -90,6 +105,24 @@ impl Task {
             Task::TimeResolved { perms } => {
                 format!("time-resolved-p{:08}-{:08}", perms[0], perms[1])
             }
+            Task::Extract { reference, images } => format!(
+                "extract-{}-i{:08}-{:08}",
+                if *reference { "reference" } else { "stimuli" },
+                images[0],
+                images[1]
+            ),
+            Task::Assemble { layer } => format!("assemble-{layer}"),
+        }
+    }
+
+    /// The task's stage: extraction (0), then the extracted layers' assembly (1), then the
+    /// analyses (2), which read the assembled feature spaces. A stage starts only when every
+    /// task of the earlier stages is done.
+    pub fn stage(&self) -> u32 {
+        match self {
+            Task::Extract { .. } => 0,
+            Task::Assemble { .. } => 1,
+            _ => 2,
         }
     }
 
@@ -127,6 +160,21 @@ impl Task {
                 voxels[0],
                 voxels[1]
             ),
+            Task::Extract { reference, images } => format!(
+                "feature extraction of {} images {}..{}",
+                if *reference { "reference" } else { "stimulus" },
+                images[0],
+                images[1]
+            ),
+            Task::Assemble { layer } => {
+                match spec.extract.as_ref().and_then(|e| e.compress.get(layer)) {
+                    Some(crate::extract::CompressSpec::Pca { model: None, .. }) => {
+                        format!("layer {layer}: PCA fit and projection")
+                    }
+                    Some(_) => format!("layer {layer}: compression"),
+                    None => format!("layer {layer}: writing the feature space"),
+                }
+            }
         }
     }
 }
@@ -154,12 +202,15 @@ pub enum Analysis {
     Decoding,
     /// `[time_resolved]`, once per job.
     TimeResolved,
+    /// `[extract]`, once per job, before everything else.
+    Extraction,
 }
 
 impl Analysis {
     /// Every analysis, in plan order: per subject searchlight, ROI RSA, encoding, decoding;
     /// then the job-wide ones.
-    pub const ALL: [Analysis; 5] = [
+    pub const ALL: [Analysis; 6] = [
+        Analysis::Extraction,
         Analysis::Searchlight,
         Analysis::RoiRsa,
         Analysis::Encoding,
@@ -177,12 +228,13 @@ impl Analysis {
             Analysis::Encoding => spec.encoding.is_some(),
             Analysis::Decoding => spec.decoding.is_some(),
             Analysis::TimeResolved => spec.time_resolved.is_some(),
+            Analysis::Extraction => spec.extract.is_some(),
         }
     }
 
     /// Whether it runs once per subject (else once per job).
     pub fn per_subject(self) -> bool {
-        !matches!(self, Analysis::TimeResolved)
+        !matches!(self, Analysis::TimeResolved | Analysis::Extraction)
     }
 
     /// Its tasks for subject `si` (per-subject analyses; `si` is ignored by job-wide ones),
@@ -231,6 +283,20 @@ impl Analysis {
             Analysis::TimeResolved => {
                 perm_ranges(spec).into_iter().map(|perms| Task::TimeResolved { perms }).collect()
             }
+            Analysis::Extraction => {
+                let Some(x) = &inventory.extraction else { return Vec::new() };
+                let mut tasks: Vec<Task> = ranges(x.stimuli.len(), x.images_per_task)
+                    .map(|images| Task::Extract { reference: false, images })
+                    .collect();
+                if let Some(r) = &x.reference {
+                    tasks.extend(
+                        ranges(r.len(), x.images_per_task)
+                            .map(|images| Task::Extract { reference: true, images }),
+                    );
+                }
+                tasks.extend(x.layers.iter().map(|l| Task::Assemble { layer: l.name.clone() }));
+                tasks
+            }
         }
     }
 
@@ -242,6 +308,11 @@ impl Analysis {
         match self {
             Analysis::Searchlight => chunks(inventory.subjects[si].n_voxels, ex.centres_per_task),
             Analysis::RoiRsa | Analysis::TimeResolved => perm_tasks,
+            Analysis::Extraction => inventory.extraction.as_ref().map_or(0, |x| {
+                chunks(x.stimuli.len(), x.images_per_task)
+                    + x.reference.as_ref().map_or(0, |r| chunks(r.len(), x.images_per_task))
+                    + x.layers.len()
+            }),
             Analysis::Encoding => {
                 let inv = &inventory.subjects[si];
                 encoding_fits(spec, inv).len() * chunks(inv.n_voxels, ex.voxels_per_task)
@@ -269,6 +340,7 @@ impl Task {
             Task::Rsa { .. } => Analysis::RoiRsa,
             Task::Decoding { .. } | Task::DecodingSearchlight { .. } => Analysis::Decoding,
             Task::TimeResolved { .. } => Analysis::TimeResolved,
+            Task::Extract { .. } | Task::Assemble { .. } => Analysis::Extraction,
         }
     }
 }
@@ -333,18 +405,22 @@ pub fn task_count(spec: &JobSpec, inventory: &Inventory) -> usize {
         .sum()
 }
 
-/// The tasks of a job, in a fixed order: per subject its analyses (searchlight, ROI RSA,
+/// The tasks of a job, in a fixed order: feature extraction first (it makes the feature
+/// spaces the analyses read; see [`Task::stage`]), then per subject its analyses (searchlight, ROI RSA,
 /// encoding by feature space), chunk by chunk; then the job-wide analyses.
 pub fn plan(spec: &JobSpec, inventory: &Inventory) -> Vec<Task> {
     let requested: Vec<Analysis> =
         Analysis::ALL.into_iter().filter(|a| a.requested(spec)).collect();
     let mut tasks = Vec::new();
+    if requested.contains(&Analysis::Extraction) {
+        tasks.extend(Analysis::Extraction.tasks(spec, inventory, 0));
+    }
     for si in 0..inventory.subjects.len() {
         for a in requested.iter().filter(|a| a.per_subject()) {
             tasks.extend(a.tasks(spec, inventory, si));
         }
     }
-    for a in requested.iter().filter(|a| !a.per_subject()) {
+    for a in requested.iter().filter(|a| !a.per_subject() && **a != Analysis::Extraction) {
         tasks.extend(a.tasks(spec, inventory, 0));
     }
     tasks
@@ -457,7 +533,11 @@ permutations_per_task = 3
             spaces: vec![space("a"), space("b")],
             n_conditions: 20,
         };
-        let inventory = Inventory { subjects: vec![subject.clone(), subject], warnings: vec![] };
+        let inventory = Inventory {
+            subjects: vec![subject.clone(), subject],
+            warnings: vec![],
+            extraction: None,
+        };
         let tasks = plan(&spec, &inventory);
         assert_eq!(tasks.len(), task_count(&spec, &inventory));
         let keys: Vec<String> = tasks.iter().map(Task::key).collect();

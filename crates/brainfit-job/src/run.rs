@@ -103,6 +103,9 @@ impl JobRun {
     /// releases the output directory.
     pub async fn abandon(&self, store: &Store) -> Result<()> {
         store.delete_prefix(&self.run_url()).await?;
+        if self.spec.extract.is_some() {
+            store.delete_prefix(&join_url(&self.spec.output, crate::extract::WORK_DIR)).await?;
+        }
         store.delete(&Self::lock_url(&self.spec)).await?;
         Ok(())
     }

@@ -43,6 +43,9 @@ pub struct JobSpec {
     pub permutation: Option<PermutationSpec>,
     /// Task sizes.
     pub execution: ExecutionSpec,
+    /// Feature extraction from the stimulus images, if requested: its layers are feature
+    /// spaces of every subject.
+    pub extract: Option<crate::extract::ExtractSpec>,
     /// The job file's text, echoed into `summary.json` and shipped to workers.
     pub source: String,
     /// Where the job file was read from (for messages).
@@ -1128,7 +1131,26 @@ impl JobSpec {
         let invalid = |message: String| JobError::Invalid { file: name.to_string(), message };
         let resolve = |p: &str| brainfit_io::resolve_relative(base_url, p);
 
-        let subjects = parse_subjects(&file, &resolve).map_err(invalid)?;
+        let extract = crate::extract::parse_extract(&file, &resolve).map_err(invalid)?;
+        let mut subjects = parse_subjects(&file, &resolve).map_err(invalid)?;
+        if let Some(e) = &extract {
+            if file.output.trim().is_empty() {
+                return Err(invalid("output must not be empty".into()));
+            }
+            let output = resolve(&file.output);
+            for s in &mut subjects {
+                if let Some(name) = e.layers.keys().find(|n| s.features.contains_key(*n)) {
+                    return Err(invalid(format!(
+                        "[extract] layers: {name:?} is also a feature space of {}",
+                        s.label()
+                    )));
+                }
+                for name in e.layers.keys() {
+                    let url = crate::extract::ExtractSpec::feature_url(&output, name);
+                    s.features.insert(name.clone(), url);
+                }
+            }
+        }
         let encoding =
             section(&file.encoding, |e| parse_encoding(e, &subjects)).map_err(invalid)?;
         let searchlight =
@@ -1160,9 +1182,10 @@ impl JobSpec {
             && searchlight.is_none()
             && !roi_rsa
             && time_resolved.is_none()
+            && extract.is_none()
         {
             return Err(invalid(
-                "no analysis requested: add [encoding], [decoding], [searchlight], [rsa] brain_rdms/rois or [time_resolved]"
+                "no analysis requested: add [encoding], [decoding], [searchlight], [rsa] brain_rdms/rois, [time_resolved] or [extract]"
                     .into(),
             ));
         }
@@ -1181,6 +1204,7 @@ impl JobSpec {
             time_resolved,
             permutation,
             execution,
+            extract,
             source: text.to_string(),
             source_name: name.to_string(),
         })
@@ -1249,6 +1273,9 @@ impl JobSpec {
         if let Some(t) = &self.time_resolved {
             urls.push(&t.data);
             urls.extend(t.cross_data.as_deref());
+        }
+        if let Some(e) = &self.extract {
+            urls.extend(e.urls());
         }
         urls
     }

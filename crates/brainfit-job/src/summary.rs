@@ -36,10 +36,42 @@ pub struct Summary {
     /// Cross-temporal RSA (`[time_resolved] cross_temporal`): the time x time matrix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cross_temporal: Option<MapSummary>,
+    /// `[extract]`: the images and the layers written as feature spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction: Option<ExtractionSummary>,
     /// Warnings for people (grid edges, few distinct permutations, stale outputs, ...).
     pub warnings: Vec<String>,
     /// Workers that computed tasks.
     pub workers: usize,
+}
+
+/// `[extract]` in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractionSummary {
+    /// Stimulus images extracted.
+    pub images: usize,
+    /// Reference images PCA was fitted on, if not the stimuli.
+    pub reference_images: Option<usize>,
+    /// Network input size `[height, width]`.
+    pub input_size: [usize; 2],
+    /// The layers, in name order.
+    pub layers: Vec<ExtractedLayer>,
+}
+
+/// One extracted layer in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractedLayer {
+    /// Feature space name (`features/<name>.npy`).
+    pub name: String,
+    /// Node or tensor of the model.
+    pub node: String,
+    /// Per-image shape of the layer.
+    pub shape: Vec<usize>,
+    /// Features of the space: the units, or the components kept.
+    pub features: usize,
+    /// `"none"`, `"pca"` (fitted: `compress/<name>.npz`), `"pca (given model)"`,
+    /// `"sparse_random_projection"` or `"gaussian_random_projection"`.
+    pub compression: String,
 }
 
 /// The permutation test.

@@ -122,6 +122,10 @@ struct Worker {
 pub struct Scheduler {
     config: SchedulerConfig,
     slots: Vec<Slot>,
+    /// Each task's stage: a task is leased only once every task of an earlier stage is done.
+    stages: Vec<u32>,
+    /// Tasks not yet done, per stage.
+    undone: BTreeMap<u32, usize>,
     queue: VecDeque<usize>,
     workers: BTreeMap<WorkerId, Worker>,
     next_worker: u64,
@@ -133,9 +137,23 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for `n_tasks` tasks, all pending, queued in plan order.
     pub fn new(n_tasks: usize, config: SchedulerConfig) -> Self {
+        Self::staged(vec![0; n_tasks], config)
+    }
+
+    /// A scheduler for tasks in stages (`stages[task]`, e.g. feature extraction before the
+    /// analyses that read the features): a task is leased only once every task of every
+    /// earlier stage is done. Within a stage, tasks are queued in plan order.
+    pub fn staged(stages: Vec<u32>, config: SchedulerConfig) -> Self {
+        let n_tasks = stages.len();
+        let mut undone = BTreeMap::new();
+        for &s in &stages {
+            *undone.entry(s).or_insert(0) += 1;
+        }
         Scheduler {
             config,
             slots: vec![Slot::Pending { attempts: 0 }; n_tasks],
+            stages,
+            undone,
             queue: (0..n_tasks).collect(),
             workers: BTreeMap::new(),
             next_worker: 1,
@@ -156,6 +174,7 @@ impl Scheduler {
             }
             self.slots[task] = Slot::Done;
             self.queue.retain(|&t| t != task);
+            self.stage_done(task);
             self.done += 1;
             if self.done == self.slots.len() && self.state == JobState::Running {
                 self.state = JobState::Succeeded;
@@ -181,8 +200,13 @@ impl Scheduler {
         if self.state != JobState::Running {
             return Some(out);
         }
+        // the open stage: the earliest with a task not done
+        let open = self.undone.keys().next().copied();
         while out.len() < slots {
-            let Some(task) = self.queue.pop_front() else {
+            let Some(at) = self.queue.iter().position(|&t| Some(self.stages[t]) == open) else {
+                break;
+            };
+            let Some(task) = self.queue.remove(at) else {
                 break;
             };
             let Slot::Pending { attempts } = self.slots[task] else {
@@ -194,6 +218,17 @@ impl Scheduler {
             out.push(Lease { task, attempt });
         }
         Some(out)
+    }
+
+    /// Counts `task` (now done) off its stage.
+    fn stage_done(&mut self, task: usize) {
+        let stage = self.stages[task];
+        if let Some(n) = self.undone.get_mut(&stage) {
+            *n -= 1;
+            if *n == 0 {
+                self.undone.remove(&stage);
+            }
+        }
     }
 
     /// Records that `worker` is alive (without asking for tasks).
@@ -228,6 +263,7 @@ impl Scheduler {
             return Report::Stale;
         }
         self.slots[lease.task] = Slot::Done;
+        self.stage_done(lease.task);
         self.done += 1;
         if self.done == self.slots.len() {
             self.state = JobState::Succeeded;
@@ -551,6 +587,26 @@ mod tests {
         assert_eq!(s.complete(w, l[0], 1), Report::Stale);
         assert_eq!(s.complete(w, l[1], 1), Report::Accepted);
         assert_eq!(*s.state(), JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_stage_starts_only_when_every_earlier_task_is_done() {
+        let mut s = Scheduler::staged(vec![0, 0, 1, 1, 2], config());
+        let w = s.register(0);
+        let first = s.lease(w, 10, 0).unwrap();
+        assert_eq!(first.iter().map(|l| l.task).collect::<Vec<_>>(), [0, 1]);
+        s.complete(w, first[0], 1);
+        assert!(s.lease(w, 10, 1).unwrap().is_empty(), "task 1 of stage 0 still runs");
+        // a failed attempt goes back to the queue's end and is still leased before stage 1
+        assert_eq!(s.fail(w, first[1], &Failure::transient("io"), 2), Report::Accepted);
+        let retry = s.lease(w, 10, 2).unwrap();
+        assert_eq!(retry.iter().map(|l| (l.task, l.attempt)).collect::<Vec<_>>(), [(1, 2)]);
+        s.complete(w, retry[0], 3);
+        let second = s.lease(w, 10, 3).unwrap();
+        assert_eq!(second.iter().map(|l| l.task).collect::<Vec<_>>(), [2, 3]);
+        s.mark_done(2);
+        s.complete(w, second[1], 4);
+        assert_eq!(s.lease(w, 10, 4).unwrap().iter().map(|l| l.task).collect::<Vec<_>>(), [4]);
     }
 
     #[test]

@@ -251,6 +251,8 @@ pub struct Executor {
     decompositions_f64: Cache<Encoder<f64>>,
     pub(crate) models: Cache<crate::rsa::Models>,
     pub(crate) spheres: Cache<brainfit_kernels::searchlight::Neighbourhoods>,
+    /// `[extract]`: the network, built once per job and process.
+    pub(crate) networks: Cache<brainfit_extract::Network>,
     /// A searchlight reads a `.npy` brain matrix whole (once per process) up to this many
     /// bytes, and above it only the slabs each task's spheres reach.
     whole_brain_bytes: u64,
@@ -374,8 +376,14 @@ impl Executor {
             decompositions_f64: Cache::with_capacity(8),
             models: Cache::with_capacity(4),
             spheres: Cache::with_capacity(2),
+            networks: Cache::with_capacity(1),
             whole_brain_bytes: whole_brain_bytes(),
         }
+    }
+
+    /// The store it reads and writes through.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The metrics its tasks are counted in.
@@ -391,6 +399,10 @@ impl Executor {
         task: usize,
         abandon: Abandon,
     ) -> Result<Part> {
+        if matches!(job.tasks[task], Task::Extract { .. } | Task::Assemble { .. }) {
+            // reads and computation interleave (streamed PCA): their own path
+            return crate::extract::execute(self, job, task, abandon).await;
+        }
         let started = std::time::Instant::now();
         let (loaded, reads) = brainfit_io::counting_reads(self.load(&job, task)).await;
         let loaded = loaded?;
@@ -576,6 +588,7 @@ impl Executor {
                 let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
                 loaded.spaces.push(with_precision(x, inv.f64_data));
             }
+            Task::Extract { .. } | Task::Assemble { .. } => {}
             Task::TimeResolved { .. } => {
                 let t = job.spec.time_resolved.as_ref().expect("time-resolved tasks need it");
                 // every task needs all of the data (tasks split the permutations): once per
@@ -631,6 +644,9 @@ impl Executor {
             }
             Task::DecodingSearchlight { subject, voxels, .. } => {
                 self.decoding_searchlight(job, *subject, *voxels, loaded)
+            }
+            Task::Extract { .. } | Task::Assemble { .. } => {
+                unreachable!("extraction tasks run in crate::extract, not from loaded inputs")
             }
         }
     }

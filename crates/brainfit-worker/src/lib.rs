@@ -9,6 +9,7 @@
 //! the same space reuse them.
 
 pub mod execute;
+mod extract;
 pub mod grpc;
 pub mod metrics;
 mod rsa;
