@@ -58,6 +58,36 @@ enum Command {
         #[arg(long)]
         mask: Option<String>,
     },
+    /// Push stimulus images through an ONNX network and write the layers' activations to
+    /// OUT/features/<name>.npy (an embedded job holding only [extract]), or list the model's
+    /// layers.
+    Extract {
+        /// The ONNX model (a path or a URL).
+        model: String,
+        /// Print every node with its operator, output tensors and their shapes per image, and
+        /// stop.
+        #[arg(long)]
+        list_layers: bool,
+        /// The images: a folder of PNG/JPEG files (name order) or an .npy of uint8
+        /// [n, height, width, 3].
+        #[arg(long, required_unless_present = "list_layers")]
+        images: Option<String>,
+        /// The layers, `name=node` (node or tensor name), comma separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "list_layers")]
+        layers: Vec<String>,
+        /// Where the features are written.
+        #[arg(long, default_value = "brainfit-features")]
+        out: String,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// The input size `HEIGHT WIDTH`, for a model that leaves it open.
+        #[arg(long, num_args = 2, value_names = ["HEIGHT", "WIDTH"])]
+        size: Option<Vec<usize>>,
+        /// Number of in-process workers (default: one per CPU core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Make a synthetic study with planted effects, run every analysis on it, and report
     /// whether the effects were recovered.
     Demo {
@@ -92,6 +122,15 @@ fn dir_url(dir: &Path) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let abs = dir.canonicalize().with_context(|| format!("cannot resolve {}", dir.display()))?;
     Ok(format!("file://{}", abs.display()))
+}
+
+/// A path or URL as a URL (a relative path against the working directory).
+fn to_url(path_or_url: &str) -> Result<String> {
+    if path_or_url.contains("://") {
+        return Ok(path_or_url.to_string());
+    }
+    let cwd = std::env::current_dir().context("cannot read the working directory")?;
+    Ok(format!("file://{}", cwd.join(path_or_url).display()))
 }
 
 /// The file that marks a directory as made by `brainfit demo` (and so safe to replace).
@@ -387,6 +426,45 @@ async fn async_main() -> Result<()> {
                 if p.f64_data { "float64" } else { "float32" },
                 p.bytes as f64 / 1e6
             );
+        }
+        Command::Extract { model, list_layers, images, layers, out, batch, size, workers } => {
+            let size = size.map(|s| (s[0], s[1]));
+            if list_layers {
+                let bytes = store.get(&to_url(&model)?).await?;
+                for layer in brainfit_extract::list_layers(&bytes, &model, size)? {
+                    for (tensor, shape) in &layer.outputs {
+                        let shape = shape.as_ref().map_or_else(
+                            || "?".to_string(),
+                            |s| s.iter().map(ToString::to_string).collect::<Vec<_>>().join("x"),
+                        );
+                        println!("{}\t{}\t{tensor}\t{shape}", layer.node, layer.op);
+                    }
+                }
+                return Ok(());
+            }
+            let quote = |s: &str| serde_json::to_string(s).expect("a string serialises");
+            let mut table = Vec::new();
+            for entry in &layers {
+                let (name, node) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--layers {entry}: write name=node"))?;
+                table.push(format!("{} = {}", quote(name), quote(node)));
+            }
+            let mut text = format!(
+                "name = \"brainfit extract\"\noutput = {}\n[extract]\nmodel = {}\nimages = {}\nbatch = {batch}\nlayers = {{ {} }}\n",
+                quote(&to_url(&out)?),
+                quote(&to_url(&model)?),
+                quote(&to_url(images.as_deref().unwrap_or_default())?),
+                table.join(", ")
+            );
+            if let Some((h, w)) = size {
+                text.push_str(&format!("[extract.preprocess]\nsize = [{h}, {w}]\n"));
+            }
+            let cwd = dir_url(Path::new("."))?;
+            let spec = JobSpec::from_toml(&text, "brainfit extract", &cwd)?;
+            let output = spec.output.clone();
+            let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
+            print_summary(&report.summary, report.seconds, &output);
         }
         Command::Demo { out, workers } => {
             claim_demo_dir(&out)?;

@@ -834,3 +834,76 @@ fn tls_with_a_private_ca() {
     let out = client(&["status"], &format!("http://{addr}"), Some(TOKEN));
     assert!(!out.status.success());
 }
+
+#[test]
+fn extraction_on_real_workers_gives_the_embedded_outputs() {
+    // images to features (PCA and a projection) to encoding and RSA, in 3 + 3 extraction
+    // tasks, 3 assemblies and the analyses, on two worker processes
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (from, to) in [
+        ("tests/fixtures/onnx/tiny_alexnet.onnx", "net.onnx"),
+        ("tests/data/kriegeskorte2008/images.npy", "images.npy"),
+        ("tests/data/kriegeskorte2008/human_it_rdm.npy", "human_it.npy"),
+    ] {
+        std::fs::copy(format!("{root}/{from}"), dir.path().join(to)).unwrap();
+    }
+    let brain: ndarray::Array2<f64> = brainfit_kernels::rng::Rng::new(3).normal_array((92, 12));
+    std::fs::write(dir.path().join("brain.npy"), brainfit_io::write_npy(&brain.view())).unwrap();
+    let job = |out: &str| {
+        let text = format!(
+            r#"
+name = "extract15"
+output = "{out}"
+[data]
+brain = "brain.npy"
+[extract]
+model = "net.onnx"
+images = "images.npy"
+reference = "images.npy"
+layers = {{ fc6 = "fc6_out", relu2 = "relu2_out", conv1 = "conv1_out" }}
+batch = 8
+images_per_task = 32
+[compress.relu2]
+method = "pca"
+components = 8
+batch = 32
+[compress.conv1]
+method = "gaussian_random_projection"
+components = 20
+[encoding]
+alphas = [1.0, 100.0]
+cv = {{ kind = "kfold", k = 3 }}
+inner_cv = {{ kind = "kfold", k = 2 }}
+[rsa]
+brain_rdms = {{ human_it = "human_it.npy" }}
+"#
+        );
+        let file = dir.path().join(format!("{out}.toml"));
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    let embedded = job("embedded");
+    let out = run_cli(Command::new(bin()).arg("run").arg(&embedded).args(["--workers", "2"]), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
+    let file = job("distributed");
+    let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    let read =
+        |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
+    let (embedded, distributed) = (read("embedded"), read("distributed"));
+    for file in [
+        "features/fc6.npy",
+        "features/relu2.npy",
+        "features/conv1.npy",
+        "compress/relu2.npz",
+        "encoding/relu2/score.npy",
+        "rsa/compare.csv",
+    ] {
+        assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
+    }
+    assert!(distributed == embedded, "outputs differ");
+}
