@@ -2,7 +2,7 @@
 """Reference fixtures for brainfit's stimulus-image preprocessing
 (crates/brainfit-kernels/src/image.rs): Pillow's Image.resize for every filter, torchvision's
 Resize(size) / CenterCrop conventions, the central-square crop, and the float pipeline
-((x * scale - mean) / std in float32) that feeds a network.
+((x / 255 - mean) / std in float32) that feeds a network.
 
 Usage (from the repository root):
     .venv/bin/python scripts/python/make_fixtures_image.py
@@ -51,11 +51,11 @@ Files under tests/fixtures/image/ (uint8 images are [height, width, 3] RGB, C or
                                 square = 153 px, bilinear resize to 64 / 224) of the real image
                                 before the float step
   pipeline_table.npy [3, 256] float32
-                                (v * scale - mean[c]) / std[c] in float32 for every byte v
-                                (scale = float32(1) / float32(255), ImageNet mean and std as
+                                (v / 255 - mean[c]) / std[c] in float32 for every byte v
+                                (torchvision's ToTensor division, ImageNet mean and std as
                                 float32): the float output is table[c, u8[y, x, c]] (asserted
                                 here against the whole-array numpy computation)
-  pipeline_constants.npy [7] float32   scale, mean[3], std[3]
+  pipeline_constants.npy [7] float32   divisor (255), mean[3], std[3]
   pipeline_rand_b_tv.npy [3, 28, 28] float32
                                 torchvision-style pipeline of rand_b, NCHW: Resize(32, bicubic)
                                 -> [46, 32], central square round(0.875 * 32) = 28 (=
@@ -83,7 +83,7 @@ REAL_INDEX = 63
 # (input name, output height, output width)
 RESIZE_CASES = [("real", 64, 64), ("rand_a", 14, 20), ("rand_c", 33, 45), ("rand_b", 53, 36),
                 ("rand_b", 22, 50), ("grad", 24, 52), ("grad", 40, 21), ("grad", 13, 56)]
-SCALE = np.float32(1.0) / np.float32(255.0)
+DIVISOR = np.float32(255.0)  # torchvision's ToTensor divides by 255
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -276,8 +276,8 @@ def center_square(img, fraction):
 
 
 def normalise(u8):
-    """[h, w, 3] uint8 -> [3, h, w] float32, (x * scale - mean) / std in that order."""
-    x = u8.astype(np.float32) * SCALE
+    """[h, w, 3] uint8 -> [3, h, w] float32, (x / 255 - mean) / std in that order."""
+    x = u8.astype(np.float32) / DIVISOR
     x = (x - MEAN) / STD
     assert x.dtype == np.float32
     return np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -345,7 +345,7 @@ def main():
     # ---- the float pipeline
     table = normalise(np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, axis=2))[:, 0, :]
     save(OUT / "pipeline_table.npy", table, np.float32)
-    save(OUT / "pipeline_constants.npy", np.concatenate([[SCALE], MEAN, STD]), np.float32)
+    save(OUT / "pipeline_constants.npy", np.concatenate([[DIVISOR], MEAN, STD]), np.float32)
     for size in (64, 224):
         u8 = pipeline_u8(inputs["real"], None, 0.875, size, size, R.BILINEAR)
         direct = normalise(u8)
@@ -357,8 +357,8 @@ def main():
     assert (tv_top, tv_left) == (9, 2)  # CenterCrop(28) of [46, 32]: (46-28)/2, (32-28)/2
     save(OUT / "pipeline_rand_b_tv.npy", normalise(u8), np.float32)
 
-    n_mul_div = int((np.arange(256, dtype=np.float32) * SCALE
-                     != np.arange(256, dtype=np.float32) / np.float32(255)).sum())
+    n_mul_div = int((np.arange(256, dtype=np.float32) * (np.float32(1) / DIVISOR)
+                     != np.arange(256, dtype=np.float32) / DIVISOR).sum())
     total = sum(f.stat().st_size for f in OUT.glob("*.npy"))
     log(f"image: {len(list(OUT.glob('*.npy')))} files, {total / 1024:.1f} KiB; "
         f"x * float32(1/255) != x / 255 (torchvision's ToTensor) for {n_mul_div} of 256 bytes")

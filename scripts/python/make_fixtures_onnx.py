@@ -153,24 +153,26 @@ def build_tiny_alexnet():
     return b.model("tiny_alexnet", ["N", 3, SIZE, SIZE], x, ["N", 10])
 
 
-def build_wide():
-    """Memory-benchmark network: conv_wide (3->16, 3x3 pad 1: 16x224x224 = 802,816 units per
-    image) -> relu_wide -> pool (MaxPool 2 s2) -> flatten -> fc (Gemm to 10)."""
+def build_wide(size: int = 224):
+    """Memory-benchmark network: conv_wide (3->16, 3x3 pad 1: 16 x size x size units per image,
+    802,816 at the default 224) -> relu_wide -> pool (MaxPool 2 s2) -> flatten -> fc (Gemm to
+    10). Input [N, 3, size, size], size even; scripts/bench/side_by_side.py builds smaller ones."""
+    assert size % 2 == 0, size
     b = Builder(SEED_WIDE)
     x = b.conv("conv_wide", "image", 3, 16, 3, pad=1)
     x = b.node("Relu", "relu_wide", [x])
-    x = b.node("MaxPool", "pool", [x], kernel_shape=[2, 2], strides=[2, 2])   # 16x112x112
+    x = b.node("MaxPool", "pool", [x], kernel_shape=[2, 2], strides=[2, 2])   # 16 x size/2 x size/2
     x = b.node("Flatten", "flatten", [x], axis=1)
-    x = b.gemm("fc", x, 16 * 112 * 112, 10)
-    return b.model("wide", ["N", 3, 224, 224], x, ["N", 10])
+    x = b.gemm("fc", x, 16 * (size // 2) ** 2, 10)
+    return b.model("wide", ["N", 3, size, size], x, ["N", 10])
 
 
 def serialize(model) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def write_wide(path):
-    data = serialize(build_wide())
+def write_wide(path, size: int = 224):
+    data = serialize(build_wide(size))
     Path(path).write_bytes(data)
     log(f"wide: wrote {path} ({len(data) / 1024 / 1024:.1f} MiB)")
 

@@ -223,7 +223,7 @@ fn parse(
         height,
         width,
         interpolation: p.and_then(|p| p.interpolation).unwrap_or(Interpolation::Bilinear),
-        scale: if p.and_then(|p| p.scale_to_unit).unwrap_or(true) { 1.0 / 255.0 } else { 1.0 },
+        divisor: if p.and_then(|p| p.scale_to_unit).unwrap_or(true) { 255.0 } else { 1.0 },
         mean,
         std,
         channels: p.and_then(|p| p.channels).unwrap_or(ChannelOrder::Rgb),

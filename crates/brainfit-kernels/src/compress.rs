@@ -22,8 +22,11 @@ use crate::{KernelError, Result};
 use ndarray::{Array1, Array2, ArrayView2, Axis, s};
 use std::ops::Range;
 
-/// A kept singular value at most this fraction of the largest refuses the fit: the data's rank
-/// is below `n_components` (and the Gram matrix could not resolve such components anyway).
+/// A kept singular value at most this fraction of the largest leaves its component undetermined
+/// (the Gram matrix cannot resolve it): it is set to zero, which changes nothing in later
+/// partial fits (there it is weighted by its singular value), but a model whose last partial
+/// fit left one is refused where it is used ([`IncrementalPca::unresolved`]). A first batch
+/// of exactly `n_components` rows has one such component (centring removes a dimension).
 pub const RANK_TOLERANCE: f64 = 1e-6;
 
 /// Where the components live between partial fits: memory for small layers
@@ -222,6 +225,10 @@ pub struct IncrementalPca {
     pub signs: Array1<f64>,
     /// Width of the column chunks the data and the components are streamed in.
     pub chunk: usize,
+    /// Components the last partial fit could not determine (singular value at most
+    /// [`RANK_TOLERANCE`] of the largest: the data seen have too low a rank); a model with any
+    /// is refused by [`IncrementalPca::transform`] and [`IncrementalPca::components`].
+    pub unresolved: usize,
 }
 
 impl IncrementalPca {
@@ -255,6 +262,7 @@ impl IncrementalPca {
             noise_variance: 0.0,
             signs: Array1::ones(n_components),
             chunk: chunk_width,
+            unresolved: 0,
         })
     }
 
@@ -289,6 +297,14 @@ impl IncrementalPca {
         self.check()?;
         if self.n_samples_seen == 0 {
             return Err(KernelError::Parameter("the incremental PCA is not fitted yet".into()));
+        }
+        if self.unresolved > 0 {
+            return Err(KernelError::Parameter(format!(
+                "the data's rank is below n_components={}: {} of the components are undetermined \
+                 (singular value at most {RANK_TOLERANCE:e} of the largest, {:e}); keep fewer \
+                 components or fit on more images",
+                self.n_components, self.unresolved, self.singular_values[0]
+            )));
         }
         Ok(())
     }
@@ -386,21 +402,23 @@ impl IncrementalPca {
         let n_singular = m.min(p);
         let lambda: Array1<f64> = (0..n_singular).map(|i| values[m - 1 - i].max(0.0)).collect();
         let singular: Array1<f64> = lambda.mapv(f64::sqrt);
-        let resolved = singular[k - 1] > RANK_TOLERANCE * singular[0]; // false for NaN
-        if !resolved {
-            return Err(KernelError::Parameter(format!(
-                "the data's rank is below n_components={k}: singular value {k} of the stacked \
-                 batch is {:e}, at most {RANK_TOLERANCE:e} of the largest ({:e})",
-                singular[k - 1],
-                singular[0]
-            ))
+        if !(singular[0] > 0.0) {
+            return Err(KernelError::Parameter(
+                "the batch has no variance: every value is its column's mean".into(),
+            )
             .into());
         }
-        // U_kᵀ scaled by 1/S: row i maps the stacked rows to component i.
+        // U_kᵀ scaled by 1/S: row i maps the stacked rows to component i (zero for a component
+        // the data leave undetermined)
         let mut projector = Array2::<f64>::zeros((k, m));
+        let mut unresolved = 0;
         for i in 0..k {
-            let column = vectors.column(m - 1 - i);
-            projector.row_mut(i).assign(&column.mapv(|u| u / singular[i]));
+            if singular[i] > RANK_TOLERANCE * singular[0] {
+                let column = vectors.column(m - 1 - i);
+                projector.row_mut(i).assign(&column.mapv(|u| u / singular[i]));
+            } else {
+                unresolved += 1;
+            }
         }
 
         // Pass 2: the new components, chunk by chunk, and svd_flip's signs.
@@ -444,6 +462,7 @@ impl IncrementalPca {
         self.mean = new_mean;
         self.var = new_var;
         self.n_samples_seen = n_total;
+        self.unresolved = unresolved;
         Ok(())
     }
 
@@ -1079,11 +1098,31 @@ mod tests {
         let mut nan = x.clone();
         nan[(1, 5)] = f64::NAN;
         parameter_error(fit(&mut model, &nan), "row 1, column 5");
-        // rank 2 < 3 components, and constant data
-        let low = Array2::from_shape_fn((8, 6), |(i, j)| (i as f64) * (j as f64) + (i * i) as f64);
-        parameter_error(fit(&mut model, &low), "rank is below n_components=3");
-        parameter_error(fit(&mut model, &Array2::ones((8, 6))), "rank is below");
+        // constant data are refused; rank 2 < 3 components is fitted (a later batch could
+        // determine the third component) but the model is refused where it is used
+        parameter_error(fit(&mut model, &Array2::ones((8, 6))), "no variance");
         assert_eq!(model, fresh);
+        let low = Array2::from_shape_fn((8, 6), |(i, j)| (i as f64) * (j as f64) + (i * i) as f64);
+        let mut deficient = fresh.clone();
+        fit(&mut deficient, &low).unwrap();
+        assert_eq!(deficient.unresolved, 1);
+        let mut store = MemoryComponents::new(3, 6);
+        parameter_error(deficient.components(&mut store, 0..6), "rank is below n_components=3");
+        // a first batch of exactly k rows (rank k - 1 once centred), then another batch: as
+        // scikit-learn, the model is determined after the second
+        let mut exact = fresh.clone();
+        let mut store = MemoryComponents::new(3, 6);
+        for rows in [0..3, 3..8] {
+            exact
+                .partial_fit::<Faer, _>(
+                    rows.len(),
+                    |c| Ok(x.slice(s![rows.clone(), c]).to_owned()),
+                    &mut store,
+                )
+                .unwrap();
+            assert_eq!(exact.unresolved, usize::from(rows.start == 0));
+        }
+        exact.components(&mut store, 0..6).unwrap();
 
         let mut store = MemoryComponents::new(3, 6);
         let wrong = model.partial_fit::<Faer, _>(8, |_| Ok(Array2::zeros((8, 2))), &mut store);

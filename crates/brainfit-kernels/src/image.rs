@@ -39,11 +39,11 @@
 //! **The pipeline ([`preprocess`]).** Optional torchvision `Resize(s)` (shorter side to `s`),
 //! the central square of side `round(fraction · min(H, W))` (the field's "central 7/8",
 //! torchvision `CenterCrop` offsets), a resize to the network's input size, then
-//! `(x · scale − mean[c]) / std[c]` in `f32`, channel order and layout. torchvision's
+//! `(x / divisor − mean[c]) / std[c]` in `f32`, channel order and layout. torchvision's
 //! `Resize(256)` + `CenterCrop(224)` is `resize_shorter: Some(256)`, `crop_fraction: 0.875`,
-//! `224 × 224` (the last resize is then the identity). torchvision's `ToTensor` divides by 255
-//! where this multiplies by `scale = 1/255` (`f32`): the two differ by one rounding step for
-//! about half of the 256 byte values (≤ 5e-7 after ImageNet normalisation).
+//! `224 × 224` (the last resize is then the identity). The divisor is 255, as torchvision's
+//! `ToTensor` divides (multiplying by `1/255` instead would differ by one rounding step for
+//! about half of the 256 byte values).
 
 use crate::{KernelError, Result};
 use ndarray::{Array3, ArrayView3, s};
@@ -510,8 +510,8 @@ pub struct Preprocessing {
     pub width: usize,
     /// Filter of both resizes.
     pub interpolation: Interpolation,
-    /// Byte-to-float factor (`1/255`; torchvision's `ToTensor` divides by 255 instead).
-    pub scale: f32,
+    /// Bytes are divided by this (255, as torchvision's `ToTensor`; 1 keeps 0-255).
+    pub divisor: f32,
     /// Per-channel mean subtracted after scaling, always in R, G, B order.
     pub mean: [f32; 3],
     /// Per-channel standard deviation divided by last, always in R, G, B order.
@@ -530,7 +530,7 @@ impl Default for Preprocessing {
             height: 224,
             width: 224,
             interpolation: Interpolation::Bilinear,
-            scale: 1.0 / 255.0,
+            divisor: 255.0,
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
             channels: ChannelOrder::Rgb,
@@ -540,8 +540,8 @@ impl Default for Preprocessing {
 }
 
 impl Preprocessing {
-    /// Checks the parameters: sizes at least 1, `crop_fraction` in `(0, 1]`, finite `scale` and
-    /// `mean`, `std` positive and finite.
+    /// Checks the parameters: sizes at least 1, `crop_fraction` in `(0, 1]`, a positive finite
+    /// `divisor`, finite `mean`, `std` positive and finite.
     pub fn validate(&self) -> Result<()> {
         check_size("the network input size", self.height, self.width)?;
         if self.resize_shorter == Some(0) {
@@ -553,10 +553,10 @@ impl Preprocessing {
                 self.crop_fraction
             )));
         }
-        if !self.scale.is_finite() || self.mean.iter().any(|m| !m.is_finite()) {
+        if !(self.divisor.is_finite() && self.divisor > 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
             return Err(KernelError::Parameter(format!(
-                "scale and mean must be finite, got scale {} and mean {:?}",
-                self.scale, self.mean
+                "the divisor must be positive and finite and the mean finite, got {} and {:?}",
+                self.divisor, self.mean
             )));
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -598,7 +598,7 @@ pub fn preprocess(img: ArrayView3<'_, u8>, p: &Preprocessing) -> Result<Array3<f
     };
     let value = |y: usize, x: usize, k: usize| {
         let c = order[k];
-        (f32::from(net[[y, x, c]]) * p.scale - p.mean[c]) / p.std[c]
+        (f32::from(net[[y, x, c]]) / p.divisor - p.mean[c]) / p.std[c]
     };
     Ok(match p.layout {
         Layout::Nchw => Array3::from_shape_fn((3, p.height, p.width), |(k, y, x)| value(y, x, k)),
@@ -729,7 +729,7 @@ mod tests {
     fn pipeline_constants_equal_numpy() {
         let (_, c) = fx::f32s(&fixture("pipeline_constants"));
         let p = Preprocessing::default();
-        let ours: Vec<f32> = [p.scale].into_iter().chain(p.mean).chain(p.std).collect();
+        let ours: Vec<f32> = [p.divisor].into_iter().chain(p.mean).chain(p.std).collect();
         assert_eq!(ours.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), {
             c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         });
@@ -888,7 +888,7 @@ mod tests {
             Preprocessing { height: 0, ..Preprocessing::default() },
             Preprocessing { resize_shorter: Some(0), ..Preprocessing::default() },
             Preprocessing { crop_fraction: 1.5, ..Preprocessing::default() },
-            Preprocessing { scale: f32::NAN, ..Preprocessing::default() },
+            Preprocessing { divisor: 0.0, ..Preprocessing::default() },
             Preprocessing { mean: [0.0, f32::INFINITY, 0.0], ..Preprocessing::default() },
             Preprocessing { std: [0.2, 0.0, 0.2], ..Preprocessing::default() },
             Preprocessing { std: [0.2, -1.0, 0.2], ..Preprocessing::default() },

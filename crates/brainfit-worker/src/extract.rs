@@ -20,7 +20,7 @@ use brainfit_job::{JobError, Part, Task};
 use brainfit_kernels::compress::{ComponentStore, IncrementalPca, RandomProjection, batches};
 use brainfit_kernels::linalg::Backend;
 use ndarray::{Array1, Array2, Array3, ArrayView2, s};
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -439,8 +439,46 @@ const MODEL_ARRAYS: [&str; 8] = [
     "n_samples_seen",
 ];
 
+/// A synchronous writer into an object, for the zip encoder: bytes are gathered and sent a
+/// few MB at a time, each send awaited on the runtime from this blocking thread.
+struct BlockingObjectWriter<'a> {
+    handle: &'a Handle,
+    writer: brainfit_io::ObjectWriter,
+    buffer: Vec<u8>,
+}
+
+/// Bytes a [`BlockingObjectWriter`] gathers before sending them.
+const SEND_BYTES: usize = 8 << 20;
+
+impl BlockingObjectWriter<'_> {
+    fn send(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() {
+            self.handle
+                .block_on(self.writer.write(&self.buffer))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Write for BlockingObjectWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= SEND_BYTES {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(()) // sent in SEND_BYTES pieces, the rest at the end
+    }
+}
+
 /// Saves the fitted model as an `.npz` scikit-learn users can load (`components` `[k, units]`
-/// in Fortran order: written a column block at a time), through a local file.
+/// in Fortran order: written a column block at a time), streamed into the object (stored zip
+/// members, ZIP64 where large; nothing is held whole, nothing written to local disk).
 fn write_model(
     store: &Store,
     handle: &Handle,
@@ -448,11 +486,14 @@ fn write_model(
     pca: &IncrementalPca,
     components: &mut ScratchComponents,
 ) -> Result<()> {
-    let io = |e: std::io::Error| corrupt(format!("writing the PCA model for {url}: {e}"));
-    let zip_err =
-        |e: zip::result::ZipError| corrupt(format!("writing the PCA model for {url}: {e}"));
-    let file = tempfile::tempfile().map_err(io)?;
-    let mut zip = zip::ZipWriter::new(file);
+    let io = |e: std::io::Error| corrupt(format!("writing the PCA model {url}: {e}"));
+    let zip_err = |e: zip::result::ZipError| corrupt(format!("writing the PCA model {url}: {e}"));
+    let writer = handle.block_on(store.writer(url))?;
+    let mut zip = zip::ZipWriter::new_stream(BlockingObjectWriter {
+        handle,
+        writer,
+        buffer: Vec::with_capacity(SEND_BYTES),
+    });
     let options = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .large_file(true);
@@ -495,18 +536,9 @@ fn write_model(
         }
         .map_err(io)?;
     }
-    let mut file = zip.finish().map_err(zip_err)?;
-    file.rewind().map_err(io)?;
-    let mut writer = handle.block_on(store.writer(url))?;
-    let mut buf = vec![0u8; 8 << 20];
-    loop {
-        let got = file.read(&mut buf).map_err(io)?;
-        if got == 0 {
-            break;
-        }
-        handle.block_on(writer.write(&buf[..got]))?;
-    }
-    handle.block_on(writer.finish())?;
+    let mut out = zip.finish().map_err(zip_err)?.into_inner();
+    out.send().map_err(io)?;
+    handle.block_on(out.writer.finish())?;
     Ok(())
 }
 
