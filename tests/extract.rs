@@ -156,6 +156,38 @@ async fn a_job_goes_from_images_to_encoding_maps_and_rsa() {
     let again = store.get(&join_url(&base, "again/features/relu2.npy")).await.unwrap();
     let d = max_diff(&matrix(&again, "again"), &got);
     assert!(d < 1e-9, "the saved model gives other scores: {d}");
+
+    // the same model as numpy.savez_compressed of scikit-learn's float32 attributes, the
+    // components in Fortran order: read a block of units at a time, the same features
+    let f32_member = |a: &ndarray::ArrayD<f64>, fortran: bool| {
+        let mut bytes = brainfit_io::npy_header::<f32>(a.shape(), fortran);
+        let order: Vec<f64> =
+            if fortran { a.t().iter().copied().collect() } else { a.iter().copied().collect() };
+        order.iter().for_each(|v| bytes.extend_from_slice(&(*v as f32).to_le_bytes()));
+        bytes
+    };
+    let mut zipped = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(&mut zipped);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (key, array) in &model {
+            let array = array.clone().into_f64();
+            zip.start_file(format!("{key}.npy"), opts).unwrap();
+            zip.write_all(&f32_member(&array, key == "components")).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    store.put(&join_url(&base, "sklearn.npz"), zipped.into_inner().into()).await.unwrap();
+    let sklearn = JOB
+        .replace("output = \"out\"", "output = \"sklearn\"")
+        .replace("components = 12\nbatch = 40", "model = \"sklearn.npz\"");
+    run_embedded(&store, &base, &sklearn, 1).await.unwrap();
+    let from_f32 = store.get(&join_url(&base, "sklearn/features/relu2.npy")).await.unwrap();
+    let scale = got.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let d = max_diff(&matrix(&from_f32, "sklearn"), &got) / scale;
+    assert!(d < 1e-5, "a float32 Fortran-order model gives other scores: {d} relative");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,7 +183,7 @@ def write_wide(path, size: int = 224):
 
 def preprocess(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
     """[H, W, 3] uint8 -> [3, size, size] float32: centred square crop of side
-    floor(0.875 * min(h, w) + 0.5), Pillow bilinear resize, * float32(1/255),
+    floor(0.875 * min(h, w) + 0.5), Pillow bilinear resize, / float32(255) (torchvision's ToTensor),
     (x - mean) / std, HWC -> CHW."""
     from PIL import Image
 
@@ -195,7 +195,7 @@ def preprocess(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
     img = img.crop((left, top, left + side, top + side))
     img = img.resize((size, size), Image.BILINEAR)
     x = np.asarray(img).astype(np.float32)
-    x = x * np.float32(1 / 255)
+    x = x / np.float32(255)
     x = (x - MEAN) / STD
     assert x.dtype == np.float32
     return np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -378,7 +378,7 @@ read from `../shared/data/kriegeskorte2008/` when the repository has no copy), e
    `round((h - side) / 2)`, left `round((w - side) / 2)` (Python's round; = 11, 11);
 3. `.resize((64, 64), Image.BILINEAR)` (Pillow's bilinear, which widens its filter support
    by the scale factor when downscaling, i.e. antialiased);
-4. `np.asarray(img).astype(float32) * float32(1/255)`;
+4. `np.asarray(img).astype(float32) / float32(255)` (as torchvision's `ToTensor`);
 5. `(x - mean) / std`, float32, mean `(0.485, 0.456, 0.406)`, std `(0.229, 0.224, 0.225)`;
 6. HWC -> CHW.
 
@@ -412,10 +412,10 @@ Max |activation| over the 92 images, per tensor (for choosing tolerances):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["wide"]:
-        if len(sys.argv) != 3:
-            sys.exit("usage: make_fixtures_onnx.py wide OUT.onnx")
-        write_wide(sys.argv[2])
+        if len(sys.argv) not in (3, 4):
+            sys.exit("usage: make_fixtures_onnx.py wide OUT.onnx [SIZE]")
+        write_wide(sys.argv[2], int(sys.argv[3]) if len(sys.argv) == 4 else 224)
     elif len(sys.argv) > 1:
-        sys.exit("usage: make_fixtures_onnx.py [wide OUT.onnx]")
+        sys.exit("usage: make_fixtures_onnx.py [wide OUT.onnx [SIZE]]")
     else:
         main()

@@ -72,9 +72,9 @@ pub(crate) fn check_budget(count: usize, what: &str) -> std::result::Result<(), 
 pub use nifti::{Mask, Nifti, parse_nifti, parse_nifti_dims, try_write_nifti_f32, write_nifti_f32};
 pub use npy::{
     NpyArray, NpyData, NpyElement, NpyHeader, check_npy_dtype, npy_header, npz_headers, parse_npy,
-    parse_npy_header, parse_npz, write_npy,
+    parse_npy_header, parse_npz, with_npz_member, write_npy,
 };
 pub use store::{
-    COALESCE_GAP, ObjectWriter, PutOutcome, ReadCount, Store, bytes_read, canonical_url,
-    counting_reads, is_within, join_url, parent_url, resolve_relative,
+    BlockingReader, COALESCE_GAP, ObjectWriter, PutOutcome, ReadCount, Store, bytes_read,
+    canonical_url, counting_reads, is_within, join_url, parent_url, resolve_relative,
 };

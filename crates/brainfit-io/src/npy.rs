@@ -785,6 +785,36 @@ fn npz_members(
     Ok(out)
 }
 
+/// Streams one member of an `.npz` archive read through `reader` (any `Read + Seek`, e.g. a
+/// [`crate::BlockingReader`] over an object): `f` gets the member's `.npy` header and a reader
+/// positioned at its first data byte. Nothing is decoded or held beyond the header, so arrays
+/// larger than memory can be read a block at a time; no memory budget applies (the caller
+/// reads what it can hold). `name` is used in messages.
+pub fn with_npz_member<R: std::io::Read + std::io::Seek, T>(
+    reader: R,
+    name: &str,
+    key: &str,
+    f: impl FnOnce(&NpyHeader, &mut dyn Read) -> Result<T>,
+) -> Result<T> {
+    let npz_err = |reason: String| IoError::Npz { name: name.to_string(), reason };
+    let mut archive = zip::ZipArchive::new(reader)
+        .map_err(|e| npz_err(format!("not a readable .npz (zip) archive: {e}")))?;
+    let mut member = archive
+        .by_name(&format!("{key}.npy"))
+        .map_err(|_| npz_err(format!("has no array {key:?}")))?;
+    let label = format!("{name}[{key}]");
+    let mut probe = Vec::new();
+    (&mut member)
+        .take(NPZ_HEADER_PROBE)
+        .read_to_end(&mut probe)
+        .map_err(|e| npz_err(format!("cannot read member {key:?}: {e}")))?;
+    let header = parse_npy_header(&probe, &label)?;
+    check_npy_dtype(&header, &label)?;
+    let already = probe.split_off(header.data_offset.min(probe.len()));
+    let mut data = std::io::Cursor::new(already).chain(member);
+    f(&header, &mut data)
+}
+
 // ---------------------------------------------------------------------------------------
 // dtype handling
 

@@ -996,6 +996,80 @@ pub fn parent_url(url: &str) -> String {
     }
 }
 
+/// A synchronous `Read + Seek` view of an object, for libraries that need one (a zip archive):
+/// each read that misses its buffer is one range request, awaited on `handle` — so it must be
+/// used from a blocking thread (`tokio::task::spawn_blocking`), never from async code.
+pub struct BlockingReader {
+    store: Store,
+    handle: tokio::runtime::Handle,
+    url: String,
+    size: u64,
+    pos: u64,
+    /// Bytes `[buffer_start, buffer_start + buffer.len())` of the object.
+    buffer: Bytes,
+    buffer_start: u64,
+}
+
+/// Bytes a [`BlockingReader`] fetches per request (at least).
+const BLOCKING_READ_BYTES: u64 = 8 << 20;
+
+impl BlockingReader {
+    /// A reader of `url` through `store`, waiting on `handle` (call from a blocking thread).
+    pub fn new(store: &Store, handle: tokio::runtime::Handle, url: &str) -> Result<Self> {
+        let size = handle.block_on(store.size(url))?;
+        Ok(BlockingReader {
+            store: store.clone(),
+            handle,
+            url: url.to_string(),
+            size,
+            pos: 0,
+            buffer: Bytes::new(),
+            buffer_start: 0,
+        })
+    }
+}
+
+impl std::io::Read for BlockingReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.size || out.is_empty() {
+            return Ok(0);
+        }
+        let end = self.buffer_start + self.buffer.len() as u64;
+        if self.pos < self.buffer_start || self.pos >= end {
+            let want = (out.len() as u64).max(BLOCKING_READ_BYTES);
+            let range = self.pos..(self.pos + want).min(self.size);
+            self.buffer = self
+                .handle
+                .block_on(self.store.get_range(&self.url, range))
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.buffer_start = self.pos;
+            if self.buffer.is_empty() {
+                return Ok(0);
+            }
+        }
+        let offset = (self.pos - self.buffer_start) as usize;
+        let n = out.len().min(self.buffer.len() - offset);
+        out[..n].copy_from_slice(&self.buffer[offset..offset + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for BlockingReader {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => self.size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        self.pos = target;
+        Ok(target)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1194,5 +1268,56 @@ mod tests {
         );
         let e = s.resolve("s3:///x").expect_err("no bucket");
         assert!(e.to_string().contains("no bucket"), "{e}");
+    }
+
+    #[test]
+    fn a_blocking_reader_streams_an_npz_member_by_range_reads() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let values = ndarray::Array2::<f64>::from_shape_fn((3, 5), |(i, j)| (i * 10 + j) as f64);
+        let mut zipped = std::io::Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut zipped);
+            let opts = zip::write::SimpleFileOptions::default();
+            for (key, bytes) in [
+                ("mean", crate::write_npy(&values.row(0))),
+                ("components", crate::write_npy(&values.view())),
+            ] {
+                zip.start_file(format!("{key}.npy"), opts).unwrap();
+                zip.write_all(&bytes).unwrap();
+            }
+            zip.finish().unwrap();
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = Store::new();
+        let url = "memory://blocking/model.npz";
+        runtime.block_on(store.put(url, Bytes::from(zipped.into_inner()))).unwrap();
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || {
+            let mut reader = BlockingReader::new(&store, handle.clone(), url).unwrap();
+            let size = reader.seek(SeekFrom::End(0)).unwrap();
+            reader.seek(SeekFrom::Start(size - 4)).unwrap();
+            let mut tail = Vec::new();
+            reader.read_to_end(&mut tail).unwrap();
+            assert_eq!(tail.len(), 4, "reads stop at the end");
+            assert!(reader.seek(SeekFrom::Current(-(size as i64) - 1)).is_err());
+            let reader = BlockingReader::new(&store, handle.clone(), url).unwrap();
+            let rows = crate::with_npz_member(reader, url, "components", |h, data| {
+                assert_eq!(h.shape, vec![3, 5]);
+                let mut bytes = Vec::new();
+                data.read_to_end(&mut bytes).unwrap();
+                Ok(bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<_>>())
+            })
+            .unwrap();
+            assert_eq!(rows, values.iter().copied().collect::<Vec<_>>());
+            let reader = BlockingReader::new(&store, handle.clone(), url).unwrap();
+            let e = crate::with_npz_member(reader, url, "variance", |_, _| Ok(())).unwrap_err();
+            assert!(e.to_string().contains("has no array \"variance\""), "{e}");
+            assert!(BlockingReader::new(&store, handle, "memory://blocking/missing.npz").is_err());
+        })
+        .join()
+        .unwrap();
     }
 }

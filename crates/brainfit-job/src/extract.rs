@@ -599,23 +599,33 @@ pub async fn inspect(store: &Store, spec: &ExtractSpec) -> Result<ExtractInvento
     })
 }
 
-/// `(components, units)` of a fitted PCA model (`.npz` with `components` `[k, units]`).
+/// `(components, units)` of a fitted PCA model (`.npz` with `mean`, `explained_variance` and
+/// `components` `[k, units]`), from the archive's directory and the members' headers alone
+/// (range requests: a model of a big layer is gigabytes).
 pub async fn pca_model_shape(store: &Store, url: &str) -> Result<(usize, usize)> {
-    let bytes = store.get(url).await?;
-    let headers = brainfit_io::npz_headers(&bytes, url)?;
-    for key in ["mean", "components", "explained_variance"] {
-        if !headers.iter().any(|(k, _)| k == key) {
+    let (store, url, handle) = (store.clone(), url.to_string(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || -> Result<(usize, usize)> {
+        let shape = |key: &str| -> Result<Vec<usize>> {
+            let reader = brainfit_io::BlockingReader::new(&store, handle.clone(), &url)?;
+            Ok(brainfit_io::with_npz_member(reader, &url, key, |h, _| Ok(h.shape.clone()))?)
+        };
+        let components = shape("components")?;
+        let (k, p) = match components[..] {
+            [k, p] if k > 0 && p > 0 => (k, p),
+            _ => {
+                return Err(input_err(&url, format!("components must be [k, units], got {components:?}")));
+            }
+        };
+        if shape("mean")? != [p] || shape("explained_variance")? != [k] {
             return Err(input_err(
-                url,
-                format!("is not a brainfit PCA model: it has no array {key:?}"),
+                &url,
+                format!("is not a PCA model of {k} components of {p} units: mean must be [{p}] and explained_variance [{k}]"),
             ));
         }
-    }
-    let shape = &headers.iter().find(|(k, _)| k == "components").expect("checked").1.shape;
-    match shape[..] {
-        [k, p] if k > 0 && p > 0 => Ok((k, p)),
-        _ => Err(input_err(url, format!("components must be [k, units], got {shape:?}"))),
-    }
+        Ok((k, p))
+    })
+    .await
+    .map_err(|e| JobError::Corrupt(format!("reading the PCA model panicked: {e}")))?
 }
 
 /// Units per column block of an activation object: the assembly reads a block of units of

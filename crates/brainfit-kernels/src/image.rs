@@ -553,7 +553,9 @@ impl Preprocessing {
                 self.crop_fraction
             )));
         }
-        if !(self.divisor.is_finite() && self.divisor > 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
+        if !(self.divisor.is_finite() && self.divisor > 0.0)
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
             return Err(KernelError::Parameter(format!(
                 "the divisor must be positive and finite and the mean finite, got {} and {:?}",
                 self.divisor, self.mean

@@ -232,6 +232,21 @@ impl ScratchComponents {
     }
 }
 
+impl ScratchComponents {
+    /// Writes component `row`'s values of the units `cols` (one block).
+    fn write_row(
+        &mut self,
+        row: usize,
+        cols: Range<usize>,
+        values: &[f64],
+    ) -> std::result::Result<(), JobError> {
+        let mut bytes = Vec::with_capacity(values.len() * 8);
+        values.iter().for_each(|v| bytes.extend_from_slice(&v.to_le_bytes()));
+        let offset = self.offset(&cols) + (row * cols.len() * 8) as u64;
+        self.file.write_all_at(&bytes, offset).map_err(|e| scratch_error(&e))
+    }
+}
+
 fn scratch_error(e: &std::io::Error) -> JobError {
     JobError::Corrupt(format!("the local scratch file of the PCA components: {e}"))
 }
@@ -542,62 +557,116 @@ fn write_model(
     Ok(())
 }
 
-/// Loads a saved PCA model (`.npz` of [`write_model`]) for `layer`: its mean and components
-/// into a scratch store.
+/// Reads a 1-D float member of a saved model.
+fn model_vector(
+    store: &Store,
+    handle: &Handle,
+    url: &str,
+    key: &str,
+    len: usize,
+) -> Result<Array1<f64>> {
+    let reader = brainfit_io::BlockingReader::new(store, handle.clone(), url)?;
+    let values = brainfit_io::with_npz_member(reader, url, key, |h, data| {
+        if h.shape.iter().product::<usize>() != len {
+            return Err(brainfit_io::IoError::Npz {
+                name: url.to_string(),
+                reason: format!("{key} has shape {:?}, not {len} values", h.shape),
+            });
+        }
+        read_floats(&h.dtype, data, len, url, key)
+    })?;
+    Ok(Array1::from(values))
+}
+
+/// The next `len` values (little-endian float64 or float32: `dtype`) of a member, as f64, all
+/// finite.
+fn read_floats(
+    dtype: &str,
+    data: &mut dyn std::io::Read,
+    len: usize,
+    url: &str,
+    key: &str,
+) -> brainfit_io::Result<Vec<f64>> {
+    let bad = |reason: String| brainfit_io::IoError::Npz { name: url.to_string(), reason };
+    let width = match dtype {
+        "<f8" => 8,
+        "<f4" => 4,
+        other => {
+            return Err(bad(format!("{key} holds {other}; a PCA model holds little-endian floats")));
+        }
+    };
+    let mut bytes = vec![0u8; len * width];
+    data.read_exact(&mut bytes).map_err(|e| bad(format!("{key} is truncated: {e}")))?;
+    let values: Vec<f64> = if width == 8 {
+        bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))))
+            .collect()
+    };
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(bad(format!("{key} holds NaN or infinite values")));
+    }
+    Ok(values)
+}
+
+/// Loads a saved PCA model (an `.npz` of [`write_model`], or scikit-learn's attributes saved
+/// with `numpy.savez`) for `layer`: its mean, and its components streamed a block of units at
+/// a time into a scratch store (C or Fortran order), never whole in memory.
 fn load_pca(
     store: &Store,
     handle: &Handle,
     url: &str,
     layer: &LayerInventory,
 ) -> Result<(IncrementalPca, ScratchComponents)> {
-    let bytes = handle.block_on(store.get(url))?;
-    let arrays = brainfit_io::parse_npz(&bytes, url)?;
-    let get = |key: &str| {
-        arrays.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone().into_f64()).ok_or_else(|| {
-            JobError::Input { url: url.to_string(), message: format!("has no array {key:?}") }
-        })
-    };
-    let components = get("components")?;
-    let (k, p) = match components.shape() {
-        [k, p] => (*k, *p),
-        other => {
-            return Err(JobError::Input {
-                url: url.into(),
-                message: format!("components must be [k, units], got {other:?}"),
-            }
-            .into());
-        }
-    };
-    let mean = get("mean")?;
-    if p != layer.units || mean.len() != p {
-        return Err(JobError::Input {
-            url: url.into(),
-            message: format!("is a PCA of {p} units; layer {:?} has {}", layer.node, layer.units),
-        }
-        .into());
-    }
+    let p = layer.units;
+    let reader = brainfit_io::BlockingReader::new(store, handle.clone(), url)?;
+    let k = brainfit_io::with_npz_member(reader, url, "components", |h, _| match h.shape[..] {
+        [k, units] if units == p && k > 0 => Ok(k),
+        _ => Err(brainfit_io::IoError::Npz {
+            name: url.to_string(),
+            reason: format!(
+                "components has shape {:?}; layer {:?} has {p} units",
+                h.shape, layer.node
+            ),
+        }),
+    })?;
     let mut pca = IncrementalPca::new(k, p, ACTIVATION_BLOCK).map_err(JobError::from)?;
-    pca.mean = mean.iter().copied().collect();
-    pca.signs = Array1::ones(k);
-    pca.n_samples_seen = 1;
-    pca.explained_variance = get("explained_variance")?.iter().copied().collect();
+    pca.mean = model_vector(store, handle, url, "mean", p)?;
+    pca.explained_variance = model_vector(store, handle, url, "explained_variance", k)?;
+    pca.signs = Array1::ones(k); // saved with their signs applied
     pca.singular_values = Array1::ones(k);
     pca.explained_variance_ratio = Array1::zeros(k);
     pca.var = Array1::zeros(p);
-    let components = components
-        .into_dimensionality::<ndarray::Ix2>()
-        .map_err(|e| corrupt(format!("{url}: {e}")))?;
-    if components.iter().chain(pca.mean.iter()).any(|v| !v.is_finite()) {
-        return Err(JobError::Input {
-            url: url.into(),
-            message: "holds NaN or infinite values".into(),
-        }
-        .into());
-    }
+    pca.n_samples_seen = 1; // applied, not refitted
     let mut scratch = ScratchComponents::new(k)?;
-    for start in (0..p).step_by(ACTIVATION_BLOCK) {
-        let cols = start..(start + ACTIVATION_BLOCK).min(p);
-        scratch.write(cols.clone(), components.slice(s![.., cols]))?;
-    }
+    let reader = brainfit_io::BlockingReader::new(store, handle.clone(), url)?;
+    brainfit_io::with_npz_member(reader, url, "components", |h, data| {
+        let io = |e: JobError| brainfit_io::IoError::Npz {
+            name: url.to_string(),
+            reason: e.to_string(),
+        };
+        if h.fortran_order {
+            // each unit's k values in turn: a block of units is k × width, transposed
+            for start in (0..p).step_by(ACTIVATION_BLOCK) {
+                let cols = start..(start + ACTIVATION_BLOCK).min(p);
+                let values = read_floats(&h.dtype, data, k * cols.len(), url, "components")?;
+                let block = Array2::from_shape_vec((cols.len(), k), values)
+                    .map_err(|e| io(JobError::Corrupt(e.to_string())))?;
+                scratch.write(cols, block.t()).map_err(io)?;
+            }
+        } else {
+            // row by row: each component's values go to every block
+            for i in 0..k {
+                let row = read_floats(&h.dtype, data, p, url, "components")?;
+                for start in (0..p).step_by(ACTIVATION_BLOCK) {
+                    let cols = start..(start + ACTIVATION_BLOCK).min(p);
+                    scratch.write_row(i, cols.clone(), &row[cols]).map_err(io)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
     Ok((pca, scratch))
 }
