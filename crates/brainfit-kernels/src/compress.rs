@@ -402,7 +402,8 @@ impl IncrementalPca {
         let n_singular = m.min(p);
         let lambda: Array1<f64> = (0..n_singular).map(|i| values[m - 1 - i].max(0.0)).collect();
         let singular: Array1<f64> = lambda.mapv(f64::sqrt);
-        if !(singular[0] > 0.0) {
+        // NaN (not finite data) counts as no variance too
+        if singular[0].partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return Err(KernelError::Parameter(
                 "the batch has no variance: every value is its column's mean".into(),
             )

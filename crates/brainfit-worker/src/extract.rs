@@ -592,7 +592,9 @@ fn read_floats(
         "<f8" => 8,
         "<f4" => 4,
         other => {
-            return Err(bad(format!("{key} holds {other}; a PCA model holds little-endian floats")));
+            return Err(bad(format!(
+                "{key} holds {other}; a PCA model holds little-endian floats"
+            )));
         }
     };
     let mut bytes = vec![0u8; len * width];
