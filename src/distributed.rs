@@ -103,6 +103,9 @@ pub(crate) struct SubmitArgs {
     /// it is cancelled.
     #[arg(long)]
     wait: bool,
+    /// With --wait: do not write OUTPUT/report.html when the job succeeds.
+    #[arg(long)]
+    no_report: bool,
 }
 
 /// `brainfit status`.
@@ -281,7 +284,16 @@ pub(crate) async fn submit(args: SubmitArgs) -> Result<()> {
     }
     let end = watch(&mut client, &job.job_id).await?;
     match end.state() {
-        v1::JobState::Succeeded => print_results(&end),
+        v1::JobState::Succeeded => {
+            print_results(&end)?;
+            if !args.no_report {
+                // the output must be reachable from here too; if not, say so and succeed
+                if let Err(e) = super::write_report(&store, &end.output, None).await {
+                    eprintln!("brainfit: warning: no report: {e:#}");
+                }
+            }
+            Ok(())
+        }
         v1::JobState::Cancelled => {
             eprintln!("brainfit: job {} was cancelled", end.job_id);
             std::process::exit(EXIT_CANCELLED);

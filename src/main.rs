@@ -38,6 +38,9 @@ enum Command {
         /// Remove the output's lock left by a run that died (only when no run is using it).
         #[arg(long)]
         break_lock: bool,
+        /// Do not write OUTPUT/report.html at the end.
+        #[arg(long)]
+        no_report: bool,
     },
     /// Check a job file and the shapes of all its inputs, without computing.
     Validate {
@@ -97,6 +100,18 @@ enum Command {
         /// Number of in-process workers (default: one per CPU core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Do not write the HTML report at the end.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Write a self-contained HTML report (maps, plots, tables; images embedded) of a
+    /// finished job.
+    Report {
+        /// The job's output directory (a path or URL holding summary.json).
+        output: String,
+        /// Where to write the report (default: OUTPUT/report.html).
+        #[arg(long)]
+        out: Option<String>,
     },
     /// Run the gRPC coordinator: accepts jobs, leases their tasks to workers, merges results.
     Coordinator(distributed::CoordinatorArgs),
@@ -158,6 +173,16 @@ fn claim_demo_dir(out: &Path) -> Result<()> {
     } else {
         eprintln!("brainfit demo: writing a synthetic study to {} (empty)", out.display());
     }
+    Ok(())
+}
+
+/// Writes the HTML report of the finished job at `output` (to `dest`, default
+/// `output/report.html`) and says where.
+pub(crate) async fn write_report(store: &Store, output: &str, dest: Option<&str>) -> Result<()> {
+    let url = brainfit_client::report::write_report(store, output, dest)
+        .await
+        .with_context(|| format!("cannot write the report of {output}"))?;
+    println!("report: {url}");
     Ok(())
 }
 
@@ -360,7 +385,7 @@ async fn async_main() -> Result<()> {
     let cli = Cli::parse();
     let store = Store::new();
     match cli.command {
-        Command::Run { job, workers, break_lock } => {
+        Command::Run { job, workers, break_lock, no_report } => {
             let spec = load_job(&store, &job).await?;
             if break_lock {
                 let lock = brainfit_job::JobRun::lock_url(&spec);
@@ -370,6 +395,13 @@ async fn async_main() -> Result<()> {
             let output = spec.output.clone();
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
             print_summary(&report.summary, report.seconds, &output);
+            if !no_report {
+                write_report(&store, &output, None).await?;
+            }
+        }
+        Command::Report { output, out } => {
+            let out = out.as_deref().map(to_url).transpose()?;
+            write_report(&store, &to_url(&output)?, out.as_deref()).await?;
         }
         Command::Validate { job } => {
             let spec = load_job(&store, &job).await?;
@@ -466,7 +498,7 @@ async fn async_main() -> Result<()> {
             let report = run(&store, spec, workers.unwrap_or_else(default_workers)).await?;
             print_summary(&report.summary, report.seconds, &output);
         }
-        Command::Demo { out, workers } => {
+        Command::Demo { out, workers, no_report } => {
             claim_demo_dir(&out)?;
             let out_url = dir_url(&out)?;
             std::fs::write(out.join(DEMO_MARKER), "made by `brainfit demo`\n")
@@ -484,6 +516,9 @@ async fn async_main() -> Result<()> {
             );
             let (lines, all_found) = demo::check(&store, &output, &study).await?;
             lines.iter().for_each(|l| println!("{l}"));
+            if !no_report {
+                write_report(&store, &output, None).await?;
+            }
             if !all_found {
                 bail!("a planted effect was not recovered");
             }

@@ -1,6 +1,10 @@
 //! `brainfit demo`, the README's first command, run as a user runs it: the binary, a real
-//! directory, every planted effect recovered, and a directory it did not make left alone.
+//! directory, every planted effect recovered, and a directory it did not make left alone; and
+//! its HTML report, opened in headless Chromium.
 
+mod common;
+
+use common::chromium::{decoded_images, png_size_and_colours, screenshot};
 use std::process::Command;
 
 fn demo(out: &std::path::Path) -> std::process::Output {
@@ -62,4 +66,27 @@ fn demo_recovers_every_planted_effect_and_never_overwrites_foreign_directories()
     let score = &subject.encoding.as_ref().unwrap()["edges"].score;
     assert!(score.peak.is_some(), "{score:?}");
     assert_eq!(summary.permutation.unwrap().smallest_p, 1.0 / 51.0);
+
+    // the report, written at the end of the run: every analysis shown, every image decoded
+    let report = earlier.join("results/report.html");
+    assert!(stdout.contains("report: file://"), "{stdout}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    for section in [
+        "Voxelwise encoding",
+        "Best feature space per voxel",
+        "Variance partitioning",
+        "Layer profiles in the ROIs",
+        "Searchlight RSA",
+        "ROI RSA",
+        "Time-resolved RSA",
+        "Job file",
+    ] {
+        assert!(html.contains(&format!("{section}</h")), "the demo's report lacks {section}");
+    }
+    let images = decoded_images(&report);
+    assert!(images.len() >= 25, "{} images", images.len());
+    assert!(images.iter().all(common::chromium::ImageState::decoded), "{images:#?}");
+    let (width, height, colours) = png_size_and_colours(&screenshot(&report, 1280, 1600));
+    assert_eq!((width, height), (1280, 1600));
+    assert!(colours > 100, "a screenshot of {colours} colours is as good as blank");
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses some of these
 
+pub(crate) mod chromium;
+
 use brainfit_client::{RunOptions, run_job};
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
 use brainfit_job::JobSpec;

@@ -1,5 +1,6 @@
 //! brainfit's client side: running a job embedded (coordinator and workers in one process),
-//! talking to a remote coordinator over gRPC ([`remote`]), and the synthetic demo study.
+//! talking to a remote coordinator over gRPC ([`remote`]), the synthetic demo study, and the
+//! HTML report of a finished job ([`report`]).
 //!
 //! An embedded run goes through exactly the pieces a distributed run uses — the plan, the
 //! scheduler's state machine, the worker loop, create-only partial results, the merge — with
@@ -8,6 +9,7 @@
 pub mod demo;
 pub mod embedded;
 pub mod remote;
+pub mod report;
 
 pub use embedded::{RunOptions, RunReport, run_job};
 pub use remote::Remote;
@@ -38,6 +40,9 @@ pub enum ClientError {
     /// A remote coordinator could not be reached, refused, or answered with an error.
     #[error("{0}")]
     Remote(String),
+    /// A report figure could not be drawn.
+    #[error("report: {0}")]
+    Report(#[from] brainfit_report::ReportError),
 }
 
 /// Result alias of the client crate.

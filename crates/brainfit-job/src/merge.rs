@@ -77,9 +77,11 @@ fn map_stats_located(
     stats
 }
 
-/// A warning when the median chosen hyperparameter sits at the least or the most regularised
-/// end of the grid (`grid` runs from the least to the most regularised value): the grid
-/// probably does not reach the best regularisation for most voxels.
+/// A warning when the median hyperparameter chosen by the voxels the space predicts (held-out
+/// score above 0) sits at the least or the most regularised end of the grid (`grid` runs from
+/// the least to the most regularised value): the grid probably does not reach their best
+/// regularisation. Voxels the space does not predict are left out: noise rightly chooses the
+/// strongest regularisation on offer, and in a whole brain it is most voxels.
 fn grid_edge_warning(space: &str, median: Option<f64>, model: &EncoderSpec) -> Option<String> {
     let grid = model.grid();
     let (median, least, most) = (median?, *grid.first()?, *grid.last()?);
@@ -95,7 +97,7 @@ fn grid_edge_warning(space: &str, median: Option<f64>, model: &EncoderSpec) -> O
     } else {
         return None;
     };
-    Some(format!("encoding {space}: the median chosen {what} is {edge}"))
+    Some(format!("encoding {space}: the median {what} chosen where the score is above 0 is {edge}"))
 }
 
 async fn put_npy(
@@ -335,7 +337,10 @@ impl SubjectMerge<'_> {
                 }
             }
             let chosen_median = median(chosen.view());
-            let edge = grid_edge_warning(&fit.name, chosen_median, model);
+            let predicted = ndarray::Zip::from(&chosen)
+                .and(&score)
+                .map_collect(|&c, &s| if s > 0.0 { c } else { f64::NAN });
+            let edge = grid_edge_warning(&fit.name, median(predicted.view()), model);
             warnings.extend(edge.map(|w| format!("{}{w}", subject_prefix(subject))));
             let n_features = fit
                 .spaces
