@@ -111,12 +111,13 @@ pub(crate) async fn put_files<'a>(
     }
 }
 
-/// Every object below `prefix` except `summary.json` (it holds timings and the worker
-/// count), as (path below `prefix`, bytes), sorted.
+/// Every object below `prefix` except `summary.json` and `report.html` (they hold timings and
+/// the worker count), as (path below `prefix`, bytes), sorted.
 pub(crate) async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for url in store.list(prefix).await.unwrap() {
-        if url.ends_with("summary.json") || url.contains("/.brainfit/") {
+        // summary.json and the report drawn from it carry timings and worker counts
+        if url.ends_with("summary.json") || url.ends_with("report.html") || url.contains("/.brainfit/") {
             continue;
         }
         let rel = url.strip_prefix(prefix).unwrap().trim_start_matches('/').to_string();
