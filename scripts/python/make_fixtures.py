@@ -5,7 +5,7 @@ nilearn), asserting internal cross-checks while doing so.
 
 Usage (from the repository root):
     scripts/python/setup_venv.sh
-    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded logistic rsa compare compress onnx image rsa_fit nifti searchlight
+    .venv/bin/python scripts/python/make_fixtures.py   # or one of: ridge components lasso banded logistic rsa compare compress onnx image rsa_fit nifti searchlight group
 
 Deterministic: every random draw uses a fixed seed (numpy default_rng).
 Arrays are saved with np.save, C order, float64 unless stated otherwise.
@@ -614,7 +614,7 @@ def fixture_searchlight():
 def main():
     which = sys.argv[1:] or [
         "ridge", "components", "lasso", "banded", "logistic", "rsa", "compare", "compress",
-        "onnx", "image", "rsa_fit", "nifti", "searchlight"]
+        "onnx", "image", "rsa_fit", "nifti", "searchlight", "group"]
     if "searchlight" in which:
         fixture_searchlight()
     if "ridge" in which:
@@ -638,6 +638,9 @@ def main():
     if "image" in which:  # its own script (Pillow resize filters, torchvision crops, float step)
         import make_fixtures_image
         make_fixtures_image.main()
+    if "group" in which:  # its own script (sign-flip tests; nilearn's permuted_ols and TFCE)
+        import make_fixtures_group
+        make_fixtures_group.main()
     if "compress" in which:  # its own script (IncrementalPCA; Johnson-Lindenstrauss bound)
         import make_fixtures_compress
         make_fixtures_compress.main()

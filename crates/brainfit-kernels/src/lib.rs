@@ -14,6 +14,7 @@ pub mod compare;
 pub mod compress;
 pub mod cv;
 pub mod encoder;
+pub mod group;
 pub mod identification;
 pub mod image;
 pub mod lasso;
