@@ -52,6 +52,10 @@ mask; nilearn uses 6-connectivity and dh='auto' here)
   <tail>_tfce.npy [V], <tail>_h0_max_tfce.npy [200], <tail>_logp_max_tfce.npy [V],
   <tail>_h0_max_mass.npy [200], <tail>_h0_max_size.npy [200], <tail>_threshold_t.npy [1]
                                    tail = two (two_sided_test=True), greater (False)
+
+t_threshold.npy [m, 4]             rows (p, df, two_sided (1/0), t): scipy.stats.t.isf(p / 2 if
+                                   two-sided else p, df), nilearn's cluster-forming threshold
+t_sf.npy [m, 3]                    rows (t, df, scipy.stats.t.sf(t, df))
 """
 from __future__ import annotations
 
@@ -278,11 +282,27 @@ def permuted_ols_fixture():
             f"min p_tfce {10 ** -res['logp_max_tfce'].max():.4g}")
 
 
+def t_fixture():
+    from scipy import stats
+
+    rows = []
+    for p in (0.5, 0.1, 0.05, 0.01, 0.001, 1e-4, 1e-6, 0.9):
+        for df in (1, 2, 3.5, 9, 11, 29, 200):
+            for two in (1, 0):
+                rows.append([p, df, two, stats.t.isf(p / 2 if two else p, df)])
+    save(OUT / "t_threshold.npy", rows)
+    sf = [[t, df, stats.t.sf(t, df)] for t in (-3.0, -0.5, 0.0, 0.3, 1.0, 2.5, 4.0, 12.0, 40.0)
+          for df in (1, 4, 11, 50.5)]
+    save(OUT / "t_sf.npy", sf)
+    log(f"group/t: {len(rows)} quantiles, {len(sf)} survival values")
+
+
 def main():
     import nilearn
     import scipy
 
     log(f"group: nilearn {nilearn.__version__}, scipy {scipy.__version__}")
+    t_fixture()
     tfce_fixture()
     exhaustive_fixture()
     permuted_ols_fixture()

@@ -43,6 +43,119 @@ pub fn fisher_z(r: f64) -> f64 {
     r.atanh()
 }
 
+/// The cluster-forming threshold in t units for an uncorrected p-value: Student's t quantile
+/// with `df` degrees of freedom (`n_subjects - 1`), `isf(p / 2)` when two-sided, else
+/// `isf(p)`, as nilearn's `permuted_ols` converts its `threshold`.
+pub fn t_threshold(p: f64, df: f64, tail: Tail) -> Result<f64> {
+    if !(p > 0.0 && p < 1.0 && df > 0.0 && df.is_finite()) {
+        return Err(KernelError::Parameter(format!(
+            "a cluster-forming p in (0, 1) and degrees of freedom > 0, got p = {p}, df = {df}"
+        )));
+    }
+    let q = if tail == Tail::TwoSided { p / 2.0 } else { p };
+    // sf is decreasing in t: bracket, then bisect to the last bit
+    let (mut lo, mut hi) = if q < 0.5 { (0.0, 1.0) } else { (-1.0, 0.0) };
+    while student_t_sf(hi, df) > q {
+        lo = hi;
+        hi *= 2.0;
+    }
+    while student_t_sf(lo, df) < q {
+        hi = lo;
+        lo *= 2.0;
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if student_t_sf(mid, df) > q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(0.5 * (lo + hi))
+}
+
+/// Survival function `P(T > t)` of Student's t with `df` degrees of freedom:
+/// `I_{df / (df + t²)}(df / 2, 1 / 2) / 2` for `t ≥ 0`.
+pub fn student_t_sf(t: f64, df: f64) -> f64 {
+    if t.is_nan() {
+        return f64::NAN;
+    }
+    // x and 1 - x computed separately, so that small |t| keeps its precision
+    let tail = 0.5 * regularized_beta(df / (df + t * t), t * t / (df + t * t), 0.5 * df, 0.5);
+    if t >= 0.0 { tail } else { 1.0 - tail }
+}
+
+/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, 9 terms; relative error ~1e-15).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // reflection
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let sum = C[1..].iter().enumerate().fold(C[0], |s, (i, c)| s + c / (x + i as f64 + 1.0));
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+/// The regularized incomplete beta function `I_x(a, b)`, given `x` and `y = 1 - x` (continued
+/// fraction, modified Lentz; the symmetric form `1 - I_y(b, a)` where it converges faster).
+fn regularized_beta(x: f64, y: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if y <= 0.0 {
+        return 1.0;
+    }
+    if x > (a + 1.0) / (a + b + 2.0) {
+        return 1.0 - regularized_beta(y, x, b, a);
+    }
+    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * y.ln();
+    let tiny = 1e-300;
+    let (mut c, mut d) = (1.0, 1.0 - (a + b) * x / (a + 1.0));
+    if d.abs() < tiny {
+        d = tiny;
+    }
+    d = 1.0 / d;
+    let mut f = d;
+    for m in 1..10_000 {
+        let m = m as f64;
+        for num in [
+            m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0)),
+        ] {
+            d = 1.0 + num * d;
+            if d.abs() < tiny {
+                d = tiny;
+            }
+            c = 1.0 + num / c;
+            if c.abs() < tiny {
+                c = tiny;
+            }
+            d = 1.0 / d;
+            f *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    ln_front.exp() * f / a
+}
+
 /// Which effects count as evidence against the null hypothesis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1000,7 +1113,8 @@ pub fn combine_voxel_shards(shards: Vec<NullChunk>) -> Result<NullChunk> {
         if (s.k0, s.k1) != (out.k0, out.k1) {
             return Err(KernelError::Parameter("voxel shards of different flips".into()));
         }
-        if !(s.max_tfce.is_empty() && s.max_mass.is_empty() && out.max_tfce.is_empty()) {
+        let spatial = |c: &NullChunk| !(c.max_tfce.is_empty() && c.max_mass.is_empty());
+        if spatial(&s) || spatial(&out) {
             return Err(KernelError::Parameter(
                 "TFCE and cluster statistics need whole maps, not voxel shards".into(),
             ));
@@ -1014,6 +1128,8 @@ pub fn combine_voxel_shards(shards: Vec<NullChunk>) -> Result<NullChunk> {
 /// A row of the cluster table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterRow {
+    /// The cluster's label in [`Observed::cluster_labels`] (1-based).
+    pub label: u32,
     /// The cluster (sign, peak, peak t, extent, mass).
     pub cluster: Cluster,
     /// Peak voxel `[i, j, k]` of a volume topology.
@@ -1118,6 +1234,7 @@ pub fn finish(
             .iter()
             .enumerate()
             .map(|(i, c)| ClusterRow {
+                label: i as u32 + 1,
                 cluster: c.clone(),
                 peak_ijk: topology.and_then(|t| t.coords(c.peak)),
                 p_fwe_mass: pm[i],
@@ -1379,6 +1496,26 @@ mod tests {
     }
 
     #[test]
+    fn t_thresholds_match_scipy() {
+        let (shape, q) = f64s("t_threshold");
+        let mut worst = 0.0f64;
+        for r in q.chunks_exact(shape[1]) {
+            let tail = if r[2] == 1.0 { Tail::TwoSided } else { Tail::Greater };
+            let got = t_threshold(r[0], r[1], tail).unwrap();
+            worst = worst.max((got - r[3]).abs() / r[3].abs().max(1.0));
+        }
+        let (shape, sf) = f64s("t_sf");
+        let mut worst_sf = 0.0f64;
+        for r in sf.chunks_exact(shape[1]) {
+            worst_sf = worst_sf.max((student_t_sf(r[0], r[1]) - r[2]).abs() / r[2]);
+        }
+        eprintln!("t quantiles vs scipy: {worst:.1e} (relative); sf: {worst_sf:.1e}");
+        assert!(worst < 1e-10 && worst_sf < 1e-12, "{worst} {worst_sf}");
+        assert!(t_threshold(0.0, 5.0, Tail::Greater).is_err());
+        assert!(t_threshold(0.05, 0.0, Tail::Greater).is_err());
+    }
+
+    #[test]
     fn sign_flips_are_pure_functions_of_seed_and_k() {
         let flips = SignFlips::new(20, 1000, 7).unwrap();
         assert!(!flips.is_exhaustive() && flips.n_flips() == 1000);
@@ -1578,6 +1715,8 @@ mod tests {
                 tfce: Some(TfceParams::default()),
                 cluster_threshold: Some(f("threshold_t")[0]),
             };
+            let u = t_threshold(0.01, 13.0, tail).unwrap();
+            assert!((u - f("threshold_t")[0]).abs() < 1e-10, "{u}");
             let observed = observe(&test, Some(&spatial), tail).unwrap();
             let mut acc = NullAccumulator::new(&test, Some(&spatial), &observed, 0).unwrap();
             for row in signs.rows() {
@@ -1779,6 +1918,10 @@ mod tests {
         let ijk = top.peak_ijk.unwrap();
         assert!(ijk.iter().zip(centre).all(|(&a, b)| (a as f64 - b).abs() <= 2.0), "{ijk:?}");
         assert!(top.p_fwe_mass < 0.05 && top.cluster.sign == 1, "{top:?}");
+        let obs = observe(&test, Some(&spatial), Tail::TwoSided).unwrap();
+        let labels = obs.cluster_labels.unwrap();
+        assert_eq!(labels[top.cluster.peak], top.label);
+        assert_eq!(labels.iter().filter(|&&l| l == top.label).count(), top.cluster.size);
         // far from the blob nothing survives
         let far = (10 * 12 + 1) * 12 + 1;
         assert!(r.p_fwe_tfce.as_ref().unwrap()[far] > 0.05);
