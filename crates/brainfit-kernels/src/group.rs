@@ -591,23 +591,35 @@ pub struct Spatial {
 
 impl Spatial {
     fn check(&self, n_elements: usize) -> Result<()> {
-        if self.topology.len() != n_elements {
-            return Err(KernelError::Shape(format!(
-                "a topology of {} elements for maps of {n_elements}",
-                self.topology.len()
-            )));
-        }
+        check_topology(&self.topology, n_elements)?;
         if let Some(p) = &self.tfce {
             p.check()?;
         }
-        if let Some(u) = self.cluster_threshold
-            && !(u.is_finite() && u >= 0.0)
-        {
-            return Err(KernelError::Parameter(format!(
-                "the cluster-forming threshold must be finite and >= 0, got {u}"
-            )));
+        if let Some(u) = self.cluster_threshold {
+            check_cluster_threshold(u)?;
         }
         Ok(())
+    }
+}
+
+fn check_topology(topology: &Topology, n_elements: usize) -> Result<()> {
+    if topology.len() == n_elements {
+        Ok(())
+    } else {
+        Err(KernelError::Shape(format!(
+            "a topology of {} elements for maps of {n_elements}",
+            topology.len()
+        )))
+    }
+}
+
+fn check_cluster_threshold(u: f64) -> Result<()> {
+    if u.is_finite() && u >= 0.0 {
+        Ok(())
+    } else {
+        Err(KernelError::Parameter(format!(
+            "the cluster-forming threshold must be finite and >= 0, got {u}"
+        )))
     }
 }
 
@@ -844,7 +856,8 @@ impl Workspace {
     }
 
     /// The clusters of `t` beyond `u` under `tail`, and each element's 1-based cluster label
-    /// (0 outside), labels in order of each cluster's first element.
+    /// (0 outside): clusters of positive t first, each sign's in order of its first element
+    /// (scipy's `label` order).
     fn clusters(
         &mut self,
         topo: &Topology,
@@ -873,13 +886,7 @@ impl Workspace {
 /// [`Tail::Less`] negative t only). NaN elements are background.
 pub fn tfce(t: &[f64], topology: &Topology, params: &TfceParams, tail: Tail) -> Result<Vec<f64>> {
     params.check()?;
-    if topology.len() != t.len() {
-        return Err(KernelError::Shape(format!(
-            "a topology of {} elements for a map of {}",
-            topology.len(),
-            t.len()
-        )));
-    }
+    check_topology(topology, t.len())?;
     Ok(Workspace::default().tfce(topology, t, params, tail))
 }
 
@@ -891,9 +898,8 @@ pub fn clusters(
     threshold: f64,
     tail: Tail,
 ) -> Result<(Vec<Cluster>, Vec<u32>)> {
-    let spatial =
-        Spatial { topology: topology.clone(), tfce: None, cluster_threshold: Some(threshold) };
-    spatial.check(t.len())?;
+    check_topology(topology, t.len())?;
+    check_cluster_threshold(threshold)?;
     Ok(Workspace::default().clusters(topology, t, threshold, tail))
 }
 
