@@ -108,6 +108,15 @@ Cases (the sizes of issue 12; --quick divides voxels/centres by 10):
                product, and per relabelling of the second recording's conditions one more
                (its relabelled rank features are a column gather); p, p_fwe, null maxima.
                Agreement: the rho matrix and the time course (not the nulls: own permutations).
+  extract_pca  (issue 15) 1,000 reference and 200 stimulus images, random uint8 160 x 160, through
+               the wide benchmark network of scripts/python/make_fixtures_onnx.py at 112 x 112
+               input (16 x 112 x 112 = 200,704 units after relu_wide), default preprocessing
+               (central 7/8 crop, bilinear resize to 112, / 255, ImageNet mean/std), 16 images
+               per forward pass, PCA to 100 components by partial fits of 200 reference images,
+               applied to the stimuli. Anchor: Pillow + onnxruntime + scikit-learn's
+               IncrementalPCA, streamed the same way (preprocess, run and partial_fit each batch,
+               float64, gen_batches(min_batch_size=k)), then transform(stimuli). --quick: input
+               56, 100 + 20 images, 30 components, batches of 60.
 
 Agreement tolerances (max |brainfit - anchor| over voxels/centres):
   ridge 1e-3: the data are f32; brainfit's Gram matrices and eigendecompositions are f64, the
@@ -128,6 +137,10 @@ Agreement tolerances (max |brainfit - anchor| over voxels/centres):
         difference measures how far scikit-learn's defaults stop from the optimum.
   crossnobis_searchlight / cross_temporal 1e-9: f64 data, the same arithmetic up to summation
         order; the RDMs are continuous, so their ranks do not tie.
+  extract_pca 1e-4 relative to the largest score, on the first 10 components: the activations
+        are f32 (tract and onnxruntime differ by ~1e-6 relative), the PCA f64 on both sides; the
+        last components' eigenvalues lie close together, so a tiny perturbation rotates them
+        within their span (their largest difference is printed, not checked).
 
 FLOP counts (nominal: the dense products the method needs; brainfit's GFLOP/s = count / its
 wall time, compared with this machine's GEMM rate measured here with numpy at N threads):
@@ -160,7 +173,7 @@ N_PERM = 1000
 TOL = {"ridge": 1e-3, "searchlight": 1e-6, "permutation": 1e-6,
        "lasso": 1e-6, "pcr": 1e-6, "pls": 1e-6, "banded_ridge": 0.05,
        "rsa_methods": 1e-6, "reweight": 1e-6, "remix": 1e-6, "crossnobis_searchlight": 1e-9,
-       "cross_temporal": 1e-9}
+       "cross_temporal": 1e-9, "extract_pca": 1e-4}
 # scikit-learn's lasso at its default tol (1e-4) moves held-out scores by up to ~1e-3: too loose
 # to check agreement, so the anchor solves to 1e-8 (brainfit: a duality gap of 1e-12)
 LASSO_TOL = 1e-8
@@ -171,7 +184,10 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VE
 
 
 CASES = ["ridge", "searchlight", "permutation", "lasso", "pcr", "pls", "banded_ridge",
-         "rsa_methods", "reweight", "remix", "crossnobis_searchlight", "cross_temporal"]
+         "rsa_methods", "reweight", "remix", "crossnobis_searchlight", "cross_temporal", "extract_pca"]
+# the issue-15 case: images -> ONNX layer -> incremental PCA; the first EXTRACT_CHECKED components
+# (well separated eigenvalues) are held to TOL, relative to their largest score
+EXTRACT_CHECKED = 10
 
 
 def parse_args():
@@ -855,6 +871,48 @@ def anchor_cross_temporal_numpy(case: Path):
         null_max_mean=float(null_max.mean()), null_max_sd=float(null_max.std()))
 
 
+def extract_batches(case: Path):
+    """The case's reference and stimulus images, the model path and the PCA settings."""
+    params = json.loads((case / "params.json").read_text())
+    return params, np.load(case / "reference.npy"), np.load(case / "stimuli.npy")
+
+
+def anchor_extract_pca_sklearn(case: Path):
+    """Pillow preprocessing + onnxruntime + scikit-learn's IncrementalPCA, streamed as brainfit
+    does: each batch of reference images is preprocessed, run and partially fitted (float64)
+    before the next, in gen_batches(min_batch_size=k) order; then the stimuli are transformed."""
+    import onnxruntime as ort
+    from sklearn.decomposition import IncrementalPCA
+    from sklearn.utils import gen_batches
+    sys.path.insert(0, str(ROOT / "scripts" / "python"))
+    from make_fixtures_onnx import preprocess
+    params, reference, stimuli = extract_batches(case)
+    k, batch, size, run_batch = params["components"], params["batch"], params["size"], params["run_batch"]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = ARGS.threads
+    opts.inter_op_num_threads = 1
+    start = time.perf_counter()
+    # the layer read out is an inner tensor: expose it as a graph output, as brainfit reads it
+    import onnx
+    model = onnx.load(str(case / "wide.onnx"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(params["tensor"], onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def activations(images):
+        rows = []
+        for i in range(0, len(images), run_batch):
+            x = np.stack([preprocess(im, size) for im in images[i:i + run_batch]])
+            out = session.run([params["tensor"]], {"image": x})[0]
+            rows.append(out.reshape(len(x), -1))
+        return np.concatenate(rows)
+
+    pca = IncrementalPCA(n_components=k)
+    for part in gen_batches(len(reference), batch, min_batch_size=k):
+        pca.partial_fit(activations(reference[part]).astype(np.float64))
+    scores = pca.transform(activations(stimuli).astype(np.float64))
+    return scores, dict(seconds=time.perf_counter() - start)
+
+
 ANCHORS = {
     "lasso-sklearn": anchor_lasso_sklearn,
     "pcr-sklearn": anchor_pcr_sklearn,
@@ -872,6 +930,7 @@ ANCHORS = {
     "remix-sklearn_newton": anchor_remix_newton,
     "crossnobis_searchlight-rsatoolbox": anchor_crossnobis_rsatoolbox,
     "cross_temporal-numpy": anchor_cross_temporal_numpy,
+    "extract_pca-sklearn": anchor_extract_pca_sklearn,
 }
 
 
@@ -1273,6 +1332,37 @@ def case_cross_temporal(work: Path, n_perm: int):
                      brainfit_null_max_mean=float(null_max.mean()), brainfit_null_max_sd=float(null_max.std())))]
 
 
+def case_extract_pca(work: Path, size: int, n_reference: int, n_stimuli: int, k: int, batch: int):
+    """Random 8-bit images (side 10/7 of the input, so the 7/8 crop and a bilinear resize both
+    run) through the wide benchmark network (16 x size x size units after its ReLU), PCA to k
+    components fitted on the reference images, applied to the stimuli."""
+    case = work / "extract_pca"
+    case.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(ROOT / "scripts" / "python"))
+    from make_fixtures_onnx import write_wide
+    write_wide(case / "wide.onnx", size)
+    side = size * 10 // 7
+    rng = np.random.default_rng(15)
+    np.save(case / "reference.npy", rng.integers(0, 256, (n_reference, side, side, 3), dtype=np.uint8))
+    np.save(case / "stimuli.npy", rng.integers(0, 256, (n_stimuli, side, side, 3), dtype=np.uint8))
+    run_batch = 16
+    params = dict(size=size, units=16 * size * size, reference=n_reference, stimuli=n_stimuli, components=k,
+                  batch=batch, run_batch=run_batch, tensor="relu_wide_out", image_side=side)
+    (case / "params.json").write_text(json.dumps(params))
+    write_job(case, '[extract]\nmodel = "wide.onnx"\nimages = "stimuli.npy"\nreference = "reference.npy"\n'
+              f'layers = {{ conv = "{params["tensor"]}" }}\nbatch = {run_batch}\n'
+              f'[compress.conv]\nmethod = "pca"\ncomponents = {k}\nbatch = {batch}\n')
+    bf = run_brainfit(case)
+    ours = np.load(case / "out/features/conv.npy").astype(np.float64)
+    result, info, rss = run_anchor(case, "extract_pca-sklearn")
+    scale = np.abs(result[:, :EXTRACT_CHECKED]).max()
+    all_diff = float(np.abs(ours - result).max() / scale)
+    r = row("extract_pca", "sklearn+onnxruntime", bf, info, rss, ours[:, :EXTRACT_CHECKED] / scale,
+            result[:, :EXTRACT_CHECKED] / scale, 0.0, "float64",
+            dict(params, checked_components=EXTRACT_CHECKED, relative_diff_all_components=all_diff))
+    return [r]
+
+
 def row(case, anchor, bf, info, anchor_rss, ours, theirs, flops, dtype, params, checked=True):
     """One table row; checked=False: the difference is reported, not held to TOL[case] (tol None)."""
     tol = TOL[case] if checked else None
@@ -1356,6 +1446,10 @@ def main():
     if "cross_temporal" in cases:
         print("cross_temporal ...", flush=True)
         rows += case_cross_temporal(work, int(100 * scale))
+    if "extract_pca" in cases:
+        print("extract_pca ...", flush=True)
+        rows += case_extract_pca(work, 56 if ARGS.quick else 112, int(1000 * scale), int(200 * scale),
+                                 30 if ARGS.quick else 100, 60 if ARGS.quick else 200)
     result = dict(quick=ARGS.quick, cpu=cpu, cores=os.cpu_count(), threads=ARGS.threads, blas=blas,
                   gemm_gflops=GEMM, cases=rows)
     print()
@@ -1377,6 +1471,11 @@ def main():
                   + ", ".join(f"{m} {d:.1e}" for m, d in pm["max_abs_diff_per_method"].items())
                   + "; anchor seconds per method: "
                   + ", ".join(f"{m} {t:.2f}" for m, t in r["method_seconds"].items()))
+        if r["case"] == "extract_pca":
+            pm = r["params"]
+            print(f"note (extract_pca): scores of the first {pm['checked_components']} of {pm['components']} components "
+                  f"compared, relative to their largest; over all components the largest relative difference is "
+                  f"{pm['relative_diff_all_components']:.1e} (the last components' eigenvalues lie close together)")
         if r["case"] == "permutation":
             pm = r["params"]
             print(f"note (permutation): agreement on the observed map only; brainfit and numpy draw different "
