@@ -189,4 +189,18 @@ async fn a_jobs_report_renders_in_chromium_with_every_image_decoded() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("summary.json"), "{stderr}");
+
+    // a forged summary cannot point the report outside the output
+    let summary_path = out_dir.join("summary.json");
+    let mut forged: brainfit_job::Summary =
+        serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let encoding = forged.subjects[0].encoding.as_mut().unwrap();
+    let a = encoding.remove("a").unwrap();
+    encoding.insert("../../elsewhere".into(), a);
+    std::fs::write(&summary_path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let run =
+        Command::new(env!("CARGO_BIN_EXE_brainfit")).arg("report").arg(&out_dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a report read outside its output");
+    assert!(stderr.contains("report input name"), "{stderr}");
 }

@@ -117,7 +117,10 @@ pub(crate) async fn outputs(store: &Store, prefix: &str) -> Vec<(String, Vec<u8>
     let mut out = Vec::new();
     for url in store.list(prefix).await.unwrap() {
         // summary.json and the report drawn from it carry timings and worker counts
-        if url.ends_with("summary.json") || url.ends_with("report.html") || url.contains("/.brainfit/") {
+        if url.ends_with("summary.json")
+            || url.ends_with("report.html")
+            || url.contains("/.brainfit/")
+        {
             continue;
         }
         let rel = url.strip_prefix(prefix).unwrap().trim_start_matches('/').to_string();

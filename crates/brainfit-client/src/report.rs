@@ -84,6 +84,13 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     async fn bytes(&self, relative: &str) -> Result<Option<bytes::Bytes>> {
+        // the names come from summary.json: each must be an output name, so that a forged
+        // summary cannot make the report read (and draw) files outside the output
+        for name in relative.split('/').flat_map(|component| component.split('+')) {
+            brainfit_job::spec::check_name("report input", name).map_err(|reason| {
+                IoError::Value { name: join_url(self.output, layout::SUMMARY), reason }
+            })?;
+        }
         match self.store.get(&join_url(self.output, relative)).await {
             Ok(b) => Ok(Some(b)),
             Err(IoError::NotFound { .. }) => Ok(None),
