@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use brainfit_client::{RunOptions, demo, run_job};
 use brainfit_io::Store;
 use brainfit_job::file::JobText;
-use brainfit_job::summary::{MapStats, Summary};
+use brainfit_job::summary::Summary;
 use brainfit_job::{JobSpec, inputs};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -228,18 +228,6 @@ fn count(n: impl std::fmt::Display, noun: &str) -> String {
     if n == "1" { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
-/// A map's peak as `voxel [i, j, k] (x, y, z mm)`, or its map index without a mask.
-fn peak(stats: &MapStats) -> String {
-    match (&stats.peak, stats.argmax) {
-        (Some(p), _) => format!(
-            "voxel [{}, {}, {}] ({:.1}, {:.1}, {:.1} mm)",
-            p.voxel[0], p.voxel[1], p.voxel[2], p.mm[0], p.mm[1], p.mm[2]
-        ),
-        (None, Some(i)) => format!("item {i}"),
-        (None, None) => "nowhere (no finite value)".into(),
-    }
-}
-
 /// A value that may be missing, as `{:>7.4}` prints it (NaN when missing).
 fn or_nan(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
@@ -280,7 +268,7 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
                 e.model,
                 or_nan(e.score.mean),
                 or_nan(e.score.max),
-                peak(&e.score),
+                e.score.describe_peak(),
                 e.hyperparameter,
                 or_nan(e.chosen_median)
             );
@@ -314,7 +302,7 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
             println!(
                 "    searchlight {model:<15} max rho {:>7.4} at {} ({}, {} FWE-significant)",
                 or_nan(sl.rho.max),
-                peak(&sl.rho),
+                sl.rho.describe_peak(),
                 count(sl.rho.n, "centre"),
                 significant(sl.significant_fwe_05)
             );

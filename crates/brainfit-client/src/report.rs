@@ -687,8 +687,9 @@ async fn rsa_section(
 /// A condensed RDM (upper triangle, row-major) as a square matrix, or `None` if its length is
 /// not n(n-1)/2.
 fn square_rdm(condensed: &[f64]) -> Option<Array2<f64>> {
-    let n = (1..=100_000).find(|n| n * (n - 1) / 2 >= condensed.len())?;
-    if n * (n - 1) / 2 != condensed.len() {
+    // n(n-1)/2 = len  <=>  n = (1 + sqrt(1 + 8 len)) / 2
+    let n = ((1.0 + (1.0 + 8.0 * condensed.len() as f64).sqrt()) / 2.0).round() as usize;
+    if n < 2 || n * (n - 1) / 2 != condensed.len() {
         return None;
     }
     let mut m = Array2::zeros((n, n));
@@ -727,19 +728,11 @@ fn stats_row(
     significant: Option<usize>,
     n_perm: Option<usize>,
 ) -> Vec<String> {
-    let peak = match (&s.peak, s.argmax) {
-        (Some(p), _) => format!(
-            "voxel [{}, {}, {}] = ({:.1}, {:.1}, {:.1}) mm",
-            p.voxel[0], p.voxel[1], p.voxel[2], p.mm[0], p.mm[1], p.mm[2]
-        ),
-        (None, Some(i)) => format!("item {i}"),
-        (None, None) => "-".into(),
-    };
     let significant = match (significant, n_perm) {
         (Some(k), Some(n)) => format!("{k} of {} ({n} permutations)", s.n_finite),
         _ => "no permutations".into(),
     };
-    vec![name.to_string(), fmt(s.mean), fmt(s.max), peak, significant]
+    vec![name.to_string(), fmt(s.mean), fmt(s.max), s.describe_peak(), significant]
 }
 
 fn fmt(v: Option<f64>) -> String {

@@ -274,6 +274,21 @@ pub struct MapStats {
     pub peak: Option<Peak>,
 }
 
+impl MapStats {
+    /// Where the maximum lies, for people: `voxel [i, j, k] (x, y, z mm)` with a mask, else
+    /// the map item's index.
+    pub fn describe_peak(&self) -> String {
+        match (&self.peak, self.argmax) {
+            (Some(p), _) => format!(
+                "voxel [{}, {}, {}] ({:.1}, {:.1}, {:.1} mm)",
+                p.voxel[0], p.voxel[1], p.voxel[2], p.mm[0], p.mm[1], p.mm[2]
+            ),
+            (None, Some(i)) => format!("item {i}"),
+            (None, None) => "nowhere (no finite value)".into(),
+        }
+    }
+}
+
 /// A place in the brain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
