@@ -188,6 +188,32 @@ fn objects(
         .collect()
 }
 
+/// The `n` stimuli's compressed features `[n, k]`: `transform(rows, read)` compresses one object's
+/// `rows` images, reading its activations a block of units at a time through `read`.
+fn transform_stimuli(
+    store: &Store,
+    handle: &Handle,
+    stimuli: &[(String, [usize; 2])],
+    layer: &LayerInventory,
+    (n, k): (usize, usize),
+    abandon: &Abandon,
+    mut transform: impl FnMut(
+        usize,
+        &mut dyn FnMut(Range<usize>) -> std::result::Result<Array2<f64>, JobError>,
+    ) -> Result<Array2<f64>>,
+) -> Result<Array2<f64>> {
+    let mut y = Array2::<f64>::zeros((n, k));
+    for object in stimuli {
+        let r = object.1;
+        let object = std::slice::from_ref(object);
+        let mut read = |cols| read_block(store, handle, object, layer.units, r[0]..r[1], cols);
+        let part = transform(r[1] - r[0], &mut read)?;
+        y.slice_mut(s![r[0]..r[1], ..]).assign(&part);
+        abandon.check()?;
+    }
+    Ok(y)
+}
+
 /// Reads column block `block` (`cols` of the layer) of rows `rows` (image indices) of an
 /// image set, from the objects that hold them.
 fn read_block(
@@ -341,25 +367,17 @@ fn assemble(
                 kind.projection(layer.units),
             )
             .map_err(JobError::from)?;
-            let mut y = Array2::<f64>::zeros((n, *components));
-            for (url, r) in &stimuli {
-                let part = projection.transform::<Backend, JobError>(
-                    r[1] - r[0],
-                    |cols| {
-                        read_block(
-                            store,
-                            handle,
-                            std::slice::from_ref(&(url.clone(), *r)),
-                            layer.units,
-                            r[0]..r[1],
-                            cols,
-                        )
-                    },
-                    ACTIVATION_BLOCK,
-                )?;
-                y.slice_mut(s![r[0]..r[1], ..]).assign(&part);
-                abandon.check()?;
-            }
+            let y = transform_stimuli(
+                store,
+                handle,
+                &stimuli,
+                layer,
+                (n, *components),
+                abandon,
+                |rows, read| {
+                    Ok(projection.transform::<Backend, JobError>(rows, read, ACTIVATION_BLOCK)?)
+                },
+            )?;
             put_matrix(store, handle, &features_url, &y)?;
         }
         Some(CompressSpec::Pca { components, batch, model }) => {
@@ -370,25 +388,22 @@ fn assemble(
                 }
                 Some(url) => load_pca(store, handle, url, layer)?,
             };
-            let mut y = Array2::<f64>::zeros((n, pca.n_components));
-            for (url, r) in &stimuli {
-                let part = pca.transform::<Backend, ScratchComponents>(
-                    r[1] - r[0],
-                    |cols| {
-                        read_block(
-                            store,
-                            handle,
-                            std::slice::from_ref(&(url.clone(), *r)),
-                            layer.units,
-                            r[0]..r[1],
-                            cols,
-                        )
-                    },
-                    &mut components_store,
-                )?;
-                y.slice_mut(s![r[0]..r[1], ..]).assign(&part);
-                abandon.check()?;
-            }
+            let k = pca.n_components;
+            let y = transform_stimuli(
+                store,
+                handle,
+                &stimuli,
+                layer,
+                (n, k),
+                abandon,
+                |rows, read| {
+                    Ok(pca.transform::<Backend, ScratchComponents>(
+                        rows,
+                        read,
+                        &mut components_store,
+                    )?)
+                },
+            )?;
             put_matrix(store, handle, &features_url, &y)?;
             if model.is_none() {
                 write_model(
