@@ -319,6 +319,27 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
             significant(t.significant_fwe_05)
         );
     }
+    for (map, g) in &s.group {
+        let tfce = g.significant_tfce_fwe_05.map_or_else(String::new, |k| format!(", TFCE {k}"));
+        let clusters = g
+            .clusters_fwe_05
+            .map_or_else(String::new, |k| format!(", {k} of {} clusters", g.clusters));
+        // time courses: the recordings are the subjects, the items time points
+        let time = g.source == "time_resolved";
+        let peak = match (time, g.t.argmax) {
+            (true, Some(t)) => format!("time point {t}"),
+            _ => g.t.describe_peak(),
+        };
+        let exact = if g.exhaustive { ", every pattern" } else { "" };
+        println!(
+            "  group {map:<21} max t {:>7.3} at {peak} ({} {}, {} flips{exact}; FWE-significant: max-T {}{tfce}{clusters})",
+            or_nan(g.t.max),
+            g.n_subjects,
+            if time { "recordings" } else { "subjects" },
+            g.n_flips,
+            g.significant_fwe_05
+        );
+    }
     for warning in &s.warnings {
         println!("  warning: {warning}");
     }
@@ -426,6 +447,19 @@ async fn async_main() -> Result<()> {
                     p.seed,
                     p.scheme.describe()
                 );
+            }
+            if spec.group.is_some() {
+                let maps = brainfit_job::group::group_maps(&spec, &inventory).unwrap_or_default();
+                for map in &maps {
+                    let flips = brainfit_job::group::n_flips(&spec, map);
+                    let exhaustive = brainfit_job::group::exhaustive(&spec, map);
+                    let all = if exhaustive { " (every pattern: exact p-values)" } else { "" };
+                    println!(
+                        "  group test {}: {}{all}",
+                        map.dir(),
+                        count(flips as usize, "sign flip")
+                    );
+                }
             }
             println!("  {}; results would go to {}", count(tasks.len(), "task"), spec.output);
             for warning in &inventory.warnings {

@@ -43,7 +43,7 @@ fn demo_recovers_every_planted_effect_and_never_overwrites_foreign_directories()
     let recovered = stdout.lines().filter(|l| l.ends_with("-> recovered")).count();
     assert_eq!(
         recovered, 11,
-        "every planted effect (2 encoding, 2 searchlight, 2 best space, 2 partition, 2 ROI, MEG):\n{stdout}"
+        "every planted effect (2 encoding, 2 searchlight, 2 best space, 2 partition, 2 ROI, MEG group):\n{stdout}"
     );
     assert!(!stdout.contains("NOT recovered"), "{stdout}");
     // what a reader needs: task counts in words, the permutation floor, peaks as coordinates
@@ -79,6 +79,7 @@ fn demo_recovers_every_planted_effect_and_never_overwrites_foreign_directories()
         "Searchlight RSA",
         "ROI RSA",
         "Time-resolved RSA",
+        "Group tests",
         "Job file",
     ] {
         assert!(html.contains(&format!("{section}</h")), "the demo's report lacks {section}");

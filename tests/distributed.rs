@@ -286,6 +286,27 @@ fn three_workers_give_the_embedded_outputs_and_tokens_are_enforced() {
 /// LASSO, PCR, PLS, banded-ridge (with variance partitioning), decoding and searchlight
 /// decoding jobs sharded over real worker processes (three voxel or centre chunks, with
 /// permutations) give the embedded run's bytes: one cluster, one job per model.
+/// Runs the job file `job(out)` writes (its output `out`) embedded (`brainfit run --workers 2`)
+/// and on a coordinator with two real worker processes; both runs must write every file of
+/// `expected` and the same bytes.
+fn embedded_equals_distributed(dir: &Path, job: impl Fn(&str) -> PathBuf, expected: &[&str]) {
+    let embedded = job("embedded");
+    let out = run_cli(Command::new(bin()).arg("run").arg(&embedded).args(["--workers", "2"]), 120);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_coordinator, addr) = coordinator(dir, "127.0.0.1:0", Some(TOKEN), &[]);
+    let url = format!("http://{addr}");
+    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir, &url, Some(TOKEN), i)).collect();
+    let file = job("distributed");
+    let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
+    assert!(out.status.success(), "{}", text(&out));
+    let read = |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.join(name))));
+    let (embedded, distributed) = (read("embedded"), read("distributed"));
+    for file in expected {
+        assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
+    }
+    assert!(distributed == embedded, "outputs differ");
+}
+
 #[test]
 fn every_encoding_model_on_real_workers_gives_the_embedded_outputs() {
     const SMALL: StudySize = StudySize { samples: 96, runs: 4, voxels: 1536, a: 12, b: 20 };
@@ -452,32 +473,65 @@ permutations_per_task = 3
         std::fs::write(&file, text).unwrap();
         file
     };
-    let embedded = job("embedded");
-    let out = run_cli(Command::new(bin()).arg("run").arg(&embedded).args(["--workers", "2"]), 120);
-    assert!(out.status.success(), "{}", text(&out));
-    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
-    let url = format!("http://{addr}");
-    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
-    let file = job("distributed");
-    let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
-    assert!(out.status.success(), "{}", text(&out));
-    let read =
-        |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
-    let (embedded, distributed) = (read("embedded"), read("distributed"));
-    for file in [
-        "rsa/compare.csv",
-        "rsa/partition.csv",
-        "rsa/weights.csv",
-        "searchlight/ab/p_fwe.npy",
-        "searchlight/partition/a+b.npy",
-        "time_resolved/ua.unweighted/rho.npy",
-        "searchlight/ab/weight_rm.npy",
-        "time_resolved/ua/weight_pc_3.npy",
-        "cross_temporal/p_fwe.npy",
-    ] {
-        assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
-    }
-    assert!(distributed == embedded, "outputs differ");
+    embedded_equals_distributed(
+        dir.path(),
+        job,
+        &[
+            "rsa/compare.csv",
+            "rsa/partition.csv",
+            "rsa/weights.csv",
+            "searchlight/ab/p_fwe.npy",
+            "searchlight/partition/a+b.npy",
+            "time_resolved/ua.unweighted/rho.npy",
+            "searchlight/ab/weight_rm.npy",
+            "time_resolved/ua/weight_pc_3.npy",
+            "cross_temporal/p_fwe.npy",
+        ],
+    );
+}
+
+#[test]
+fn group_tests_on_real_workers_give_the_embedded_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let store = Store::new();
+        let base = file_url(dir.path());
+        write_study(&store, &base, None).await;
+        // four subjects: the study's brain plus each its own noise
+        let url = brainfit_io::join_url(&base, "brain.npy");
+        let brain = brainfit_io::parse_npy(&store.get(&url).await.unwrap(), &url).unwrap().to_f64();
+        let brain = brain.into_dimensionality::<ndarray::Ix2>().unwrap();
+        let mut rng = brainfit_kernels::rng::Rng::new(18);
+        for s in 0..4 {
+            let noise: ndarray::Array2<f64> = rng.normal_array(brain.dim());
+            let b = (&brain + &noise).mapv(|v| v as f32);
+            let url = brainfit_io::join_url(&base, &format!("brain{s}.npy"));
+            store.put(&url, brainfit_io::write_npy(&b.view()).into()).await.unwrap();
+        }
+    });
+    let job = |out: &str| {
+        let subjects: String = (0..4)
+            .map(|s| format!("[[subjects]]\nname = \"s{s}\"\ndata = {{ brain = \"brain{s}.npy\", mask = \"mask.nii.gz\", groups = \"runs.npy\" }}\n"))
+            .collect();
+        let text = format!(
+            "name = \"group18\"\noutput = \"{out}\"\n{subjects}[features]\na = \"a.npy\"\nb = \"b.npy\"\n[encoding]\nalphas = [1.0, 100.0]\ncv = {{ kind = \"group\" }}\n[group]\nmaps = [\"encoding\", \"best_score\"]\nn = 40\ntfce = true\ncluster_threshold = 2.0\nconnectivity = 18\n[execution]\npermutations_per_task = 7\n"
+        );
+        let file = dir.path().join(format!("{out}.toml"));
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+    embedded_equals_distributed(
+        dir.path(),
+        job,
+        &[
+            "group/mask.nii.gz",
+            "group/encoding/a/t.npy",
+            "group/encoding/a/p_tfce_fwe.npy",
+            "group/encoding/b/clusters.csv",
+            "group/best_score/p_fwe.nii.gz",
+            "group/best_score/null_max_tfce.npy",
+        ],
+    );
 }
 
 #[test]
@@ -883,27 +937,16 @@ brain_rdms = {{ human_it = "human_it.npy" }}
         std::fs::write(&file, text).unwrap();
         file
     };
-    let embedded = job("embedded");
-    let out = run_cli(Command::new(bin()).arg("run").arg(&embedded).args(["--workers", "2"]), 120);
-    assert!(out.status.success(), "{}", text(&out));
-    let (_coordinator, addr) = coordinator(dir.path(), "127.0.0.1:0", Some(TOKEN), &[]);
-    let url = format!("http://{addr}");
-    let _workers: Vec<Reaped> = (0..2).map(|i| worker(dir.path(), &url, Some(TOKEN), i)).collect();
-    let file = job("distributed");
-    let out = client(&["submit", file.to_str().unwrap(), "--wait"], &url, Some(TOKEN));
-    assert!(out.status.success(), "{}", text(&out));
-    let read =
-        |name: &str| rt().block_on(outputs(&Store::new(), &file_url(&dir.path().join(name))));
-    let (embedded, distributed) = (read("embedded"), read("distributed"));
-    for file in [
-        "features/fc6.npy",
-        "features/relu2.npy",
-        "features/conv1.npy",
-        "compress/relu2.npz",
-        "encoding/relu2/score.npy",
-        "rsa/compare.csv",
-    ] {
-        assert!(embedded.iter().any(|(n, _)| n == file), "{file} written");
-    }
-    assert!(distributed == embedded, "outputs differ");
+    embedded_equals_distributed(
+        dir.path(),
+        job,
+        &[
+            "features/fc6.npy",
+            "features/relu2.npy",
+            "features/conv1.npy",
+            "compress/relu2.npz",
+            "encoding/relu2/score.npy",
+            "rsa/compare.csv",
+        ],
+    );
 }

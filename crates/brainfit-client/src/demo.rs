@@ -4,11 +4,13 @@
 //! A 24×24×16 volume with an ellipsoidal brain mask (about 3,500 voxels), 180 stimuli in six
 //! runs, and two feature spaces ("edges", 40 units, and "objects", 80 units). Voxels in a
 //! sphere on the left are driven by "edges", voxels in a sphere on the right by "objects"; all
-//! other voxels are noise. A simulated MEG recording of the same stimuli (30 time points × 32
-//! channels) carries the "objects" geometry between time points 10 and 15. A good analysis
+//! other voxels are noise. Simulated MEG recordings of the same stimuli from six participants
+//! (30 time points × 32 channels each, every participant with their own sensor mixing) carry
+//! the "objects" geometry between time points 10 and 15. A good analysis
 //! finds each space's effect in its own sphere (encoding, best layer, variance partition,
 //! searchlight RSA, ROI RSA), and the MEG effect in its time window (time-resolved RSA), and
-//! calls them significant after family-wise correction.
+//! calls them significant after family-wise correction — the MEG effect across the six
+//! participants by a group test (sign flips, TFCE over time).
 
 use crate::Result;
 use brainfit_io::{Store, join_url, write_nifti_f32, write_npy};
@@ -22,6 +24,8 @@ pub const SHAPE: [usize; 3] = [24, 24, 16];
 pub const RUNS: (usize, usize) = (30, 6);
 /// Time points of the simulated MEG that carry the "objects" geometry.
 pub const MEG_WINDOW: std::ops::Range<usize> = 10..16;
+/// Participants of the simulated MEG (2^6 = 64 sign-flip patterns: the group test is exact).
+pub const MEG_PARTICIPANTS: usize = 6;
 /// 2 × 2 × 2.5 mm voxels.
 const AFFINE: [[f64; 4]; 4] =
     [[2.0, 0.0, 0.0, -24.0], [0.0, 2.0, 0.0, -24.0], [0.0, 0.0, 2.5, -20.0], [0.0, 0.0, 0.0, 1.0]];
@@ -112,15 +116,19 @@ pub async fn generate(store: &Store, out: &str) -> Result<Demo> {
         store.put(&roi_url, write_nifti_f32(roi.view(), &AFFINE, true).into()).await?;
         planted.push(Planted { space: name, centre: c, radius: 3.5, voxels: members });
     }
-    // MEG: [30 times, 180 stimuli, 32 channels]; the objects geometry during MEG_WINDOW
-    let mut meg: Array3<f32> = rng.normal_array((30, n, 32));
-    let mixing: Array2<f64> = rng.normal_array((80, 32)) * (2.0 / 80f64).sqrt();
-    let evoked = objects.dot(&mixing);
-    for t in MEG_WINDOW {
-        meg.index_axis_mut(Axis(0), t).zip_mut_with(&evoked, |m, e| *m += *e as f32);
+    // MEG per participant: [30 times, 180 stimuli, 32 channels]; the objects geometry during
+    // MEG_WINDOW, through the participant's own sensor mixing
+    for p in 1..=MEG_PARTICIPANTS {
+        let mut meg: Array3<f32> = rng.normal_array((30, n, 32));
+        let mixing: Array2<f64> = rng.normal_array((80, 32)) * (2.0 / 80f64).sqrt();
+        let evoked = objects.dot(&mixing);
+        for t in MEG_WINDOW {
+            meg.index_axis_mut(Axis(0), t).zip_mut_with(&evoked, |m, e| *m += *e as f32);
+        }
+        let url = join_url(out, &format!("inputs/meg_p{p}.npy"));
+        store.put(&url, write_npy(&meg.view()).into()).await?;
     }
     for (name, bytes) in [
-        ("inputs/meg.npy", write_npy(&meg.view())),
         ("inputs/mask.nii.gz", write_nifti_f32(mask.view(), &AFFINE, true)),
         ("inputs/brain.npy", write_npy(&brain.view())),
         ("inputs/runs.npy", write_npy(&groups.view())),
@@ -159,8 +167,21 @@ compare = "spearman"
 rois = { edges_roi = "inputs/roi_edges.nii.gz", objects_roi = "inputs/roi_objects.nii.gz" }
 compare = ["spearman", "pearson"]
 
-[time_resolved]                  # MEG: one RDM per time point against every model
-data = "inputs/meg.npy"
+[time_resolved]                  # MEG: one RDM per time point against every model,
+[time_resolved.data]             #   for each participant's recording (outputs below p1/ ...)
+p1 = "inputs/meg_p1.npy"
+p2 = "inputs/meg_p2.npy"
+p3 = "inputs/meg_p3.npy"
+p4 = "inputs/meg_p4.npy"
+p5 = "inputs/meg_p5.npy"
+p6 = "inputs/meg_p6.npy"
+
+[group]                          # the objects time course across the six participants:
+maps = ["time_resolved/objects"] #   sign flips of Fisher z, TFCE over time
+fisher_z = true
+tail = "greater"
+tfce = true
+n = 1000                         # 2^6 = 64 patterns are fewer: all of them, exact p-values
 
 [permutation]                    # max-statistic FWE over each map
 n = N_PERMUTATIONS
@@ -356,15 +377,19 @@ pub async fn check(store: &Store, output: &str, study: &Demo) -> Result<(Vec<Str
             ),
         );
     }
-    // time-resolved: the objects model is significant only inside its window
-    let objects = MapDir::TimeResolved("objects");
-    let rho = read_vector(store, &join_url(output, &objects.npy(MapFile::Rho))).await?;
-    let p_fwe = read_vector(store, &join_url(output, &objects.npy(MapFile::PFwe))).await?;
-    let sig: Vec<usize> = (0..rho.len()).filter(|&t| p_fwe[t] < 0.05).collect();
+    // time-resolved, across the participants: the objects model is significant only inside
+    // its window
+    let group = |file: &str| {
+        join_url(output, &format!("{}/{file}", layout::group_test("time_resolved/objects")))
+    };
+    let p_tfce = read_vector(store, &group("p_tfce_fwe.npy")).await?;
+    let sig: Vec<usize> = (0..p_tfce.len()).filter(|&t| p_tfce[t] < 0.05).collect();
     let found = !sig.is_empty() && sig.iter().all(|t| MEG_WINDOW.contains(t));
     say(
         found,
-        format!("MEG        objects significant at time points {sig:?} (planted {MEG_WINDOW:?})"),
+        format!(
+            "MEG group  objects significant (TFCE, {MEG_PARTICIPANTS} participants) at time points {sig:?} (planted {MEG_WINDOW:?})"
+        ),
     );
     Ok((lines, all))
 }

@@ -71,6 +71,7 @@ pub async fn build_report(store: &Store, output: &str) -> Result<String> {
         subject_section(&mut doc, &reader, &spec, &summary, results, &prefix).await?;
     }
     job_level_section(&mut doc, &reader, &summary).await?;
+    group_section(&mut doc, &reader, &summary).await?;
     doc.heading(2, "Job file");
     doc.pre(&summary.job);
     Ok(doc.finish())
@@ -306,26 +307,33 @@ async fn job_level_section(
             })
             .collect();
         doc.table(&["model", "mean", "max", "peak", "FWE p < 0.05"], rows);
-        for (model, m) in &summary.time_resolved {
+        for (key, m) in &summary.time_resolved {
+            // `<recording>/<model>` for named recordings, whose outputs lie below `<recording>/`
+            let (root, model) = key.split_once('/').map_or(("", key.as_str()), |(r, m)| (r, m));
+            let at = |relative: String| match root {
+                "" => relative,
+                root => format!("{root}/{relative}"),
+            };
             let dir = MapDir::TimeResolved(model);
-            let Some(rho) = reader.vector(&dir.npy(MapFile::Rho)).await? else { continue };
-            let p_fwe = reader.vector(&dir.npy(MapFile::PFwe)).await?;
+            let Some(rho) = reader.vector(&at(dir.npy(MapFile::Rho))).await? else { continue };
+            let p_fwe = reader.vector(&at(dir.npy(MapFile::PFwe))).await?;
             let x: Vec<f64> = (0..rho.len()).map(|t| t as f64).collect();
             let params = LinePlotParams {
-                title: format!("{model}: {} over time", m.compare),
+                title: format!("{key}: {} over time", m.compare),
                 x_label: "time point".into(),
                 y_label: m.compare.clone(),
                 spans: p_fwe.as_deref().map(significant_spans).unwrap_or_default(),
                 spans_label: format!("FWE p < {ALPHA_FWE}"),
                 ..LinePlotParams::default()
             };
-            let canvas = figure::line_plot(&[Series { name: model.clone(), x, y: rho }], &params)?;
+            let canvas =
+                figure::line_plot(&[Series { name: model.to_string(), x, y: rho }], &params)?;
             doc.figure(
                 &canvas,
-                &format!("time course of {model}"),
+                &format!("time course of {key}"),
                 "Shaded: time points whose family-wise corrected p is below 0.05.",
             )?;
-            null_figure(doc, reader, &dir.npy(MapFile::NullMax), &m.rho, &m.compare).await?;
+            null_figure(doc, reader, &at(dir.npy(MapFile::NullMax)), &m.rho, &m.compare).await?;
         }
     }
     if let Some(ct) = &summary.cross_temporal {
@@ -370,6 +378,109 @@ async fn job_level_section(
             })
             .collect();
         doc.table(&["space", "node", "shape per image", "features", "compression"], rows);
+    }
+    Ok(())
+}
+
+/// `[group]`: per tested map a table row, the t map with its significant voxels outlined
+/// (TFCE's FWE p when computed, else max-T's), the cluster table and the null of max-T.
+async fn group_section(doc: &mut Document, reader: &Reader<'_>, summary: &Summary) -> Result<()> {
+    if summary.group.is_empty() {
+        return Ok(());
+    }
+    doc.heading(2, "Group tests");
+    doc.para(
+        "Sign-flip permutation tests of the subjects' maps (one-sample or paired t; Nichols & Holmes 2002), family-wise corrected over the group mask by the maximum t, by TFCE (Smith & Nichols 2009) and by cluster mass.",
+    );
+    let count =
+        |k: Option<usize>, n: usize| k.map_or_else(|| "-".into(), |k| format!("{k} of {n}"));
+    let rows = summary
+        .group
+        .iter()
+        .map(|(name, g)| {
+            let flips =
+                if g.exhaustive { format!("{} (all)", g.n_flips) } else { g.n_flips.to_string() };
+            vec![
+                name.clone(),
+                format!("{}, {}{}", g.test, g.tail, if g.fisher_z { ", Fisher z" } else { "" }),
+                g.n_subjects.to_string(),
+                flips,
+                format!("{} at {}", fmt(g.t.max), g.t.describe_peak()),
+                count(Some(g.significant_fwe_05), g.t.n_finite),
+                count(g.significant_tfce_fwe_05, g.t.n_finite),
+                g.clusters_fwe_05.map_or_else(|| "-".into(), |k| format!("{k} of {}", g.clusters)),
+            ]
+        })
+        .collect();
+    doc.table(
+        &[
+            "map",
+            "test",
+            "subjects",
+            "sign flips",
+            "max t (peak)",
+            "max-T FWE p < 0.05",
+            "TFCE FWE p < 0.05",
+            "clusters FWE p < 0.05",
+        ],
+        rows,
+    );
+    for (name, g) in &summary.group {
+        let dir = layout::group_test(name);
+        doc.heading(3, &format!("Group: {name}"));
+        if g.n_missing > 0 {
+            doc.warning(&format!(
+                "{} of {} voxels of the group mask lack a finite value in some subject and have no statistic.",
+                g.n_missing, g.n_voxels
+            ));
+        }
+        let which = if g.significant_tfce_fwe_05.is_some() { "p_tfce_fwe" } else { "p_fwe" };
+        let what = format!("group t of {name}");
+        if let Some(t) = reader.volume(&format!("{dir}/t.nii.gz")).await? {
+            let significant = reader
+                .volume(&format!("{dir}/{which}.nii.gz"))
+                .await?
+                .map(|p| p.mapv(|v| v.is_finite() && f64::from(v) < ALPHA_FWE));
+            volume_figures(doc, &t, significant.as_ref(), &what, "t")?;
+        } else if let Some(t) = reader.vector(&format!("{dir}/t.npy")).await? {
+            // a time course (time-resolved maps have no grid)
+            let p = reader.vector(&format!("{dir}/{which}.npy")).await?;
+            let params = LinePlotParams {
+                title: what.clone(),
+                x_label: "time point".into(),
+                y_label: "t".into(),
+                spans: p.as_deref().map(significant_spans).unwrap_or_default(),
+                spans_label: format!("FWE p < {ALPHA_FWE}"),
+                ..LinePlotParams::default()
+            };
+            let x: Vec<f64> = (0..t.len()).map(|i| i as f64).collect();
+            let canvas = figure::line_plot(&[Series { name: name.clone(), x, y: t }], &params)?;
+            let by = if which == "p_tfce_fwe" { "TFCE" } else { "max-T" };
+            doc.figure(
+                &canvas,
+                &format!("time course of {what}"),
+                &format!("Shaded: time points whose family-wise corrected p ({by}) is below 0.05."),
+            )?;
+        } else {
+            continue;
+        }
+        if let Some(csv) = reader.text(&format!("{dir}/clusters.csv")).await? {
+            let mut lines = csv.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+            let rows: Vec<Vec<String>> = lines
+                .take(10)
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .filter(|r: &Vec<String>| r.len() == header.len())
+                .collect();
+            if let Some(u) = g.cluster_threshold_t {
+                doc.para(&format!(
+                    "Clusters of |t| > {u:.3} ({} in all; the 10 largest by mass; peak in voxels and mm).",
+                    g.clusters
+                ));
+            }
+            doc.table(&header, rows);
+        }
+        null_figure(doc, reader, &format!("{dir}/null_max.npy"), &g.t, "t").await?;
     }
     Ok(())
 }

@@ -48,6 +48,52 @@ pub struct JobFile {
     /// Compression of extracted layers, per feature space name.
     #[serde(default)]
     pub compress: BTreeMap<String, CompressFile>,
+    /// Group-level inference: sign-flip tests of the subjects' maps.
+    pub group: Option<GroupFile>,
+}
+
+/// `[group]`: second-level tests of the subjects' maps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupFile {
+    /// The maps tested: an analysis (`"encoding"`, `"searchlight"`, `"best_score"`,
+    /// `"partition"`: each of its maps), or one map of it (`"encoding/conv5"`).
+    pub maps: Vec<String>,
+    /// `"one-sample"` (default) or `"paired"`.
+    pub test: Option<GroupTestFile>,
+    /// Paired test: the pairs of maps `[a, b]` whose difference `a - b` is tested.
+    pub pairs: Option<Vec<[String; 2]>>,
+    /// One-sample test: the value tested against (default 0).
+    pub value: Option<f64>,
+    /// Fisher's z transform of correlation maps before the test.
+    pub fisher_z: Option<bool>,
+    /// Sign flips (default 5000); all `2^subjects` when that is no more.
+    pub n: Option<u64>,
+    /// Seed; flip k is a pure function of (seed, k).
+    pub seed: Option<u64>,
+    /// `"two-sided"` (default), `"greater"` or `"less"`.
+    pub tail: Option<brainfit_kernels::group::Tail>,
+    /// Threshold-free cluster enhancement with FWE p.
+    pub tfce: Option<bool>,
+    /// Cluster-forming threshold in t units, for cluster mass and extent.
+    pub cluster_threshold: Option<f64>,
+    /// Cluster-forming threshold as an uncorrected p (converted to t).
+    pub cluster_p: Option<f64>,
+    /// Voxel connectivity of clusters and TFCE: 6, 18 or 26 (default).
+    pub connectivity: Option<u8>,
+    /// The group mask (NIfTI, on the subjects' grid); default: the subjects' masks'
+    /// intersection.
+    pub mask: Option<String>,
+}
+
+/// `[group] test`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupTestFile {
+    /// One-sample t against `value`.
+    OneSample,
+    /// Paired t of `pairs`.
+    Paired,
 }
 
 /// `[extract]`.
@@ -396,8 +442,9 @@ pub struct RemixFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeResolvedFile {
-    /// `[n_times, n_conditions, n_channels]` `.npy`.
-    pub data: String,
+    /// `[n_times, n_conditions, n_channels]` `.npy`, or named recordings (one per subject):
+    /// `{ s1 = "meg_s1.npy", ... }`.
+    pub data: TimeDataFile,
     /// RDM method.
     pub rdm: Option<RdmMethod>,
     /// Comparison method.
@@ -407,6 +454,16 @@ pub struct TimeResolvedFile {
     /// A second recording (`[n_times2, n_conditions, n_channels]`) for cross-temporal RSA
     /// between recordings.
     pub cross_data: Option<String>,
+}
+
+/// `[time_resolved] data`: one recording, or named recordings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TimeDataFile {
+    /// One `.npy`.
+    One(String),
+    /// Name -> `.npy`.
+    Recordings(BTreeMap<String, String>),
 }
 
 /// `[permutation]`.

@@ -454,10 +454,11 @@ async fn inspect_without_brain(
         Some(url) => rdm_conditions(store, &url).await?,
         None => match &spec.time_resolved {
             Some(t) => {
-                let (shape, _) = npy_shape(store, &t.data).await?;
-                *shape.get(1).ok_or_else(|| {
-                    input_err(&t.data, "expected [n_times, n_conditions, n_channels]")
-                })?
+                let url = &t.recordings[0].url;
+                let (shape, _) = npy_shape(store, url).await?;
+                *shape
+                    .get(1)
+                    .ok_or_else(|| input_err(url, "expected [n_times, n_conditions, n_channels]"))?
             }
             None => space_refs(store, subject, extracted)
                 .await?
@@ -695,8 +696,14 @@ pub async fn inspect(store: &Store, spec: &JobSpec) -> Result<Inventory> {
         check_rsa_inputs(store, spec, subject, &inv).await?;
         subjects.push(inv);
     }
-    warnings.dedup();
-    let inventory = Inventory { subjects, warnings, extraction };
+    let mut inventory = Inventory { subjects, warnings, extraction };
+    if spec.group.is_some() {
+        let (_, warnings) = crate::group::group_maps_and_warnings(spec, &inventory)
+            .map_err(|message| JobError::Invalid { file: spec.source_name.clone(), message })?;
+        inventory.warnings.extend(warnings);
+        inventory.warnings.extend(crate::group::check_grid(store, spec).await?);
+    }
+    inventory.warnings.dedup();
     let n_tasks = crate::plan::task_count(spec, &inventory);
     if n_tasks > crate::plan::MAX_TASKS {
         return Err(JobError::Invalid {
@@ -992,20 +999,34 @@ pub(crate) async fn check_rsa_inputs(
         check_rsa_models(store, spec, r, inv).await?;
     }
     if let Some(t) = &spec.time_resolved {
-        let (shape, _) = npy_shape(store, &t.data).await?;
-        if shape.len() != 3 {
-            return Err(input_err(
-                &t.data,
-                format!(
-                    "time-resolved data must be [n_times, n_conditions, n_channels], got {shape:?}"
-                ),
-            ));
-        }
-        if shape[1] != n {
-            return Err(input_err(
-                &t.data,
-                format!("has {} conditions, but the models have {n}", shape[1]),
-            ));
+        let mut n_times = None;
+        for r in &t.recordings {
+            let (shape, _) = npy_shape(store, &r.url).await?;
+            if shape.len() != 3 {
+                return Err(input_err(
+                    &r.url,
+                    format!(
+                        "time-resolved data must be [n_times, n_conditions, n_channels], got {shape:?}"
+                    ),
+                ));
+            }
+            if shape[1] != n {
+                return Err(input_err(
+                    &r.url,
+                    format!("has {} conditions, but the models have {n}", shape[1]),
+                ));
+            }
+            // a group test over the recordings compares them time point by time point
+            let first = *n_times.get_or_insert((shape[0], &r.url));
+            if crate::group::tests_time_resolved(spec) && shape[0] != first.0 {
+                return Err(input_err(
+                    &r.url,
+                    format!(
+                        "[group] tests the recordings time point by time point, but this one has {} time points and {} has {}",
+                        shape[0], first.1, first.0
+                    ),
+                ));
+            }
         }
         if let Some(url) = &t.cross_data {
             let (second, _) = npy_shape(store, url).await?;

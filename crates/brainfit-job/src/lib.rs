@@ -7,6 +7,7 @@
 
 pub mod extract;
 pub mod file;
+pub mod group;
 pub mod inputs;
 pub mod merge;
 pub mod outputs;

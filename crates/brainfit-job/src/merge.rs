@@ -64,7 +64,7 @@ pub fn map_stats(values: ArrayView1<'_, f64>) -> MapStats {
 /// [`map_stats`] plus the peak's location (voxel and world coordinates through the mask's
 /// affine, with a mask), `map_item_voxel` mapping a map index to its mask voxel (the
 /// identity for voxel maps, the centre for searchlight maps).
-fn map_stats_located(
+pub(crate) fn map_stats_located(
     values: ArrayView1<'_, f64>,
     mask: Option<&Mask>,
     map_item_voxel: impl Fn(usize) -> usize,
@@ -126,17 +126,25 @@ async fn put_nifti(
 /// The URLs of a map directory's files: `.npy` and NIfTI.
 struct MapUrls<'a> {
     spec: &'a JobSpec,
-    subject: Option<&'a SubjectSpec>,
+    /// The subject's or recording's folder (`None`: the output's root).
+    root: Option<&'a str>,
     dir: MapDir<'a>,
 }
 
 impl MapUrls<'_> {
+    fn url(&self, relative: &str) -> Result<String> {
+        match self.root {
+            Some(root) => self.spec.output_url(None, &format!("{root}/{relative}")),
+            None => self.spec.output_url(None, relative),
+        }
+    }
+
     fn npy(&self, file: MapFile) -> Result<String> {
-        self.spec.output_url(self.subject, &self.dir.npy(file))
+        self.url(&self.dir.npy(file))
     }
 
     fn nifti(&self, file: MapFile) -> Result<String> {
-        self.spec.output_url(self.subject, &self.dir.nifti(file))
+        self.url(&self.dir.nifti(file))
     }
 }
 
@@ -309,7 +317,7 @@ impl SubjectMerge<'_> {
             let maps = merge_blocks(&blocks, 1, inv.n_voxels, self.n_perms)?;
             let chosen = concat(&mine, "alpha", inv.n_voxels)?;
             let dir = MapDir::Encoding(&fit.name);
-            let urls = MapUrls { spec, subject: Some(subject), dir };
+            let urls = MapUrls { spec, root: subject.name.as_deref(), dir };
             let score = maps.value.row(0).to_owned();
             put_map(self.outputs, &urls, MapFile::Score, mask, &score).await?;
             let chosen_file = match model.hyperparameter() {
@@ -417,41 +425,18 @@ impl SubjectMerge<'_> {
         Ok(ceiling)
     }
 
-    /// Variance partitioning (Lescroart et al. 2015; de Heer et al. 2017): from the R² of
-    /// every union of the bands, the R² each subset of bands shares and no other band explains
-    /// — for a single band its unique R² — by inclusion–exclusion over the complements:
-    /// `P(S) = Σ_{W ⊆ S} (−1)^{|S|−|W|+1} R²(T ∖ W)`, `T` all bands, `R²(∅) = 0`. Writes one
-    /// map per subset below `encoding/partition/` and returns them (subset name, map). Estimates are not clipped: a negative one means the fits' R²
-    /// are not additive there (noise, or suppression between the bands).
+    /// Writes the variance partition ([`partition_maps`]): one map per subset below
+    /// `encoding/partition/`, returned as (subset name, map).
     async fn partition(
         &self,
         fits: &[(crate::spec::Fit, Array1<f64>)],
     ) -> Result<Vec<(String, Array1<f64>)>> {
-        let mut out = Vec::new();
-        let all = fits.last().expect("the union of the bands is fit last");
-        let bands = &all.0.spaces;
-        let score_of = |members: &[&String]| -> Array1<f64> {
-            let found = fits.iter().find(|(f, _)| {
-                f.spaces.len() == members.len() && f.spaces.iter().all(|s| members.contains(&s))
-            });
-            found.expect("every subset of the bands is fit").1.clone()
-        };
-        let members = |mask: u32| -> Vec<&String> {
-            (0..bands.len()).filter(|b| mask & (1 << b) != 0).map(|b| &bands[b]).collect()
-        };
-        let parts = partition_from_unions(bands.len(), |mask| score_of(&members(mask)));
-        for (subset, _) in fits {
-            let mask = subset
-                .spaces
-                .iter()
-                .map(|b| 1u32 << bands.iter().position(|x| x == b).expect("a band"))
-                .sum::<u32>();
-            let value = parts.iter().find(|(m, _)| *m == mask).expect("every subset").1.clone();
-            let rel = layout::partition(&subset.name);
+        let out = partition_maps(fits);
+        for (name, value) in &out {
+            let rel = layout::partition(name);
             let url = |ext: &str| self.spec.output_url(Some(self.subject), &format!("{rel}.{ext}"));
             put_npy(self.outputs, &url("npy")?, value.view()).await?;
-            put_nifti(self.outputs, &url("nii.gz")?, self.mask.as_ref(), &value).await?;
-            out.push((subset.name.clone(), value));
+            put_nifti(self.outputs, &url("nii.gz")?, self.mask.as_ref(), value).await?;
         }
         Ok(out)
     }
@@ -460,17 +445,7 @@ impl SubjectMerge<'_> {
     /// space has a finite score) and the winning score (Güçlü & van Gerven 2015).
     async fn best_space(&self, scores: &[(String, Array1<f64>)]) -> Result<BestSpaceSummary> {
         let (spec, subject, mask) = (self.spec, Some(self.subject), self.mask.as_ref());
-        let n = self.inv.n_voxels;
-        let mut label = Array1::<i64>::zeros(n);
-        let mut best = Array1::from_elem(n, f64::NAN);
-        for (l, (_, score)) in scores.iter().enumerate() {
-            for v in 0..n {
-                // strictly greater: a tie goes to the space listed first
-                if score[v].is_finite() && (best[v].is_nan() || score[v] > best[v]) {
-                    (label[v], best[v]) = (l as i64 + 1, score[v]);
-                }
-            }
-        }
+        let (label, best) = best_space_maps(scores, self.inv.n_voxels);
         let url = |stem: &str, ext: &str| spec.output_url(subject, &format!("{stem}.{ext}"));
         let outputs = self.outputs;
         outputs.put(&url(layout::BEST_SPACE, "npy")?, write_npy(&label.view()).into()).await?;
@@ -581,8 +556,11 @@ impl SubjectMerge<'_> {
                 .collect::<Result<Vec<_>>>()?;
             let maps = merge_blocks(&blocks, 1, n_units, self.n_perms)?;
             let alpha = concat(&mine, "alpha", n_units)?;
-            let urls =
-                MapUrls { spec, subject: Some(subject), dir: MapDir::Decoding(&source, &space) };
+            let urls = MapUrls {
+                spec,
+                root: subject.name.as_deref(),
+                dir: MapDir::Decoding(&source, &space),
+            };
             let score = maps.value.row(0).to_owned();
             put_npy(self.outputs, &urls.npy(MapFile::Score)?, score.view()).await?;
             put_npy(self.outputs, &urls.npy(MapFile::Alpha)?, alpha.view()).await?;
@@ -738,7 +716,8 @@ impl SubjectMerge<'_> {
         let centres = Array1::from(centres);
         let mut summary = BTreeMap::new();
         for (m, name) in models.iter().enumerate() {
-            let urls = MapUrls { spec, subject: Some(subject), dir: MapDir::Searchlight(name) };
+            let urls =
+                MapUrls { spec, root: subject.name.as_deref(), dir: MapDir::Searchlight(name) };
             let on_mask = |row: ArrayView1<'_, f64>| {
                 let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
                 centres.iter().zip(row).for_each(|(&c, &v)| full[c as usize] = v);
@@ -921,8 +900,8 @@ impl SubjectMerge<'_> {
     }
 }
 
-/// Time-resolved RSA (once per job, at the output root): per model, the comparison per time
-/// point.
+/// Time-resolved RSA (once per job and recording: at the output root for the job's only
+/// recording, below `<name>/` for named ones): per model, the comparison per time point.
 async fn merge_time_resolved(
     outputs: &StagedOutputs<'_>,
     spec: &JobSpec,
@@ -933,38 +912,46 @@ async fn merge_time_resolved(
     let n_perms = spec.permutation.map(|p| p.n);
     let models = rsa_map_names(spec, &inventory.subjects[0]);
     let item_maps = item_maps(spec, &inventory.subjects[0], "time_resolved");
-    let mut blocks = Vec::new();
-    let mut n_times = 0;
-    for (task, p) in done {
-        if let Task::TimeResolved { perms } = task {
-            let block = MapBlock::read(p)?;
-            n_times = block.value.ncols();
-            if perms[0] == 0 {
-                let mut items = vec![Vec::new(); item_maps.len()];
-                gather_items(p, &item_maps, n_times, &mut items)?;
-                for ((rel, _, _), values) in item_maps.iter().zip(items) {
-                    let url = spec.output_url(None, &format!("{rel}.npy"))?;
-                    put_npy(outputs, &url, ArrayView1::from(&values)).await?;
-                }
-            }
-            blocks.push(([0, n_times], *perms, block));
-        }
-    }
-    let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
     let mut summary = TimeResolvedMerged::default();
-    for (m, name) in models.iter().enumerate() {
-        let urls = MapUrls { spec, subject: None, dir: MapDir::TimeResolved(name) };
-        put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
-        put_null_npys(outputs, &urls, &maps, m).await?;
-        summary.models.insert(
-            name.clone(),
-            MapSummary {
-                compare: t.compare.as_str().into(),
-                rdm: t.rdm.as_str().into(),
-                rho: map_stats(maps.value.row(m)),
-                significant_fwe_05: significant(&maps, m),
-            },
-        );
+    for (r, recording) in t.recordings.iter().enumerate() {
+        let root = recording.name.as_deref();
+        let mut blocks = Vec::new();
+        let mut n_times = 0;
+        for (task, p) in done {
+            if let Task::TimeResolved { recording, perms } = task
+                && *recording == r
+            {
+                let block = MapBlock::read(p)?;
+                n_times = block.value.ncols();
+                if perms[0] == 0 {
+                    let mut items = vec![Vec::new(); item_maps.len()];
+                    gather_items(p, &item_maps, n_times, &mut items)?;
+                    for ((rel, _, _), values) in item_maps.iter().zip(items) {
+                        let rel = format!("{rel}.npy");
+                        let url = spec.output_url(None, &t.recordings[r].output_path(&rel))?;
+                        put_npy(outputs, &url, ArrayView1::from(&values)).await?;
+                    }
+                }
+                blocks.push(([0, n_times], *perms, block));
+            }
+        }
+        let maps = merge_blocks(&blocks, models.len(), n_times, n_perms)?;
+        for (m, name) in models.iter().enumerate() {
+            let urls = MapUrls { spec, root, dir: MapDir::TimeResolved(name) };
+            put_npy(outputs, &urls.npy(MapFile::Rho)?, maps.value.row(m)).await?;
+            put_null_npys(outputs, &urls, &maps, m).await?;
+            // keyed by model, or by `<recording>/<model>` for named recordings
+            let key = root.map_or_else(|| name.clone(), |root| format!("{root}/{name}"));
+            summary.models.insert(
+                key,
+                MapSummary {
+                    compare: t.compare.as_str().into(),
+                    rdm: t.rdm.as_str().into(),
+                    rho: map_stats(maps.value.row(m)),
+                    significant_fwe_05: significant(&maps, m),
+                },
+            );
+        }
     }
     if t.cross_temporal {
         summary.cross_temporal = Some(merge_cross_temporal(outputs, spec, t, done).await?);
@@ -1138,7 +1125,7 @@ async fn merge_cross_temporal(
     let mut blocks = Vec::new();
     let mut shape = (0, 0);
     for (task, p) in done {
-        if let Task::TimeResolved { perms } = task {
+        if let Task::TimeResolved { perms, .. } = task {
             let block = MapBlock::read_as(p, CROSS_TEMPORAL_PREFIX)?;
             let (_, dims) = p.get(&format!("{CROSS_TEMPORAL_PREFIX}shape"))?;
             shape = (dims[0] as usize, dims[1] as usize);
@@ -1146,7 +1133,7 @@ async fn merge_cross_temporal(
         }
     }
     let maps = merge_blocks(&blocks, 1, shape.0 * shape.1, n_perms)?;
-    let urls = MapUrls { spec, subject: None, dir: MapDir::CrossTemporal };
+    let urls = MapUrls { spec, root: None, dir: MapDir::CrossTemporal };
     let matrix = |row: ArrayView1<'_, f64>| -> Result<bytes::Bytes> {
         let m = row.to_owned().into_shape_with_order(shape).map_err(|e| {
             JobError::Corrupt(format!("cross-temporal matrix of {} values: {e}", row.len()))
@@ -1228,7 +1215,8 @@ pub async fn write_outputs(
                     Analysis::Searchlight
                     | Analysis::RoiRsa
                     | Analysis::TimeResolved
-                    | Analysis::Extraction,
+                    | Analysis::Extraction
+                    | Analysis::Group,
                     _,
                     _,
                 ) => {
@@ -1267,12 +1255,67 @@ pub async fn write_outputs(
         rsa_group,
         cross_temporal: time_resolved_summary.cross_temporal,
         extraction: merge_extraction(outputs, spec, inventory).await?,
+        group: crate::group::write_outputs(outputs, spec, &done).await?,
         warnings,
         workers: info.workers,
     };
     let text = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     outputs.put(&spec.output_url(None, SUMMARY)?, text.into()).await?;
     Ok(summary)
+}
+
+/// Variance partitioning (Lescroart et al. 2015; de Heer et al. 2017): from the R² of every
+/// union of the bands (`fits`, the union of all bands last), the R² each subset of bands
+/// shares and no other band explains — for a single band its unique R² — by
+/// inclusion–exclusion over the complements: `P(S) = Σ_{W ⊆ S} (−1)^{|S|−|W|+1} R²(T ∖ W)`,
+/// `T` all bands, `R²(∅) = 0`. Returns (subset name, map) in `fits`' order. Estimates are not
+/// clipped: a negative one means the fits' R² are not additive there (noise, or suppression
+/// between the bands).
+pub(crate) fn partition_maps(
+    fits: &[(crate::spec::Fit, Array1<f64>)],
+) -> Vec<(String, Array1<f64>)> {
+    let all = fits.last().expect("the union of the bands is fit last");
+    let bands = &all.0.spaces;
+    let score_of = |members: &[&String]| -> Array1<f64> {
+        let found = fits.iter().find(|(f, _)| {
+            f.spaces.len() == members.len() && f.spaces.iter().all(|s| members.contains(&s))
+        });
+        found.expect("every subset of the bands is fit").1.clone()
+    };
+    let members = |mask: u32| -> Vec<&String> {
+        (0..bands.len()).filter(|b| mask & (1 << b) != 0).map(|b| &bands[b]).collect()
+    };
+    let parts = partition_from_unions(bands.len(), |mask| score_of(&members(mask)));
+    fits.iter()
+        .map(|(subset, _)| {
+            let mask = subset
+                .spaces
+                .iter()
+                .map(|b| 1u32 << bands.iter().position(|x| x == b).expect("a band"))
+                .sum::<u32>();
+            let value = parts.iter().find(|(m, _)| *m == mask).expect("every subset").1.clone();
+            (subset.name.clone(), value)
+        })
+        .collect()
+}
+
+/// Each voxel's best feature space among `scores` (its label, 1-based in `scores`' order; 0
+/// where no space has a finite score) and the winning score (Güçlü & van Gerven 2015).
+pub(crate) fn best_space_maps(
+    scores: &[(String, Array1<f64>)],
+    n_voxels: usize,
+) -> (Array1<i64>, Array1<f64>) {
+    let mut label = Array1::<i64>::zeros(n_voxels);
+    let mut best = Array1::from_elem(n_voxels, f64::NAN);
+    for (l, (_, score)) in scores.iter().enumerate() {
+        for v in 0..n_voxels {
+            // strictly greater: a tie goes to the space listed first
+            if score[v].is_finite() && (best[v].is_nan() || score[v] > best[v]) {
+                (label[v], best[v]) = (l as i64 + 1, score[v]);
+            }
+        }
+    }
+    (label, best)
 }
 
 fn csv_err(e: csv::Error) -> JobError {

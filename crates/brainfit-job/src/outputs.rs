@@ -24,6 +24,19 @@ pub use layout::SUMMARY;
 pub mod layout {
     /// The completion marker, at the root of `output`.
     pub const SUMMARY: &str = "summary.json";
+    /// What the output's root holds besides the subjects' folders: no subject may take
+    /// these names.
+    pub const ROOT_NAMES: [&str; 9] = [
+        SUMMARY,
+        "report.html",
+        ".brainfit",
+        "rsa",
+        "time_resolved",
+        "cross_temporal",
+        "features",
+        "compress",
+        "group",
+    ];
     /// ROI RSA: every comparison, one row each.
     pub const RSA_COMPARE: &str = "rsa/compare.csv";
     /// The lock object of the output directory.
@@ -59,6 +72,16 @@ pub mod layout {
         "best_space_labels.csv",
         "profile.csv",
     ];
+
+    /// `[group]` (at the output's root): the group mask, the voxels every group `.npy` map
+    /// lists, in order.
+    pub const GROUP_MASK: &str = "group/mask.nii.gz";
+
+    /// `[group]`: the directory of the test with key `key` (`<analysis>/<map>`, or
+    /// `best_score`), as `summary.json` keys it.
+    pub fn group_test(key: &str) -> String {
+        format!("group/{key}")
+    }
 
     /// ROI RSA over several subjects (at the output's root): per ROI, model and method, the
     /// subjects' mean comparison and the ROI's noise ceiling.

@@ -60,8 +60,11 @@ pub enum Task {
         /// Candidate centre range `[start, end)` in mask order.
         voxels: [usize; 2],
     },
-    /// Time-resolved RSA for permutations `[start, end)` (the observed values too).
+    /// Time-resolved RSA of one recording for permutations `[start, end)` (the observed
+    /// values too).
     TimeResolved {
+        /// The recording's index in `[time_resolved] data`.
+        recording: usize,
         /// Permutation range.
         perms: [usize; 2],
     },
@@ -79,6 +82,19 @@ pub enum Task {
     Assemble {
         /// The layer's feature space name.
         layer: String,
+    },
+    /// `[group]`: every subject's values of one tested map, gathered from their parts onto
+    /// the group mask ([`crate::group::GroupData`]).
+    GroupData {
+        /// The tested map.
+        map: crate::group::GroupMap,
+    },
+    /// `[group]`: sign flips `[start, end)` of one tested map's test.
+    Group {
+        /// The tested map.
+        map: crate::group::GroupMap,
+        /// Flip range.
+        flips: [u64; 2],
     },
 }
 
@@ -102,8 +118,8 @@ impl Task {
             Task::Decoding { subject, source, space, units } => {
                 format!("s{subject:03}-decoding-{source}-{space}-u{:08}-{:08}", units[0], units[1])
             }
-            Task::TimeResolved { perms } => {
-                format!("time-resolved-p{:08}-{:08}", perms[0], perms[1])
+            Task::TimeResolved { recording, perms } => {
+                format!("time-resolved-r{recording:03}-p{:08}-{:08}", perms[0], perms[1])
             }
             Task::Extract { reference, images } => format!(
                 "extract-{}-i{:08}-{:08}",
@@ -112,16 +128,23 @@ impl Task {
                 images[1]
             ),
             Task::Assemble { layer } => format!("assemble-{layer}"),
+            Task::GroupData { map } => format!("{}-data", group_key(map)),
+            Task::Group { map, flips } => {
+                format!("{}-f{:08}-{:08}", group_key(map), flips[0], flips[1])
+            }
         }
     }
 
     /// The task's stage: extraction (0), then the extracted layers' assembly (1), then the
-    /// analyses (2), which read the assembled feature spaces. A stage starts only when every
-    /// task of the earlier stages is done.
+    /// analyses (2), which read the assembled feature spaces; then the group tests' data (3),
+    /// gathered from the analyses' parts, and their sign flips (4). A stage starts only when
+    /// every task of the earlier stages is done.
     pub fn stage(&self) -> u32 {
         match self {
             Task::Extract { .. } => 0,
             Task::Assemble { .. } => 1,
+            Task::GroupData { .. } => 3,
+            Task::Group { .. } => 4,
             _ => 2,
         }
     }
@@ -137,8 +160,11 @@ impl Task {
             Task::Rsa { subject: s, perms } => {
                 format!("{}ROI RSA (permutations {}..{})", subject(*s), perms[0], perms[1])
             }
-            Task::TimeResolved { perms } => {
-                format!("time-resolved RSA (permutations {}..{})", perms[0], perms[1])
+            Task::TimeResolved { recording, perms } => {
+                let t = spec.time_resolved.as_ref().and_then(|t| t.recordings.get(*recording));
+                let name =
+                    t.and_then(|r| r.name.as_ref()).map(|n| format!("{n}: ")).unwrap_or_default();
+                format!("{name}time-resolved RSA (permutations {}..{})", perms[0], perms[1])
             }
             Task::DecodingSearchlight { subject: s, space, voxels } => format!(
                 "{}decoding {space} searchlight centres {}..{}",
@@ -166,6 +192,10 @@ impl Task {
                 images[0],
                 images[1]
             ),
+            Task::GroupData { map } => format!("group test {}: the subjects' maps", map.dir()),
+            Task::Group { map, flips } => {
+                format!("group test {} (sign flips {}..{})", map.dir(), flips[0], flips[1])
+            }
             Task::Assemble { layer } => {
                 match spec.extract.as_ref().and_then(|e| e.compress.get(layer)) {
                     Some(crate::extract::CompressSpec::Pca { model: None, .. }) => {
@@ -177,6 +207,12 @@ impl Task {
             }
         }
     }
+}
+
+/// A group test's task key prefix: `group-<source>-<name>[-vs-<b>]` (names are
+/// file-name-safe; `source` has no `-`).
+fn group_key(map: &crate::group::GroupMap) -> String {
+    format!("group-{}", map.key().replacen('/', "-", 1))
 }
 
 fn ranges(n: usize, size: usize) -> impl Iterator<Item = [usize; 2]> {
@@ -204,18 +240,21 @@ pub enum Analysis {
     TimeResolved,
     /// `[extract]`, once per job, before everything else.
     Extraction,
+    /// `[group]`, once per job, after everything else.
+    Group,
 }
 
 impl Analysis {
     /// Every analysis, in plan order: per subject searchlight, ROI RSA, encoding, decoding;
     /// then the job-wide ones.
-    pub const ALL: [Analysis; 6] = [
+    pub const ALL: [Analysis; 7] = [
         Analysis::Extraction,
         Analysis::Searchlight,
         Analysis::RoiRsa,
         Analysis::Encoding,
         Analysis::Decoding,
         Analysis::TimeResolved,
+        Analysis::Group,
     ];
 
     /// Whether `spec` asks for this analysis.
@@ -229,12 +268,13 @@ impl Analysis {
             Analysis::Decoding => spec.decoding.is_some(),
             Analysis::TimeResolved => spec.time_resolved.is_some(),
             Analysis::Extraction => spec.extract.is_some(),
+            Analysis::Group => spec.group.is_some(),
         }
     }
 
     /// Whether it runs once per subject (else once per job).
     pub fn per_subject(self) -> bool {
-        !matches!(self, Analysis::TimeResolved | Analysis::Extraction)
+        !matches!(self, Analysis::TimeResolved | Analysis::Extraction | Analysis::Group)
     }
 
     /// Its tasks for subject `si` (per-subject analyses; `si` is ignored by job-wide ones),
@@ -281,7 +321,14 @@ impl Analysis {
                 tasks
             }
             Analysis::TimeResolved => {
-                perm_ranges(spec).into_iter().map(|perms| Task::TimeResolved { perms }).collect()
+                let recordings = spec.time_resolved.as_ref().map_or(0, |t| t.recordings.len());
+                (0..recordings)
+                    .flat_map(|recording| {
+                        perm_ranges(spec)
+                            .into_iter()
+                            .map(move |perms| Task::TimeResolved { recording, perms })
+                    })
+                    .collect()
             }
             Analysis::Extraction => {
                 let Some(x) = &inventory.extraction else { return Vec::new() };
@@ -297,6 +344,21 @@ impl Analysis {
                 tasks.extend(x.layers.iter().map(|l| Task::Assemble { layer: l.name.clone() }));
                 tasks
             }
+            Analysis::Group => {
+                // checked by inputs::inspect before any plan is made
+                let maps = crate::group::group_maps(spec, inventory).unwrap_or_default();
+                let per_task = spec.execution.permutations_per_task as u64;
+                let mut tasks: Vec<Task> =
+                    maps.iter().map(|map| Task::GroupData { map: map.clone() }).collect();
+                for map in &maps {
+                    let flips = crate::group::n_flips(spec, map);
+                    tasks.extend((0..flips).step_by(per_task as usize).map(|k| Task::Group {
+                        map: map.clone(),
+                        flips: [k, (k + per_task).min(flips)],
+                    }));
+                }
+                tasks
+            }
         }
     }
 
@@ -307,7 +369,10 @@ impl Analysis {
         let perm_tasks = spec.permutation.map_or(1, |p| chunks(p.n, ex.permutations_per_task));
         match self {
             Analysis::Searchlight => chunks(inventory.subjects[si].n_voxels, ex.centres_per_task),
-            Analysis::RoiRsa | Analysis::TimeResolved => perm_tasks,
+            Analysis::RoiRsa => perm_tasks,
+            Analysis::TimeResolved => {
+                perm_tasks * spec.time_resolved.as_ref().map_or(0, |t| t.recordings.len())
+            }
             Analysis::Extraction => inventory.extraction.as_ref().map_or(0, |x| {
                 chunks(x.stimuli.len(), x.images_per_task)
                     + x.reference.as_ref().map_or(0, |r| chunks(r.len(), x.images_per_task))
@@ -316,6 +381,17 @@ impl Analysis {
             Analysis::Encoding => {
                 let inv = &inventory.subjects[si];
                 encoding_fits(spec, inv).len() * chunks(inv.n_voxels, ex.voxels_per_task)
+            }
+            Analysis::Group => {
+                let maps = crate::group::group_maps(spec, inventory).unwrap_or_default();
+                maps.iter()
+                    .map(|m| {
+                        1 + chunks(
+                            crate::group::n_flips(spec, m) as usize,
+                            ex.permutations_per_task,
+                        )
+                    })
+                    .sum()
             }
             Analysis::Decoding => {
                 let inv = &inventory.subjects[si];
@@ -341,6 +417,7 @@ impl Task {
             Task::Decoding { .. } | Task::DecodingSearchlight { .. } => Analysis::Decoding,
             Task::TimeResolved { .. } => Analysis::TimeResolved,
             Task::Extract { .. } | Task::Assemble { .. } => Analysis::Extraction,
+            Task::GroupData { .. } | Task::Group { .. } => Analysis::Group,
         }
     }
 }
@@ -556,8 +633,8 @@ permutations_per_task = 3
         let mut want = per_subject(0);
         want.extend(per_subject(1));
         want.extend([
-            "time-resolved-p00000000-00000003".into(),
-            "time-resolved-p00000003-00000005".into(),
+            "time-resolved-r000-p00000000-00000003".into(),
+            "time-resolved-r000-p00000003-00000005".into(),
         ]);
         assert_eq!(keys, want);
         assert!(tasks.iter().all(|t| t.analysis().requested(&spec)));

@@ -46,6 +46,8 @@ pub struct JobSpec {
     /// Feature extraction from the stimulus images, if requested: its layers are feature
     /// spaces of every subject.
     pub extract: Option<crate::extract::ExtractSpec>,
+    /// Group-level inference over the subjects' maps, if requested.
+    pub group: Option<crate::group::GroupSpec>,
     /// The job file's text, echoed into `summary.json` and shipped to workers.
     pub source: String,
     /// Where the job file was read from (for messages).
@@ -362,8 +364,10 @@ impl RsaSpec {
 /// Checked `[time_resolved]`.
 #[derive(Debug, Clone)]
 pub struct TimeResolvedSpec {
-    /// `[n_times, n_conditions, n_channels]` URL.
-    pub data: String,
+    /// The recordings, each `[n_times, n_conditions, n_channels]`: one unnamed (outputs at
+    /// `time_resolved/`), or several named ones (outputs at `<name>/time_resolved/`, e.g. one
+    /// per subject, which `[group]` can test across).
+    pub recordings: Vec<Recording>,
     /// RDM method.
     pub rdm: RdmMethod,
     /// Comparison method.
@@ -372,6 +376,25 @@ pub struct TimeResolvedSpec {
     pub cross_temporal: bool,
     /// The second recording of cross-temporal RSA between recordings.
     pub cross_data: Option<String>,
+}
+
+/// One time-resolved recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    /// Its name (`None`: the job's only recording).
+    pub name: Option<String>,
+    /// `[n_times, n_conditions, n_channels]` URL.
+    pub url: String,
+}
+
+impl Recording {
+    /// `relative` below this recording's output directory.
+    pub fn output_path(&self, relative: &str) -> String {
+        match &self.name {
+            Some(n) => format!("{n}/{relative}"),
+            None => relative.to_string(),
+        }
+    }
 }
 
 /// How labels are permuted (the kernels' [`Scheme`] without the group labels, which come
@@ -597,6 +620,13 @@ fn parse_subjects(file: &JobFile, resolve: &impl Fn(&str) -> String) -> Checked<
         (None, Some(list)) if !list.is_empty() => {
             for s in list {
                 check_name("[[subjects]] name", &s.name)?;
+                if crate::outputs::layout::ROOT_NAMES.contains(&s.name.as_str()) {
+                    return Err(format!(
+                        "subject {:?}: the name is taken by the output's own files and folders ({})",
+                        s.name,
+                        crate::outputs::layout::ROOT_NAMES.join(", ")
+                    ));
+                }
                 if subjects.iter().any(|x: &SubjectSpec| x.name.as_deref() == Some(&s.name)) {
                     return Err(format!("subject {:?} is listed twice", s.name));
                 }
@@ -1094,8 +1124,31 @@ fn parse_time_resolved(
     if t.cross_temporal == Some(false) && t.cross_data.is_some() {
         return Err("[time_resolved] cross_data is the second recording of cross-temporal RSA: it needs cross_temporal = true (or leave cross_temporal out)".into());
     }
+    let recordings = match &t.data {
+        crate::file::TimeDataFile::One(url) => vec![Recording { name: None, url: resolve(url) }],
+        crate::file::TimeDataFile::Recordings(named) => {
+            if named.is_empty() {
+                return Err("[time_resolved] data lists no recording".into());
+            }
+            let mut out = Vec::new();
+            for (name, url) in named {
+                check_name("[time_resolved] data recording", name)?;
+                if crate::outputs::layout::ROOT_NAMES.contains(&name.as_str()) {
+                    return Err(format!(
+                        "[time_resolved] data: recording {name:?} would write its outputs among the output's own files and folders ({})",
+                        crate::outputs::layout::ROOT_NAMES.join(", ")
+                    ));
+                }
+                out.push(Recording { name: Some(name.clone()), url: resolve(url) });
+            }
+            out
+        }
+    };
+    if recordings.len() > 1 && (t.cross_temporal == Some(true) || t.cross_data.is_some()) {
+        return Err("[time_resolved] cross_temporal takes one recording (data = \"<file>.npy\"), not several".into());
+    }
     Ok(TimeResolvedSpec {
-        data: resolve(&t.data),
+        recordings,
         rdm,
         compare: t.compare.unwrap_or(CompareMethod::Spearman),
         cross_temporal: t.cross_temporal.unwrap_or(false) || t.cross_data.is_some(),
@@ -1175,6 +1228,8 @@ impl JobSpec {
         let permutation =
             section(&file.permutation, |p| parse_permutation(p, &subjects)).map_err(invalid)?;
         let execution = parse_execution(file.execution.as_ref()).map_err(invalid)?;
+        let group = section(&file.group, |g| crate::group::parse_group(g, &subjects, &resolve))
+            .map_err(invalid)?;
 
         let roi_rsa = rsa.as_ref().is_some_and(|r| !r.brain_rdms.is_empty() || !r.rois.is_empty());
         if encoding.is_none()
@@ -1205,6 +1260,7 @@ impl JobSpec {
             permutation,
             execution,
             extract,
+            group,
             source: text.to_string(),
             source_name: name.to_string(),
         })
@@ -1214,7 +1270,7 @@ impl JobSpec {
     /// are allowed but make permutation inference approximate or invalid on some data.
     /// `brainfit validate` prints them and `summary.json` records them.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = crate::group::warnings(self);
         let Some(p) = &self.permutation else { return out };
         if p.scheme == PermutationScheme::Free && self.subjects.iter().any(|s| s.groups.is_some()) {
             out.push("[permutation] scheme = \"free\" with free_across_groups: the runs are ignored, so p-values are valid only if rows are exchangeable across runs (no run offsets, scales, drifts or per-run preprocessing that differ between runs)".into());
@@ -1271,8 +1327,11 @@ impl JobSpec {
             urls.extend(r.remix.values().flat_map(|m| [m.train.as_str(), m.labels.as_str()]));
         }
         if let Some(t) = &self.time_resolved {
-            urls.push(&t.data);
+            urls.extend(t.recordings.iter().map(|r| r.url.as_str()));
             urls.extend(t.cross_data.as_deref());
+        }
+        if let Some(g) = &self.group {
+            urls.extend(g.mask.as_deref());
         }
         if let Some(e) = &self.extract {
             urls.extend(e.urls());

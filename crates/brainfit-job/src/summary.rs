@@ -39,10 +39,56 @@ pub struct Summary {
     /// `[extract]`: the images and the layers written as feature spaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extraction: Option<ExtractionSummary>,
+    /// `[group]`: per tested map (its directory below `group/`), the group test.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, GroupSummary>,
     /// Warnings for people (grid edges, few distinct permutations, stale outputs, ...).
     pub warnings: Vec<String>,
     /// Workers that computed tasks.
     pub workers: usize,
+}
+
+/// One `[group]` test in `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    /// The analysis the subjects' maps come from.
+    pub source: String,
+    /// The map's name in it.
+    pub name: String,
+    /// Paired test: the map subtracted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minus: Option<String>,
+    /// The test, for people.
+    pub test: String,
+    /// `two-sided`, `greater` or `less`.
+    pub tail: String,
+    /// Whether Fisher's z was taken of the subjects' values.
+    pub fisher_z: bool,
+    /// Subjects.
+    pub n_subjects: usize,
+    /// Sign flips run (the identity among them).
+    pub n_flips: u64,
+    /// Whether they were every pattern (exact p-values).
+    pub exhaustive: bool,
+    /// Voxels of the group mask.
+    pub n_voxels: usize,
+    /// Of them, voxels without a finite value in some subject (no statistic).
+    pub n_missing: usize,
+    /// The t map.
+    pub t: MapStats,
+    /// Voxels with max-T `p_fwe < 0.05`.
+    pub significant_fwe_05: usize,
+    /// Voxels with TFCE `p_fwe < 0.05` (with TFCE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub significant_tfce_fwe_05: Option<usize>,
+    /// The cluster-forming threshold in t units (with cluster statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_threshold_t: Option<f64>,
+    /// Clusters above the threshold.
+    pub clusters: usize,
+    /// Of them, clusters whose mass has `p_fwe < 0.05`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters_fwe_05: Option<usize>,
 }
 
 /// `[extract]` in `summary.json`.

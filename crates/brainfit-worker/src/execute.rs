@@ -253,6 +253,8 @@ pub struct Executor {
     pub(crate) spheres: Cache<brainfit_kernels::searchlight::Neighbourhoods>,
     /// `[extract]`: the network, built once per job and process.
     pub(crate) networks: Cache<brainfit_extract::Network>,
+    /// `[group]`: each tested map's test, set up once per job and process.
+    pub(crate) group_tests: Cache<brainfit_job::group::Prepared>,
     /// A searchlight reads a `.npy` brain matrix whole (once per process) up to this many
     /// bytes, and above it only the slabs each task's spheres reach.
     whole_brain_bytes: u64,
@@ -328,10 +330,10 @@ thread_local! {
 }
 
 /// Marks the task this thread computes for [`checkpoint`], until dropped.
-struct CurrentTask;
+pub(crate) struct CurrentTask;
 
 impl CurrentTask {
-    fn enter(abandon: &Abandon) -> CurrentTask {
+    pub(crate) fn enter(abandon: &Abandon) -> CurrentTask {
         CURRENT.with(|c| *c.borrow_mut() = Some(abandon.clone()));
         CurrentTask
     }
@@ -377,6 +379,7 @@ impl Executor {
             models: Cache::with_capacity(4),
             spheres: Cache::with_capacity(2),
             networks: Cache::with_capacity(1),
+            group_tests: Cache::with_capacity(2),
             whole_brain_bytes: whole_brain_bytes(),
         }
     }
@@ -399,9 +402,16 @@ impl Executor {
         task: usize,
         abandon: Abandon,
     ) -> Result<Part> {
-        if matches!(job.tasks[task], Task::Extract { .. } | Task::Assemble { .. }) {
+        match job.tasks[task] {
             // reads and computation interleave (streamed PCA): their own path
-            return crate::extract::execute(self, job, task, abandon).await;
+            Task::Extract { .. } | Task::Assemble { .. } => {
+                return crate::extract::execute(self, job, task, abandon).await;
+            }
+            // they read other tasks' parts: their own path
+            Task::GroupData { .. } | Task::Group { .. } => {
+                return crate::group::execute(self, job, task, abandon).await;
+            }
+            _ => {}
         }
         let started = std::time::Instant::now();
         let (loaded, reads) = brainfit_io::counting_reads(self.load(&job, task)).await;
@@ -588,17 +598,21 @@ impl Executor {
                 let x = inputs::load_space(&self.store, &space, inv.f64_data).await?;
                 loaded.spaces.push(with_precision(x, inv.f64_data));
             }
-            Task::Extract { .. } | Task::Assemble { .. } => {}
-            Task::TimeResolved { .. } => {
+            Task::Extract { .. }
+            | Task::Assemble { .. }
+            | Task::GroupData { .. }
+            | Task::Group { .. } => {}
+            Task::TimeResolved { recording, .. } => {
                 let t = job.spec.time_resolved.as_ref().expect("time-resolved tasks need it");
-                // every task needs all of the data (tasks split the permutations): once per
-                // process
-                let key = job.id.clone();
+                let url = &t.recordings[*recording].url;
+                // every task needs all of the recording (tasks split the permutations): once
+                // per process
+                let key = format!("{}/r{recording}", job.id);
                 let store = &self.store;
                 loaded.time_data = Some(
                     self.time_data
                         .get_or_load(key, async {
-                            Ok(inputs::load_time_resolved(store, &t.data).await?)
+                            Ok(inputs::load_time_resolved(store, url).await?)
                         })
                         .await?,
                 );
@@ -638,7 +652,7 @@ impl Executor {
                 self.searchlight(job, *subject, *voxels, loaded)
             }
             Task::Rsa { subject, perms } => self.roi_rsa(job, *subject, *perms, loaded),
-            Task::TimeResolved { perms } => self.time_resolved(job, *perms, loaded),
+            Task::TimeResolved { perms, .. } => self.time_resolved(job, *perms, loaded),
             Task::Decoding { subject, source, units, .. } => {
                 self.decoding(job, *subject, source, *units, loaded)
             }
@@ -647,6 +661,9 @@ impl Executor {
             }
             Task::Extract { .. } | Task::Assemble { .. } => {
                 unreachable!("extraction tasks run in crate::extract, not from loaded inputs")
+            }
+            Task::GroupData { .. } | Task::Group { .. } => {
+                unreachable!("group tasks run in crate::group, not from loaded inputs")
             }
         }
     }

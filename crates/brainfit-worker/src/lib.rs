@@ -10,6 +10,7 @@
 
 pub mod execute;
 mod extract;
+mod group;
 pub mod grpc;
 pub mod metrics;
 mod rsa;
