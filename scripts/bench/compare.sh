@@ -2,7 +2,7 @@
 # brainfit side by side with the Python anchors (himalaya, scikit-learn, numpy, rsatoolbox), on
 # the same data, in one command (issue 12):
 #
-#   scripts/bench/compare.sh [--quick] [--threads N] [--only ridge searchlight ... cross_temporal extract_pca] [--json FILE]
+#   scripts/bench/compare.sh [--quick] [--threads N] [--only ridge searchlight ... cross_temporal extract_pca group_tfce] [--json FILE]
 #
 # 1. creates or updates .venv-bench/ from scripts/bench/requirements.txt with
 #    `scripts/python/setup_venv.sh bench` (exact pins; python3 or $PYTHON);
@@ -14,7 +14,9 @@
 # about 65 s at full size on 2 cores; the issue-14 RSA cases (rsa_methods, reweight, remix,
 # crossnobis_searchlight, cross_temporal) about 8 minutes, almost all of it scikit-learn's
 # newton-cholesky anchor of the remix case (plus the venv and the release build the first time);
-# the issue-15 case (extract_pca: images -> ONNX layer -> incremental PCA) about 2 minutes.
+# the issue-15 case (extract_pca: images -> ONNX layer -> incremental PCA) about 2 minutes; the
+# issue-18 case (group_tfce: 20 subjects' maps, TFCE over 1,000 sign flips) about 4 minutes, almost
+# all of it nilearn's permuted_ols.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"

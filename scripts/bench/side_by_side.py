@@ -117,6 +117,15 @@ Cases (the sizes of issue 12; --quick divides voxels/centres by 10):
                IncrementalPCA, streamed the same way (preprocess, run and partial_fit each batch,
                float64, gen_batches(min_batch_size=k)), then transform(stimuli). --quick: input
                56, 100 + 20 images, 30 components, batches of 60.
+  group_tfce   (issue 18) 20 subjects' encoding maps on a 100,000-voxel box mask (each subject: 12
+               samples x 2 features, ridge at one alpha, 3-fold CV), then the one-sample
+               sign-flip test across subjects with TFCE (E 0.5, H 2, 100 steps, 6-connectivity
+               as nilearn's), two-sided, 1,000 flips. Anchor: nilearn.mass_univariate.permuted_ols
+               (intercept-only design, tfce=True, n_jobs = threads) on brainfit's published
+               subject maps; its time excludes reading them, brainfit's includes the 20 subjects'
+               encoding. Agreement: the t map and the observed TFCE map (relative to its largest);
+               the nulls are each side's own flips (their maxima printed). --quick: 10,000
+               voxels, 100 flips.
 
 Agreement tolerances (max |brainfit - anchor| over voxels/centres):
   ridge 1e-3: the data are f32; brainfit's Gram matrices and eigendecompositions are f64, the
@@ -137,6 +146,8 @@ Agreement tolerances (max |brainfit - anchor| over voxels/centres):
         difference measures how far scikit-learn's defaults stop from the optimum.
   crossnobis_searchlight / cross_temporal 1e-9: f64 data, the same arithmetic up to summation
         order; the RDMs are continuous, so their ranks do not tie.
+  group_tfce 1e-6: f64 on both sides; the t maps agree to rounding and the TFCE sums to ~1e-12
+        relative (the kernel's fixtures: tests/fixtures/group/).
   extract_pca 1e-4 relative to the largest score, on the first 10 components: the activations
         are f32 (tract and onnxruntime differ by ~1e-6 relative), the PCA f64 on both sides; the
         last components' eigenvalues lie close together, so a tiny perturbation rotates them
@@ -173,7 +184,7 @@ N_PERM = 1000
 TOL = {"ridge": 1e-3, "searchlight": 1e-6, "permutation": 1e-6,
        "lasso": 1e-6, "pcr": 1e-6, "pls": 1e-6, "banded_ridge": 0.05,
        "rsa_methods": 1e-6, "reweight": 1e-6, "remix": 1e-6, "crossnobis_searchlight": 1e-9,
-       "cross_temporal": 1e-9, "extract_pca": 1e-4}
+       "cross_temporal": 1e-9, "extract_pca": 1e-4, "group_tfce": 1e-6}
 # scikit-learn's lasso at its default tol (1e-4) moves held-out scores by up to ~1e-3: too loose
 # to check agreement, so the anchor solves to 1e-8 (brainfit: a duality gap of 1e-12)
 LASSO_TOL = 1e-8
@@ -184,7 +195,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VE
 
 
 CASES = ["ridge", "searchlight", "permutation", "lasso", "pcr", "pls", "banded_ridge",
-         "rsa_methods", "reweight", "remix", "crossnobis_searchlight", "cross_temporal", "extract_pca"]
+         "rsa_methods", "reweight", "remix", "crossnobis_searchlight", "cross_temporal", "extract_pca", "group_tfce"]
 # the issue-15 case: images -> ONNX layer -> incremental PCA; the first EXTRACT_CHECKED components
 # (well separated eigenvalues) are held to TOL, relative to their largest score
 EXTRACT_CHECKED = 10
@@ -913,7 +924,34 @@ def anchor_extract_pca_sklearn(case: Path):
     return scores, dict(seconds=time.perf_counter() - start)
 
 
+def group_inputs(case: Path):
+    """The subjects' published score maps [subjects, voxels] (mask order) and the mask."""
+    import nibabel as nib
+    params = json.loads((case / "params.json").read_text())
+    maps = np.stack([np.load(case / f"out/s{s}/encoding/a/score.npy") for s in range(params["subjects"])])
+    return params, maps, nib.load(case / "mask.nii.gz")
+
+
+def anchor_group_nilearn(case: Path):
+    """nilearn's permuted_ols with an intercept-only design (the one-sample sign-flip test), TFCE
+    through a masker of the same mask; returns [t, tfce / max |tfce|]."""
+    from nilearn.maskers import NiftiMasker
+    from nilearn.mass_univariate import permuted_ols
+    params, maps, mask = group_inputs(case)
+    masker = NiftiMasker(mask).fit()
+    start = time.perf_counter()
+    out = permuted_ols(np.ones((len(maps), 1)), maps, model_intercept=False, n_perm=params["flips"],
+                       two_sided_test=True, random_state=0, n_jobs=ARGS.threads, verbose=0, tfce=True,
+                       masker=masker, output_type="dict")
+    seconds = time.perf_counter() - start
+    t, tfce = out["t"][0], out["tfce"][0]
+    return np.concatenate([t, tfce / np.abs(tfce).max()]), dict(
+        seconds=seconds, null_max_t_mean=float(out["h0_max_t"][0].mean()),
+        null_max_tfce_mean=float(out["h0_max_tfce"][0].mean()))
+
+
 ANCHORS = {
+    "group_tfce-nilearn": anchor_group_nilearn,
     "lasso-sklearn": anchor_lasso_sklearn,
     "pcr-sklearn": anchor_pcr_sklearn,
     "pls-sklearn": anchor_pls_sklearn,
@@ -1363,6 +1401,44 @@ def case_extract_pca(work: Path, size: int, n_reference: int, n_stimuli: int, k:
     return [r]
 
 
+def case_group_tfce(work: Path, n_voxels: int, n_flips: int, n_subjects: int = 20):
+    """Per subject a cheap encoding map (12 samples, 2 features, voxels with a weak shared effect
+    in a corner blob), then [group] with TFCE; nilearn's permuted_ols on the same subject maps."""
+    import nibabel as nib
+    case = work / "group_tfce"
+    case.mkdir(parents=True, exist_ok=True)
+    mask = box_mask(n_voxels)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(mask, affine), case / "mask.nii.gz")
+    coords = np.argwhere(mask)  # C order, as the mask's columns
+    blob = np.linalg.norm(coords - coords[len(coords) // 3], axis=1) <= 4
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((12, 2)).astype(np.float32)
+    np.save(case / "a.npy", x)
+    subjects = ""
+    for s in range(n_subjects):
+        y = rng.standard_normal((12, n_voxels)).astype(np.float32)
+        y[:, blob] += 0.8 * (x @ rng.standard_normal((2, int(blob.sum()))).astype(np.float32))
+        np.save(case / f"brain{s}.npy", y)
+        subjects += f'[[subjects]]\nname = "s{s}"\ndata = {{ brain = "brain{s}.npy", mask = "mask.nii.gz" }}\n'
+    params = dict(subjects=n_subjects, voxels=n_voxels, flips=n_flips, blob_voxels=int(blob.sum()))
+    (case / "params.json").write_text(json.dumps(params))
+    per_task = max(1, ceil_div(n_flips, 4 * ARGS.threads))
+    write_job(case, subjects + '[features]\na = "a.npy"\n'
+              '[encoding]\nalphas = [1.0]\ncv = { kind = "kfold", k = 3 }\ninner_cv = { kind = "kfold", k = 2 }\n'
+              f'[group]\nmaps = ["encoding"]\nn = {n_flips}\ntfce = true\nconnectivity = 6\n'
+              f'[execution]\nvoxels_per_task = {ceil_div(n_voxels, ARGS.threads)}\npermutations_per_task = {per_task}\n')
+    bf = run_brainfit(case)
+    out = case / "out/group/encoding/a"
+    tfce = np.load(out / "tfce.npy")
+    ours = np.concatenate([np.load(out / "t.npy"), tfce / np.abs(tfce).max()])
+    result, info, rss = run_anchor(case, "group_tfce-nilearn")
+    params.update(brainfit_null_max_tfce_mean=float(np.load(out / "null_max_tfce.npy").mean()),
+                  brainfit_null_max_t_mean=float(np.load(out / "null_max.npy").mean()),
+                  brainfit_significant_tfce=int((np.load(out / "p_tfce_fwe.npy") < 0.05).sum()))
+    return [row("group_tfce", "nilearn", bf, info, rss, ours, result, 0.0, "float64", params)]
+
+
 def row(case, anchor, bf, info, anchor_rss, ours, theirs, flops, dtype, params, checked=True):
     """One table row; checked=False: the difference is reported, not held to TOL[case] (tol None)."""
     tol = TOL[case] if checked else None
@@ -1450,6 +1526,9 @@ def main():
         print("extract_pca ...", flush=True)
         rows += case_extract_pca(work, 56 if ARGS.quick else 112, int(1000 * scale), int(200 * scale),
                                  30 if ARGS.quick else 100, 60 if ARGS.quick else 200)
+    if "group_tfce" in cases:
+        print("group_tfce ...", flush=True)
+        rows += case_group_tfce(work, int(100_000 * scale), 100 if ARGS.quick else 1000)
     result = dict(quick=ARGS.quick, cpu=cpu, cores=os.cpu_count(), threads=ARGS.threads, blas=blas,
                   gemm_gflops=GEMM, cases=rows)
     print()
@@ -1476,6 +1555,12 @@ def main():
             print(f"note (extract_pca): scores of the first {pm['checked_components']} of {pm['components']} components "
                   f"compared, relative to their largest; over all components the largest relative difference is "
                   f"{pm['relative_diff_all_components']:.1e} (the last components' eigenvalues lie close together)")
+        if r["case"] == "group_tfce":
+            pm = r["params"]
+            print(f"note (group_tfce): agreement on the t and observed TFCE maps; each side draws its own flips. "
+                  f"Null maxima means, for information: max-T brainfit {pm['brainfit_null_max_t_mean']:.3f} nilearn "
+                  f"{r['null_max_t_mean']:.3f}; max TFCE brainfit {pm['brainfit_null_max_tfce_mean']:.1f} nilearn "
+                  f"{r['null_max_tfce_mean']:.1f}")
         if r["case"] == "permutation":
             pm = r["params"]
             print(f"note (permutation): agreement on the observed map only; brainfit and numpy draw different "
