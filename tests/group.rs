@@ -327,6 +327,11 @@ async fn group_mistakes_are_refused_before_any_task() {
             ok.replace("maps = [\"encoding\"]", "maps = [\"searchlight\"]"),
             "\"searchlight\" needs [searchlight]",
         ),
+        (
+            ok.replace("maps = [\"encoding\"]", "maps = [\"split\"]"),
+            "\"split\" needs [encoding] model = \"banded_ridge\"",
+        ),
+        (ok.replace("maps = [\"encoding\"]", "maps = [\"roi_rsa\"]"), "\"roi_rsa\" needs [rsa]"),
         (ok.replace("n = 10", "n = 10\nfisher_z = true"), "no tested map is a correlation"),
         (ok.replace("n = 10", "n = 10\ntest = \"paired\""), "needs pairs"),
         (
@@ -459,4 +464,115 @@ async fn time_courses_of_named_recordings_are_tested_over_time_with_1d_tfce() {
     let one = job.replace(&data, "m0 = \"meg0.npy\"");
     let e = common::run_embedded(&store, base, &one, 1).await.unwrap_err();
     assert!(e.contains("name two or more"), "{e}");
+}
+
+/// An ROI image on the study's grid: the voxels within `radius` of `centre`.
+fn roi_image(centre: [f64; 3], radius: f64) -> Array3<f32> {
+    Array3::from_shape_fn(SHAPE, |(i, j, k)| {
+        let d2: f64 = [i, j, k].iter().zip(centre).map(|(&x, c)| (x as f64 - c).powi(2)).sum();
+        f32::from(d2 <= radius * radius)
+    })
+}
+
+/// Banded ridge's per-band split scores and ROI RSA comparisons tested across subjects: the
+/// split maps are volumes (TFCE applies); the ROIs are items without neighbours (max-T only,
+/// said in a warning), listed with their statistics in `table.csv`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_scores_and_roi_comparisons_are_tested_across_subjects() {
+    let store = Store::new();
+    let base = "memory://group/split_roi";
+    write_group_study(&store, base).await;
+    let rois = [("blob", roi_image(BLOB.0, 1.8)), ("far", roi_image([5.0, 5.0, 3.0], 1.8))];
+    for (name, image) in &rois {
+        let url = join_url(base, &format!("{name}.nii.gz"));
+        store.put(&url, write_nifti_f32(image.view(), &AFFINE, true).into()).await.unwrap();
+    }
+    let job = format!(
+        "name = \"split\"\noutput = \"out\"\n{}[features]\na = \"a.npy\"\nb = \"b.npy\"\n[encoding]\nmodel = \"banded_ridge\"\nalphas = {{ logspace = [-1, 3, 3] }}\nrandom_search = {{ n_iter = 4, concentrations = [1.0], seed = 0 }}\ncv = {{ kind = \"group\" }}\ninner_cv = {{ kind = \"kfold\", k = 3 }}\n[rsa]\nrois = {{ blob = \"blob.nii.gz\", far = \"far.nii.gz\" }}\ncompare = [\"spearman\", \"pearson\"]\n[group]\nmaps = [\"split\", \"roi_rsa/a\"]\nn = 300\ntfce = true\ntail = \"greater\"\n[execution]\npermutations_per_task = 50\n",
+        subjects()
+    );
+    let summary = common::run_embedded(&store, base, &job, 2).await.unwrap();
+    let out = |rel: &str| join_url(base, &format!("out/{rel}"));
+    assert_eq!(
+        summary.group.keys().collect::<Vec<_>>(),
+        ["roi_rsa/a", "split/a", "split/b"],
+        "{:?}",
+        summary.warnings
+    );
+    assert!(summary.warnings.iter().any(|w| w.contains("roi_rsa: ROIs have no neighbours")));
+
+    // split maps: the t map by its formula from the subjects' published split_<band> maps
+    let n = SUBJECTS as f64;
+    let t_of = |col: ndarray::ArrayView1<'_, f64>| {
+        let mean = col.sum() / n;
+        let sd = (col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        mean / (sd / n.sqrt())
+    };
+    let (split_a, _) = subject_matrix(&store, base, "encoding/a+b/split_a.npy", false).await;
+    let t = vector(&store, &out("group/split/a/t.npy")).await;
+    for (e, col) in split_a.columns().into_iter().enumerate() {
+        let want = t_of(col);
+        assert!(
+            (t[e] - want).abs() <= 1e-10 * want.abs().max(1.0),
+            "voxel {e}: {} vs {want}",
+            t[e]
+        );
+    }
+    let split = &summary.group["split/a"];
+    // 2^8 = 256 patterns, every one
+    assert_eq!((split.n_flips, split.exhaustive), (256, true));
+    assert!(in_blob(split.t.peak.as_ref().unwrap().voxel), "{:?}", split.t.peak);
+    assert!(split.significant_tfce_fwe_05.unwrap() > 0);
+    assert!(store.size(&out("group/split/a/tfce.nii.gz")).await.is_ok());
+
+    // ROI comparisons: each subject's spearman value of model a per ROI, from its compare.csv
+    let mut values = Array2::<f64>::zeros((SUBJECTS, rois.len()));
+    for s in 0..SUBJECTS {
+        let csv = String::from_utf8(
+            store.get(&out(&format!("s{s}/rsa/compare.csv"))).await.unwrap().to_vec(),
+        )
+        .unwrap();
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            if f[1] == "a" && f[2] == "spearman" {
+                let r = rois.iter().position(|(name, _)| *name == f[0]).unwrap();
+                values[(s, r)] = f[3].parse().unwrap();
+            }
+        }
+    }
+    let want = brainfit_kernels::group::run(
+        &OneSample::new(values.view(), 0.0).unwrap(),
+        None,
+        Tail::Greater,
+        &SignFlips::new(SUBJECTS, 300, 0).unwrap(),
+    )
+    .unwrap();
+    for (name, want) in [("t", &want.t), ("p", &want.p), ("p_fwe", &want.p_fwe)] {
+        let got = vector(&store, &out(&format!("group/roi_rsa/a/{name}.npy"))).await;
+        assert_eq!(got.to_vec(), *want, "{name}");
+    }
+    // the blob's ROI carries the model, the far one does not
+    assert!(want.p_fwe[0] < 0.05 && want.p_fwe[1] > 0.05, "{:?} {values}", want.p_fwe);
+    let table =
+        String::from_utf8(store.get(&out("group/roi_rsa/a/table.csv")).await.unwrap().to_vec())
+            .unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines[0], "brain,mean,t,p,p_fwe");
+    assert!(lines[1].starts_with(&format!(
+        "blob,{:?},{:?},",
+        values.column(0).sum() / n,
+        want.t[0]
+    )));
+    assert!(lines[2].starts_with("far,"));
+    // no neighbours: no TFCE, clusters or NIfTI for ROIs
+    for f in ["tfce.npy", "clusters.csv", "t.nii.gz"] {
+        assert!(store.size(&out(&format!("group/roi_rsa/a/{f}"))).await.is_err(), "{f}");
+    }
+    let roi = &summary.group["roi_rsa/a"];
+    assert_eq!((roi.n_voxels, roi.significant_fwe_05, roi.significant_tfce_fwe_05), (2, 1, None));
+
+    let html = brainfit_client::report::build_report(&store, &join_url(base, "out")).await.unwrap();
+    for needle in ["<h3>Group: roi_rsa/a</h3>", "<th>p_fwe</th>", "<td>blob</td>"] {
+        assert!(html.contains(needle), "the report lacks {needle:?}");
+    }
 }

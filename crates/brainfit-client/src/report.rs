@@ -442,6 +442,21 @@ async fn group_section(doc: &mut Document, reader: &Reader<'_>, summary: &Summar
                 .await?
                 .map(|p| p.mapv(|v| v.is_finite() && f64::from(v) < ALPHA_FWE));
             volume_figures(doc, &t, significant.as_ref(), &what, "t")?;
+        } else if g.source == "roi_rsa" {
+            // ROIs: a table, no picture
+            let Some(csv) =
+                reader.text(&format!("{dir}/{}", brainfit_job::group::ROI_TABLE)).await?
+            else {
+                continue;
+            };
+            let mut lines = csv.lines();
+            let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+            let rows: Vec<Vec<String>> = lines
+                .map(|l| l.split(',').map(str::to_string).collect())
+                .filter(|r: &Vec<String>| r.len() == header.len())
+                .collect();
+            doc.para("Per brain RDM or ROI: the subjects' mean comparison, t, uncorrected p and max-T FWE p over the ROIs.");
+            doc.table(&header, rows);
         } else if let Some(t) = reader.vector(&format!("{dir}/t.npy")).await? {
             // a time course (time-resolved maps have no grid)
             let p = reader.vector(&format!("{dir}/{which}.npy")).await?;

@@ -120,6 +120,12 @@ pub enum GroupSource {
     /// `<recording>/time_resolved/<model>/rho`: each named recording is a subject, and the
     /// maps are time courses.
     TimeResolved,
+    /// `encoding/<a+b+...>/split_<band>`: each band's share of the score in the banded fit of
+    /// all bands.
+    Split,
+    /// `rsa/compare.csv`: one model's comparison with every brain RDM and ROI (by the first
+    /// `[rsa] compare` method), the ROIs as the tested items.
+    RoiRsa,
 }
 
 impl GroupSource {
@@ -131,12 +137,19 @@ impl GroupSource {
             GroupSource::BestScore => "best_score",
             GroupSource::Partition => "partition",
             GroupSource::TimeResolved => "time_resolved",
+            GroupSource::Split => "split",
+            GroupSource::RoiRsa => "roi_rsa",
         }
     }
 
-    /// Whether its maps are time courses (else volumes on the subjects' grid).
+    /// Whether its maps are time courses, tested across the named recordings.
     pub fn is_time(self) -> bool {
         self == GroupSource::TimeResolved
+    }
+
+    /// Whether its maps are volumes on the subjects' voxel grid (else time courses or ROIs).
+    pub fn is_volume(self) -> bool {
+        !matches!(self, GroupSource::TimeResolved | GroupSource::RoiRsa)
     }
 
     fn parse(name: &str) -> Option<GroupSource> {
@@ -146,6 +159,8 @@ impl GroupSource {
             GroupSource::BestScore,
             GroupSource::Partition,
             GroupSource::TimeResolved,
+            GroupSource::Split,
+            GroupSource::RoiRsa,
         ]
         .into_iter()
         .find(|s| s.as_str() == name)
@@ -221,7 +236,10 @@ impl GroupMap {
             GroupSource::Encoding | GroupSource::BestScore => {
                 spec.encoding.as_ref().is_some_and(|e| e.model.score() == ScoreKind::Pearson)
             }
-            GroupSource::Partition => false,
+            GroupSource::RoiRsa => {
+                spec.rsa.as_ref().and_then(|r| r.compare.first()).is_some_and(|&c| correlation(c))
+            }
+            GroupSource::Partition | GroupSource::Split => false,
         }
     }
 
@@ -232,7 +250,12 @@ impl GroupMap {
             (GroupSource::Encoding, Task::Encoding { space, .. }) => {
                 *space == self.name || self.minus.as_ref() == Some(space)
             }
-            (GroupSource::BestScore | GroupSource::Partition, Task::Encoding { .. }) => true,
+            (
+                GroupSource::BestScore | GroupSource::Partition | GroupSource::Split,
+                Task::Encoding { .. },
+            ) => true,
+            // the observed comparisons: the first permutation range of each subject
+            (GroupSource::RoiRsa, Task::Rsa { perms, .. }) => perms[0] == 0,
             // every time-resolved task holds the observed values: the first of each recording
             (GroupSource::TimeResolved, Task::TimeResolved { perms, .. }) => perms[0] == 0,
             _ => false,
@@ -248,7 +271,9 @@ pub(crate) fn parse_group(
     resolve: &impl Fn(&str) -> String,
 ) -> std::result::Result<GroupSpec, String> {
     if g.maps.is_empty() {
-        return Err("[group] maps is empty: name analyses (\"encoding\", \"searchlight\", \"best_score\", \"partition\") or maps (\"encoding/<space>\")".into());
+        return Err(format!(
+            "[group] maps is empty: name analyses ({SOURCES}) or maps (\"encoding/<space>\")"
+        ));
     }
     let mut maps = Vec::new();
     for entry in &g.maps {
@@ -258,10 +283,10 @@ pub(crate) fn parse_group(
         };
         let source = GroupSource::parse(source).ok_or_else(|| {
             let shown: String = entry.chars().take(60).collect();
-            format!("[group] maps: {shown:?} is not \"encoding\", \"searchlight\", \"best_score\", \"partition\" or \"time_resolved\" (optionally followed by /<map name>)")
+            format!("[group] maps: {shown:?} is not {SOURCES} (optionally followed by /<map name>)")
         })?;
         if let Some(n) = name {
-            crate::spec::check_name("[group] maps", n)?;
+            check_map_name("[group] maps", n)?;
         }
         if !source.is_time() {
             if subjects.len() < 2 || subjects.iter().any(|s| s.name.is_none()) {
@@ -270,7 +295,7 @@ pub(crate) fn parse_group(
                     source.as_str()
                 ));
             }
-            if let Some(s) = subjects.iter().find(|s| s.mask.is_none()) {
+            if let Some(s) = subjects.iter().find(|s| s.mask.is_none() && source.is_volume()) {
                 return Err(format!(
                     "[group] needs every subject's maps on a voxel grid, and {} has no [data] mask",
                     s.label()
@@ -305,8 +330,8 @@ pub(crate) fn parse_group(
             }
             let mut out = Vec::new();
             for [a, b] in pairs {
-                crate::spec::check_name("[group] pairs", a)?;
-                crate::spec::check_name("[group] pairs", b)?;
+                check_map_name("[group] pairs", a)?;
+                check_map_name("[group] pairs", b)?;
                 if a == b {
                     return Err(format!("[group] pairs: {a:?} is paired with itself"));
                 }
@@ -354,6 +379,15 @@ pub(crate) fn parse_group(
     })
 }
 
+/// The analyses `[group] maps` names, for messages.
+const SOURCES: &str = "\"encoding\", \"searchlight\", \"best_score\", \"partition\", \"split\", \"roi_rsa\" or \"time_resolved\"";
+
+/// Checks a map name of `[group]`: a name as [`crate::spec::check_name`] has it, or a joint
+/// fit's feature spaces joined by `+` (`a+b`).
+fn check_map_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    name.split('+').try_for_each(|part| crate::spec::check_name(what, part))
+}
+
 /// The maps an analysis offers a subject, in plan order (empty if the job does not run it).
 fn offered(spec: &JobSpec, inv: &SubjectInventory, source: GroupSource) -> Vec<String> {
     match source {
@@ -372,7 +406,20 @@ fn offered(spec: &JobSpec, inv: &SubjectInventory, source: GroupSource) -> Vec<S
         },
         GroupSource::TimeResolved if spec.time_resolved.is_some() => rsa_map_names(spec, inv),
         GroupSource::TimeResolved => Vec::new(),
+        GroupSource::Split => match spec.encoding.as_ref().and_then(|e| e.banded.as_ref()) {
+            Some(_) => joint_fit(spec, inv).map(|f| f.spaces).unwrap_or_default(),
+            None => Vec::new(),
+        },
+        GroupSource::RoiRsa if crate::plan::Analysis::RoiRsa.requested(spec) => {
+            rsa_map_names(spec, inv)
+        }
+        GroupSource::RoiRsa => Vec::new(),
     }
+}
+
+/// The banded fit of all bands (fitted last), whose `split_<band>` maps `split` tests.
+fn joint_fit(spec: &JobSpec, inv: &SubjectInventory) -> Option<crate::spec::Fit> {
+    encoding_fits(spec, inv).pop().filter(|f| f.spaces.len() > 1)
 }
 
 /// What an analysis needs to offer maps, for messages.
@@ -383,6 +430,8 @@ fn needs(source: GroupSource) -> &'static str {
         GroupSource::BestScore => "[encoding] with two or more feature spaces",
         GroupSource::Partition => "[encoding] model = \"banded_ridge\" with partition = true",
         GroupSource::TimeResolved => "[time_resolved] with data = { <name> = \"<file>.npy\", ... }",
+        GroupSource::Split => "[encoding] model = \"banded_ridge\" with two or more bands",
+        GroupSource::RoiRsa => "[rsa] with rois or brain_rdms",
     }
 }
 
@@ -504,7 +553,8 @@ pub fn group_maps_and_warnings(
 /// given group mask too, the group mask not empty) and returns warnings about voxels a subject
 /// lacks.
 pub async fn check_grid(store: &Store, spec: &JobSpec) -> Result<Vec<String>> {
-    let Some(g) = spec.group.as_ref().filter(|g| g.maps.iter().any(|m| !m.source.is_time())) else {
+    let Some(g) = spec.group.as_ref().filter(|g| g.maps.iter().any(|m| m.source.is_volume()))
+    else {
         return Ok(Vec::new());
     };
     let (grid, warnings) = build_grid(store, spec, g).await?;
@@ -701,10 +751,75 @@ fn subject_map(
             let found = maps.into_iter().find(|(n, _)| n == name);
             Ok(found.ok_or_else(|| JobError::Corrupt(format!("no partition {name}")))?.1)
         }
-        GroupSource::TimeResolved => {
-            Err(JobError::Corrupt("time courses are gathered per recording".into()))
+        GroupSource::Split => {
+            let fit = joint_fit(spec, inv)
+                .ok_or_else(|| JobError::Corrupt("split maps need a banded fit".into()))?;
+            let b = fit.spaces.iter().position(|s| s == name).ok_or_else(|| {
+                JobError::Corrupt(format!("{name} is not a band of {}", fit.name))
+            })?;
+            let mut parts: Vec<([usize; 2], &Part)> = done
+                .iter()
+                .filter_map(|(t, p)| match t {
+                    Task::Encoding { subject, space, voxels }
+                        if *subject == si && *space == fit.name =>
+                    {
+                        Some((*voxels, *p))
+                    }
+                    _ => None,
+                })
+                .collect();
+            parts.sort_by_key(|(voxels, _)| voxels[0]);
+            let mut values = Vec::with_capacity(inv.n_voxels);
+            for (_, p) in parts {
+                values.extend_from_slice(p.get(&format!("split:{b}"))?.1);
+            }
+            if values.len() != inv.n_voxels {
+                return Err(JobError::Corrupt(format!(
+                    "split_{name} of {}: parts hold {} values, expected {}",
+                    fit.name,
+                    values.len(),
+                    inv.n_voxels
+                )));
+            }
+            Ok(Array1::from(values))
+        }
+        GroupSource::TimeResolved | GroupSource::RoiRsa => {
+            Err(JobError::Corrupt("time courses and ROIs have no voxel grid".into()))
         }
     }
+}
+
+/// Subject `si`'s comparisons of model `name` with every brain RDM and ROI (the first
+/// `[rsa] compare` method), from its first ROI RSA task's part.
+fn roi_map(
+    spec: &JobSpec,
+    inventory: &Inventory,
+    si: usize,
+    name: &str,
+    done: &[(&Task, &Part)],
+) -> Result<Array1<f64>> {
+    let r = spec.rsa.as_ref().ok_or_else(|| JobError::Corrupt("ROI maps need [rsa]".into()))?;
+    let models = rsa_map_names(spec, &inventory.subjects[si]);
+    let m = models.iter().position(|x| x == name).ok_or_else(|| {
+        JobError::Corrupt(format!("ROI RSA map {name} is not a model of the job"))
+    })?;
+    let (_, part) = done
+        .iter()
+        .find(|(t, _)| matches!(t, Task::Rsa { subject, perms } if *subject == si && perms[0] == 0))
+        .ok_or_else(|| JobError::Corrupt(format!("no ROI RSA task of subject {si}")))?;
+    let block = MapBlock::read(part)?;
+    // rows: methods; columns: (brain RDM or ROI, then ceiling groups) x models
+    let brains = crate::plan::brain_rdm_names(spec).len() + r.ceiling.len();
+    if block.value.dim() != (r.compare.len(), brains * models.len()) {
+        return Err(JobError::Corrupt(format!(
+            "ROI RSA values of shape {:?}, expected ({}, {})",
+            block.value.dim(),
+            r.compare.len(),
+            brains * models.len()
+        )));
+    }
+    let given = crate::plan::brain_rdm_names(spec).len();
+    Ok((0..given).map(|b| block.value[(0, b * models.len() + m)]).collect())
 }
 
 /// Recording `r`'s time course of model `name`, from its first task's part.
@@ -820,21 +935,25 @@ pub async fn gather(
     let g = spec.group.as_ref().expect("group tasks need [group]");
     let z = g.fisher_z && map.is_correlation(spec);
     let transform = |v: f64| if z { fisher_z_clipped(v) } else { v };
-    if map.source.is_time() {
-        // each recording is a subject; the time points lie on a line (`[n_times, 1, 1]`)
-        let recordings = spec.time_resolved.as_ref().map_or(0, |t| t.recordings.len());
+    if !map.source.is_volume() {
+        // time courses: each recording is a subject, the time points lie on a line; ROIs: the
+        // job's brain RDMs and ROIs in order (`[n_items, 1, 1]` either way)
+        let one = |s: usize, name: &str| match map.source {
+            GroupSource::TimeResolved => recording_map(spec, inventory, s, name, done),
+            _ => roi_map(spec, inventory, s, name, done),
+        };
         let mut rows = Vec::new();
-        for r in 0..recordings {
-            let a = recording_map(spec, inventory, r, &map.name, done)?;
+        for s in 0..n_subjects(spec, map.source) {
+            let a = one(s, &map.name)?;
             let row = match &map.minus {
                 Some(b) => {
-                    let b = recording_map(spec, inventory, r, b, done)?;
+                    let b = one(s, b)?;
                     ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| transform(x) - transform(y))
                 }
                 None => a.mapv(transform),
             };
             if rows.first().is_some_and(|first: &Array1<f64>| first.len() != row.len()) {
-                return Err(JobError::Corrupt("recordings of different lengths".into()));
+                return Err(JobError::Corrupt("subjects' maps of different lengths".into()));
             }
             rows.push(row);
         }
@@ -897,7 +1016,8 @@ fn task_subject(t: &Task) -> Option<usize> {
 /// statistics and the observed maps.
 pub struct Prepared {
     test: OneSample,
-    spatial: Spatial,
+    /// TFCE and clusters over the grid or time line (`None` for ROIs, which have no neighbours).
+    spatial: Option<Spatial>,
     observed: Observed,
     flips: SignFlips,
     /// The cluster-forming threshold in t units, if any.
@@ -914,9 +1034,15 @@ pub fn prepare(spec: &JobSpec, map: &GroupMap, data: &GroupData) -> Result<Prepa
         Some(ClusterForming::P(p)) => Some(t_threshold(p, n_subjects as f64 - 1.0, g.tail)?),
         None => None,
     };
-    let topology = Topology::volume(data.shape, &data.voxels, g.connectivity)?;
-    let spatial = Spatial { topology, tfce: g.tfce, cluster_threshold: cluster_t };
-    let observed = brainfit_kernels::group::observe(&test, Some(&spatial), g.tail)?;
+    let spatial = match map.source {
+        GroupSource::RoiRsa => None,
+        _ => {
+            let topology = Topology::volume(data.shape, &data.voxels, g.connectivity)?;
+            Some(Spatial { topology, tfce: g.tfce, cluster_threshold: cluster_t })
+        }
+    };
+    let cluster_t = cluster_t.filter(|_| spatial.is_some());
+    let observed = brainfit_kernels::group::observe(&test, spatial.as_ref(), g.tail)?;
     let flips = SignFlips::new(n_subjects, g.n, g.seed)?;
     Ok(Prepared { test, spatial, observed, flips, cluster_t })
 }
@@ -945,7 +1071,7 @@ where
 {
     let [k0, k1] = flips;
     let p = prepared;
-    let mut acc = NullAccumulator::new(&p.test, Some(&p.spatial), &p.observed, k0)
+    let mut acc = NullAccumulator::new(&p.test, p.spatial.as_ref(), &p.observed, k0)
         .map_err(|e| E::from(JobError::from(e)))?;
     for k in k0..k1 {
         checkpoint()?;
@@ -1024,6 +1150,10 @@ pub fn warnings(spec: &JobSpec) -> Vec<String> {
             ));
         }
     }
+    let spatial = g.tfce.is_some() || g.cluster.is_some();
+    if spatial && g.maps.iter().any(|m| m.source == GroupSource::RoiRsa) {
+        out.push("[group] roi_rsa: ROIs have no neighbours, so their tests are corrected by max-T only (tfce and cluster statistics apply to voxel maps and time courses)".into());
+    }
     out
 }
 
@@ -1051,10 +1181,10 @@ pub async fn write_outputs(
             &prepared.observed,
             &null,
             &prepared.flips,
-            Some(&prepared.spatial.topology),
+            prepared.spatial.as_ref().map(|s| &s.topology),
         )?;
         let mask = data.mask();
-        let volume = !map.source.is_time();
+        let volume = map.source.is_volume();
         if volume && !mask_written {
             let ones = vec![1.0; mask.len()];
             let volume = mask.unmask(&ones)?;
@@ -1087,6 +1217,12 @@ pub async fn write_outputs(
                 .await?;
             let csv = clusters_csv(&result, volume.then_some(&mask))?;
             let url = spec.output_url(None, &format!("{dir}/clusters.csv"))?;
+            outputs.put(&url, csv.into()).await?;
+        }
+        if map.source == GroupSource::RoiRsa {
+            let names = crate::plan::brain_rdm_names(spec);
+            let csv = roi_table_csv(&names, mean.view(), &result)?;
+            let url = spec.output_url(None, &format!("{dir}/{ROI_TABLE}"))?;
             outputs.put(&url, csv.into()).await?;
         }
         let n_missing =
@@ -1154,6 +1290,32 @@ impl MapTarget<'_> {
         }
         Ok(())
     }
+}
+
+/// `roi_rsa` tests: the table of the tested brain RDMs and ROIs, below the test's directory.
+pub const ROI_TABLE: &str = "table.csv";
+
+/// `table.csv` of an `roi_rsa` test: per brain RDM or ROI (in the `.npy` maps' order) the
+/// subjects' mean, t, uncorrected p and max-T FWE p.
+fn roi_table_csv(
+    names: &[String],
+    mean: ndarray::ArrayView1<'_, f64>,
+    result: &GroupResult,
+) -> Result<Vec<u8>> {
+    let err = |e: csv::Error| JobError::Corrupt(format!("writing {ROI_TABLE}: {e}"));
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(["brain", "mean", "t", "p", "p_fwe"]).map_err(err)?;
+    for (i, name) in names.iter().enumerate() {
+        let record = [
+            name.clone(),
+            format!("{:?}", mean[i]),
+            format!("{:?}", result.t[i]),
+            format!("{:?}", result.p[i]),
+            format!("{:?}", result.p_fwe[i]),
+        ];
+        csv.write_record(&record).map_err(err)?;
+    }
+    csv.into_inner().map_err(|e| JobError::Corrupt(e.to_string()))
 }
 
 /// `clusters.csv`: one row per cluster, by decreasing mass; the peak as voxel and mm on a
