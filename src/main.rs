@@ -331,8 +331,13 @@ fn print_summary(s: &Summary, seconds: f64, output: &str) {
             _ => g.t.describe_peak(),
         };
         let exact = if g.exhaustive { ", every pattern" } else { "" };
+        // a test that counts negative t names the most negative too
+        let min = match (g.tail.as_str(), g.t_min) {
+            ("greater", _) | (_, None) => String::new(),
+            (_, Some(t)) => format!(", min t {t:.3}"),
+        };
         println!(
-            "  group {map:<21} max t {:>7.3} at {peak} ({} {}, {} flips{exact}; FWE-significant: max-T {}{tfce}{clusters})",
+            "  group {map:<21} max t {:>7.3} at {peak}{min} ({} {}, {} flips{exact}; FWE-significant: max-T {}{tfce}{clusters})",
             or_nan(g.t.max),
             g.n_subjects,
             if time { "recordings" } else { "subjects" },

@@ -1255,6 +1255,7 @@ pub async fn write_outputs(
                 n_voxels: data.voxels.len(),
                 n_missing,
                 t: t_stats,
+                t_min: result.t.iter().copied().filter(|t| t.is_finite()).reduce(f64::min),
                 significant_fwe_05: count(&result.p_fwe),
                 significant_tfce_fwe_05: result.p_fwe_tfce.as_deref().map(count),
                 cluster_threshold_t: prepared.cluster_t,

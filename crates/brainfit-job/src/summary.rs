@@ -76,6 +76,9 @@ pub struct GroupSummary {
     pub n_missing: usize,
     /// The t map.
     pub t: MapStats,
+    /// Its smallest finite value (a two-sided or `less` test's strongest negative effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t_min: Option<f64>,
     /// Voxels with max-T `p_fwe < 0.05`.
     pub significant_fwe_05: usize,
     /// Voxels with TFCE `p_fwe < 0.05` (with TFCE).
