@@ -607,11 +607,11 @@ async fn build_grid(
     let shape = first.shape;
     let flat = |v: &[usize; 3]| (v[0] * shape[1] + v[1]) * shape[2] + v[2];
     let total: usize = shape.iter().product();
-    let mut count = vec![0u16; total];
+    let mut count = vec![0u32; total];
     for (_, m) in &masks {
         m.voxels.iter().for_each(|v| count[flat(v)] += 1);
     }
-    let n = masks.len() as u16;
+    let n = masks.len() as u32;
     let mut warnings = Vec::new();
     let wanted: Vec<usize> = match &given {
         Some((url, m)) => {
