@@ -708,9 +708,7 @@ fn subject_map(
         GroupSource::Encoding => score(name),
         GroupSource::Searchlight => {
             let models = rsa_map_names(spec, inv);
-            let m = models.iter().position(|x| x == name).ok_or_else(|| {
-                JobError::Corrupt(format!("searchlight map {name} is not a model of the job"))
-            })?;
+            let m = model_index(&models, name, "searchlight")?;
             let mut full = Array1::from_elem(inv.n_voxels, f64::NAN);
             for (t, p) in done {
                 if matches!(t, Task::Searchlight { subject, .. } if *subject == si) {
@@ -789,6 +787,13 @@ fn subject_map(
     }
 }
 
+/// Where model `name` is among an RSA analysis' `models` (its maps' rows).
+fn model_index(models: &[String], name: &str, analysis: &str) -> Result<usize> {
+    models.iter().position(|x| x == name).ok_or_else(|| {
+        JobError::Corrupt(format!("{analysis} map {name} is not a model of the job"))
+    })
+}
+
 /// Subject `si`'s comparisons of model `name` with every brain RDM and ROI (the first
 /// `[rsa] compare` method), from its first ROI RSA task's part.
 fn roi_map(
@@ -800,16 +805,15 @@ fn roi_map(
 ) -> Result<Array1<f64>> {
     let r = spec.rsa.as_ref().ok_or_else(|| JobError::Corrupt("ROI maps need [rsa]".into()))?;
     let models = rsa_map_names(spec, &inventory.subjects[si]);
-    let m = models.iter().position(|x| x == name).ok_or_else(|| {
-        JobError::Corrupt(format!("ROI RSA map {name} is not a model of the job"))
-    })?;
+    let m = model_index(&models, name, "ROI RSA")?;
     let (_, part) = done
         .iter()
         .find(|(t, _)| matches!(t, Task::Rsa { subject, perms } if *subject == si && perms[0] == 0))
         .ok_or_else(|| JobError::Corrupt(format!("no ROI RSA task of subject {si}")))?;
     let block = MapBlock::read(part)?;
     // rows: methods; columns: (brain RDM or ROI, then ceiling groups) x models
-    let brains = crate::plan::brain_rdm_names(spec).len() + r.ceiling.len();
+    let given = crate::plan::brain_rdm_names(spec).len();
+    let brains = given + r.ceiling.len();
     if block.value.dim() != (r.compare.len(), brains * models.len()) {
         return Err(JobError::Corrupt(format!(
             "ROI RSA values of shape {:?}, expected ({}, {})",
@@ -818,7 +822,6 @@ fn roi_map(
             brains * models.len()
         )));
     }
-    let given = crate::plan::brain_rdm_names(spec).len();
     Ok((0..given).map(|b| block.value[(0, b * models.len() + m)]).collect())
 }
 
@@ -831,9 +834,7 @@ fn recording_map(
     done: &[(&Task, &Part)],
 ) -> Result<Array1<f64>> {
     let models = rsa_map_names(spec, &inventory.subjects[0]);
-    let m = models.iter().position(|x| x == name).ok_or_else(|| {
-        JobError::Corrupt(format!("time-resolved map {name} is not a model of the job"))
-    })?;
+    let m = model_index(&models, name, "time-resolved")?;
     let (_, part) = done
         .iter()
         .find(|(t, _)| matches!(t, Task::TimeResolved { recording, perms } if *recording == r && perms[0] == 0))
