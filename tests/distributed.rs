@@ -514,7 +514,7 @@ fn group_tests_on_real_workers_give_the_embedded_outputs() {
             .map(|s| format!("[[subjects]]\nname = \"s{s}\"\ndata = {{ brain = \"brain{s}.npy\", mask = \"mask.nii.gz\", groups = \"runs.npy\" }}\n"))
             .collect();
         let text = format!(
-            "name = \"group18\"\noutput = \"{out}\"\n{subjects}[features]\na = \"a.npy\"\nb = \"b.npy\"\n[encoding]\nalphas = [1.0, 100.0]\ncv = {{ kind = \"group\" }}\n[group]\nmaps = [\"encoding\", \"best_score\"]\nn = 40\ntfce = true\ncluster_threshold = 2.0\nconnectivity = 18\n[execution]\npermutations_per_task = 7\n"
+            "name = \"group18\"\noutput = \"{out}\"\n{subjects}[features]\na = \"a.npy\"\nb = \"b.npy\"\n[encoding]\nalphas = [1.0, 100.0]\ncv = {{ kind = \"group\" }}\n[rsa]\nrois = {{ all = \"mask.nii.gz\" }}\n[group]\nmaps = [\"encoding\", \"best_score\", \"roi_rsa\"]\nn = 40\ntfce = true\ncluster_threshold = 2.0\nconnectivity = 18\n[execution]\npermutations_per_task = 7\n"
         );
         let file = dir.path().join(format!("{out}.toml"));
         std::fs::write(&file, text).unwrap();
@@ -530,6 +530,8 @@ fn group_tests_on_real_workers_give_the_embedded_outputs() {
             "group/encoding/b/clusters.csv",
             "group/best_score/p_fwe.nii.gz",
             "group/best_score/null_max_tfce.npy",
+            "group/roi_rsa/a/table.csv",
+            "group/roi_rsa/b/p_fwe.npy",
         ],
     );
 }
