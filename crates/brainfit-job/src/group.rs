@@ -794,6 +794,20 @@ fn model_index(models: &[String], name: &str, analysis: &str) -> Result<usize> {
     })
 }
 
+/// The observed values held by the part of the task `first` picks (the first permutation range
+/// of an RSA analysis), `what` naming that task in the error when it is missing.
+fn observed_block(
+    done: &[(&Task, &Part)],
+    first: impl Fn(&Task) -> bool,
+    what: &str,
+) -> Result<MapBlock> {
+    let (_, part) = done
+        .iter()
+        .find(|(t, _)| first(t))
+        .ok_or_else(|| JobError::Corrupt(format!("no {what}")))?;
+    MapBlock::read(part)
+}
+
 /// Subject `si`'s comparisons of model `name` with every brain RDM and ROI (the first
 /// `[rsa] compare` method), from its first ROI RSA task's part.
 fn roi_map(
@@ -806,11 +820,11 @@ fn roi_map(
     let r = spec.rsa.as_ref().ok_or_else(|| JobError::Corrupt("ROI maps need [rsa]".into()))?;
     let models = rsa_map_names(spec, &inventory.subjects[si]);
     let m = model_index(&models, name, "ROI RSA")?;
-    let (_, part) = done
-        .iter()
-        .find(|(t, _)| matches!(t, Task::Rsa { subject, perms } if *subject == si && perms[0] == 0))
-        .ok_or_else(|| JobError::Corrupt(format!("no ROI RSA task of subject {si}")))?;
-    let block = MapBlock::read(part)?;
+    let block = observed_block(
+        done,
+        |t| matches!(t, Task::Rsa { subject, perms } if *subject == si && perms[0] == 0),
+        &format!("ROI RSA task of subject {si}"),
+    )?;
     // rows: methods; columns: (brain RDM or ROI, then ceiling groups) x models
     let given = crate::plan::brain_rdm_names(spec).len();
     let brains = given + r.ceiling.len();
@@ -835,11 +849,11 @@ fn recording_map(
 ) -> Result<Array1<f64>> {
     let models = rsa_map_names(spec, &inventory.subjects[0]);
     let m = model_index(&models, name, "time-resolved")?;
-    let (_, part) = done
-        .iter()
-        .find(|(t, _)| matches!(t, Task::TimeResolved { recording, perms } if *recording == r && perms[0] == 0))
-        .ok_or_else(|| JobError::Corrupt(format!("no time-resolved task of recording {r}")))?;
-    let block = MapBlock::read(part)?;
+    let block = observed_block(
+        done,
+        |t| matches!(t, Task::TimeResolved { recording, perms } if *recording == r && perms[0] == 0),
+        &format!("time-resolved task of recording {r}"),
+    )?;
     if block.value.nrows() != models.len() {
         return Err(JobError::Corrupt(format!(
             "time-resolved values of {} maps, expected {}",
